@@ -1,0 +1,55 @@
+# The two commands that matter: `make run` and `make test`. See README.md.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: run test sysdeps venv venv-test lint typecheck sandbox headless bench build clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+venv: $(VENV)/.installed
+venv-test: $(VENV)/.installed-test
+
+## System libraries Qt, neonize (libmagic, ffmpeg), the Secret Service test and PostgreSQL need.
+## Installed with apt-get only when missing and apt-get is usable; otherwise a hint is printed.
+sysdeps:
+	@scripts/install-system-deps.sh
+
+## Set up and start the app (sandbox mode when no HighLevel credentials are configured).
+run: sysdeps venv
+	$(VENV)/bin/ghl-desktop
+
+## Set up and run the whole test suite headless (PostgreSQL, Secret Service and Xvfb started for it).
+test: sysdeps venv-test
+	@scripts/run-tests.sh $(VENV)
+
+lint: venv-test
+	$(VENV)/bin/ruff check ghl_desktop tests bench
+	$(VENV)/bin/lint-imports
+
+typecheck: venv-test
+	$(VENV)/bin/mypy
+
+sandbox: venv
+	$(VENV)/bin/ghl-desktop sandbox
+
+headless: venv
+	$(VENV)/bin/ghl-desktop headless --sandbox
+
+build: venv
+	$(PIP) install --quiet -e '.[build]'
+	$(VENV)/bin/pyinstaller --noconfirm --clean build.spec
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

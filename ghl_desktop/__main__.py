@@ -1,0 +1,3 @@
+from ghl_desktop.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""Command line: argument parsing only. Every command lives in its own module.
+
+    ghl-desktop                 open the window (sandbox mode when no HighLevel credentials exist)
+    ghl-desktop --sandbox       open the window against an in-process HighLevel sandbox
+    ghl-desktop doctor          check this machine, one line per check
+    ghl-desktop sandbox         run the HighLevel sandbox server (+ simulated WhatsApp network)
+    ghl-desktop headless        run the bridge with no window
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from ghl_desktop import __version__
+
+#: neonize adds a bot tag to every 1:1 message unless the *process* started with this set (Go reads
+#: the environment it was started with; setting os.environ later has no effect). See neonize-notes.
+BOT_TAG_ENV = ("NEONIZE_BOT_TAG", "off")
+
+
+def ensure_engine_environment(argv: Sequence[str]) -> None:
+    """Re-exec the process once with NEONIZE_BOT_TAG=off when it was started without it."""
+    name, value = BOT_TAG_ENV
+    if os.environ.get(name) == value or os.environ.get("GHL_DESKTOP_NO_REEXEC") == "1":
+        return
+    env = dict(os.environ, **{name: value})
+    if getattr(sys, "frozen", False):
+        cmd = [sys.executable, *argv]
+    else:
+        cmd = [sys.executable, "-m", "ghl_desktop", *argv]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(cmd[0], cmd, env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ghl-desktop", description="Link WhatsApp numbers to HighLevel.")
+    parser.add_argument("--version", action="version", version=f"ghl-desktop {__version__}")
+    parser.add_argument("--sandbox", action="store_true", help="use an in-process HighLevel sandbox")
+    parser.add_argument("--sandbox-port", type=int, default=0, help="port of the in-process sandbox")
+    sub = parser.add_subparsers(dest="command")
+
+    sub.add_parser("doctor", help="check Python, Qt, neonize, data dir, database, keyring, credentials")
+
+    sb = sub.add_parser("sandbox", help="run the HighLevel sandbox server and simulated WhatsApp network")
+    sb.add_argument("--host", default="127.0.0.1")
+    sb.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    sb.add_argument("--locations", type=int, default=2, help="sandbox locations to seed")
+    sb.add_argument("--redirect-uri", action="append", default=[], help="extra accepted OAuth redirect URI")
+    sb.add_argument("--webhook-url", default=None, help="delivery URL for provider webhooks")
+    sb.add_argument("--app-webhook-url", default=None, help="URL for INSTALL/UNINSTALL webhooks")
+    sb.add_argument("--state-dir", default=None, help="keep sandbox state in this folder across restarts")
+
+    hl = sub.add_parser("headless", help="run the bridge with no window (logs to stdout)")
+    hl.add_argument("--sandbox", action="store_true", dest="headless_sandbox")
+    hl.add_argument("--sandbox-port", type=int, default=0, dest="headless_sandbox_port")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+
+    if args.command == "doctor":
+        from ghl_desktop.doctor import run_doctor
+
+        return run_doctor()
+    if args.command == "sandbox":
+        from ghl_desktop.sandbox.cli import run_sandbox
+
+        return run_sandbox(args)
+    if argv is None:
+        ensure_engine_environment(args_list)
+    if args.command == "headless":
+        from ghl_desktop.headless import run_headless
+
+        return run_headless(sandbox=args.headless_sandbox, sandbox_port=args.headless_sandbox_port)
+    from ghl_desktop.ui.main import run_gui
+
+    return run_gui(sandbox=args.sandbox, sandbox_port=args.sandbox_port)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

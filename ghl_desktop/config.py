@@ -1,0 +1,144 @@
+"""Settings: environment variables over the persisted settings file over defaults.
+
+Only non-secret settings are ever written to ``settings.json``. ``GHL_CLIENT_SECRET`` comes from the
+environment or the SecretStore (key ``app:client_secret``); it is never persisted here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+APP_NAME = "ghl-desktop"
+DEFAULT_API_BASE = "https://services.leadconnectorhq.com"
+DEFAULT_MARKETPLACE_BASE = "https://marketplace.gohighlevel.com"
+
+#: settings that may never be written to disk in clear
+SECRET_FIELDS = frozenset({"client_secret"})
+
+ENV_MAP: dict[str, str] = {
+    "client_id": "GHL_CLIENT_ID",
+    "client_secret": "GHL_CLIENT_SECRET",
+    "provider_id": "GHL_PROVIDER_ID",
+    "api_base": "GHL_API_BASE",
+    "marketplace_base": "GHL_MARKETPLACE_BASE",
+    "home": "GHL_DESKTOP_HOME",
+    "db_url": "GHL_DESKTOP_DB_URL",
+    "oauth_redirect_port": "GHL_OAUTH_REDIRECT_PORT",
+    "webhook_host": "GHL_WEBHOOK_HOST",
+    "webhook_port": "GHL_WEBHOOK_PORT",
+    "webhook_ed25519_public_key": "GHL_WEBHOOK_ED25519_PUBLIC_KEY",
+    "webhook_rsa_public_key": "GHL_WEBHOOK_RSA_PUBLIC_KEY",
+    "accept_unsigned_webhooks": "GHL_ACCEPT_UNSIGNED_WEBHOOKS",
+    "relay_url": "GHL_RELAY_URL",
+    "log_level": "GHL_DESKTOP_LOG_LEVEL",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    client_id: str | None = None
+    client_secret: str | None = None
+    provider_id: str | None = None
+    api_base: str = DEFAULT_API_BASE
+    marketplace_base: str = DEFAULT_MARKETPLACE_BASE
+    home: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)))
+    db_url: str | None = None
+    #: HighLevel needs the exact redirect URI registered, so the loopback port is fixed (configurable)
+    oauth_redirect_port: int = 53682
+    oauth_timeout_seconds: float = 300.0
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = 8787
+    webhook_ed25519_public_key: str | None = None
+    webhook_rsa_public_key: str | None = None
+    accept_unsigned_webhooks: bool = False
+    webhook_backlog_limit: int = 100_000
+    relay_url: str | None = None
+    log_level: str = "INFO"
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.home / 'ghl-desktop.db'}"
+
+    @property
+    def settings_file(self) -> Path:
+        return self.home / "settings.json"
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(platformdirs.user_log_dir(APP_NAME, appauthor=False)) if "GHL_DESKTOP_HOME" not in os.environ \
+            else self.home / "logs"
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.home / "sessions"
+
+    @property
+    def has_ghl_credentials(self) -> bool:
+        return bool(self.client_id and self.client_secret)
+
+    def persistable(self) -> dict[str, Any]:
+        """What may be written to settings.json: everything but secrets and the home itself."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name in SECRET_FIELDS or f.name == "home":
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def _coerce(name: str, raw: str) -> Any:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    if "bool" in str(kind):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if "int" in str(kind) and "str" not in str(kind):
+        return int(raw)
+    if "float" in str(kind):
+        return float(raw)
+    if name == "home":
+        return Path(raw).expanduser()
+    return raw
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    if env.get("GHL_DESKTOP_HOME"):
+        values["home"] = Path(env["GHL_DESKTOP_HOME"]).expanduser()
+    base = Settings(**values)
+    file_values: dict[str, Any] = {}
+    if base.settings_file.exists():
+        try:
+            stored = json.loads(base.settings_file.read_text("utf-8"))
+        except (OSError, ValueError):
+            stored = {}
+        known = {f.name for f in fields(Settings)} - SECRET_FIELDS - {"home"}
+        file_values = {k: v for k, v in stored.items() if k in known}
+    values.update(file_values)
+    for name, var in ENV_MAP.items():
+        if env.get(var):
+            values[name] = _coerce(name, env[var])
+    return Settings(**values)
+
+
+def save_settings(settings: Settings) -> Path:
+    """Persist the non-secret settings atomically (write + rename)."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    target = settings.settings_file
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(settings.persistable(), indent=2, sort_keys=True), "utf-8")
+    tmp.replace(target)
+    return target
+
+
+def update_settings(settings: Settings, **changes: Any) -> Settings:
+    return replace(settings, **changes)
+
+
+__all__ = ["Settings", "asdict", "load_settings", "save_settings", "update_settings"]

@@ -1,0 +1,134 @@
+"""Ports: what the services need from the outside world, as Protocols.
+
+Storage repositories are synchronous (short SQLite/PostgreSQL transactions, milliseconds); the
+services call them from the event loop. Each method is one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from ghl_desktop.core.models import (
+    ContactLink,
+    Job,
+    Location,
+    LocationState,
+    Message,
+    MessageStatus,
+    NewJob,
+    SessionState,
+    WhatsAppSession,
+)
+
+
+class LocationRepository(Protocol):
+    def upsert(self, location: Location) -> Location: ...
+    def get(self, location_id: str) -> Location | None: ...
+    def list(self) -> list[Location]: ...
+    def set_state(self, location_id: str, state: LocationState) -> None: ...
+    def set_token_expiry(self, location_id: str, expires_at: datetime | None) -> None: ...
+    def delete(self, location_id: str) -> None: ...
+
+
+class SessionRepository(Protocol):
+    def create(self, session: WhatsAppSession) -> WhatsAppSession: ...
+    def get(self, session_id: str) -> WhatsAppSession | None: ...
+    def list(self, location_id: str | None = None) -> list[WhatsAppSession]: ...
+    def set_state(
+        self,
+        session_id: str,
+        state: SessionState,
+        detail: str | None = None,
+        state_until: datetime | None = None,
+    ) -> WhatsAppSession: ...
+    def set_identity(self, session_id: str, phone: str | None, jid: str | None) -> WhatsAppSession: ...
+    def delete(self, session_id: str) -> None: ...
+
+
+class ContactRepository(Protocol):
+    def find(
+        self,
+        location_id: str,
+        *,
+        phone: str | None = None,
+        wa_jid: str | None = None,
+        wa_lid: str | None = None,
+        ghl_contact_id: str | None = None,
+    ) -> ContactLink | None:
+        """The first link matching any of the given keys (phone, then JID, then LID, then contact id)."""
+        ...
+
+    def save(self, link: ContactLink) -> ContactLink:
+        """Insert, or update the row with the same id (or same location+phone / location+jid / location+lid)."""
+        ...
+
+    def forget_ghl_contact(self, location_id: str, ghl_contact_id: str) -> int:
+        """Clear a HighLevel contact id that HighLevel says no longer exists (merged); returns rows changed."""
+        ...
+
+
+class MessageRepository(Protocol):
+    def record(self, message: Message, job: NewJob | None = None) -> tuple[Message, bool]:
+        """Store the message and (optionally) its job in ONE transaction.
+
+        Returns (stored message, created). If a message with the same (session_id, wa_message_id) or
+        (location_id, ghl_message_id) exists, nothing is written and (existing, False) comes back."""
+        ...
+
+    def get(self, message_id: int) -> Message | None: ...
+    def by_wa_id(self, session_id: str, wa_message_id: str) -> Message | None: ...
+    def by_ghl_id(self, location_id: str, ghl_message_id: str) -> Message | None: ...
+    def update(
+        self,
+        message_id: int,
+        *,
+        status: MessageStatus | None = None,
+        error: str | None = None,
+        wa_message_id: str | None = None,
+        ghl_message_id: str | None = None,
+        media_ref: str | None = None,
+        session_id: str | None = None,
+    ) -> Message:
+        """Change the given fields. A status never moves backwards (read stays read when a late
+        delivery receipt arrives), except to FAILED."""
+        ...
+
+    def recent(self, limit: int = 200, location_id: str | None = None) -> list[Message]: ...
+
+
+class JobQueue(Protocol):
+    def enqueue(self, job: NewJob) -> tuple[int, bool]:
+        """Returns (job id, created). Same ``dedupe_key`` → the existing job's id and False."""
+        ...
+
+    def lease(self, owner: str, *, now: datetime, lease_seconds: float, limit: int = 10,
+              kinds: Sequence[str] | None = None) -> list[Job]:
+        """Atomically claim due jobs: pending with ``next_attempt_at <= now``, or running with an expired
+        lease (the worker died). For one ``ordering_key`` only the oldest unfinished job is eligible."""
+        ...
+
+    def complete(self, job_id: int, owner: str) -> None: ...
+    def retry_later(self, job_id: int, owner: str, *, error: str, run_at: datetime) -> None: ...
+    def dead_letter(self, job_id: int, owner: str, *, error: str) -> None: ...
+    def requeue_dead(self, job_id: int) -> bool:
+        """Move a dead job back to pending with its attempts reset (the user pressed retry)."""
+        ...
+
+    def get(self, job_id: int) -> Job | None: ...
+    def count(self, state: str | None = None) -> int: ...
+    def list(self, state: str | None = None, limit: int = 100) -> list[Job]: ...
+
+
+class SecretStore(Protocol):
+    """Where tokens and client secrets live: the OS keyring, or the passphrase vault."""
+
+    @property
+    def description(self) -> str:
+        """Plain words for the user: which store is in use (e.g. "GNOME Keyring (Secret Service)")."""
+        ...
+
+    def get(self, key: str) -> str | None: ...
+    def set(self, key: str, value: str) -> None: ...
+    def delete(self, key: str) -> None: ...

@@ -1,0 +1,216 @@
+"""The WhatsApp side in domain terms: what a transport emits and what it can be asked to do.
+
+Two transports implement :class:`WhatsAppTransport`: the real engine (neonize, in
+``adapters/whatsapp/neonize_transport.py``) and the simulated network client used by the sandbox
+and the tests. Everything above them sees only these types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from ghl_desktop.core.models import MessageKind
+
+
+# --- events a transport emits -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QrCode:
+    """A fresh QR payload to show; it replaces the previous one (they rotate)."""
+
+    code: str
+    expires_in: float  # seconds this code stays valid
+
+
+@dataclass(frozen=True, slots=True)
+class PairCode:
+    """A phone-number pairing code to type on the phone (alternative to the QR)."""
+
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class Paired:
+    jid: str
+    phone: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    jid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedOut:
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReplaced:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TemporarilyBanned:
+    code: int
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOutdated:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFailed:
+    reason: str
+    permanent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAliveLost:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAliveRestored:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class MediaInfo:
+    mimetype: str | None = None
+    file_name: str | None = None
+    size: int | None = None
+    seconds: int | None = None  # audio/video duration
+    #: opaque handle the transport understands to download the bytes later (e.g. serialized proto)
+    handle: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """One normalized WhatsApp message (customer → us, or typed on the linked phone: ``from_me``)."""
+
+    id: str
+    chat: str  # chat JID (person or group)
+    sender: str  # sender JID as WhatsApp gave it (may be ...@lid)
+    sender_phone: str | None  # E.164 when known (SenderAlt, store, or a phone JID); never invented
+    sender_lid: str | None
+    push_name: str | None
+    timestamp: datetime
+    kind: MessageKind
+    text: str | None = None  # body or caption
+    media: MediaInfo | None = None
+    quoted_id: str | None = None
+    target_id: str | None = None  # reaction/edit/revoke: the message acted on
+    reaction: str | None = None  # emoji; "" means the reaction was removed
+    latitude: float | None = None
+    longitude: float | None = None
+    location_name: str | None = None
+    vcard: str | None = None
+    contact_name: str | None = None
+    from_me: bool = False
+    is_group: bool = False
+
+
+class ReceiptKind(StrEnum):
+    DELIVERED = "delivered"
+    READ = "read"
+    PLAYED = "played"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    chat: str
+    message_ids: tuple[str, ...]
+    kind: ReceiptKind
+    timestamp: datetime
+    sender: str | None = None
+
+
+TransportEvent = (
+    QrCode
+    | PairCode
+    | Paired
+    | Connected
+    | Disconnected
+    | LoggedOut
+    | StreamReplaced
+    | TemporarilyBanned
+    | ClientOutdated
+    | ConnectFailed
+    | KeepAliveLost
+    | KeepAliveRestored
+    | IncomingMessage
+    | Receipt
+)
+
+#: Called on the event loop for every event. For IncomingMessage the transport awaits the handler
+#: before acknowledging the message to WhatsApp where the engine allows it (durable hand-off).
+EventHandler = Callable[[TransportEvent], Awaitable[None]]
+
+
+# --- what a transport can be asked to do --------------------------------------------------------
+
+
+class PresenceKind(StrEnum):
+    COMPOSING = "composing"
+    RECORDING = "recording"
+    PAUSED = "paused"
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMedia:
+    data: bytes
+    mimetype: str
+    file_name: str | None = None
+    kind: MessageKind = MessageKind.DOCUMENT  # IMAGE, VIDEO, AUDIO, VOICE, DOCUMENT, STICKER
+    caption: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    message_id: str
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TransportOptions:
+    proxy: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class WhatsAppTransport(Protocol):
+    """One linked number. ``start`` connects (showing QR codes when unpaired) and returns once the
+    connection attempt is under way; events arrive through the handler given at construction."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def logout(self) -> None: ...
+    async def pair_phone(self, phone: str) -> str: ...
+    async def send_text(self, chat: str, text: str, *, quoted_id: str | None = None) -> SendResult: ...
+    async def send_media(self, chat: str, media: OutgoingMedia, *, quoted_id: str | None = None) -> SendResult: ...
+    async def send_reaction(self, chat: str, target_id: str, emoji: str, *, from_me: bool) -> SendResult: ...
+    async def edit(self, chat: str, target_id: str, text: str) -> SendResult: ...
+    async def revoke(self, chat: str, target_id: str) -> SendResult: ...
+    async def mark_read(self, chat: str, sender: str, message_ids: list[str]) -> None: ...
+    async def send_presence(self, chat: str, presence: PresenceKind) -> None: ...
+    async def resolve_lid(self, lid: str) -> str | None:
+        """Phone number (E.164) for a LID when the engine knows it, else None."""
+        ...
+
+    async def is_on_whatsapp(self, phone: str) -> str | None:
+        """The JID for an E.164 phone number when it has WhatsApp, else None."""
+        ...
+
+    async def download(self, media: MediaInfo) -> bytes: ...

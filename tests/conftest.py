@@ -1,0 +1,74 @@
+"""Shared test setup: offscreen Qt, a qasync loop for async tests, an isolated data dir, and an
+in-memory keyring so no test touches the developer's real secrets."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import keyring
+import pytest
+import qasync
+from keyring.backend import KeyringBackend
+from PySide6.QtWidgets import QApplication
+
+
+def _qasync_loop() -> asyncio.AbstractEventLoop:
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    return qasync.QEventLoop(app)
+
+
+_FACTORIES = {"qasync": _qasync_loop}  # module level: the same objects every call
+
+
+def pytest_asyncio_loop_factories(config, item):  # type: ignore[no-untyped-def]
+    return _FACTORIES
+
+
+class MemoryKeyring(KeyringBackend):
+    """A dict-backed keyring backend for unit tests."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.store.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.store[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.store.pop((service, username), None)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[None]:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("GHL_DESKTOP_HOME", str(home))
+    for var in ("GHL_CLIENT_ID", "GHL_CLIENT_SECRET", "GHL_PROVIDER_ID", "GHL_API_BASE", "GHL_DESKTOP_DB_URL",
+                "GHL_DESKTOP_VAULT_PASSPHRASE", "GHL_RELAY_URL"):
+        monkeypatch.delenv(var, raising=False)
+    if request.node.get_closest_marker("secret_service"):
+        yield
+        return
+    previous = keyring.get_keyring()
+    keyring.set_keyring(MemoryKeyring())
+    try:
+        yield
+    finally:
+        keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def data_home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
