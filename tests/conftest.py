@@ -18,6 +18,8 @@ import qasync
 from keyring.backend import KeyringBackend
 from PySide6.QtWidgets import QApplication
 
+pytest_plugins = ["tests.fixtures.storage", "tests.fixtures.sandbox"]
+
 
 def _qasync_loop() -> asyncio.AbstractEventLoop:
     app = QApplication.instance() or QApplication(sys.argv[:1])
