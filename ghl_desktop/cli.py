@@ -68,20 +68,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "doctor":
         from ghl_desktop.doctor import run_doctor
 
-        return run_doctor()
+        return int(run_doctor())
     if args.command == "sandbox":
         from ghl_desktop.sandbox.cli import run_sandbox
 
-        return run_sandbox(args)
+        return int(run_sandbox(args))
     if argv is None:
         ensure_engine_environment(args_list)
     if args.command == "headless":
         from ghl_desktop.headless import run_headless
 
-        return run_headless(sandbox=args.headless_sandbox, sandbox_port=args.headless_sandbox_port)
+        return int(run_headless(sandbox=args.headless_sandbox, sandbox_port=args.headless_sandbox_port))
     from ghl_desktop.ui.main import run_gui
 
-    return run_gui(sandbox=args.sandbox, sandbox_port=args.sandbox_port)
+    return int(run_gui(sandbox=args.sandbox, sandbox_port=args.sandbox_port))
 
 
 if __name__ == "__main__":

@@ -71,8 +71,9 @@ class Settings:
 
     @property
     def log_dir(self) -> Path:
-        return Path(platformdirs.user_log_dir(APP_NAME, appauthor=False)) if "GHL_DESKTOP_HOME" not in os.environ \
-            else self.home / "logs"
+        if "GHL_DESKTOP_HOME" in os.environ:
+            return self.home / "logs"
+        return Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))
 
     @property
     def sessions_dir(self) -> Path:

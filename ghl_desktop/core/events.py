@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 log = logging.getLogger("ghl.events")
 
 E = TypeVar("E")
-Handler = Callable[[Any], "None | Awaitable[None]"]
+Handler = Callable[[Any], "Awaitable[None] | None"]
 
 
 class EventBus:
@@ -26,7 +26,7 @@ class EventBus:
         self._handlers: dict[type, list[Handler]] = defaultdict(list)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def subscribe(self, event_type: type[E], handler: Callable[[E], None | Awaitable[None]]) -> Callable[[], None]:
+    def subscribe(self, event_type: type[E], handler: Callable[[E], Awaitable[None] | None]) -> Callable[[], None]:
         """Call ``handler`` for every published event that is an instance of ``event_type``.
 
         Returns a function that removes the subscription."""

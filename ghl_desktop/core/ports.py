@@ -132,3 +132,57 @@ class SecretStore(Protocol):
     def get(self, key: str) -> str | None: ...
     def set(self, key: str, value: str) -> None: ...
     def delete(self, key: str) -> None: ...
+
+
+# --- HighLevel, as the bridge needs it ------------------------------------------------------------
+
+
+class PostedMessage(Protocol):
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def conversation_id(self) -> str | None: ...
+
+
+class HighLevelGateway(Protocol):
+    """The HighLevel calls the bridge makes, per location (the adapter handles tokens, rate limits,
+    retries of transient failures and the status-update race)."""
+
+    async def upsert_contact(
+        self, location_id: str, *, phone: str | None, name: str | None, tags: Sequence[str]
+    ) -> str:
+        """Find-or-create a contact (by E.164 phone when given) and return its id."""
+        ...
+
+    async def post_message(
+        self,
+        location_id: str,
+        *,
+        contact_id: str,
+        text: str,
+        attachments: Sequence[str],
+        alt_id: str,
+        direction: str,
+        date: datetime,
+    ) -> PostedMessage:
+        """Add a provider message (inbound, or outbound for messages typed on the phone)."""
+        ...
+
+    async def find_message_by_alt_id(self, location_id: str, *, contact_id: str, alt_id: str) -> str | None:
+        """The HighLevel message id already holding ``alt_id`` (crash recovery), or None."""
+        ...
+
+    async def update_status(self, location_id: str, message_id: str, status: str, error: str | None) -> None: ...
+
+    async def upload(
+        self,
+        location_id: str,
+        *,
+        contact_id: str,
+        conversation_id: str | None,
+        filename: str,
+        data: bytes,
+        content_type: str,
+    ) -> str:
+        """Upload an attachment; returns its public URL."""
+        ...

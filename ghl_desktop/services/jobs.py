@@ -1,0 +1,181 @@
+"""The job runner: leases durable jobs and runs their handlers, concurrently across ordering keys.
+
+Why a runner of our own: every unit of bridge work (post an inbound message, send an agent's reply,
+push a status) is a row in the ``jobs`` table first. The runner leases rows (so a crashed process's
+work is picked up again when the lease expires), runs the handler for the row's kind, and then
+completes, reschedules (transient failures, capped jittered backoff) or dead-letters it (permanent
+failures, or too many attempts) with a readable reason the user can see and retry by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from ghl_desktop.core.errors import GhlDesktopError, GhlRateLimited
+from ghl_desktop.core.models import Job, utcnow
+from ghl_desktop.core.ports import JobQueue
+
+log = logging.getLogger("ghl.jobs")
+
+JobHandler = Callable[[Job], Awaitable[None]]
+
+
+class RetryLater(Exception):
+    """Raised by a handler that cannot make progress yet (e.g. the number is reconnecting)."""
+
+    def __init__(self, reason: str, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    concurrency: int = 8
+    lease_seconds: float = 60.0
+    poll_interval: float = 0.5
+    max_attempts: int = 8
+    backoff_base: float = 1.0
+    backoff_cap: float = 300.0
+
+
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """Capped exponential backoff with full jitter (attempt counts from 1)."""
+    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        queue: JobQueue,
+        handlers: dict[str, JobHandler],
+        options: RunnerOptions = RunnerOptions(),
+        *,
+        owner: str | None = None,
+    ) -> None:
+        self._queue = queue
+        self._handlers = handlers
+        self._options = options
+        self._owner = owner or f"runner-{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._main: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._in_flight: set[int] = set()
+
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    def wake(self) -> None:
+        """New work was enqueued: look now instead of at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._main is None:
+            self._stopping = False
+            self._main = asyncio.get_running_loop().create_task(self._loop(), name="job-runner")
+
+    async def stop(self) -> None:
+        """Stop leasing and wait for the jobs in flight to finish (their leases stay valid)."""
+        self._stopping = True
+        self._wake.set()
+        if self._main is not None:
+            await self._main
+            self._main = None
+        if self._running:
+            await asyncio.gather(*list(self._running), return_exceptions=True)
+
+    async def run_until_idle(self, limit_seconds: float = 30.0) -> None:
+        """Process due jobs until none is left pending or running (used by tests and shutdown)."""
+        deadline = asyncio.get_running_loop().time() + limit_seconds
+        while asyncio.get_running_loop().time() < deadline:
+            await self._tick()
+            if self._running:
+                await asyncio.wait(list(self._running), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            if self._queue.count("pending") == 0 and self._queue.count("running") == 0:
+                return
+            await asyncio.sleep(0.02)
+        raise TimeoutError("jobs still pending")
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self._tick()
+            except Exception:
+                log.exception("job runner tick failed; retrying")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._options.poll_interval)
+            except TimeoutError:
+                pass
+
+    async def _tick(self) -> None:
+        free = self._options.concurrency - len(self._running)
+        if free <= 0 or self._stopping:
+            return
+        jobs = self._queue.lease(
+            self._owner,
+            now=utcnow(),
+            lease_seconds=self._options.lease_seconds,
+            limit=free,
+            kinds=list(self._handlers),
+        )
+        for job in jobs:
+            if job.id in self._in_flight:
+                continue
+            self._in_flight.add(job.id)
+            task = asyncio.get_running_loop().create_task(self._run(job), name=f"job-{job.id}-{job.kind}")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, job: Job) -> None:
+        try:
+            await self._handlers[job.kind](job)
+        except RetryLater as later:
+            delay = later.delay if later.delay is not None else backoff_delay(
+                job.attempts, self._options.backoff_base, self._options.backoff_cap)
+            self._reschedule(job, later.reason, delay, counted=False)
+        except GhlRateLimited as limited:
+            self._reschedule(job, str(limited), max(limited.retry_after, 0.1), counted=False)
+        except GhlDesktopError as error:
+            if error.transient and job.attempts < self._options.max_attempts:
+                delay = backoff_delay(job.attempts, self._options.backoff_base, self._options.backoff_cap)
+                self._reschedule(job, f"{type(error).__name__}: {error}", delay)
+            else:
+                reason = f"{type(error).__name__}: {error}"
+                if error.transient:
+                    reason = f"gave up after {job.attempts} attempts — {reason}"
+                log.warning("job %s (%s) dead-lettered: %s", job.id, job.kind, reason)
+                self._queue.dead_letter(job.id, self._owner, error=reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a bug: keep the job, visible, not lost
+            log.exception("job %s (%s) crashed", job.id, job.kind)
+            if job.attempts < self._options.max_attempts:
+                delay = backoff_delay(job.attempts, self._options.backoff_base, self._options.backoff_cap)
+                self._reschedule(job, f"internal error: {error!r}", delay)
+            else:
+                self._queue.dead_letter(job.id, self._owner, error=f"internal error: {error!r}")
+        else:
+            self._queue.complete(job.id, self._owner)
+        finally:
+            self._in_flight.discard(job.id)
+            self._wake.set()
+
+    def _reschedule(self, job: Job, reason: str, delay: float, *, counted: bool = True) -> None:
+        """``counted=False``: waiting is not failing (a number reconnecting, a rate limit), so it never
+        dead-letters the job."""
+        if counted and job.attempts >= self._options.max_attempts:
+            self._queue.dead_letter(job.id, self._owner, error=f"gave up after {job.attempts} attempts — {reason}")
+            return
+        log.info("job %s (%s) retry in %.1fs: %s", job.id, job.kind, delay, reason)
+        self._queue.retry_later(job.id, self._owner, error=reason, run_at=utcnow() + timedelta(seconds=delay))
