@@ -97,6 +97,11 @@ class MessageRepository(Protocol):
 
     def recent(self, limit: int = 200, location_id: str | None = None) -> list[Message]: ...
 
+    def reset_failed(self, message_id: int) -> Message:
+        """User pressed retry: FAILED -> PENDING (outbound) / RECEIVED (inbound), error cleared;
+        other statuses unchanged."""
+        ...
+
 
 class JobQueue(Protocol):
     def enqueue(self, job: NewJob) -> tuple[int, bool]:

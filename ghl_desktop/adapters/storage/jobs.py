@@ -1,0 +1,218 @@
+"""The durable job queue (``core.ports.JobQueue``).
+
+Leasing rules:
+- Due jobs are pending ones with ``next_attempt_at <= now`` and running ones whose lease has expired
+  (their worker died: crash recovery). Each lease increments ``attempts``.
+- Jobs sharing an ``ordering_key`` run one at a time, oldest first: a job is eligible only when no
+  older job of its key is unfinished (pending or running) and no other job of its key holds a live
+  lease. A job waiting for its retry time therefore holds back the newer ones of its key.
+- Atomic: on PostgreSQL the candidates are locked with ``SELECT ... FOR UPDATE SKIP LOCKED``; on
+  SQLite the whole lease is one ``BEGIN IMMEDIATE`` transaction (one writer at a time).
+- complete / retry_later / dead_letter only act while ``owner`` still holds the job; a worker whose
+  lease expired and was taken over is told so in the log and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from ghl_desktop.adapters.storage.orm import JobRow
+from ghl_desktop.adapters.storage.tx import StorageConflict, Transactions
+from ghl_desktop.core.models import Job, JobState, NewJob, utcnow
+
+log = logging.getLogger("ghl.storage.jobs")
+
+_UNFINISHED = (JobState.PENDING.value, JobState.RUNNING.value)
+
+
+def _job(row: JobRow) -> Job:
+    return Job(
+        id=row.id,
+        kind=row.kind,
+        payload=dict(row.payload),
+        state=JobState(row.state),
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at,
+        dedupe_key=row.dedupe_key,
+        ordering_key=row.ordering_key,
+        lease_owner=row.lease_owner,
+        lease_until=row.lease_until,
+        last_error=row.last_error,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _check_payload(payload: dict[str, Any]) -> None:
+    if not isinstance(payload, dict):
+        raise TypeError(f"job payload must be a dict, got {type(payload).__name__}")
+    try:
+        json.dumps(payload)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"job payload is not JSON-serialisable: {exc}") from exc
+
+
+def insert_job(s: Session, job: NewJob, *, payload: dict[str, Any] | None = None) -> tuple[int, bool]:
+    """Insert ``job`` in the caller's transaction; (existing id, False) if its dedupe_key is taken."""
+    payload = job.payload if payload is None else payload
+    _check_payload(payload)
+    if job.dedupe_key is not None:
+        existing = s.scalar(select(JobRow.id).where(JobRow.dedupe_key == job.dedupe_key))
+        if existing is not None:
+            return existing, False
+    now = utcnow()
+    row = JobRow(
+        kind=job.kind,
+        payload=payload,
+        state=JobState.PENDING.value,
+        attempts=0,
+        next_attempt_at=job.run_at or now,
+        dedupe_key=job.dedupe_key,
+        ordering_key=job.ordering_key,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with s.begin_nested():  # PostgreSQL: a racing enqueue of the same dedupe_key must not abort us
+            s.add(row)
+            s.flush()
+    except IntegrityError:
+        existing = s.scalar(select(JobRow.id).where(JobRow.dedupe_key == job.dedupe_key))
+        if existing is None:
+            raise
+        return existing, False
+    return row.id, True
+
+
+class SqlJobQueue:
+    def __init__(self, tx: Transactions) -> None:
+        self._tx = tx
+
+    def enqueue(self, job: NewJob) -> tuple[int, bool]:
+        _check_payload(job.payload)
+        try:
+            with self._tx.write() as s:
+                return insert_job(s, job)
+        except StorageConflict:
+            if job.dedupe_key is None:
+                raise
+            with self._tx.read() as s:
+                existing = s.scalar(select(JobRow.id).where(JobRow.dedupe_key == job.dedupe_key))
+            if existing is None:
+                raise
+            return existing, False
+
+    def lease(self, owner: str, *, now: datetime, lease_seconds: float, limit: int = 10,
+              kinds: Sequence[str] | None = None) -> list[Job]:
+        if not owner:
+            raise ValueError("lease owner must be a non-empty string")
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        if limit <= 0:
+            return []
+        if kinds is not None and not kinds:
+            return []
+        until = now + timedelta(seconds=lease_seconds)
+        query = self._eligible(now).order_by(JobRow.next_attempt_at, JobRow.id).limit(limit)
+        if kinds is not None:
+            query = query.where(JobRow.kind.in_(list(kinds)))
+        with self._tx.write() as s:
+            if self._tx.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            ids = list(s.scalars(query))
+            if not ids:
+                return []
+            s.execute(
+                update(JobRow)
+                .where(JobRow.id.in_(ids))
+                .values(state=JobState.RUNNING.value, lease_owner=owner, lease_until=until,
+                        attempts=JobRow.attempts + 1, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            rows = s.scalars(
+                select(JobRow).where(JobRow.id.in_(ids)).order_by(JobRow.next_attempt_at, JobRow.id)
+                .execution_options(populate_existing=True)
+            ).all()
+            return [_job(r) for r in rows]
+
+    @staticmethod
+    def _eligible(now: datetime) -> Any:
+        older = aliased(JobRow)
+        busy = aliased(JobRow)
+        older_unfinished = exists().where(
+            older.ordering_key == JobRow.ordering_key, older.id < JobRow.id, older.state.in_(_UNFINISHED)
+        )
+        other_running = exists().where(
+            busy.ordering_key == JobRow.ordering_key, busy.id != JobRow.id,
+            busy.state == JobState.RUNNING.value, busy.lease_until > now,
+        )
+        due = or_(
+            and_(JobRow.state == JobState.PENDING.value, JobRow.next_attempt_at <= now),
+            and_(JobRow.state == JobState.RUNNING.value, JobRow.lease_until <= now),
+        )
+        in_turn = or_(JobRow.ordering_key.is_(None), and_(~older_unfinished, ~other_running))
+        return select(JobRow.id).where(due, in_turn)
+
+    def complete(self, job_id: int, owner: str) -> None:
+        self._finish(job_id, owner, "complete", state=JobState.DONE.value, lease_owner=None, lease_until=None)
+
+    def retry_later(self, job_id: int, owner: str, *, error: str, run_at: datetime) -> None:
+        self._finish(job_id, owner, "retry", state=JobState.PENDING.value, next_attempt_at=run_at,
+                     last_error=error, lease_owner=None, lease_until=None)
+
+    def dead_letter(self, job_id: int, owner: str, *, error: str) -> None:
+        self._finish(job_id, owner, "dead-letter", state=JobState.DEAD.value, last_error=error,
+                     lease_owner=None, lease_until=None)
+
+    def _finish(self, job_id: int, owner: str, action: str, **values: Any) -> None:
+        with self._tx.write() as s:
+            result = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.lease_owner == owner, JobRow.state == JobState.RUNNING.value)
+                .values(updated_at=utcnow(), **values)
+                .execution_options(synchronize_session=False)
+            )
+            changed = int(getattr(result, "rowcount", 0) or 0)
+        if not changed:
+            log.warning("job %s: %s by %s ignored: lease lost (expired and taken over, or job not running)",
+                        job_id, action, owner)
+
+    def requeue_dead(self, job_id: int) -> bool:
+        now = utcnow()
+        with self._tx.write() as s:
+            result = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state == JobState.DEAD.value)
+                .values(state=JobState.PENDING.value, attempts=0, next_attempt_at=now,
+                        lease_owner=None, lease_until=None, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    def get(self, job_id: int) -> Job | None:
+        with self._tx.read() as s:
+            row = s.get(JobRow, job_id)
+            return _job(row) if row else None
+
+    def count(self, state: str | None = None) -> int:
+        query = select(func.count()).select_from(JobRow)
+        if state is not None:
+            query = query.where(JobRow.state == JobState(state).value)
+        with self._tx.read() as s:
+            return int(s.scalar(query) or 0)
+
+    def list(self, state: str | None = None, limit: int = 100) -> list[Job]:
+        """Oldest first (queue order)."""
+        query = select(JobRow).order_by(JobRow.id).limit(max(0, limit))
+        if state is not None:
+            query = query.where(JobRow.state == JobState(state).value)
+        with self._tx.read() as s:
+            return [_job(r) for r in s.scalars(query)]

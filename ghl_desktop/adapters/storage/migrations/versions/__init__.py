@@ -1,0 +1,1 @@
+"""Numbered, hand-written migrations (``NNNN_what.py``); alembic ignores this file."""
