@@ -1,0 +1,125 @@
+"""The job runner over the real SQLite queue: what happens to work that fails in each way."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ghl_desktop.adapters.storage import Database
+from ghl_desktop.core.errors import GhlBadRequest, GhlRateLimited, GhlTransientError
+from ghl_desktop.core.models import Job, JobState, NewJob
+from ghl_desktop.services.jobs import JobRunner, RetryLater, RunnerOptions, backoff_delay
+
+FAST = RunnerOptions(concurrency=4, lease_seconds=5, poll_interval=0.01, max_attempts=3,
+                     backoff_base=0.001, backoff_cap=0.005)
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    delays = [backoff_delay(n, 1.0, 30.0) for n in range(1, 12)]
+    assert all(0.5 <= d <= 30.0 for d in delays)
+    assert max(backoff_delay(20, 1.0, 30.0) for _ in range(50)) <= 30.0
+    assert len({backoff_delay(3, 1.0, 30.0) for _ in range(20)}) > 1
+
+
+@pytest.mark.asyncio
+async def test_success_transient_and_permanent_outcomes(db: Database) -> None:
+    calls: dict[str, int] = {}
+
+    async def handler(job: Job) -> None:
+        name = str(job.payload["name"])
+        calls[name] = calls.get(name, 0) + 1
+        if name == "flaky" and calls[name] < 2:
+            raise GhlTransientError("HighLevel 502")
+        if name == "bad":
+            raise GhlBadRequest("422 message must be a string")
+        if name == "always-down":
+            raise GhlTransientError("HighLevel 503")
+
+    ids = {n: db.jobs.enqueue(NewJob(kind="k", payload={"name": n}))[0]
+           for n in ("ok", "flaky", "bad", "always-down")}
+    runner = JobRunner(db.jobs, {"k": handler}, FAST)
+    await runner.run_until_idle(10)
+
+    assert db.jobs.get(ids["ok"]).state is JobState.DONE  # type: ignore[union-attr]
+    flaky = db.jobs.get(ids["flaky"])
+    assert flaky is not None and flaky.state is JobState.DONE and calls["flaky"] == 2
+    bad = db.jobs.get(ids["bad"])
+    assert bad is not None and bad.state is JobState.DEAD and calls["bad"] == 1
+    assert "must be a string" in (bad.last_error or "")
+    down = db.jobs.get(ids["always-down"])
+    assert down is not None and down.state is JobState.DEAD and calls["always-down"] == FAST.max_attempts
+    assert "gave up after 3 attempts" in (down.last_error or "")
+
+
+@pytest.mark.asyncio
+async def test_waiting_never_dead_letters_and_a_bug_is_kept_visible(db: Database) -> None:
+    calls = {"wait": 0, "bug": 0}
+
+    async def handler(job: Job) -> None:
+        name = str(job.payload["name"])
+        calls[name] += 1
+        if name == "wait" and calls[name] < 6:  # more than max_attempts waits
+            raise RetryLater("number reconnecting", delay=0.001)
+        if name == "wait" and calls[name] == 6:
+            raise GhlRateLimited(retry_after=0.001)
+        if name == "bug":
+            raise KeyError("oops")
+
+    wait_id, _ = db.jobs.enqueue(NewJob(kind="k", payload={"name": "wait"}))
+    bug_id, _ = db.jobs.enqueue(NewJob(kind="k", payload={"name": "bug"}))
+    await JobRunner(db.jobs, {"k": handler}, FAST).run_until_idle(10)
+    assert db.jobs.get(wait_id).state is JobState.DONE  # type: ignore[union-attr]
+    assert calls["wait"] == 7
+    bug = db.jobs.get(bug_id)
+    assert bug is not None and bug.state is JobState.DEAD and "internal error" in (bug.last_error or "")
+
+
+@pytest.mark.asyncio
+async def test_dead_job_can_be_retried_by_hand(db: Database) -> None:
+    fixed = {"now": False}
+
+    async def handler(job: Job) -> None:
+        if not fixed["now"]:
+            raise GhlBadRequest("contact has no phone")
+
+    job_id, _ = db.jobs.enqueue(NewJob(kind="k", payload={}))
+    runner = JobRunner(db.jobs, {"k": handler}, FAST)
+    await runner.run_until_idle(5)
+    assert db.jobs.get(job_id).state is JobState.DEAD  # type: ignore[union-attr]
+    fixed["now"] = True
+    assert db.jobs.requeue_dead(job_id)
+    await runner.run_until_idle(5)
+    assert db.jobs.get(job_id).state is JobState.DONE  # type: ignore[union-attr]
+
+
+@pytest.mark.asyncio
+async def test_per_key_order_with_concurrency_across_keys(db: Database) -> None:
+    seen: list[tuple[str, int]] = []
+    active: set[str] = set()
+    overlap = {"max": 0}
+
+    async def handler(job: Job) -> None:
+        key = str(job.payload["chat"])
+        assert key not in active, "two jobs of one chat ran at once"
+        active.add(key)
+        overlap["max"] = max(overlap["max"], len(active))
+        await asyncio.sleep(0.005)
+        seen.append((key, int(job.payload["n"])))
+        active.discard(key)
+
+    for n in range(5):
+        for chat in ("a", "b", "c"):
+            db.jobs.enqueue(NewJob(kind="k", payload={"chat": chat, "n": n}, ordering_key=chat))
+    runner = JobRunner(db.jobs, {"k": handler}, FAST)
+    runner.start()
+    try:
+        for _ in range(500):
+            if len(seen) == 15:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await runner.stop()
+    for chat in ("a", "b", "c"):
+        assert [n for c, n in seen if c == chat] == list(range(5))
+    assert overlap["max"] > 1  # chats really ran concurrently
