@@ -138,6 +138,10 @@ class SessionLoggedOut(WhatsAppError):
     """The number was unlinked on the phone; it must be paired again."""
 
 
+class EngineMisconfigured(WhatsAppError):
+    """The engine cannot run safely in this process (e.g. NEONIZE_BOT_TAG=off missing at start-up)."""
+
+
 class NotOnWhatsApp(WhatsAppError):
     """The recipient's phone number has no WhatsApp account."""
 

@@ -34,8 +34,8 @@ from typing import Any
 from ghl_desktop.core.models import MessageKind
 from ghl_desktop.core.whatsapp import (
     ClientOutdated,
-    ConnectFailed,
     Connected,
+    ConnectFailed,
     Disconnected,
     IncomingMessage,
     KeepAliveLost,
@@ -70,7 +70,7 @@ PAIR_STATUS_SUCCESS = 2
 CONNECT_FAILURE_REASONS: dict[int, tuple[str, bool]] = {
     1: ("generic", False),
     2: ("logged out", True),
-    3: ("temporarily banned", True),
+    3: ("temp banned", True),
     4: ("main device gone", True),
     5: ("unknown logout", True),
     6: ("client outdated", True),
@@ -348,9 +348,7 @@ def normalize_message(ev: Any, *, resolve_lid: LidResolver | None = None) -> Inc
             seconds=_int(media, "seconds"),
             handle=serialize() if serialize is not None else None,
         )
-        return IncomingMessage(
-            **base, kind=kind, text=_str(media, "caption"), media=info_out, quoted_id=quoted
-        )
+        return IncomingMessage(**base, kind=kind, text=_str(media, "caption"), media=info_out, quoted_id=quoted)
 
     for name in ("locationMessage", "liveLocationMessage"):
         if _has(msg, name):

@@ -154,8 +154,9 @@ TransportEvent = (
     | Receipt
 )
 
-#: Called on the event loop for every event. For IncomingMessage the transport awaits the handler
-#: before acknowledging the message to WhatsApp where the engine allows it (durable hand-off).
+#: Called on the event loop for every event. For IncomingMessage the handler must be idempotent per
+#: message id: neonize acknowledges to WhatsApp before the handler runs, so NeonizeTransport journals
+#: and replays (at-least-once); the simulated transport acks only after the handler returned.
 EventHandler = Callable[[TransportEvent], Awaitable[None]]
 
 
