@@ -1,0 +1,161 @@
+"""The shared httpx client and the mapping from HighLevel answers to ``core.errors`` types.
+
+Callers above the adapter never look at HTTP statuses: every failure leaves this package as a
+``GhlError`` subclass whose type says what to do (retry, refresh, reconnect, give up).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+
+from ghl_desktop.config import Settings
+from ghl_desktop.core.errors import (
+    GhlAuthError,
+    GhlBadRequest,
+    GhlContactNotFound,
+    GhlError,
+    GhlForbidden,
+    GhlNotFound,
+    GhlPayloadTooLarge,
+    GhlRateLimited,
+    GhlTransientError,
+    GhlVersionHeaderError,
+)
+
+from .rate import RateHeaders
+
+log = logging.getLogger("ghl.api")
+
+#: ``Version`` header values per API area (ghl-api.md §0; the specs declare these)
+VERSION_CONVERSATIONS = "2021-04-15"
+VERSION_DEFAULT = "2021-07-28"  # oauth (except /oauth/token), contacts, locations, users
+
+CONTACT_NOT_FOUND_CODE = "CONVERSATIONS_CONTACT_NOT_FOUND"
+
+#: 401 messages that no token refresh can fix (scope / auth class / provider ownership), ghl-api.md §7
+_PERMISSION_401_MARKERS = (
+    "not authorized for this scope",
+    "authclass type is not allowed",
+    "msg_provider_no_access",
+)
+
+
+def version_for(path: str) -> str:
+    """The ``Version`` header the spec declares for ``path``."""
+    return VERSION_CONVERSATIONS if path.startswith("/conversations") else VERSION_DEFAULT
+
+
+def create_http_client(
+    settings: Settings,
+    *,
+    timeout: httpx.Timeout | None = None,
+    limits: httpx.Limits | None = None,
+) -> httpx.AsyncClient:
+    """The ONE httpx client of the app: pooled connections, bounded, with timeouts on every phase.
+
+    ``base_url`` is the API base (``GHL_API_BASE``); the OAuth token endpoint lives there too. Uploads to
+    signed storage URLs use absolute URLs through the same client."""
+    return httpx.AsyncClient(
+        base_url=settings.api_base.rstrip("/"),
+        timeout=timeout or httpx.Timeout(connect=10.0, read=60.0, write=120.0, pool=30.0),
+        limits=limits or httpx.Limits(max_connections=32, max_keepalive_connections=16, keepalive_expiry=30.0),
+        headers={"Accept": "application/json", "User-Agent": "ghl-desktop"},
+        follow_redirects=False,
+    )
+
+
+def body_of(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of a response, or {} for an empty / non-object / non-JSON body."""
+    if not response.content:
+        return {}
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {"data": data}
+
+
+def _message_of(body: dict[str, Any], response: httpx.Response) -> str:
+    raw = body.get("message") or body.get("error_description") or body.get("error") or body.get("msg")
+    if isinstance(raw, list):  # 422 answers carry a list of messages
+        raw = "; ".join(str(item) for item in raw)
+    text = str(raw) if raw else (response.reason_phrase or f"HTTP {response.status_code}")
+    return text[:500]
+
+
+def _code_of(body: dict[str, Any]) -> str | None:
+    for key in ("canonicalCode", "code", "errorCode", "error"):
+        value = body.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def is_version_header_error(message: str) -> bool:
+    lowered = message.lower()
+    return "version header" in lowered
+
+
+def map_error(response: httpx.Response, *, rate: RateHeaders | None = None, default_wait: float = 10.0) -> GhlError:
+    """Turn a non-2xx HighLevel answer into the matching ``core.errors`` type."""
+    status = response.status_code
+    body = body_of(response)
+    message = _message_of(body, response)
+    code = _code_of(body)
+    blob = f"{message} {code or ''}".lower()
+    where = f"{response.request.method} {response.request.url.path}" if response.request else ""
+    detail = f"{where} -> {status}"
+    if status in (400, 422):
+        if CONTACT_NOT_FOUND_CODE.lower() in blob:
+            return GhlContactNotFound(message, status=status, code=CONTACT_NOT_FOUND_CODE, detail=detail)
+        return GhlBadRequest(message, status=status, code=code, detail=detail)
+    if status == 401:
+        if is_version_header_error(message):
+            return GhlVersionHeaderError(message, status=status, code=code, detail=detail)
+        if any(marker in blob for marker in _PERMISSION_401_MARKERS):
+            return GhlForbidden(message, status=status, code=code, detail=detail)
+        return GhlAuthError(message, status=status, code=code, detail=detail)
+    if status == 403:
+        return GhlForbidden(message, status=status, code=code, detail=detail)
+    if status == 404:
+        return GhlNotFound(message, status=status, code=code, detail=detail)
+    if status in (413, 415):
+        return GhlPayloadTooLarge(message, status=status, code=code, detail=detail)
+    if status == 429:
+        headers = rate or RateHeaders.parse(response.headers)
+        return GhlRateLimited(
+            message,
+            retry_after=headers.interval_seconds or default_wait,
+            daily_exhausted=headers.daily_remaining == 0,
+        )
+    if status >= 500 or status == 408:
+        return GhlTransientError(message, status=status, code=code, detail=detail)
+    return GhlError(message, status=status, code=code, detail=detail)
+
+
+def transport_error(exc: httpx.HTTPError, what: str) -> GhlTransientError:
+    """A timeout or connection failure, as a retryable error (never includes request bodies)."""
+    kind = type(exc).__name__
+    return GhlTransientError(f"{what}: {kind}", status=0, detail=str(exc)[:200] or kind)
+
+
+def request_was_sent(exc: httpx.HTTPError) -> bool:
+    """False when the request certainly never reached the server (safe to repeat a POST)."""
+    return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
+__all__ = [
+    "CONTACT_NOT_FOUND_CODE",
+    "VERSION_CONVERSATIONS",
+    "VERSION_DEFAULT",
+    "body_of",
+    "create_http_client",
+    "is_version_header_error",
+    "map_error",
+    "request_was_sent",
+    "transport_error",
+    "version_for",
+]

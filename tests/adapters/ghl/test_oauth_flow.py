@@ -1,0 +1,157 @@
+"""The whole install flow against the sandbox: consent page → loopback redirect → code exchange →
+saved locations, with the browser replaced by an HTTP client that clicks the consent choice."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import httpx
+import pytest
+
+from ghl_desktop.adapters.ghl.tokens import company_key, location_key
+from ghl_desktop.core.errors import OAuthError
+from ghl_desktop.core.models import LocationState
+from tests.adapters.ghl.conftest import Browser, Harness
+
+
+def _closed(port: int | None) -> bool:
+    assert port is not None
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.asyncio
+async def test_location_install_round_trip(ghl: Harness) -> None:
+    browser = Browser(click="location:1")
+    connector = ghl.oauth(browser)
+    connected = await connector.connect()
+    await browser.finish()
+
+    target = ghl.sandbox.location_ids[1]
+    assert [loc.id for loc in connected] == [target]
+    assert connected[0].name == "Sandbox Location 2"  # read from GET /locations/{id}
+    assert connected[0].company_id == ghl.sandbox.company_id
+    assert browser.pages[0].status_code == 200 and "close this tab" in browser.pages[0].text
+    # the URL the "browser" got is the sandbox consent page with our loopback redirect and a state
+    opened = httpx.URL(browser.opened[0])
+    assert opened.path == "/oauth/chooselocation"
+    assert opened.params["redirect_uri"].startswith("http://127.0.0.1:")
+    assert len(opened.params["state"]) >= 20
+    # tokens in the secret store, expiry and state in the database, nothing secret in the row
+    assert ghl.secrets.get(location_key(target, "access_token"))
+    assert ghl.secrets.get(location_key(target, "refresh_token"))
+    row = ghl.db.locations.get(target)
+    assert row is not None and row.state is LocationState.CONNECTED and row.token_expires_at is not None
+    assert row.provider_id == ghl.sandbox.provider_id
+    # the tokens work: a provider call goes through
+    contact = await ghl.contact(target)
+    result = await ghl.client.add_inbound_message(target, contact, "hello", alt_id="wamid.1")
+    assert result.message_id
+    assert ghl.stats["oauth_token_authorization_code"] == 1
+    assert _closed(httpx.URL(opened.params["redirect_uri"]).port)
+
+
+@pytest.mark.asyncio
+async def test_agency_install_mints_location_tokens_for_the_chosen_locations(ghl: Harness) -> None:
+    browser = Browser(click="agency")
+    offered: list[str] = []
+
+    def choose(installed):  # type: ignore[no-untyped-def]
+        offered.extend(loc.id for loc in installed)
+        return [loc for loc in installed if loc.id == ghl.sandbox.location_ids[0]]
+
+    connected = await ghl.oauth(browser).connect(choose=choose)
+    await browser.finish()
+
+    first, second = ghl.sandbox.location_ids
+    assert sorted(offered) == sorted([first, second])  # GET /oauth/installedLocations with the company token
+    assert [loc.id for loc in connected] == [first]
+    assert connected[0].name == "Sandbox Location 1"
+    company = ghl.sandbox.company_id
+    assert ghl.secrets.get(company_key(company, "access_token"))  # kept for re-minting
+    assert ghl.secrets.get(company_key(company, "refresh_token"))
+    assert ghl.secrets.get(location_key(first, "access_token"))
+    assert ghl.secrets.get(location_key(second, "access_token")) is None
+    assert ghl.stats["oauth_location_tokens"] == 1
+    assert ghl.db.locations.get(second) is None
+    # the minted Location token is accepted for provider calls (a Company token would not be)
+    contact = await ghl.contact(first)
+    assert (await ghl.client.add_inbound_message(first, contact, "hi", alt_id="wamid.2")).message_id
+    # the agency listing pages through skip/limit
+    paged = await ghl.client.installed_locations(company, page_size=1)
+    assert sorted(loc.id for loc in paged) == sorted([first, second])
+
+
+@pytest.mark.asyncio
+async def test_v2_consent_path_works_too(ghl: Harness) -> None:
+    browser = Browser()
+    connected = await ghl.oauth(browser, authorize_path="/v2/oauth/chooselocation").connect()
+    await browser.finish()
+    assert httpx.URL(browser.opened[0]).path == "/v2/oauth/chooselocation"
+    assert [loc.id for loc in connected] == [ghl.sandbox.location_ids[0]]
+
+
+@pytest.mark.asyncio
+async def test_redirect_with_a_wrong_state_is_refused_and_nothing_is_connected(ghl: Harness) -> None:
+    def forge(target: str) -> str:
+        url = httpx.URL(target)
+        return str(url.copy_set_param("state", "forged-" + url.params["state"]))
+
+    browser = Browser(tamper=forge)
+    connector = ghl.oauth(browser, timeout_seconds=0.5)
+    with pytest.raises(OAuthError, match="wrong state"):
+        await connector.connect()
+    await browser.finish()
+    assert browser.pages[0].status_code == 400
+    assert "oauth_token_authorization_code" not in ghl.stats  # the code was never exchanged
+    assert ghl.db.locations.list() == []
+    assert ghl.secrets.values == {}
+    assert _closed(httpx.URL(httpx.URL(browser.opened[0]).params["redirect_uri"]).port)
+
+
+@pytest.mark.asyncio
+async def test_nobody_answers_the_consent_page_times_out_and_closes_the_listener(ghl: Harness) -> None:
+    opened: list[str] = []
+    connector = ghl.oauth(opened.append, timeout_seconds=0.3)
+    with pytest.raises(OAuthError, match=r"within 0\.3 s"):
+        await connector.connect()
+    assert connector.receiver is None
+    assert _closed(httpx.URL(httpx.URL(opened[0]).params["redirect_uri"]).port)
+
+
+@pytest.mark.asyncio
+async def test_a_broken_opener_does_not_end_the_flow(ghl: Harness) -> None:
+    """``webbrowser.open`` may raise or lie: the user can still open ``authorize_url`` by hand."""
+    browser = Browser()
+
+    def flaky(url: str) -> bool:
+        browser(url)
+        raise RuntimeError("no browser on this desktop")
+
+    connected = await ghl.oauth(flaky).connect()
+    await browser.finish()
+    assert len(connected) == 1
+
+
+@pytest.mark.asyncio
+async def test_cancelling_the_flow_closes_the_listener(ghl: Harness) -> None:
+    """The UI's Cancel button cancels the task: the port must be free again at once."""
+    opened: list[str] = []
+    shown = asyncio.Event()
+
+    def open_url(url: str) -> None:
+        opened.append(url)
+        shown.set()
+
+    connector = ghl.oauth(open_url)
+    task = asyncio.get_running_loop().create_task(connector.connect())
+    await asyncio.wait_for(shown.wait(), 10)
+    assert connector.authorize_url == opened[0]
+    port = httpx.URL(httpx.URL(opened[0]).params["redirect_uri"]).port
+    assert not _closed(port)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert _closed(port) and connector.receiver is None
