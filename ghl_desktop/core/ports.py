@@ -6,7 +6,8 @@ services call them from the event loop. Each method is one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -140,6 +141,20 @@ class SecretStore(Protocol):
 
 
 # --- HighLevel, as the bridge needs it ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedMedia:
+    """An agent's attachment, downloaded (within a size limit) to be sent over WhatsApp."""
+
+    data: bytes
+    content_type: str
+    file_name: str
+
+
+#: Download an attachment URL with a byte limit. Raises MediaTooLarge over the limit, a transient
+#: GhlDesktopError for network/5xx failures, a permanent one for 4xx.
+MediaFetcher = Callable[[str, int], Awaitable[FetchedMedia]]
 
 
 class PostedMessage(Protocol):

@@ -253,6 +253,27 @@ async def search_conversations(request: web.Request) -> web.Response:
     return ok({"conversations": rows[:limit], "total": len(rows)})
 
 
+@_route("POST", "/conversations/", RouteMeta(auth="location", scope="conversations.write"))
+async def create_conversation(request: web.Request) -> web.Response:
+    """201 with the new conversation; 400 "already exists" when the contact has one (ghl-api §2.7)."""
+    sandbox = sandbox_of(request)
+    data = json_body(request)
+    location_id = require_location(request, data.get("locationId"))
+    contact = sandbox.state.live_contact(str(data.get("contactId") or ""), location_id)
+    if contact is None:
+        raise ApiError(400, CONTACT_NOT_FOUND)
+    existing = sandbox.state.conversation_for(contact)
+    if existing is not None and not existing.deleted:
+        raise ApiError(400, {"statusCode": 400,
+                             "message": f"Conversation with the contact id:{contact.id} already exists!"})
+    conv = sandbox.conversation(contact)
+    sandbox.changed()
+    return web.json_response({"success": True, "conversation": {
+        "id": conv.id, "contactId": conv.contact_id, "locationId": conv.location_id,
+        "dateAdded": iso(conv.date_added), "dateUpdated": iso(conv.date_updated),
+        "lastMessageDate": iso(conv.date_updated), "deleted": False}}, status=201)
+
+
 @_route("GET", "/conversations/{conversationId}/messages",
         RouteMeta(auth="location", scope="conversations/message.readonly"))
 async def conversation_messages(request: web.Request) -> web.Response:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -59,9 +59,11 @@ from ghl_desktop.core.models import (
 )
 from ghl_desktop.core.ports import (
     ContactRepository,
+    FetchedMedia,
     HighLevelGateway,
     JobQueue,
     LocationRepository,
+    MediaFetcher,
     MessageRepository,
     SessionRepository,
 )
@@ -99,18 +101,6 @@ class SessionAccess(Protocol):
     async def pace(self, session_id: str) -> None:
         """Wait for this session's next send slot (minimum gap + jitter)."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class FetchedMedia:
-    data: bytes
-    content_type: str
-    file_name: str
-
-
-#: Download an agent's attachment URL with a byte limit; raises MediaTooLarge / WhatsAppError-free
-#: GhlDesktopError subclasses on failure.
-MediaFetcher = Callable[[str, int], Awaitable[FetchedMedia]]
 
 
 class Repositories(Protocol):

@@ -344,7 +344,7 @@ class GhlClient:
     async def upsert_contact(
         self,
         location_id: str,
-        phone: str,
+        phone: str | None,
         *,
         name: str | None = None,
         tags: Sequence[str] | None = None,
@@ -353,9 +353,14 @@ class GhlClient:
     ) -> UpsertedContact:
         """Find-or-create the contact for a phone number (``POST /contacts/upsert``).
 
+        ``phone=None`` creates a contact known only by name (a WhatsApp group, or a sender WhatsApp
+        shows only by LID — never given an invented number); the caller keeps its id.
         ``tags`` REPLACES the contact's tags in HighLevel (spec); pass None to leave them alone."""
-        e164 = normalize_phone(phone, default_region)
-        body: dict[str, Any] = {"locationId": location_id, "phone": e164}
+        body: dict[str, Any] = {"locationId": location_id}
+        if phone is not None:
+            body["phone"] = normalize_phone(phone, default_region)
+        elif not name:
+            raise ValueError("a contact without a phone number needs a name")
         if name:
             body["name"] = name
         if tags is not None:
