@@ -36,7 +36,7 @@ def pytest_asyncio_loop_factories(config, item):  # type: ignore[no-untyped-def]
 class MemoryKeyring(KeyringBackend):
     """A dict-backed keyring backend for unit tests."""
 
-    priority = 1  # type: ignore[assignment]
+    priority = 0  # type: ignore[assignment]  # never auto-chained next to a real backend
 
     def __init__(self) -> None:
         super().__init__()

@@ -105,6 +105,10 @@ class Database:
             raise StorageError("SQLite foreign keys are off; the database connection was not set up by ghl-desktop")
         return status.summary()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """Returns every pooled connection; idempotent."""
         if not self._closed:

@@ -1,0 +1,182 @@
+"""The composition root: the one place that builds settings, logging, the secret store, the database,
+the event bus and (as later issues add them) the services — each exactly once, handed to whoever
+needs it. No module globals: tests build as many :class:`App` objects as they like, each with its own
+data dir, and the window and the headless runner share the same construction.
+
+Lifecycle::
+
+    app = App(settings)            # synchronous: logging, secrets (may raise VaultLocked), database
+    await app.start()              # starts background work (services) on the running loop
+    ...
+    await app.aclose()             # cancels and awaits every task, drains the bus, closes the database
+
+Construction order matters: logging is configured before anything imports neonize (its import calls
+``logging.basicConfig``), and the secret store is opened before the database so a locked vault stops
+the start before any file is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from ghl_desktop.adapters.secrets import open_secret_store
+from ghl_desktop.adapters.storage import Database, open_database
+from ghl_desktop.config import Settings, load_settings
+from ghl_desktop.core.events import EventBus
+from ghl_desktop.core.models import JobState
+from ghl_desktop.core.ports import SecretStore
+from ghl_desktop.logging_setup import LoggingSetup, configure_logging
+
+log = logging.getLogger("ghl.app")
+
+CLIENT_SECRET_KEY = "app:client_secret"
+
+
+@dataclass(frozen=True, slots=True)
+class AppStatus:
+    """What the status bar and the doctor tell the user about this running instance."""
+
+    secret_store: str
+    database: str
+    locations: int
+    sessions: int
+    pending_jobs: int
+    sandbox: bool
+
+
+def display_database_url(url: str) -> str:
+    """The database location without any password (SQLite: the file path)."""
+    if url.startswith("sqlite:///"):
+        return url.removeprefix("sqlite:///")
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://{rest.rsplit('@', 1)[-1]}"
+    return url
+
+
+class App:
+    """Owns every long-lived part; nothing else constructs them.
+
+    Parts may be injected (tests pass a MemorySecretStore or an already-open Database); whatever is
+    not injected is built from ``settings``. The App closes only what it opened itself."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        secrets: SecretStore | None = None,
+        passphrase: str | None = None,
+        database: Database | None = None,
+        logging_setup: LoggingSetup | None = None,
+        console_log: bool = True,
+        sandbox: bool = False,
+    ) -> None:
+        self.settings = settings if settings is not None else load_settings()
+        self.sandbox = sandbox or not self.settings.has_ghl_credentials
+        self._owns_logging = logging_setup is None
+        self.logging = (
+            logging_setup if logging_setup is not None else configure_logging(self.settings, console=console_log)
+        )
+        self._owns_db = database is None
+        try:
+            self.secrets: SecretStore = secrets if secrets is not None else open_secret_store(self.settings, passphrase)
+            self._register_known_secrets()
+            self.db: Database = (
+                database if database is not None else open_database(self.settings.database_url, migrate=True)
+            )
+        except BaseException:
+            if self._owns_logging:
+                self.logging.close()
+            raise
+        self.bus = EventBus()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started = False
+        self._closed = False
+        log.info(
+            "ghl-desktop ready: data dir %s, database %s, secrets in %s%s",
+            self.settings.home,
+            display_database_url(self.db.display_url),
+            self.secrets.description,
+            " (sandbox mode)" if self.sandbox else "",
+        )
+
+    def _register_known_secrets(self) -> None:
+        """Make the log redactor blank out the client secret even where no pattern would catch it."""
+        self.logging.redactor.add_secret(self.settings.client_secret)
+        try:
+            self.logging.redactor.add_secret(self.secrets.get(CLIENT_SECRET_KEY))
+        except Exception:
+            log.warning("could not read the stored client secret to protect the logs", exc_info=True)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def tasks(self) -> frozenset[asyncio.Task[Any]]:
+        return frozenset(self._tasks)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        """Run background work owned by the app: the task is kept (so it is not garbage collected),
+        its failure is logged, and :meth:`aclose` cancels and awaits it."""
+        if self._closed:
+            coro.close()
+            raise RuntimeError("the app is closed")
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=exc)
+
+    async def start(self) -> None:
+        """Start background work. Later issues add the services here (OAuth, sessions, bridge)."""
+        if self._closed:
+            raise RuntimeError("the app is closed")
+        if self._started:
+            return
+        self._started = True
+        log.info("started")
+
+    def status(self) -> AppStatus:
+        return AppStatus(
+            secret_store=self.secrets.description,
+            database=display_database_url(self.db.display_url),
+            locations=len(self.db.locations.list()),
+            sessions=len(self.db.sessions.list()),
+            pending_jobs=self.db.jobs.count(JobState.PENDING.value),
+            sandbox=self.sandbox,
+        )
+
+    async def aclose(self) -> None:
+        """Cancel and await every task, let event handlers finish, close the database. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for task, result in zip(tasks, results, strict=True):
+                if isinstance(result, Exception):
+                    log.warning("task %s ended with %r during shutdown", task.get_name(), result)
+        await self.bus.drain()
+        if self._owns_db:
+            self.db.close()
+        log.info("closed")
+        if self._owns_logging:
+            self.logging.close()
+
+
+__all__ = ["App", "AppStatus", "display_database_url"]

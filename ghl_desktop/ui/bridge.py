@@ -1,0 +1,63 @@
+"""The one QObject that listens to the services: EventBus events in, Qt signals out.
+
+Services are Qt-free and publish frozen dataclasses on the :class:`EventBus`; widgets connect to the
+signals here and never subscribe to the bus themselves. Everything runs on the loop thread (qasync
+runs asyncio on Qt's main thread), so the signals are delivered directly.
+
+Signals:
+    message_logged(Message)      a message was stored or changed (services.bridge.MessageLogged)
+    locations_changed(object)    HighLevel installed/uninstalled the app somewhere (LocationsChanged)
+    event_published(object)      every event, for panels that refresh on any change (status counts)
+
+New event types are routed with :meth:`ServiceBridge.route` by the code that owns the signal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal, SignalInstance
+
+from ghl_desktop.core.events import EventBus
+
+
+class ServiceBridge(QObject):
+    message_logged = Signal(object)
+    locations_changed = Signal(object)
+    event_published = Signal(object)
+
+    def __init__(self, bus: EventBus, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._unsubscribe.append(bus.subscribe(object, self.event_published.emit))
+        self._bus = bus
+        self._route_known_events()
+
+    def _route_known_events(self) -> None:
+        from ghl_desktop.services.bridge import LocationsChanged, MessageLogged
+
+        self.route(MessageLogged, self.message_logged, lambda event: event.message)
+        self.route(LocationsChanged, self.locations_changed)
+
+    def route(
+        self,
+        event_type: type[Any],
+        signal: SignalInstance,
+        payload: Callable[[Any], object] | None = None,
+    ) -> None:
+        """Emit ``signal`` (with ``payload(event)``, or the event itself) for every ``event_type``."""
+
+        def emit(event: Any) -> None:
+            signal.emit(payload(event) if payload is not None else event)
+
+        self._unsubscribe.append(self._bus.subscribe(event_type, emit))
+
+    def detach(self) -> None:
+        """Stop listening (the window is closing; the bus may outlive it in tests)."""
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
+
+
+__all__ = ["ServiceBridge"]

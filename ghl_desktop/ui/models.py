@@ -1,0 +1,321 @@
+"""Table models for the three panels. They hold domain records (never ORM rows) and are filled by the
+window from the repositories; the message log adds a filter proxy as in Picard's log view.
+
+Every model here passes ``qtmodeltester``; the column set is fixed per model (``COLUMNS``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Generic, TypeVar
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+)
+from PySide6.QtGui import QBrush, QColor
+
+from ghl_desktop.core.models import (
+    Direction,
+    Location,
+    LocationState,
+    Message,
+    MessageStatus,
+    SessionState,
+    WhatsAppSession,
+)
+
+AnyIndex = QModelIndex | QPersistentModelIndex
+T = TypeVar("T")
+
+#: the role under which each row's domain record is available (for selection handlers and tests)
+RecordRole = Qt.ItemDataRole.UserRole + 1
+
+_WARN = QColor("#b26a00")
+_BAD = QColor("#c62828")
+_GOOD = QColor("#2e7d32")
+_MUTED = QColor("#6b7280")
+
+LOCATION_STATE_LABELS: dict[LocationState, str] = {
+    LocationState.CONNECTED: "Connected",
+    LocationState.NEEDS_RECONNECT: "Needs reconnect",
+    LocationState.UNINSTALLED: "Uninstalled",
+}
+
+SESSION_STATE_LABELS: dict[SessionState, str] = {
+    SessionState.WAITING_FOR_SCAN: "Waiting for QR scan",
+    SessionState.CONNECTING: "Connecting…",
+    SessionState.CONNECTED: "Connected",
+    SessionState.RECONNECTING: "Reconnecting…",
+    SessionState.PHONE_OFFLINE: "Phone offline",
+    SessionState.LOGGED_OUT: "Logged out — pair again",
+    SessionState.TEMPORARILY_BANNED: "Temporarily banned",
+    SessionState.REPLACED: "Replaced by another client",
+    SessionState.CLIENT_OUTDATED: "App update needed",
+    SessionState.FAILED: "Failed",
+}
+
+STATUS_LABELS: dict[MessageStatus, str] = {
+    MessageStatus.RECEIVED: "Received",
+    MessageStatus.PENDING: "Pending",
+    MessageStatus.SENT: "Sent",
+    MessageStatus.DELIVERED: "Delivered",
+    MessageStatus.READ: "Read",
+    MessageStatus.PLAYED: "Played",
+    MessageStatus.FAILED: "Failed",
+}
+
+
+def format_time(value: datetime | None, *, now: datetime | None = None, seconds: bool = True) -> str:
+    """Local time; the date only when it is not today."""
+    if value is None:
+        return "—"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    local = value.astimezone()
+    today = (now or datetime.now(UTC)).astimezone().date()
+    if local.date() == today:
+        return local.strftime("%H:%M:%S" if seconds else "%H:%M")
+    return local.strftime("%d %b %H:%M")
+
+
+def _span(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 60:
+        return f"{max(minutes, 1)} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // (24 * 60)} d"
+
+
+def format_expiry(value: datetime | None, *, now: datetime | None = None) -> str:
+    """How long an access token stays valid, relative ("in 20 h", "expired 2 d ago")."""
+    if value is None:
+        return "—"
+    current = now or datetime.now(UTC)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if value <= current:
+        return f"expired {_span(current - value)} ago"
+    return f"in {_span(value - current)}"
+
+
+class RecordTableModel(QAbstractTableModel, Generic[T]):
+    """A read-only table over a list of records: subclasses name the columns and render cells."""
+
+    COLUMNS: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._rows: list[T] = []
+
+    # -- Qt API --
+    def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if (
+            orientation == Qt.Orientation.Horizontal
+            and role == Qt.ItemDataRole.DisplayRole
+            and 0 <= section < len(self.COLUMNS)
+        ):
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if (
+            not index.isValid()
+            or not (0 <= index.row() < len(self._rows))
+            or not (0 <= index.column() < len(self.COLUMNS))
+        ):
+            return None
+        record = self._rows[index.row()]
+        if role == RecordRole:
+            return record
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self.display(record, index.column())
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self.tooltip(record, index.column())
+        if role == Qt.ItemDataRole.ForegroundRole:
+            color = self.color(record, index.column())
+            return QBrush(color) if color is not None else None
+        return None
+
+    def flags(self, index: AnyIndex) -> Qt.ItemFlag:
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
+
+    # -- ours --
+    def set_records(self, records: Sequence[T]) -> None:
+        self.beginResetModel()
+        self._rows = list(records)
+        self.endResetModel()
+
+    def records(self) -> list[T]:
+        return list(self._rows)
+
+    def record(self, row: int) -> T:
+        return self._rows[row]
+
+    def display(self, record: T, column: int) -> str:
+        raise NotImplementedError
+
+    def tooltip(self, record: T, column: int) -> str | None:
+        return None
+
+    def color(self, record: T, column: int) -> QColor | None:
+        return None
+
+
+class LocationsModel(RecordTableModel[Location]):
+    """HighLevel sub-accounts the app is installed in (from ``db.locations.list()``)."""
+
+    COLUMNS = ("Name", "Location ID", "State", "Token expires")
+
+    def display(self, record: Location, column: int) -> str:
+        if column == 0:
+            return record.name
+        if column == 1:
+            return record.id
+        if column == 2:
+            return LOCATION_STATE_LABELS.get(record.state, str(record.state))
+        return format_expiry(record.token_expires_at)
+
+    def tooltip(self, record: Location, column: int) -> str | None:
+        if record.state is LocationState.NEEDS_RECONNECT:
+            return "HighLevel refused the saved sign-in; connect this location again."
+        if column == 3 and record.token_expires_at is not None:
+            return f"Access token valid until {format_time(record.token_expires_at)} (renewed automatically)"
+        return (record.company_id and f"Company {record.company_id}") or None
+
+    def color(self, record: Location, column: int) -> QColor | None:
+        if column != 2:
+            return None
+        return {LocationState.CONNECTED: _GOOD, LocationState.NEEDS_RECONNECT: _BAD}.get(record.state, _MUTED)
+
+    def names(self) -> dict[str, str]:
+        return {loc.id: loc.name for loc in self._rows}
+
+
+class SessionsModel(RecordTableModel[WhatsAppSession]):
+    """Linked (or being-linked) WhatsApp numbers (from ``db.sessions.list()``)."""
+
+    COLUMNS = ("Number", "Location", "State", "Since")
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._location_names: dict[str, str] = {}
+
+    def set_location_names(self, names: dict[str, str]) -> None:
+        self._location_names = dict(names)
+        if self._rows:
+            self.dataChanged.emit(self.index(0, 1), self.index(len(self._rows) - 1, 1))
+
+    def display(self, record: WhatsAppSession, column: int) -> str:
+        if column == 0:
+            return record.phone or "not linked yet"
+        if column == 1:
+            return self._location_names.get(record.location_id, record.location_id)
+        if column == 2:
+            label = SESSION_STATE_LABELS.get(record.state, str(record.state))
+            if record.state is SessionState.TEMPORARILY_BANNED and record.state_until is not None:
+                label += f" until {format_time(record.state_until)}"
+            return label
+        return format_time(record.updated_at, seconds=False)
+
+    def tooltip(self, record: WhatsAppSession, column: int) -> str | None:
+        return record.detail or (record.jid if column == 0 else None)
+
+    def color(self, record: WhatsAppSession, column: int) -> QColor | None:
+        if column != 2:
+            return None
+        if record.state.is_healthy:
+            return _GOOD
+        if record.state.is_final:
+            return _BAD
+        return _WARN
+
+
+class MessageLogModel(RecordTableModel[Message]):
+    """The most recent messages, newest first; :meth:`upsert` applies live changes in place."""
+
+    COLUMNS = ("Time", "Direction", "Kind", "Chat", "Status", "Text")
+
+    def __init__(self, parent: QObject | None = None, *, limit: int = 1000) -> None:
+        super().__init__(parent)
+        self.limit = limit
+
+    def upsert(self, message: Message) -> None:
+        """Update the row of this message (same id), or insert it at the top."""
+        for row, existing in enumerate(self._rows):
+            if message.id is not None and existing.id == message.id:
+                self._rows[row] = message
+                self.dataChanged.emit(self.index(row, 0), self.index(row, len(self.COLUMNS) - 1))
+                return
+        self.beginInsertRows(QModelIndex(), 0, 0)
+        self._rows.insert(0, message)
+        self.endInsertRows()
+        if len(self._rows) > self.limit:
+            self.beginRemoveRows(QModelIndex(), self.limit, len(self._rows) - 1)
+            del self._rows[self.limit :]
+            self.endRemoveRows()
+
+    def display(self, record: Message, column: int) -> str:
+        if column == 0:
+            return format_time(record.sent_at or record.created_at)
+        if column == 1:
+            return "→ HighLevel" if record.direction is Direction.INBOUND else "→ WhatsApp"
+        if column == 2:
+            return str(record.kind)
+        if column == 3:
+            return record.chat_jid
+        if column == 4:
+            return STATUS_LABELS.get(record.status, str(record.status))
+        text = record.body or record.media_name or ""
+        return text.replace("\n", " ")[:200]
+
+    def tooltip(self, record: Message, column: int) -> str | None:
+        if record.error:
+            return f"Error: {record.error}"
+        if column == 5 and record.body and len(record.body) > 200:
+            return record.body[:2000]
+        return None
+
+    def color(self, record: Message, column: int) -> QColor | None:
+        if column == 4 and record.status is MessageStatus.FAILED:
+            return _BAD
+        return None
+
+
+class MessageLogFilter(QSortFilterProxyModel):
+    """Case-insensitive text filter over every column of the message log (Picard's log-view shape)."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.setFilterKeyColumn(-1)
+
+    def set_text(self, text: str) -> None:
+        self.setFilterFixedString(text.strip())
+
+
+__all__ = [
+    "LOCATION_STATE_LABELS",
+    "SESSION_STATE_LABELS",
+    "LocationsModel",
+    "MessageLogFilter",
+    "MessageLogModel",
+    "RecordRole",
+    "SessionsModel",
+    "format_expiry",
+    "format_time",
+]

@@ -1,0 +1,147 @@
+"""The log file exists where the settings say, rotates, and never contains a token or secret."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from ghl_desktop.config import load_settings
+from ghl_desktop.logging_setup import REDACTED, LoggingSetup, RedactingFilter, configure_logging
+
+ACCESS_JWT = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJsb2NhdGlvbklkIjoibG9jMSJ9.Zm9vYmFyYmF6cXV4c2lnbmF0dXJl"
+REFRESH_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJyZWZyZXNoIjp0cnVlLCJ4IjoxfQ.c2VjcmV0LXJlZnJlc2gtc2lnbmF0dXJl"
+OPAQUE = "ya29.a0AfH6SMBopaque-token-9f8e7d"
+CLIENT_SECRET = "cs_live_7f3e9a1b2c4d"
+AUTH_CODE = "b1946ac92492d2347c6235b4d2611184"
+
+
+@pytest.fixture
+def setup(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoggingSetup]:
+    monkeypatch.setenv("GHL_CLIENT_SECRET", CLIENT_SECRET)
+    result = configure_logging(load_settings(), console=False)
+    yield result
+    result.close()
+
+
+def read_log(setup: LoggingSetup) -> str:
+    for handler in setup.handlers:
+        handler.flush()
+    return setup.log_file.read_text("utf-8")
+
+
+def test_log_file_is_in_the_settings_log_dir(setup: LoggingSetup, data_home: object) -> None:
+    assert setup.log_file == load_settings().log_dir / "ghl-desktop.log"
+    logging.getLogger("ghl.test").info("started")
+    assert "ghl.test: started" in read_log(setup)
+
+
+def test_each_kind_of_secret_is_removed_and_context_kept(setup: LoggingSetup) -> None:
+    log = logging.getLogger("ghl.test")
+    log.info("GET /contacts headers={'Authorization': 'Bearer %s'}", OPAQUE)
+    log.info("token exchange ok for location loc1: %s", ACCESS_JWT)
+    log.info("POST /oauth/token body=grant_type=refresh_token&refresh_token=%s&client_id=abc", REFRESH_JWT)
+    log.info('response {"access_token": "%s", "expires_in": 86399, "locationId": "loc1"}', OPAQUE)
+    log.info("form client_secret=%s&client_id=app-123", "literal-secret-in-form")
+    log.warning("the configured secret leaked into a message: %s", CLIENT_SECRET)
+    log.info("callback GET /oauth/callback?code=%s&state=st-42", AUTH_CODE)
+    log.info("python repr {'refresh_token': '%s', 'userType': 'Location'}", "plain-refresh-value")
+    text = read_log(setup)
+    for secret in (
+        ACCESS_JWT,
+        REFRESH_JWT,
+        OPAQUE,
+        CLIENT_SECRET,
+        AUTH_CODE,
+        "literal-secret-in-form",
+        "plain-refresh-value",
+    ):
+        assert secret not in text, secret
+    # the surrounding context survives, so the log is still useful
+    for context in (
+        "GET /contacts",
+        "Bearer " + REDACTED,
+        "location loc1",
+        "grant_type=refresh_token",
+        "client_id=abc",
+        '"expires_in": 86399',
+        '"locationId": "loc1"',
+        "client_id=app-123",
+        "state=st-42",
+        "'userType': 'Location'",
+        "WARNING",
+        "ghl.test",
+    ):
+        assert context in text, context
+
+
+def test_exception_text_and_args_are_scrubbed(setup: LoggingSetup) -> None:
+    log = logging.getLogger("ghl.ghl.client")
+    try:
+        raise RuntimeError(f"refresh failed for refresh_token={OPAQUE} (Bearer {OPAQUE})")
+    except RuntimeError:
+        log.exception("refresh of %s failed", ACCESS_JWT)
+    text = read_log(setup)
+    assert OPAQUE not in text and ACCESS_JWT not in text
+    assert "RuntimeError: refresh failed for refresh_token=" + REDACTED in text
+    assert "Traceback" in text
+
+
+def test_third_party_loggers_are_scrubbed_too(setup: LoggingSetup) -> None:
+    logging.getLogger("httpx").warning("HTTP Request: POST https://x/oauth/token?code=%s", AUTH_CODE)
+    assert AUTH_CODE not in read_log(setup)
+
+
+def test_secrets_added_at_run_time_are_redacted(setup: LoggingSetup) -> None:
+    setup.redactor.add_secret("token-from-keyring-123")
+    logging.getLogger("ghl.test").info("value token-from-keyring-123 seen")
+    text = read_log(setup)
+    assert "token-from-keyring-123" not in text
+    assert f"value {REDACTED} seen" in text
+
+
+def test_ordinary_words_survive() -> None:
+    f = RedactingFilter()
+    f.add_secret("abc")  # too short to redact safely: ignored
+    text = "status_code=200 error_code=E1 abc zipcode=90210 the code path"
+    assert f.redact(text) == text
+
+
+def test_reconfiguring_replaces_handlers_instead_of_stacking(setup: LoggingSetup) -> None:
+    again = configure_logging(load_settings(), console=True)
+    try:
+        ours = [h for h in logging.getLogger().handlers if getattr(h, "_ghl_desktop", False)]
+        assert len(ours) == 2
+    finally:
+        again.close()
+
+
+def test_rotation_keeps_backups(monkeypatch: pytest.MonkeyPatch) -> None:
+    rotating = configure_logging(load_settings(), console=False, max_bytes=2000, backup_count=2)
+    try:
+        log = logging.getLogger("ghl.test")
+        for i in range(200):
+            log.info("line %d with some padding to fill the file quickly", i)
+        files = sorted(p.name for p in rotating.log_file.parent.iterdir())
+        assert files == ["ghl-desktop.log", "ghl-desktop.log.1", "ghl-desktop.log.2"]
+    finally:
+        rotating.close()
+
+
+def test_neonize_import_after_configure_adds_no_second_handler(data_home: object) -> None:
+    """neonize's import calls logging.basicConfig(INFO); configured first, that is a no-op."""
+    code = (
+        "import logging\n"
+        "from ghl_desktop.config import load_settings\n"
+        "from ghl_desktop.logging_setup import configure_logging\n"
+        "configure_logging(load_settings(), console=False)\n"
+        "import neonize\n"
+        "root = logging.getLogger()\n"
+        "print(len(root.handlers), all(getattr(h, '_ghl_desktop', False) for h in root.handlers))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", "True"]
