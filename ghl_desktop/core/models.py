@@ -66,6 +66,9 @@ _ANY_LIVE = frozenset(
     }
 )
 
+#: From a final state: try again, pair again, or the user logs the number out.
+_RESTARTABLE = frozenset({SessionState.CONNECTING, SessionState.WAITING_FOR_SCAN, SessionState.LOGGED_OUT})
+
 #: Allowed transitions. A restart from a final state goes through WAITING_FOR_SCAN (re-pair) or
 #: CONNECTING (user pressed "retry", e.g. after a ban expired).
 SESSION_TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
@@ -78,10 +81,10 @@ SESSION_TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
     SessionState.RECONNECTING: frozenset(_FINAL_STATES | _ANY_LIVE | {SessionState.WAITING_FOR_SCAN}),
     SessionState.PHONE_OFFLINE: frozenset(_FINAL_STATES | _ANY_LIVE),
     SessionState.LOGGED_OUT: frozenset({SessionState.WAITING_FOR_SCAN}),
-    SessionState.TEMPORARILY_BANNED: frozenset({SessionState.CONNECTING, SessionState.WAITING_FOR_SCAN}),
-    SessionState.REPLACED: frozenset({SessionState.CONNECTING, SessionState.WAITING_FOR_SCAN}),
-    SessionState.CLIENT_OUTDATED: frozenset({SessionState.CONNECTING, SessionState.WAITING_FOR_SCAN}),
-    SessionState.FAILED: frozenset({SessionState.CONNECTING, SessionState.WAITING_FOR_SCAN}),
+    SessionState.TEMPORARILY_BANNED: _RESTARTABLE,
+    SessionState.REPLACED: _RESTARTABLE,
+    SessionState.CLIENT_OUTDATED: _RESTARTABLE,
+    SessionState.FAILED: _RESTARTABLE,
 }
 
 

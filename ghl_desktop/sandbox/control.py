@@ -49,8 +49,11 @@ def _error(exc: ApiError) -> web.Response:
 
 
 async def get_state(request: web.Request) -> web.Response:
+    from ghl_desktop.sandbox.wa_network import NETWORK_KEY, whatsapp_state
+
     sandbox = sandbox_of(request)
-    return web.json_response({**sandbox.state.snapshot(), "rate_limits": sandbox.limiter.summary()})
+    whatsapp = whatsapp_state(request.app) if NETWORK_KEY in request.app else {}
+    return web.json_response({**sandbox.state.snapshot(), "rate_limits": sandbox.limiter.summary(), **whatsapp})
 
 
 async def reset(request: web.Request) -> web.Response:

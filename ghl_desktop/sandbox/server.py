@@ -20,6 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -233,11 +234,17 @@ async def running_sandbox(setup: Callable[[web.Application], None] | None = None
 
     ``options`` are SandboxConfig fields (e.g. ``locations=3, status_race_seconds=0,
     rate_limit_window_seconds=0.2, webhook_url=..., state_dir=...``); ``setup(app)`` may add routes.
+    Without a ``setup`` the simulated WhatsApp network is mounted on the same app, keeping its state
+    next to the sandbox's (``state_dir``).
     """
     config = SandboxConfig(**options)
     app = create_sandbox_app(config)
     if setup is not None:
         setup(app)
+    else:
+        from ghl_desktop.sandbox.wa_network import setup_whatsapp_network
+
+        setup_whatsapp_network(app, Path(config.state_dir) if config.state_dir else None)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)

@@ -1,0 +1,523 @@
+"""The simulated WhatsApp transport: a :class:`WhatsAppTransport` over the sandbox's simulated network.
+
+Why it exists: the sessions service, the bridge and the UI must run end to end without a phone. It
+behaves like the neonize transport where the rest of the product can tell:
+
+* the same domain events (QR codes that rotate, paired, connected, every drop kind, messages,
+  receipts) arrive through the handler, one at a time and in order, on the event loop;
+* an incoming message (or receipt) is acknowledged to the network only AFTER the handler returned,
+  so a client that dies before storing it gets it again on the next connection;
+* the paired identity lives in a small engine store file (JSON, mode 0600) at ``store_path``, so a
+  new process resumes without a scan; ``logout`` forgets it;
+* it never reconnects by itself: a drop is reported as ``Disconnected`` (or ``ConnectFailed`` when
+  the network cannot be reached) and the sessions service decides when to try again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ghl_desktop.core.errors import (
+    NotOnWhatsApp,
+    SessionLoggedOut,
+    SessionNotConnected,
+    WhatsAppError,
+    WhatsAppTransientError,
+)
+from ghl_desktop.core.models import MessageKind, WhatsAppSession
+from ghl_desktop.core.whatsapp import (
+    ClientOutdated,
+    Connected,
+    ConnectFailed,
+    Disconnected,
+    EventHandler,
+    IncomingMessage,
+    KeepAliveLost,
+    KeepAliveRestored,
+    LoggedOut,
+    MediaInfo,
+    OutgoingMedia,
+    Paired,
+    PresenceKind,
+    QrCode,
+    Receipt,
+    ReceiptKind,
+    SendResult,
+    StreamReplaced,
+    TemporarilyBanned,
+    TransportEvent,
+    TransportOptions,
+)
+
+WS_PATH = "/_sandbox/whatsapp/ws"
+MAX_FRAME = 160 * 1024 * 1024
+_STOP = object()
+
+
+def _phone_from_jid(jid: str | None) -> str | None:
+    """E.164 for a phone-number JID, None for LIDs, groups and anything else (never invented)."""
+    if not jid or "@" not in jid:
+        return None
+    user, server = jid.split("@", 1)
+    user = user.split(":", 1)[0]
+    if server != "s.whatsapp.net" or not user.isdigit():
+        return None
+    return "+" + user
+
+
+def _to_jid(chat: str) -> str:
+    """Accept ``+E.164``, bare digits or a JID."""
+    if "@" in chat:
+        return chat
+    digits = "".join(ch for ch in chat if ch.isdigit())
+    return f"{digits}@s.whatsapp.net"
+
+
+def _ts(value: Any) -> datetime:
+    return datetime.fromtimestamp(float(value or 0.0), tz=UTC)
+
+
+class SimulatedTransport:
+    """One linked number on the simulated network (see the module docstring)."""
+
+    def __init__(
+        self,
+        session_id: str,
+        network_url: str,
+        handler: EventHandler,
+        store_path: Path,
+        *,
+        options: TransportOptions | None = None,
+        rpc_timeout: float = 30.0,
+        connect_timeout: float = 20.0,
+        heartbeat: float | None = 20.0,
+    ) -> None:
+        self.session_id = session_id
+        self.network_url = network_url.rstrip("/")
+        self.handler = handler
+        self.store_path = Path(store_path)
+        self.options = options or TransportOptions()
+        self.rpc_timeout = rpc_timeout
+        self.connect_timeout = connect_timeout
+        self.heartbeat = heartbeat
+        self.log = logging.getLogger(f"ghl.whatsapp.{session_id}")
+        self._http: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._events: asyncio.Queue[Any] = asyncio.Queue()
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._req = 0
+        self._stopping = False
+
+    # --- engine store -------------------------------------------------------------------------------
+
+    def _read_store(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.store_path.read_text("utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise WhatsAppError(f"engine store {self.store_path} is unreadable: {exc}") from exc
+        return data if isinstance(data, dict) else {}
+
+    def _write_store(self, data: dict[str, Any]) -> None:
+        self.store_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.store_path.with_name(self.store_path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.store_path)
+
+    @property
+    def paired_jid(self) -> str | None:
+        jid = self._read_store().get("jid")
+        return jid if isinstance(jid, str) else None
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect (showing QR codes when unpaired). Returns once connected or once the failure has
+        been reported as ``ConnectFailed``; may be called again after a drop or ``stop``."""
+        await self._close_connection()
+        self._stopping = False
+        store = self._read_store()
+        if self._dispatcher is None or self._dispatcher.done():
+            self._events = asyncio.Queue()
+            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession()
+        params = {"session": self.session_id, "jid": store.get("jid") or "", "device": store.get("device") or ""}
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                self._ws = await self._http.ws_connect(
+                    self.network_url + WS_PATH,
+                    params=params,
+                    proxy=self.options.proxy,
+                    max_msg_size=MAX_FRAME,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                    autoping=True,
+                    heartbeat=self.heartbeat,  # a silently dead link is noticed and reported as a drop
+                )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            self.log.info("could not reach the simulated network: %s", exc)
+            self._events.put_nowait(ConnectFailed(reason=f"network unreachable: {exc}", permanent=False))
+            return
+        except ValueError as exc:  # e.g. a proxy scheme aiohttp cannot speak (socks5://)
+            self._events.put_nowait(ConnectFailed(reason=f"unusable proxy or URL: {exc}", permanent=True))
+            return
+        self._reader = asyncio.get_running_loop().create_task(self._read(self._ws))
+
+    async def stop(self) -> None:
+        """Close the connection and stop delivering events (unacked messages stay on the network)."""
+        self._stopping = True
+        await self._close_connection()
+        if self._dispatcher is not None and self._dispatcher is not asyncio.current_task():
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._dispatcher
+        self._dispatcher = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def _close_connection(self) -> None:
+        ws, self._ws = self._ws, None
+        reader, self._reader = self._reader, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+        self._fail_pending(SessionNotConnected("the connection to WhatsApp closed"))
+
+    def _fail_pending(self, exc: Exception) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._pending.clear()
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Replies complete their calls at once; everything else goes, in order, to the dispatcher
+        (so a handler that calls back into the transport never deadlocks the reader)."""
+        final = False
+        try:
+            async for frame in ws:
+                if frame.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                try:
+                    payload = json.loads(frame.data)
+                except ValueError:
+                    self.log.warning("ignored a malformed frame from the network")
+                    continue
+                op = payload.get("op")
+                if op == "reply":
+                    fut = self._pending.pop(int(payload.get("req", -1)), None)
+                    if fut is not None and not fut.done():
+                        if payload.get("ok"):
+                            fut.set_result(payload.get("result"))
+                        else:
+                            fut.set_exception(_call_error(payload))
+                    continue
+                event = self._to_event(payload)
+                if event is None:
+                    continue
+                if isinstance(event, (LoggedOut, StreamReplaced, TemporarilyBanned, ClientOutdated)) or (
+                    isinstance(event, ConnectFailed) and event.permanent
+                ):
+                    final = True
+                self._events.put_nowait(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken socket is a drop, never a crash of the app
+            self.log.info("connection error: %s", exc)
+        if self._ws is ws:
+            self._ws = None
+        self._fail_pending(SessionNotConnected("the connection to WhatsApp closed"))
+        if not final and not self._stopping:
+            self._events.put_nowait(Disconnected(reason="connection closed"))
+
+    def _to_event(self, p: dict[str, Any]) -> Any:
+        op = p.get("op")
+        if op == "qr":
+            return QrCode(code=str(p["code"]), expires_in=float(p.get("expires_in", 20.0)))
+        if op == "qr_timeout":
+            return ConnectFailed(reason="QR code expired", permanent=True)
+        if op == "paired":
+            self._write_store({"jid": p["jid"], "phone": p.get("phone"), "device": p.get("device")})
+            return Paired(jid=str(p["jid"]), phone=p.get("phone"))
+        if op == "connected":
+            return Connected(jid=p.get("jid"))
+        if op == "logged_out":
+            self._forget_identity()
+            where = "on connect" if p.get("on_connect") else "while connected"
+            return LoggedOut(reason=f"{p.get('reason') or 'logged out'} ({where})")
+        if op == "stream_replaced":
+            return StreamReplaced()
+        if op == "temp_ban":
+            expires = p.get("expires_at")
+            return TemporarilyBanned(code=int(p.get("code", 0)), expires_at=_ts(expires) if expires else None)
+        if op == "client_outdated":
+            return ClientOutdated()
+        if op == "keepalive_lost":
+            return KeepAliveLost()
+        if op == "keepalive_restored":
+            return KeepAliveRestored()
+        if op == "event":
+            return _Queued(qid=str(p["qid"]), event=self._wire_event(p.get("type"), p.get("data") or {}))
+        self.log.debug("ignored frame %s", op)
+        return None
+
+    def _forget_identity(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            store = self._read_store()
+            store.pop("jid", None)
+            store.pop("device", None)
+            self._write_store(store)
+
+    @staticmethod
+    def _wire_event(kind: Any, d: dict[str, Any]) -> TransportEvent | None:
+        if kind == "receipt":
+            chat = d.get("chat_alt") or d["chat"]
+            return Receipt(
+                chat=str(chat),
+                message_ids=tuple(str(i) for i in d.get("ids", ())),
+                kind=ReceiptKind(d.get("kind", "delivered")),
+                timestamp=_ts(d.get("timestamp")),
+                sender=d.get("sender"),
+            )
+        if kind != "message":
+            return None
+        sender = str(d.get("sender") or "")
+        is_group = bool(d.get("is_group"))
+        sender_alt = d.get("sender_alt")
+        sender_lid = sender if sender.endswith("@lid") else None
+        sender_phone = _phone_from_jid(sender_alt) or _phone_from_jid(sender)
+        chat = str(d.get("chat") or sender)
+        if not is_group and chat.endswith("@lid"):
+            # as the neonize normalizer does: a 1:1 LID chat is the phone's chat when WhatsApp told us
+            alt = d.get("chat_alt") if d.get("from_me") else sender_alt
+            if alt:
+                chat = str(alt)
+        media = d.get("media")
+        try:
+            message_kind = MessageKind(d.get("kind", "text"))
+        except ValueError:
+            message_kind = MessageKind.UNSUPPORTED
+        return IncomingMessage(
+            id=str(d["id"]),
+            chat=chat,
+            sender=sender,
+            sender_phone=sender_phone,
+            sender_lid=sender_lid,
+            push_name=d.get("push_name"),
+            timestamp=_ts(d.get("timestamp")),
+            kind=message_kind,
+            text=d.get("text"),
+            media=MediaInfo(
+                mimetype=media.get("mimetype"),
+                file_name=media.get("file_name"),
+                size=media.get("size"),
+                seconds=media.get("seconds"),
+                handle=str(media["handle"]).encode("ascii"),
+            )
+            if isinstance(media, dict)
+            else None,
+            quoted_id=d.get("quoted_id"),
+            target_id=d.get("target_id"),
+            reaction=d.get("reaction"),
+            latitude=d.get("latitude"),
+            longitude=d.get("longitude"),
+            location_name=d.get("location_name"),
+            vcard=d.get("vcard"),
+            contact_name=d.get("contact_name"),
+            from_me=bool(d.get("from_me")),
+            is_group=is_group,
+        )
+
+    async def _dispatch(self) -> None:
+        """Hand events to the handler one at a time; ack a queued event only after the handler
+        returned (the durable hand-off). A handler failure leaves the event unacked: the network
+        redelivers it on the next connection."""
+        while True:
+            item = await self._events.get()
+            if isinstance(item, _Queued):
+                if item.event is None:
+                    await self._send_frame({"op": "ack", "qid": item.qid})
+                    continue
+                try:
+                    await self.handler(item.event)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.log.exception("handler failed for %s; left unacked", type(item.event).__name__)
+                    continue
+                await self._send_frame({"op": "ack", "qid": item.qid})
+                continue
+            try:
+                await self.handler(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("handler failed for %s", type(item).__name__)
+
+    async def _send_frame(self, frame: dict[str, Any]) -> bool:
+        ws = self._ws
+        if ws is None or ws.closed:
+            return False
+        try:
+            await ws.send_json(frame)
+        except (ConnectionError, RuntimeError, aiohttp.ClientError):
+            return False
+        return True
+
+    # --- calls --------------------------------------------------------------------------------------
+
+    async def _call(self, method: str, **args: Any) -> Any:
+        ws = self._ws
+        if ws is None or ws.closed:
+            raise SessionNotConnected("not connected to WhatsApp")
+        self._req += 1
+        req = self._req
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[req] = fut
+        if not await self._send_frame({"op": "call", "req": req, "method": method, "args": args}):
+            self._pending.pop(req, None)
+            raise SessionNotConnected("not connected to WhatsApp")
+        try:
+            return await asyncio.wait_for(fut, self.rpc_timeout)
+        except TimeoutError as exc:
+            self._pending.pop(req, None)
+            raise WhatsAppTransientError(f"WhatsApp did not answer {method} in {self.rpc_timeout:.0f} s") from exc
+
+    async def logout(self) -> None:
+        """Unlink this device on the network and forget it locally."""
+        self._stopping = True  # the network closes the socket after its reply: not a drop
+        try:
+            with contextlib.suppress(SessionNotConnected):
+                await self._call("logout")
+        finally:
+            self._forget_identity()
+            await self._close_connection()
+
+    async def pair_phone(self, phone: str) -> str:
+        return str(await self._call("pair_phone", phone=phone))
+
+    async def _send(self, **args: Any) -> SendResult:
+        result = await self._call("send", **args)
+        return SendResult(message_id=str(result["id"]), timestamp=_ts(result["timestamp"]))
+
+    async def send_text(
+        self, chat: str, text: str, *, quoted_id: str | None = None, message_id: str | None = None
+    ) -> SendResult:
+        return await self._send(to=_to_jid(chat), kind="text", text=text, quoted_id=quoted_id, id=message_id)
+
+    async def send_media(
+        self, chat: str, media: OutgoingMedia, *, quoted_id: str | None = None, message_id: str | None = None
+    ) -> SendResult:
+        return await self._send(
+            to=_to_jid(chat),
+            kind=media.kind.value,
+            text=media.caption,
+            data=base64.b64encode(media.data).decode("ascii"),
+            mimetype=media.mimetype,
+            file_name=media.file_name,
+            quoted_id=quoted_id,
+            id=message_id,
+        )
+
+    async def send_reaction(self, chat: str, target_id: str, emoji: str, *, from_me: bool) -> SendResult:
+        return await self._send(to=_to_jid(chat), kind="reaction", target_id=target_id, emoji=emoji,
+                                target_from_me=from_me)
+
+    async def edit(self, chat: str, target_id: str, text: str) -> SendResult:
+        return await self._send(to=_to_jid(chat), kind="edit", target_id=target_id, text=text)
+
+    async def revoke(self, chat: str, target_id: str) -> SendResult:
+        return await self._send(to=_to_jid(chat), kind="revoke", target_id=target_id)
+
+    async def mark_read(self, chat: str, sender: str, message_ids: list[str]) -> None:
+        await self._call("read", chat=chat, sender=sender, ids=list(message_ids))
+
+    async def send_presence(self, chat: str, presence: PresenceKind) -> None:
+        await self._call("presence", chat=_to_jid(chat), state=presence.value)
+
+    async def resolve_lid(self, lid: str) -> str | None:
+        result = await self._call("resolve_lid", lid=lid)
+        return str(result) if result else None
+
+    async def is_on_whatsapp(self, phone: str) -> str | None:
+        result = await self._call("is_on_whatsapp", phone=phone)
+        return str(result) if result else None
+
+    async def download(self, media: MediaInfo) -> bytes:
+        if not media.handle:
+            raise WhatsAppError("this media has no download handle")
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession()
+        url = f"{self.network_url}/_sandbox/whatsapp/media/{media.handle.decode('ascii')}"
+        try:
+            async with self._http.get(url, proxy=self.options.proxy) as resp:
+                if resp.status == 404:
+                    raise WhatsAppError("the media is no longer available")
+                if resp.status != 200:
+                    raise WhatsAppTransientError(f"media download answered HTTP {resp.status}")
+                return await resp.read()
+        except aiohttp.ClientError as exc:
+            raise WhatsAppTransientError(f"media download failed: {exc}") from exc
+
+
+class _Queued:
+    """An event the network keeps until acked."""
+
+    __slots__ = ("event", "qid")
+
+    def __init__(self, qid: str, event: TransportEvent | None) -> None:
+        self.qid = qid
+        self.event = event
+
+
+def _call_error(payload: dict[str, Any]) -> Exception:
+    code = payload.get("error")
+    message = str(payload.get("message") or code)
+    if code == "not_on_whatsapp":
+        return NotOnWhatsApp(message)
+    if code == "not_connected":
+        return SessionLoggedOut(message)
+    return WhatsAppError(message)
+
+
+def simulated_transport_factory(
+    network_url: str, **kwargs: Any
+) -> Callable[[WhatsAppSession, EventHandler], SimulatedTransport]:
+    """A transport factory for the sessions service: one :class:`SimulatedTransport` per session,
+    with the session's store path and proxy."""
+
+    def make(session: WhatsAppSession, handler: EventHandler) -> SimulatedTransport:
+        return SimulatedTransport(
+            session.id,
+            network_url,
+            handler,
+            Path(session.store_path),
+            options=TransportOptions(proxy=session.proxy),
+            **kwargs,
+        )
+
+    return make

@@ -1,0 +1,583 @@
+"""The sessions service: every linked WhatsApp number's life, from QR code to logout.
+
+Why one service owns it: the UI, the tray and the bridge must agree on where each number stands, so
+the state lives in one place (the repository), moves only along ``core.models.SESSION_TRANSITIONS``,
+and every change is stored AND published as :class:`SessionChanged`. The transports only report
+what happened; this service decides what to do about it:
+
+* transient trouble (a drop, an unreachable network, keep-alives lost for too long) → RECONNECTING
+  and a redial after a capped, jittered, growing delay; the delay resets once connected;
+* final states (logged out, temporarily banned, replaced, client outdated, failed) → the transport
+  is stopped and nothing redials until the user acts (Link again / Retry), or, for a ban, until a
+  start-up after the ban expired;
+* unpaired sessions show rotating QR codes (:class:`SessionQr`) or a phone pairing code
+  (:class:`SessionPairCode`) and fail with "QR code expired — press Link again" after a timeout;
+* every message a number sends waits for that number's pacing slot (minimum gap + jitter).
+
+Incoming messages and receipts go to ``on_message`` / ``on_receipt`` and are awaited before the
+transport acknowledges them to WhatsApp: when no sink is registered, or the sink fails, the message
+stays unacknowledged and WhatsApp (or the simulated network) delivers it again on the next connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ghl_desktop.core.errors import (
+    GhlDesktopError,
+    SessionLoggedOut,
+    SessionNotConnected,
+    WhatsAppError,
+)
+from ghl_desktop.core.events import EventBus
+from ghl_desktop.core.models import SessionState, WhatsAppSession, can_transition
+from ghl_desktop.core.ports import SessionRepository
+from ghl_desktop.core.whatsapp import (
+    ClientOutdated,
+    Connected,
+    ConnectFailed,
+    Disconnected,
+    EventHandler,
+    IncomingMessage,
+    KeepAliveLost,
+    KeepAliveRestored,
+    LoggedOut,
+    OutgoingMedia,
+    PairCode,
+    Paired,
+    QrCode,
+    Receipt,
+    SendResult,
+    StreamReplaced,
+    TemporarilyBanned,
+    TransportEvent,
+    WhatsAppTransport,
+)
+from ghl_desktop.services.backoff import Backoff
+from ghl_desktop.services.events import SessionChanged, SessionPairCode, SessionQr, SessionRemoved
+from ghl_desktop.services.pacing import PacedSender
+
+log = logging.getLogger("ghl.sessions")
+
+T = TypeVar("T")
+
+#: Builds the transport for a session (its store path and proxy are on the session row).
+TransportFactory = Callable[[WhatsAppSession, EventHandler], WhatsAppTransport]
+MessageSink = Callable[[WhatsAppSession, IncomingMessage], Awaitable[None]]
+ReceiptSink = Callable[[WhatsAppSession, Receipt], Awaitable[None]]
+
+QR_EXPIRED = "QR code expired — press Link again"
+LINK_INTERRUPTED = "Linking was interrupted — press Link again"
+_LIVE = frozenset(
+    {SessionState.CONNECTING, SessionState.CONNECTED, SessionState.RECONNECTING, SessionState.PHONE_OFFLINE}
+)
+#: states in which WhatsApp accepts our messages (keep-alive trouble does not stop the server)
+_SENDABLE = frozenset({SessionState.CONNECTED, SessionState.PHONE_OFFLINE})
+
+
+class NoMessageSink(WhatsAppError):
+    """A message arrived before anything could store it; it stays unacknowledged on WhatsApp."""
+
+    transient = True
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """Timings and pacing. Defaults follow WhatsApp's behaviour; tests shrink them."""
+
+    qr_timeout: float = 180.0  # whatsmeow shows 6 codes: 60 s + 5 × 20 s
+    pair_code_wait: float = 30.0  # how long a pairing-code request waits for the connection
+    backoff_initial: float = 2.0
+    backoff_max: float = 300.0
+    backoff_multiplier: float = 2.0
+    backoff_jitter: float = 0.2
+    phone_offline_grace: float = 180.0  # keep-alives lost this long → drop and redial
+    send_min_gap: float = 1.5
+    send_jitter: float = 1.5
+    store_suffix: str = ".db"
+    logout_timeout: float = 10.0
+
+
+class _Runtime:
+    """The live parts of one session: its transport and timers."""
+
+    def __init__(self, session_id: str, backoff: Backoff) -> None:
+        self.session_id = session_id
+        self.transport: WhatsAppTransport | None = None
+        self.backoff = backoff
+        self.closed = False
+        self.qr_task: asyncio.Task[None] | None = None
+        self.reconnect_task: asyncio.Task[None] | None = None
+        self.offline_task: asyncio.Task[None] | None = None
+        self.first_qr = asyncio.Event()
+
+    def cancel_timers(self) -> None:
+        current = asyncio.current_task()
+        for task in (self.qr_task, self.reconnect_task, self.offline_task):
+            if task is not None and task is not current and not task.done():
+                task.cancel()
+        self.qr_task = self.reconnect_task = self.offline_task = None
+
+
+class SessionService:
+    def __init__(
+        self,
+        repo: SessionRepository,
+        transport_factory: TransportFactory,
+        bus: EventBus,
+        *,
+        sessions_dir: Path,
+        options: SessionOptions | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.repo = repo
+        self.transport_factory = transport_factory
+        self.bus = bus
+        self.sessions_dir = Path(sessions_dir)
+        self.options = options or SessionOptions()
+        self.on_message: MessageSink | None = None
+        self.on_receipt: ReceiptSink | None = None
+        self._rng = rng or random.Random()
+        self._runtimes: dict[str, _Runtime] = {}
+        self._pacers: dict[str, PacedSender] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    def get(self, session_id: str) -> WhatsAppSession | None:
+        return self.repo.get(session_id)
+
+    def list_sessions(self, location_id: str | None = None) -> list[WhatsAppSession]:
+        return self.repo.list(location_id)
+
+    def transport_for(self, session_id: str) -> WhatsAppTransport | None:
+        """The transport of a session WhatsApp accepts messages on right now, else None."""
+        rt = self._runtimes.get(session_id)
+        session = self.repo.get(session_id)
+        if rt is None or rt.closed or session is None or session.state not in _SENDABLE:
+            return None
+        return rt.transport
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    async def create_session(
+        self, location_id: str, *, proxy: str | None = None, pair_phone: str | None = None
+    ) -> WhatsAppSession:
+        """A new unpaired session for a location: QR codes start arriving as :class:`SessionQr`.
+        With ``pair_phone`` a pairing code for that number is requested too (:class:`SessionPairCode`)."""
+        session_id = uuid.uuid4().hex
+        self.sessions_dir.mkdir(parents=True, exist_ok=True)
+        store = self.sessions_dir / f"{session_id}{self.options.store_suffix}"
+        session = self.repo.create(
+            WhatsAppSession(
+                id=session_id,
+                location_id=location_id,
+                state=SessionState.WAITING_FOR_SCAN,
+                store_path=str(store),
+                proxy=proxy,
+                detail="Scan the QR code with WhatsApp on your phone",
+            )
+        )
+        log.info("session %s created for location %s", session_id, location_id)
+        self.bus.publish(SessionChanged(session))
+        rt = self._new_runtime(session)
+        self._start_qr_timer(rt)
+        await self._start(rt)
+        if pair_phone is not None:
+            await self.pair_by_phone(session_id, pair_phone)
+        return self._require(session_id)
+
+    async def pair_by_phone(self, session_id: str, phone: str) -> str:
+        """Ask WhatsApp for a pairing code for ``phone`` (the alternative to scanning)."""
+        session = self._require(session_id)
+        rt = self._runtimes.get(session_id)
+        if session.state is not SessionState.WAITING_FOR_SCAN or rt is None or rt.transport is None:
+            raise WhatsAppError(f"session is {session.state.value}; press Link again to get a new code")
+        try:
+            await asyncio.wait_for(rt.first_qr.wait(), self.options.pair_code_wait)
+        except TimeoutError as exc:
+            raise SessionNotConnected("WhatsApp is not reachable yet; try again in a moment") from exc
+        code = await rt.transport.pair_phone(phone)
+        self._set_state(session_id, SessionState.WAITING_FOR_SCAN,
+                        detail=f"Enter the pairing code on the phone {phone} (Linked devices → Link with phone number)")
+        self.bus.publish(SessionPairCode(session_id, code))
+        return code
+
+    async def link_again(self, session_id: str) -> None:
+        """Start over with a fresh device (after logout, QR timeout, failure): new QR codes."""
+        session = self._require(session_id)
+        if not can_transition(session.state, SessionState.WAITING_FOR_SCAN):
+            raise WhatsAppError(f"cannot link again while {session.state.value}; log out first")
+        await self._retire(session_id)
+        self._delete_store(session.store_path)
+        self._set_state(session_id, SessionState.WAITING_FOR_SCAN,
+                        detail="Scan the QR code with WhatsApp on your phone")
+        rt = self._new_runtime(self._require(session_id))
+        self._start_qr_timer(rt)
+        await self._start(rt)
+
+    async def retry(self, session_id: str) -> None:
+        """Connect a paired session again after a final state (ban expired, other client gone…)."""
+        session = self._require(session_id)
+        if session.state in _LIVE:
+            return
+        if not can_transition(session.state, SessionState.CONNECTING):
+            raise WhatsAppError(f"cannot retry from {session.state.value}")
+        await self._retire(session_id)
+        self._set_state(session_id, SessionState.CONNECTING, detail="Connecting")
+        await self._start(self._new_runtime(self._require(session_id)))
+
+    async def resume_all(self) -> list[WhatsAppSession]:
+        """At start-up: reconnect every linked session; unfinished linking becomes FAILED."""
+        resumed: list[WhatsAppSession] = []
+        now = datetime.now(UTC)
+        for session in self.repo.list():
+            if session.id in self._runtimes:
+                continue
+            ban_over = (session.state is SessionState.TEMPORARILY_BANNED and session.state_until is not None
+                        and session.state_until <= now)
+            if session.state in _LIVE or ban_over:
+                self._set_state(session.id, SessionState.CONNECTING, detail="Resuming")
+                rt = self._new_runtime(self._require(session.id))
+                await self._start(rt)
+                resumed.append(self._require(session.id))
+            elif session.state is SessionState.WAITING_FOR_SCAN:
+                self._set_state(session.id, SessionState.FAILED, detail=LINK_INTERRUPTED)
+        return resumed
+
+    async def logout(self, session_id: str) -> None:
+        """Unlink the number from this app (the phone's Linked devices list loses it)."""
+        session = self._require(session_id)
+        rt = self._runtimes.get(session_id)
+        if session.state is SessionState.WAITING_FOR_SCAN:
+            await self._retire(session_id)
+            self._set_state(session_id, SessionState.FAILED, detail="Linking cancelled")
+            return
+        if rt is not None and rt.transport is not None and session.state in _LIVE:
+            try:
+                await asyncio.wait_for(rt.transport.logout(), self.options.logout_timeout)
+            except (TimeoutError, GhlDesktopError) as exc:
+                log.warning("session %s: logout on WhatsApp failed (%s); forgetting it locally", session_id, exc)
+        await self._retire(session_id)
+        self._delete_store(session.store_path)
+        if can_transition(session.state, SessionState.LOGGED_OUT):
+            self._set_state(session_id, SessionState.LOGGED_OUT, detail="Logged out from this app")
+
+    async def remove(self, session_id: str) -> None:
+        """Log out (when possible), delete the engine store and forget the session."""
+        session = self.repo.get(session_id)
+        if session is None:
+            return
+        if session.state in _LIVE:
+            with contextlib.suppress(GhlDesktopError):
+                await self.logout(session_id)
+        await self._retire(session_id)
+        self._delete_store(session.store_path)
+        self.repo.delete(session_id)
+        self._pacers.pop(session_id, None)
+        log.info("session %s removed", session_id)
+        self.bus.publish(SessionRemoved(session_id))
+
+    async def close(self) -> None:
+        """Stop every transport (awaited) and every timer; used on quit."""
+        for session_id in list(self._runtimes):
+            await self._retire(session_id)
+        if self._tasks:  # transport stops still finishing; timers were cancelled by _retire
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=5.0)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    # --- sending ------------------------------------------------------------------------------------
+
+    async def pace(self, session_id: str) -> None:
+        """Wait for this session's next send slot (for callers that then call the transport)."""
+        await self._pacer(session_id).pace()
+
+    async def send(self, session_id: str, call: Callable[[WhatsAppTransport], Awaitable[T]]) -> T:
+        """Run one send on the session's transport in its pacing slot."""
+        session = self._require(session_id)
+        if session.state is SessionState.LOGGED_OUT:
+            raise SessionLoggedOut("this WhatsApp number was logged out; link it again")
+        transport = self.transport_for(session_id)
+        if transport is None:
+            raise SessionNotConnected(f"this WhatsApp number is {session.state.value.replace('_', ' ')}")
+        return await self._pacer(session_id).run(lambda: call(transport))
+
+    async def send_text(self, session_id: str, chat: str, text: str, *, quoted_id: str | None = None,
+                        message_id: str | None = None) -> SendResult:
+        return await self.send(session_id, lambda t: t.send_text(chat, text, quoted_id=quoted_id,
+                                                                 message_id=message_id))
+
+    async def send_media(self, session_id: str, chat: str, media: OutgoingMedia, *, quoted_id: str | None = None,
+                         message_id: str | None = None) -> SendResult:
+        return await self.send(session_id, lambda t: t.send_media(chat, media, quoted_id=quoted_id,
+                                                                  message_id=message_id))
+
+    async def send_reaction(self, session_id: str, chat: str, target_id: str, emoji: str, *,
+                            from_me: bool) -> SendResult:
+        return await self.send(session_id, lambda t: t.send_reaction(chat, target_id, emoji, from_me=from_me))
+
+    async def edit(self, session_id: str, chat: str, target_id: str, text: str) -> SendResult:
+        return await self.send(session_id, lambda t: t.edit(chat, target_id, text))
+
+    async def revoke(self, session_id: str, chat: str, target_id: str) -> SendResult:
+        return await self.send(session_id, lambda t: t.revoke(chat, target_id))
+
+    def _pacer(self, session_id: str) -> PacedSender:
+        pacer = self._pacers.get(session_id)
+        if pacer is None:
+            pacer = PacedSender(self.options.send_min_gap, self.options.send_jitter, rng=self._rng)
+            self._pacers[session_id] = pacer
+        return pacer
+
+    # --- internals: runtime -------------------------------------------------------------------------
+
+    def _require(self, session_id: str) -> WhatsAppSession:
+        session = self.repo.get(session_id)
+        if session is None:
+            raise WhatsAppError(f"unknown session {session_id}")
+        return session
+
+    def _new_runtime(self, session: WhatsAppSession) -> _Runtime:
+        o = self.options
+        rt = _Runtime(
+            session.id,
+            Backoff(o.backoff_initial, o.backoff_max, o.backoff_multiplier, o.backoff_jitter, rng=self._rng),
+        )
+
+        async def handler(event: TransportEvent) -> None:
+            await self._on_event(rt, event)
+
+        rt.transport = self.transport_factory(session, handler)
+        self._runtimes[session.id] = rt
+        return rt
+
+    async def _retire(self, session_id: str) -> None:
+        """Stop and forget a session's transport and timers."""
+        rt = self._runtimes.pop(session_id, None)
+        if rt is None:
+            return
+        rt.closed = True
+        rt.cancel_timers()
+        if rt.transport is not None:
+            with contextlib.suppress(Exception):
+                await rt.transport.stop()
+
+    async def _start(self, rt: _Runtime) -> None:
+        assert rt.transport is not None
+        try:
+            await rt.transport.start()
+        except GhlDesktopError as exc:
+            if exc.transient:
+                self._schedule_reconnect(rt, f"could not connect: {exc}")
+            else:
+                self._fail(rt, SessionState.FAILED, f"Could not start: {exc}")
+        except Exception as exc:  # an engine error we have no type for: keep trying, visibly
+            log.exception("session %s: transport start failed", rt.session_id)
+            self._schedule_reconnect(rt, f"could not connect: {exc}")
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("sessions background task failed", exc_info=t.exception())
+
+        task.add_done_callback(done)
+        return task
+
+    def _delete_store(self, store_path: str) -> None:
+        base = Path(store_path)
+        for path in (base, *(base.with_name(base.name + s) for s in ("-wal", "-shm", "-journal", ".tmp"))):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def _set_state(self, session_id: str, state: SessionState, *, detail: str | None = None,
+                   state_until: datetime | None = None) -> WhatsAppSession | None:
+        current = self.repo.get(session_id)
+        if current is None:
+            return None
+        if current.state is not state and not can_transition(current.state, state):
+            log.warning("session %s: transition %s → %s not allowed; ignored", session_id, current.state, state)
+            return current
+        if (current.state, current.detail, current.state_until) == (state, detail, state_until):
+            return current
+        updated = self.repo.set_state(session_id, state, detail, state_until)
+        log.info("session %s: %s%s", session_id, state.value, f" ({detail})" if detail else "")
+        self.bus.publish(SessionChanged(updated))
+        return updated
+
+    def _state(self, rt: _Runtime) -> SessionState | None:
+        session = self.repo.get(rt.session_id)
+        return None if session is None else session.state
+
+    def _stop_transport_later(self, rt: _Runtime) -> None:
+        """Stop from outside the transport's own event handler (which must not stop itself)."""
+        transport = rt.transport
+        if transport is not None:
+            self._spawn(transport.stop())
+
+    def _fail(self, rt: _Runtime, state: SessionState, detail: str, until: datetime | None = None) -> None:
+        rt.cancel_timers()
+        self._set_state(rt.session_id, state, detail=detail, state_until=until)
+        self._stop_transport_later(rt)
+
+    def _start_qr_timer(self, rt: _Runtime) -> None:
+        async def expire() -> None:
+            await asyncio.sleep(self.options.qr_timeout)
+            rt.qr_task = None
+            if rt.closed or self._runtimes.get(rt.session_id) is not rt:
+                return
+            state = self._state(rt)
+            if state is not None and not state.is_final and state is not SessionState.CONNECTED:
+                log.info("session %s: no scan within %.0f s", rt.session_id, self.options.qr_timeout)
+                self._fail(rt, SessionState.FAILED, QR_EXPIRED)
+
+        if rt.qr_task is None:
+            rt.qr_task = self._spawn(expire())
+
+    def _schedule_reconnect(self, rt: _Runtime, reason: str) -> None:
+        if rt.closed or (rt.reconnect_task is not None and not rt.reconnect_task.done()):
+            return
+        delay = rt.backoff.next_delay()
+        attempt = rt.backoff.attempts
+        self._set_state(rt.session_id, SessionState.RECONNECTING,
+                        detail=f"{reason}; retrying in {delay:.3g} s (attempt {attempt})")
+
+        async def redial() -> None:
+            await asyncio.sleep(delay)
+            rt.reconnect_task = None
+            if rt.closed or self._state(rt) is not SessionState.RECONNECTING:
+                return
+            log.info("session %s: reconnect attempt %d", rt.session_id, attempt)
+            await self._start(rt)
+
+        rt.reconnect_task = self._spawn(redial())
+
+    # --- internals: transport events ----------------------------------------------------------------
+
+    async def _on_event(self, rt: _Runtime, event: TransportEvent) -> None:
+        if isinstance(event, IncomingMessage):
+            await self._deliver(rt, event)
+            return
+        if isinstance(event, Receipt):
+            await self._deliver_receipt(rt, event)
+            return
+        if rt.closed or self._runtimes.get(rt.session_id) is not rt:
+            return  # a retired transport's late news
+        state = self._state(rt)
+        if state is None or state.is_final:
+            return  # final states wait for the user (Link again / Retry)
+        self._on_connection_event(rt, state, event)
+
+    def _on_connection_event(self, rt: _Runtime, state: SessionState, event: TransportEvent) -> None:
+        sid = rt.session_id
+        if isinstance(event, QrCode):
+            self._set_state(sid, SessionState.WAITING_FOR_SCAN,
+                            detail=self._require(sid).detail if state is SessionState.WAITING_FOR_SCAN
+                            else "Scan the QR code with WhatsApp on your phone")
+            self._start_qr_timer(rt)
+            rt.first_qr.set()
+            self.bus.publish(SessionQr(sid, event.code, event.expires_in))
+        elif isinstance(event, PairCode):
+            self.bus.publish(SessionPairCode(sid, event.code))
+        elif isinstance(event, Paired):
+            if rt.qr_task is not None:
+                rt.qr_task.cancel()
+                rt.qr_task = None
+            updated = self.repo.set_identity(sid, event.phone, event.jid)
+            self.bus.publish(SessionChanged(updated))
+            self._set_state(sid, SessionState.CONNECTING, detail="Paired — connecting")
+        elif isinstance(event, Connected):
+            if rt.qr_task is not None:
+                rt.qr_task.cancel()
+                rt.qr_task = None
+            if rt.offline_task is not None:
+                rt.offline_task.cancel()
+                rt.offline_task = None
+            rt.backoff.reset()
+            session = self._require(sid)
+            if event.jid and session.jid != event.jid:
+                updated = self.repo.set_identity(sid, session.phone or _phone_of(event.jid), event.jid)
+                self.bus.publish(SessionChanged(updated))
+            self._set_state(sid, SessionState.CONNECTED, detail=None)
+        elif isinstance(event, Disconnected):
+            self._schedule_reconnect(rt, f"connection lost ({event.reason})" if event.reason else "connection lost")
+        elif isinstance(event, ConnectFailed):
+            if not event.permanent:
+                self._schedule_reconnect(rt, event.reason)
+            elif "QR" in event.reason:
+                self._fail(rt, SessionState.FAILED, QR_EXPIRED)
+            else:
+                self._fail(rt, SessionState.FAILED, f"Could not connect: {event.reason}")
+        elif isinstance(event, LoggedOut):
+            self._fail(rt, SessionState.LOGGED_OUT, "Unlinked on the phone — press Link again")
+        elif isinstance(event, StreamReplaced):
+            self._fail(rt, SessionState.REPLACED,
+                       "Another WhatsApp client took over this number — press Retry to take it back")
+        elif isinstance(event, TemporarilyBanned):
+            until = event.expires_at
+            when = f" until {until:%Y-%m-%d %H:%M} UTC" if until else ""
+            self._fail(rt, SessionState.TEMPORARILY_BANNED,
+                       f"WhatsApp temporarily banned this number (code {event.code}){when}", until)
+        elif isinstance(event, ClientOutdated):
+            self._fail(rt, SessionState.CLIENT_OUTDATED, "WhatsApp refuses this app version — update the app")
+        elif isinstance(event, KeepAliveLost):
+            if state is SessionState.CONNECTED:
+                self._set_state(sid, SessionState.PHONE_OFFLINE, detail="WhatsApp is not answering keep-alives")
+                self._start_offline_timer(rt)
+        elif isinstance(event, KeepAliveRestored):
+            if rt.offline_task is not None:
+                rt.offline_task.cancel()
+                rt.offline_task = None
+            if state is SessionState.PHONE_OFFLINE:
+                self._set_state(sid, SessionState.CONNECTED, detail=None)
+
+    def _start_offline_timer(self, rt: _Runtime) -> None:
+        async def force_reconnect() -> None:
+            await asyncio.sleep(self.options.phone_offline_grace)
+            rt.offline_task = None
+            if rt.closed or self._state(rt) is not SessionState.PHONE_OFFLINE:
+                return
+            if rt.transport is not None:
+                await rt.transport.stop()
+            self._schedule_reconnect(rt, "keep-alives lost for too long")
+
+        if rt.offline_task is None:
+            rt.offline_task = self._spawn(force_reconnect())
+
+    async def _deliver(self, rt: _Runtime, message: IncomingMessage) -> None:
+        session = self.repo.get(rt.session_id)
+        if session is None:
+            log.info("message %s for removed session %s dropped", message.id, rt.session_id)
+            return
+        if self.on_message is None:
+            raise NoMessageSink("no message sink registered; leaving the message on WhatsApp")
+        await self.on_message(session, message)
+
+    async def _deliver_receipt(self, rt: _Runtime, receipt: Receipt) -> None:
+        session = self.repo.get(rt.session_id)
+        if session is None:
+            return
+        if self.on_receipt is None:
+            raise NoMessageSink("no receipt sink registered; leaving the receipt on WhatsApp")
+        await self.on_receipt(session, receipt)
+
+
+def _phone_of(jid: str) -> str | None:
+    user, _, server = jid.partition("@")
+    user = user.split(":", 1)[0]
+    return "+" + user if server == "s.whatsapp.net" and user.isdigit() else None
