@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from ghl_desktop.adapters.secrets import open_secret_store
 from ghl_desktop.adapters.storage import Database, open_database
@@ -72,7 +72,7 @@ class App:
         passphrase: str | None = None,
         database: Database | None = None,
         logging_setup: LoggingSetup | None = None,
-        console_log: bool = True,
+        console_log: bool | TextIO = True,
         sandbox: bool = False,
     ) -> None:
         self.settings = settings if settings is not None else load_settings()

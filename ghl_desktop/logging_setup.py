@@ -27,6 +27,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from ghl_desktop.config import Settings
 
@@ -108,7 +109,7 @@ class LoggingSetup:
 
 def configure_logging(
     settings: Settings,
-    console: bool = True,
+    console: bool | TextIO = True,
     *,
     max_bytes: int = 5 * 1024 * 1024,
     backup_count: int = 5,
@@ -141,7 +142,8 @@ def configure_logging(
         pass
     handlers.append(file_handler)
     if console:
-        handlers.append(logging.StreamHandler(sys.stderr))
+        # True: stderr (the window's console); a stream: that stream (headless logs to stdout)
+        handlers.append(logging.StreamHandler(sys.stderr if console is True else console))
 
     for handler in handlers:
         handler.addFilter(redactor)

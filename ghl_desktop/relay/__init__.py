@@ -1,1 +1,1 @@
-"""relay"""
+"""Relay mode: ``ghl-relay`` (``server``, ``store``, ``cli``) and the desktop's ``client`` for it."""

@@ -753,7 +753,11 @@ class NeonizeTransport:
             raise _map_error(exc, action) from exc
         return self._result(response)
 
-    async def send_text(self, chat: str, text: str, *, quoted_id: str | None = None) -> SendResult:
+    async def send_text(
+        self, chat: str, text: str, *, quoted_id: str | None = None, message_id: str | None = None
+    ) -> SendResult:
+        # ``message_id`` is ignored: neonize 0.5.2 cannot send with a caller-chosen id, so a crash
+        # between WhatsApp accepting a message and the bridge recording its id can repeat that send.
         from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ContextInfo, ExtendedTextMessage, Message
 
         if quoted_id:
@@ -770,7 +774,10 @@ class NeonizeTransport:
         jid = _to_jid(chat)
         return f"{jid.User}@{jid.Server}"
 
-    async def send_media(self, chat: str, media: OutgoingMedia, *, quoted_id: str | None = None) -> SendResult:
+    async def send_media(
+        self, chat: str, media: OutgoingMedia, *, quoted_id: str | None = None, message_id: str | None = None
+    ) -> SendResult:
+        # ``message_id`` is ignored for the same reason as in send_text.
         client = self._require_logged_in("send media")
         kind = media.kind
         if kind in (MessageKind.AUDIO, MessageKind.VOICE, MessageKind.VIDEO) and not ffmpeg_available():

@@ -1,0 +1,355 @@
+"""``ghl-relay``: HighLevel's webhooks in, a WebSocket out to desktops behind NAT.
+
+Same delivery endpoints and checks as direct mode (``ghl_desktop.webhooks``); a delivery is answered
+200 only after it is committed to the relay's database for every install that wants it. Desktops
+connect to ``GET /v1/stream`` with ``Authorization: Bearer <token>``; the relay streams that install's
+pending events in id order as ``{"id", "kind", "event"}`` text frames and deletes one only when the
+desktop answers ``{"ack": id}``. A reconnecting desktop is sent every unacknowledged event again, in
+order. A second connection with the same token replaces the first (close code 4001).
+
+``GET /oauth/callback?code&state`` receives HighLevel's OAuth redirect for users who cannot register a
+loopback URI, and streams it as kind ``oauth.code`` (expired after 10 minutes if nobody takes it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import html
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import WSMsgType, web
+
+from ghl_desktop.core.errors import WebhookBacklogFull
+from ghl_desktop.relay.store import Install, RelayStore
+from ghl_desktop.webhooks.endpoint import HEALTH_PATH, add_webhook_routes
+from ghl_desktop.webhooks.gate import KIND_OAUTH_CODE, VerifiedEvent, WebhookGate
+
+log = logging.getLogger("ghl.relay")
+
+STREAM_PATH = "/v1/stream"
+OAUTH_CALLBACK_PATH = "/oauth/callback"
+DEFAULT_BACKLOG_LIMIT = 100_000
+#: unacknowledged frames in flight per connection; the desktop acks in order, so this only bounds memory
+STREAM_WINDOW = 256
+CLOSE_REPLACED = 4001
+
+T = TypeVar("T")
+
+
+@dataclass
+class RelayConfig:
+    backlog_limit: int = DEFAULT_BACKLOG_LIMIT
+    heartbeat_seconds: float = 30.0
+    maintenance_seconds: float = 60.0
+    stream_window: int = STREAM_WINDOW
+    #: run store calls on a worker thread (the server's default). Off = inline on the loop, for hosts
+    #: whose loop cannot take completions from foreign threads safely (the tests' qasync loop).
+    db_thread: bool = True
+
+
+class RelayState:
+    """Shared by the handlers: the store (on one DB thread), live connections, wake-up events."""
+
+    def __init__(self, store: RelayStore, config: RelayConfig) -> None:
+        self.store = store
+        self.config = config
+        self._executor = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-db")
+                          if config.db_thread else None)
+        self._wake: dict[int, set[asyncio.Event]] = {}
+        self.connections: dict[int, web.WebSocketResponse] = {}
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store call on the DB thread: keeps the loop responsive, serialises SQLite writers."""
+        if self._executor is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def listen(self, install_id: int) -> asyncio.Event:
+        """A wake-up event for one stream connection of ``install_id``, set whenever it has work."""
+        wake = asyncio.Event()
+        self._wake.setdefault(install_id, set()).add(wake)
+        return wake
+
+    def unlisten(self, install_id: int, wake: asyncio.Event) -> None:
+        self._wake.get(install_id, set()).discard(wake)
+
+    def notify(self, install_ids: tuple[int, ...]) -> None:
+        for install_id in install_ids:
+            for wake in self._wake.get(install_id, ()):
+                wake.set()
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+
+class RelaySink:
+    """:class:`ghl_desktop.webhooks.endpoint.WebhookSink` backed by the relay's store."""
+
+    #: the backlog limit is a soft guard; counting every row on every delivery would cost O(backlog)
+    COUNT_REFRESH_SECONDS = 1.0
+
+    def __init__(self, state: RelayState) -> None:
+        self.state = state
+        self._pending = 0
+        self._counted_at = float("-inf")
+
+    async def _backlog(self) -> int:
+        now = asyncio.get_running_loop().time()
+        if now - self._counted_at >= self.COUNT_REFRESH_SECONDS:
+            self._pending = await self.state.db(self.state.store.pending_count)
+            self._counted_at = now
+        return self._pending
+
+    async def accept(self, event: VerifiedEvent) -> bool:
+        store = self.state.store
+        if await self._backlog() >= self.state.config.backlog_limit:
+            raise WebhookBacklogFull("the relay's backlog is full; try later")
+        try:
+            result = await self.state.db(store.store_event, event.kind, event.event, event.dedupe_key,
+                                         event.location_id)
+        except Exception as exc:
+            log.exception("relay could not store %s", event.dedupe_key)
+            raise WebhookBacklogFull("the relay's database is unavailable; try later") from exc
+        if not result.matched:
+            # Nobody would ever receive it: keep HighLevel retrying until a desktop is registered.
+            log.warning("no desktop install takes location %s; deferring %s", event.location_id, event.dedupe_key)
+            raise WebhookBacklogFull("no desktop is registered for this location yet")
+        self.state.notify(result.new)
+        self._pending += len(result.new)
+        log.info("stored %s for %d install(s)%s", event.dedupe_key, len(result.new),
+                 " (duplicate)" if not result.new else "",
+                 extra={"kind": event.kind, "signature": str(event.scheme)})
+        return bool(result.new)
+
+    def refused(self, route: str, status: int, reason: str) -> None:
+        log.info("refused delivery on %s: %d %s", route, status, reason, extra={"status": status})
+
+
+def _bearer(request: web.Request) -> str | None:
+    value = request.headers.get("Authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def _stream(request: web.Request) -> web.StreamResponse:
+    state: RelayState = request.app[STATE_KEY]
+    token = _bearer(request)
+    install = await state.db(state.store.authenticate, token) if token else None
+    if install is None:
+        log.info("stream refused: missing or unknown token", extra={"peer": request.remote or "?"})
+        return web.json_response({"error": "unauthorized"}, status=401)
+    ws = web.WebSocketResponse(heartbeat=state.config.heartbeat_seconds, max_msg_size=64 * 1024)
+    await ws.prepare(request)
+    previous = state.connections.get(install.id)
+    state.connections[install.id] = ws
+    if previous is not None and not previous.closed:
+        log.info("install %s reconnected; closing its previous stream", install.name)
+        await previous.close(code=CLOSE_REPLACED, message=b"replaced by a newer connection")
+    log.info("install %s connected", install.name, extra={"install": install.id})
+    in_flight: set[int] = set()
+    wake = state.listen(install.id)
+    sender = asyncio.create_task(_send_pending(state, install, ws, wake, in_flight))
+    try:
+        async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:
+                continue
+            try:
+                data = json.loads(msg.data)
+                ack = data.get("ack") if isinstance(data, dict) else None
+            except ValueError:
+                ack = None
+            if not isinstance(ack, int) or isinstance(ack, bool):
+                log.warning("install %s sent an unexpected frame", install.name)
+                continue
+            await state.db(state.store.ack, install.id, ack)
+            in_flight.discard(ack)
+            wake.set()
+    finally:
+        state.unlisten(install.id, wake)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+        if state.connections.get(install.id) is ws:
+            del state.connections[install.id]
+        log.info("install %s disconnected", install.name, extra={"install": install.id})
+    return ws
+
+
+async def _send_pending(state: RelayState, install: Install, ws: web.WebSocketResponse, wake: asyncio.Event,
+                        in_flight: set[int]) -> None:
+    """Send pending events in id order, at most ``stream_window`` unacknowledged at a time."""
+    try:
+        await _send_loop(state, install, ws, wake, in_flight)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        # the reader would otherwise wait on a stream that no longer sends: end it, the desktop reconnects
+        log.warning("stream to install %s failed; closing it", install.name, exc_info=True)
+        await ws.close(code=1011, message=b"stream failed")
+
+
+async def _send_loop(state: RelayState, install: Install, ws: web.WebSocketResponse, wake: asyncio.Event,
+                     in_flight: set[int]) -> None:
+    last_sent = 0
+    while not ws.closed:
+        wake.clear()
+        room = state.config.stream_window - len(in_flight)
+        if room > 0:
+            events = await state.db(state.store.pending, install.id, last_sent, room)
+            for pending in events:
+                if ws.closed:
+                    return
+                await ws.send_str(pending.frame())
+                in_flight.add(pending.id)
+                last_sent = pending.id
+            if events:
+                continue
+        await wake.wait()
+
+
+async def _oauth_callback(request: web.Request) -> web.Response:
+    state: RelayState = request.app[STATE_KEY]
+    query = request.rel_url.query
+    code, oauth_state, error = query.get("code"), query.get("state"), query.get("error")
+    if not code and not error:
+        return _page(400, "Missing code", "This address receives HighLevel's OAuth redirect; no code was given.")
+    if (code and len(code) > 4096) or (oauth_state and len(oauth_state) > 1024) or (error and len(error) > 256):
+        return _page(400, "Invalid request", "The redirect parameters are too long.")
+    body: dict[str, Any] = {"state": oauth_state}
+    if code:
+        body["code"] = code
+    else:
+        body["error"] = error
+        body["error_description"] = (query.get("error_description") or "")[:1024]
+    digest = hashlib.sha256(f"{code}|{error}|{oauth_state}".encode()).hexdigest()
+    try:
+        result = await state.db(state.store.store_event, KIND_OAUTH_CODE, body, f"oauth:{digest}", None)
+    except Exception:
+        log.exception("could not store an OAuth redirect")
+        return _page(503, "Try again", "The relay could not save the sign-in right now. Please retry.")
+    if not result.matched:
+        return _page(503, "No desktop registered",
+                     "No desktop app is registered with this relay yet, so the sign-in cannot be handed over.")
+    state.notify(result.new)
+    log.info("OAuth redirect received and queued for %d install(s)", len(result.new) or len(result.duplicate))
+    if error:
+        return _page(200, "Sign-in cancelled", "HighLevel reported an error; the desktop app will show it.")
+    return _page(200, "Connected", "The desktop app has received the sign-in. You can close this window.")
+
+
+def _page(status: int, title: str, text: str) -> web.Response:
+    doc = (f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>"
+           f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>")
+    return web.Response(status=status, text=doc, content_type="text/html")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    state: RelayState = request.app[STATE_KEY]
+    try:
+        pending = await state.db(state.store.pending_count)
+    except Exception:
+        log.exception("health check: database unavailable")
+        return web.json_response({"ok": False, "error": "database unavailable"}, status=503)
+    return web.json_response({"ok": True, "pending": pending, "connected": len(state.connections)})
+
+
+STATE_KEY = web.AppKey("relay_state", RelayState)
+
+
+async def _maintenance(app: web.Application) -> Any:
+    state = app[STATE_KEY]
+
+    async def loop() -> None:
+        while True:
+            try:
+                seen, codes = await state.db(state.store.prune)
+                if seen or codes:
+                    log.info("pruned %d old dedupe keys and %d expired OAuth codes", seen, codes)
+            except Exception:
+                log.exception("relay maintenance failed")
+            await asyncio.sleep(state.config.maintenance_seconds)
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _close_streams(app: web.Application) -> None:
+    """On shutdown, end open streams first so the graceful wait does not sit on them."""
+    for ws in list(app[STATE_KEY].connections.values()):
+        await ws.close(code=1001, message=b"relay shutting down")
+
+
+def create_relay_app(store: RelayStore, gate: WebhookGate, config: RelayConfig | None = None) -> web.Application:
+    state = RelayState(store, config or RelayConfig())
+    app = web.Application(client_max_size=gate.max_body_bytes + 1)
+    app[STATE_KEY] = state
+    add_webhook_routes(app, gate, RelaySink(state))
+    app.router.add_get(STREAM_PATH, _stream)
+    app.router.add_get(OAUTH_CALLBACK_PATH, _oauth_callback)
+    app.router.add_get(HEALTH_PATH, _healthz)
+    app.cleanup_ctx.append(_maintenance)
+    app.on_shutdown.append(_close_streams)
+    return app
+
+
+class RelayServer:
+    """Start/stop the relay on the running loop (the CLI, tests and the load bench use this)."""
+
+    def __init__(self, store: RelayStore, gate: WebhookGate, *, host: str = "127.0.0.1", port: int = 0,
+                 config: RelayConfig | None = None) -> None:
+        self.store = store
+        self.host = host
+        self.port = port
+        self.app = create_relay_app(store, gate, config)
+        self._runner: web.AppRunner | None = None
+        self.bound_port: int | None = None
+
+    @property
+    def url(self) -> str:
+        if self.bound_port is None:
+            raise RuntimeError("the relay is not running")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.bound_port}"
+
+    async def start(self) -> str:
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        sockets = getattr(site._server, "sockets", None) or []
+        self.bound_port = sockets[0].getsockname()[1] if sockets else self.port
+        log.info("relay listening on %s", self.url)
+        return self.url
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        self.app[STATE_KEY].shutdown()
+        self.bound_port = None
+
+
+__all__ = [
+    "OAUTH_CALLBACK_PATH",
+    "STREAM_PATH",
+    "RelayConfig",
+    "RelayServer",
+    "RelaySink",
+    "create_relay_app",
+]

@@ -1,0 +1,214 @@
+"""WhatsApp ⇄ HighLevel end to end, in-process, over real loopback HTTP and WebSocket: the sandbox
+plays HighLevel, the simulated network plays WhatsApp and the customers' phones."""
+
+from __future__ import annotations
+
+import base64
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from ghl_desktop.core.models import Direction, MessageKind, MessageStatus, NewJob, utcnow
+from ghl_desktop.core.whatsapp import IncomingMessage
+from ghl_desktop.services.bridge import OUTBOUND
+from ghl_desktop.webhooks.gate import KIND_APP_EVENT, KIND_OUTBOUND_MESSAGE
+from tests.e2e.harness import PNG, Env, bridge_env, eventually
+
+ALICE = "+4915112345678"
+
+
+def by_alt(messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {m["altId"]: m for m in messages if m.get("altId")}
+
+
+def test_job_kinds_agree_with_the_webhook_intake() -> None:
+    from ghl_desktop.services import bridge
+
+    assert bridge.OUTBOUND == KIND_OUTBOUND_MESSAGE and bridge.APP_EVENT == KIND_APP_EVENT
+
+
+@pytest.mark.asyncio
+async def test_every_inbound_kind_reaches_highlevel_once() -> None:
+    async with bridge_env() as env:
+        await env.customer(ALICE, "Alice")
+        png = base64.b64encode(PNG).decode()
+        ids: dict[str, str] = {}
+        ids["text"] = await env.send(ALICE, text="Hi, is the shop open today?")
+        ids["image"] = await env.send(ALICE, media={"data": png, "mimetype": "image/png", "file_name": "p.png",
+                                                    "caption": "this one"})
+        ids["document"] = await env.send(ALICE, media={"data": base64.b64encode(b"%PDF-1.4 tiny").decode(),
+                                                       "mimetype": "application/pdf", "file_name": "quote.pdf",
+                                                       "kind": "document"})
+        ids["voice"] = await env.send(ALICE, kind="voice", media={"data": base64.b64encode(b"OggS....").decode(),
+                                                                  "mimetype": "audio/ogg; codecs=opus",
+                                                                  "seconds": 3})
+        ids["reply"] = await env.send(ALICE, text="yes that one", reply_to=ids["text"])
+        ids["reaction"] = await env.send(ALICE, kind="reaction", target_id=ids["text"], emoji="👍")
+        ids["edit"] = await env.send(ALICE, kind="edit", target_id=ids["reply"], text="yes, the blue one")
+        ids["revoke"] = await env.send(ALICE, kind="revoke", target_id=ids["image"])
+        ids["location"] = await env.send(ALICE, location={"latitude": 52.52, "longitude": 13.405, "name": "Shop"})
+        ids["contact"] = await env.send(ALICE, contact={"name": "Bob", "phone": "+4915199999999"})
+
+        async def all_there() -> bool:
+            return set(ids.values()) <= set(by_alt(await env.messages()))
+
+        await eventually(all_there, 30)
+        messages = await env.messages()
+        got = by_alt(messages)
+        assert max(Counter(m["altId"] for m in messages if m.get("altId")).values()) == 1
+        assert {got[i]["direction"] for i in ids.values()} == {"inbound"}
+        contact = await env.contact_for(phone=ALICE)
+        assert {got[i]["contactId"] for i in ids.values()} == {contact["id"]}
+        assert contact["name"] == "Alice"
+
+        assert got[ids["text"]]["body"] == "Hi, is the shop open today?"
+        assert got[ids["image"]]["body"] == "this one" and len(got[ids["image"]]["attachments"]) == 1
+        image = await env.http.get(got[ids["image"]]["attachments"][0])
+        assert image.content == PNG
+        assert len(got[ids["document"]]["attachments"]) == 1
+        # HighLevel's upload refuses .ogg: the agent still learns a voice message came, and why it is missing
+        assert "voice message" in got[ids["voice"]]["body"] and "could not be attached" in got[ids["voice"]]["body"]
+        assert got[ids["reply"]]["body"] == "↪ Reply to “Hi, is the shop open today?”\nyes that one"
+        assert got[ids["reaction"]]["body"] == "👍 reacted to “Hi, is the shop open today?”"
+        assert got[ids["edit"]]["body"] == "✏️ Edited “yes that one” → “yes, the blue one”"
+        assert got[ids["revoke"]]["body"] == "🗑 Deleted “this one”"
+        assert "Shop" in got[ids["location"]]["body"] and "maps.google.com" in got[ids["location"]]["body"]
+        assert got[ids["contact"]]["body"].startswith("👤 Contact card: Bob")
+
+        rows = env.app.db.messages.recent(100)
+        inbound = [r for r in rows if r.direction is Direction.INBOUND]
+        assert inbound and all(r.status is MessageStatus.SENT and r.ghl_message_id for r in inbound)
+
+
+@pytest.mark.asyncio
+async def test_outbound_text_and_media_with_real_delivery_and_read_ticks() -> None:
+    async with bridge_env() as env:
+        await env.customer(ALICE, "Alice")
+        await env.send(ALICE, text="hello")
+        await eventually(lambda: env.app.db.contacts.find(env.location_id, phone=ALICE))
+        contact = await env.contact_for(phone=ALICE)
+        url = await env.upload_file("menu.png", PNG, "image/png", contact["id"])
+
+        text_id = await env.reply(contact["id"], "Hi Alice, we open at 9")
+        media_id = await env.reply(contact["id"], "Here is the menu", attachments=[url])
+
+        async def inbox_has_both() -> list[dict[str, Any]] | None:
+            inbox = await env.inbox(ALICE)
+            return inbox if len(inbox) >= 2 else None
+
+        inbox = await eventually(inbox_has_both)
+        assert [m["text"] for m in inbox] == ["Hi Alice, we open at 9", "Here is the menu"]
+        assert inbox[1]["media"] and inbox[1]["media"]["mimetype"] == "image/png"
+        assert inbox[1]["media"]["size"] == len(PNG)
+
+        async def status(message_id: str) -> str:
+            return next(m["status"] for m in await env.messages() if m["id"] == message_id)
+
+        await eventually(lambda: _is(status(text_id), "delivered"), 30)
+        await env.read(ALICE, [inbox[0]["id"]])
+        await eventually(lambda: _is(status(text_id), "read"), 30)
+        history = next(m["statusHistory"] for m in await env.messages() if m["id"] == text_id)
+        assert history == ["pending", "delivered", "read"]  # never "delivered" before WhatsApp said so
+        await eventually(lambda: _is(status(media_id), "delivered"), 30)
+        assert len(await env.inbox(ALICE)) == 2  # nothing sent twice
+
+
+async def _is(value: Any, expected: str) -> bool:
+    return bool(await value == expected)
+
+
+@pytest.mark.asyncio
+async def test_phone_sent_messages_are_mirrored_and_never_echoed() -> None:
+    async with bridge_env() as env:
+        await env.customer(ALICE, "Alice")
+        sent_id = await env.send_from_phone(ALICE, text="typed on the phone itself")
+
+        async def mirrored() -> dict[str, Any] | None:
+            return by_alt(await env.messages()).get(sent_id)
+
+        message = await eventually(mirrored)
+        assert message["direction"] == "outbound" and message["body"] == "typed on the phone itself"
+        assert (await env.contact_for(phone=ALICE))["id"] == message["contactId"]
+        # the customer got it once, from the phone; the bridge did not send it again
+        inbox = await env.inbox(ALICE)
+        assert [m["text"] for m in inbox] == ["typed on the phone itself"]
+        assert env.app.db.jobs.count() == env.app.db.jobs.count("done")
+        assert not [j for j in env.app.db.jobs.list(limit=500) if j.kind == OUTBOUND]
+
+
+@pytest.mark.asyncio
+async def test_lid_senders_with_and_without_a_known_phone() -> None:
+    async with bridge_env() as env:
+        await env.customer("+4915100000001", "Known Lid", lid="111111111111111")
+        await env.customer("+4915100000002", "Hidden Lid", lid="222222222222222", lid_only=True)
+        known = await env.send("+4915100000001", text="from a LID with SenderAlt")
+        hidden = await env.send("+4915100000002", text="from a LID only")
+        await env.send("+4915100000002", text="second from the LID only")
+
+        async def both() -> bool:
+            return {known, hidden} <= set(by_alt(await env.messages()))
+
+        await eventually(both)
+        state = await env.state()
+        known_contact = await env.contact_for(phone="+4915100000001")
+        assert by_alt(state["messages"])[known]["contactId"] == known_contact["id"]
+        hidden_contact = next(c for c in state["contacts"] if c["id"] == by_alt(state["messages"])[hidden]["contactId"])
+        assert hidden_contact["phone"] is None  # never an invented number
+        assert hidden_contact["name"] == "Hidden Lid"
+        await eventually(lambda: _count_lid_messages(env, hidden_contact["id"], 2))
+        assert sum(1 for c in (await env.state())["contacts"] if c["name"] == "Hidden Lid") == 1  # one contact
+
+
+async def _count_lid_messages(env: Env, contact_id: str, n: int) -> bool:
+    return sum(1 for m in await env.messages() if m["contactId"] == contact_id) == n
+
+
+@pytest.mark.asyncio
+async def test_a_number_not_on_whatsapp_fails_with_that_reason() -> None:
+    async with bridge_env() as env:
+        contact = await env.add_contact("+4915177777777", "No WhatsApp")
+        message_id = await env.reply(contact, "Are you there?")
+
+        async def failed() -> dict[str, Any] | None:
+            found = next(m for m in await env.messages() if m["id"] == message_id)
+            return found if found["status"] == "failed" else None
+
+        message = await eventually(failed, 30)
+        assert "not on WhatsApp" in str(message.get("error"))
+        row = env.app.db.messages.by_ghl_id(env.location_id, message_id)
+        assert row is not None and row.status is MessageStatus.FAILED and "not on WhatsApp" in (row.error or "")
+
+
+@pytest.mark.asyncio
+async def test_duplicate_webhook_and_repeated_whatsapp_delivery_change_nothing() -> None:
+    async with bridge_env() as env:
+        await env.customer(ALICE, "Alice")
+        wa_id = await env.send(ALICE, text="only once please")
+        await eventually(lambda: _has_alt(env, wa_id))
+        # WhatsApp (the network) delivering the same message again is a no-op
+        session = env.runtime.sessions.list_sessions()[0]
+        again = IncomingMessage(id=wa_id, chat="4915112345678@s.whatsapp.net", sender="4915112345678@s.whatsapp.net",
+                                sender_phone=ALICE, sender_lid=None, push_name="Alice", timestamp=utcnow(),
+                                kind=MessageKind.TEXT, text="only once please")
+        await env.runtime.bridge.on_message(session, again)
+        await env.runtime.runner.run_until_idle(10)
+        assert sum(1 for m in await env.messages() if m.get("altId") == wa_id) == 1
+
+        contact = await env.contact_for(phone=ALICE)
+        reply_id = await env.reply(contact["id"], "answer once")
+        await eventually(lambda: _inbox_len(env, ALICE, 1))
+        # HighLevel retrying the same delivery (same messageId) stores nothing new
+        _job_id, created = env.app.db.jobs.enqueue(
+            NewJob(kind=OUTBOUND, payload={"event": {"messageId": reply_id}}, dedupe_key=f"ghl:msg:{reply_id}"))
+        assert not created
+        await env.runtime.runner.run_until_idle(10)
+        assert len(await env.inbox(ALICE)) == 1
+
+
+async def _has_alt(env: Env, alt: str) -> bool:
+    return alt in by_alt(await env.messages())
+
+
+async def _inbox_len(env: Env, phone: str, n: int) -> bool:
+    return len(await env.inbox(phone)) == n
