@@ -36,6 +36,9 @@ ENV_MAP: dict[str, str] = {
     "webhook_rsa_public_key": "GHL_WEBHOOK_RSA_PUBLIC_KEY",
     "accept_unsigned_webhooks": "GHL_ACCEPT_UNSIGNED_WEBHOOKS",
     "relay_url": "GHL_RELAY_URL",
+    "webhook_backlog_limit": "GHL_WEBHOOK_BACKLOG_LIMIT",
+    "webhook_timestamp_window_seconds": "GHL_WEBHOOK_TIMESTAMP_WINDOW",
+    "webhook_max_body_bytes": "GHL_WEBHOOK_MAX_BODY_BYTES",
     "log_level": "GHL_DESKTOP_LOG_LEVEL",
 }
 
@@ -58,6 +61,8 @@ class Settings:
     webhook_rsa_public_key: str | None = None
     accept_unsigned_webhooks: bool = False
     webhook_backlog_limit: int = 100_000
+    webhook_timestamp_window_seconds: float = 300.0
+    webhook_max_body_bytes: int = 262_144
     relay_url: str | None = None
     log_level: str = "INFO"
 

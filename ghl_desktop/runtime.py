@@ -22,6 +22,7 @@ from ghl_desktop.adapters.ghl.gateway import GhlGateway, MediaDownloader
 from ghl_desktop.app import App
 from ghl_desktop.core.models import WhatsAppSession
 from ghl_desktop.core.whatsapp import EventHandler, WhatsAppTransport
+from ghl_desktop.relay.client import RelayClient
 from ghl_desktop.services.bridge import Bridge, BridgeOptions
 from ghl_desktop.services.jobs import JobRunner, RunnerOptions
 from ghl_desktop.services.sessions import SessionOptions, SessionService, TransportFactory
@@ -29,6 +30,9 @@ from ghl_desktop.webhooks.endpoint import WebhookServer
 from ghl_desktop.webhooks.intake import WebhookIntake
 
 log = logging.getLogger("ghl.runtime")
+
+#: the desktop's bearer token for ghl-relay (printed by `ghl-relay token create`); a secret
+RELAY_TOKEN_KEY = "relay:token"
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,12 @@ class BridgeRuntime:
             settings, self.tokens, self.client, app.db.locations,
             options=OAuthOptions.from_settings(settings, **self.options.oauth), **oauth_kwargs,
         )
+        self.relay: RelayClient | None = None
+        relay_token = app.secrets.get(RELAY_TOKEN_KEY) if settings.relay_url else None
+        if settings.relay_url and relay_token:
+            self.relay = RelayClient(settings.relay_url, relay_token, self.intake, bus=app.bus)
+        elif settings.relay_url:
+            log.warning("a relay URL is set but no relay token is stored (%s); relay mode is off", RELAY_TOKEN_KEY)
         self._started = False
 
     def _wake(self) -> None:
@@ -102,6 +112,8 @@ class BridgeRuntime:
         await self.webhooks.start()
         self.intake_wakes_runner()
         self.runner.start()
+        if self.relay is not None:
+            self.relay.start()
         resumed = await self.sessions.resume_all()
         log.info("bridge running: webhooks at %s, %d WhatsApp number(s) resumed", self.webhooks.url, len(resumed))
 
@@ -118,6 +130,8 @@ class BridgeRuntime:
             return
         self._started = False
         await self.webhooks.stop()
+        if self.relay is not None:
+            await self.relay.stop()
         await self.runner.stop()
         await self.sessions.close()
         await self.http.aclose()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Protocol
 
 from aiohttp import web
@@ -138,7 +139,11 @@ class WebhookServer:
         host: str | None = None,
         port: int | None = None,
     ) -> None:
-        self.gate = gate or WebhookGate(SignatureVerifier.from_settings(settings))
+        self.gate = gate or WebhookGate(
+            SignatureVerifier.from_settings(settings),
+            max_body_bytes=settings.webhook_max_body_bytes,
+            timestamp_window=timedelta(seconds=settings.webhook_timestamp_window_seconds),
+        )
         self.host = host or settings.webhook_host
         self.port = settings.webhook_port if port is None else port
         self.app = create_webhook_app(self.gate, IntakeSink(intake))
