@@ -36,7 +36,7 @@ def phone_from_jid(jid: str | None) -> str | None:
     if server not in _PHONE_SERVERS:
         return None
     user = user.split(":", 1)[0].split(".", 1)[0]
-    if not user.isdigit() or not 6 <= len(user) <= 15:
+    if not user.isdigit() or not 5 <= len(user) <= 15:
         return None
     return "+" + user
 

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ghl_desktop.core.convert import phone_from_jid
 from ghl_desktop.core.models import MessageKind
 from ghl_desktop.core.whatsapp import (
     ClientOutdated,
@@ -167,19 +168,6 @@ def jid_to_str(jid: Any) -> str | None:
 
 def is_lid(jid: str | None) -> bool:
     return bool(jid) and str(jid).endswith("@" + LID_SERVER)
-
-
-def phone_from_jid(jid: str | None) -> str | None:
-    """E.164 for a phone-number JID (``4917…@s.whatsapp.net`` → ``+4917…``); None for anything else.
-
-    LIDs, groups and broadcast lists are not phone numbers, whatever their digits look like."""
-    if not jid or "@" not in jid:
-        return None
-    user, server = jid.split("@", 1)
-    user = user.split(":", 1)[0].split(".", 1)[0]  # tolerate agent/device suffixes
-    if server != PHONE_SERVER or not user.isdigit() or not 5 <= len(user) <= 16:
-        return None
-    return "+" + user
 
 
 def phone_jid(phone: str) -> str:

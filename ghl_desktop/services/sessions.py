@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ghl_desktop.core.convert import phone_from_jid
 from ghl_desktop.core.errors import (
     GhlDesktopError,
     SessionLoggedOut,
@@ -511,7 +512,7 @@ class SessionService:
             rt.backoff.reset()
             session = self._require(sid)
             if event.jid and session.jid != event.jid:
-                updated = self.repo.set_identity(sid, session.phone or _phone_of(event.jid), event.jid)
+                updated = self.repo.set_identity(sid, session.phone or phone_from_jid(event.jid), event.jid)
                 self.bus.publish(SessionChanged(updated))
             self._set_state(sid, SessionState.CONNECTED, detail=None)
         elif isinstance(event, Disconnected):
@@ -575,9 +576,3 @@ class SessionService:
         if self.on_receipt is None:
             raise NoMessageSink("no receipt sink registered; leaving the receipt on WhatsApp")
         await self.on_receipt(session, receipt)
-
-
-def _phone_of(jid: str) -> str | None:
-    user, _, server = jid.partition("@")
-    user = user.split(":", 1)[0]
-    return "+" + user if server == "s.whatsapp.net" and user.isdigit() else None

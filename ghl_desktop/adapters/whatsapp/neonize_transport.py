@@ -82,6 +82,7 @@ from typing import Any
 from ghl_desktop.adapters.whatsapp.neonize_executor import ensure_executor
 from ghl_desktop.adapters.whatsapp.neonize_journal import EventJournal
 from ghl_desktop.core import wa_normalize as wn
+from ghl_desktop.core.convert import phone_from_jid
 from ghl_desktop.core.errors import (
     NotOnWhatsApp,
     SessionLoggedOut,
@@ -736,7 +737,7 @@ class NeonizeTransport:
         except Exception as exc:
             self.log.warning("LID lookup failed for %s: %s", lid, exc)
             return None
-        return wn.phone_from_jid(wn.jid_to_str(pn))
+        return phone_from_jid(wn.jid_to_str(pn))
 
     # --- sending -----------------------------------------------------------------------------
 

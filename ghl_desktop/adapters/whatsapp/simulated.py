@@ -28,6 +28,7 @@ from typing import Any
 
 import aiohttp
 
+from ghl_desktop.core.convert import phone_from_jid
 from ghl_desktop.core.errors import (
     NotOnWhatsApp,
     SessionLoggedOut,
@@ -63,17 +64,6 @@ from ghl_desktop.core.whatsapp import (
 WS_PATH = "/_sandbox/whatsapp/ws"
 MAX_FRAME = 160 * 1024 * 1024
 _STOP = object()
-
-
-def _phone_from_jid(jid: str | None) -> str | None:
-    """E.164 for a phone-number JID, None for LIDs, groups and anything else (never invented)."""
-    if not jid or "@" not in jid:
-        return None
-    user, server = jid.split("@", 1)
-    user = user.split(":", 1)[0]
-    if server != "s.whatsapp.net" or not user.isdigit():
-        return None
-    return "+" + user
 
 
 def _to_jid(chat: str) -> str:
@@ -309,7 +299,7 @@ class SimulatedTransport:
         is_group = bool(d.get("is_group"))
         sender_alt = d.get("sender_alt")
         sender_lid = sender if sender.endswith("@lid") else None
-        sender_phone = _phone_from_jid(sender_alt) or _phone_from_jid(sender)
+        sender_phone = phone_from_jid(sender_alt) or phone_from_jid(sender)
         chat = str(d.get("chat") or sender)
         if not is_group and chat.endswith("@lid"):
             # as the neonize normalizer does: a 1:1 LID chat is the phone's chat when WhatsApp told us
