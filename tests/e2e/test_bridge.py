@@ -212,3 +212,42 @@ async def _has_alt(env: Env, alt: str) -> bool:
 
 async def _inbox_len(env: Env, phone: str, n: int) -> bool:
     return len(await env.inbox(phone)) == n
+
+
+@pytest.mark.asyncio
+async def test_a_merged_contact_is_resolved_again_and_the_message_lands_once() -> None:
+    async with bridge_env() as env:
+        await env.customer(ALICE, "Alice")
+        first = await env.send(ALICE, text="before the merge")
+        await eventually(lambda: _has_alt(env, first))
+        old = await env.contact_for(phone=ALICE)
+        keep = await env.add_contact("+4915122222222", "Alice (office)")
+        merged = await env.http.post(f"{env.url}/_sandbox/contacts/merge",
+                                     json={"keepContactId": keep, "mergeContactId": old["id"]})
+        merged.raise_for_status()
+
+        second = await env.send(ALICE, text="after the merge")
+        await eventually(lambda: _has_alt(env, second))
+        messages = await env.messages()
+        assert by_alt(messages)[second]["contactId"] == keep  # re-resolved by phone to the survivor
+        assert sum(1 for m in messages if m.get("altId") == second) == 1
+        link = env.app.db.contacts.find(env.location_id, phone=ALICE)
+        assert link is not None and link.ghl_contact_id == keep
+
+
+@pytest.mark.asyncio
+async def test_an_existing_contact_keeps_the_agency_tags() -> None:
+    async with bridge_env() as env:
+        token = env.sandbox.location_token(env.location_id)["access_token"]
+        created = await env.http.post(
+            f"{env.url}/contacts/upsert", headers={"Authorization": f"Bearer {token}", "Version": "2021-07-28"},
+            json={"locationId": env.location_id, "phone": ALICE, "name": "Alice VIP", "tags": ["vip", "2024"]})
+        created.raise_for_status()
+        await env.customer(ALICE, "Alice")
+        wa_id = await env.send(ALICE, text="hi again")
+        await eventually(lambda: _has_alt(env, wa_id))
+        token_headers = {"Authorization": f"Bearer {token}", "Version": "2021-07-28"}
+        contact_id = created.json()["contact"]["id"]
+        contact = (await env.http.get(f"{env.url}/contacts/{contact_id}", headers=token_headers)).json()["contact"]
+        assert contact["tags"] == ["vip", "2024"]
+        assert by_alt(await env.messages())[wa_id]["contactId"] == contact_id
