@@ -60,10 +60,9 @@ class Rig:
                 if j.kind == KIND_OUTBOUND_MESSAGE]
 
 
-# These tests run on the suite's qasync loop, where completions posted from a ThreadPoolExecutor
-# thread crash the interpreter intermittently (seen with PySide6 6.12 + qasync 0.28). The relay runs
-# its store inline here; the subprocess end-to-end test and the bench cover the worker-thread mode.
-DB_THREAD = False
+# The relay's store runs on its worker thread, as in production. (An earlier crash of exactly this on
+# the qasync loop was PySide6 6.12.0's refcount bug — see tests/ui/test_qt_refcounts.py.)
+DB_THREAD = True
 
 
 def _gate(keys: SigningKeys) -> WebhookGate:
