@@ -6,7 +6,6 @@ the client sent (tests that provoke one on purpose declare how many they expect)
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from ghl_desktop.adapters.ghl import (
 from ghl_desktop.adapters.storage import Database
 from ghl_desktop.config import Settings
 from ghl_desktop.core.models import Location, utcnow
+from ghl_desktop.sandbox.consent import approve_links
 from ghl_desktop.sandbox.server import RunningSandbox, running_sandbox
 from tests.fakes.secrets import MemorySecretStore
 
@@ -147,7 +147,7 @@ class Browser:
         async with httpx.AsyncClient(follow_redirects=False, timeout=10) as http:
             consent = await http.get(url)
             consent.raise_for_status()
-            links = [link.replace("&amp;", "&") for link in re.findall(r'href="([^"]+approve[^"]+)"', consent.text)]
+            links = approve_links(consent.text)
             kind, _, index = self.click.partition(":")
             if kind == "agency":
                 link = next(link for link in links if "companyId=" in link)
