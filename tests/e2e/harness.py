@@ -150,7 +150,10 @@ async def bridge_env(**sandbox_options: Any) -> AsyncIterator[Env]:
             await runtime.start()
             await point_sandbox_webhooks(sb.url, runtime.webhooks.url)
             await ensure_linked(runtime, sb.url, asyncio.Event())
-            yield Env(sb, app, runtime, http)
+            env = Env(sb, app, runtime, http)
+            yield env
+            # everything the bridge sent HighLevel during the test passed the official OpenAPI specs
+            assert (await env.state())["validation_failures"] == 0, (await env.state())["validation_failure_details"]
         finally:
             await http.aclose()
             await runtime.stop()
