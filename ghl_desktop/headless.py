@@ -17,7 +17,6 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 import httpx
 
@@ -25,9 +24,9 @@ from ghl_desktop.app import App
 from ghl_desktop.config import Settings, load_settings
 from ghl_desktop.core.errors import GhlDesktopError, VaultLocked
 from ghl_desktop.core.models import SessionState, WhatsAppSession
-from ghl_desktop.runtime import BridgeRuntime, RuntimeOptions, neonize_transport_factory
+from ghl_desktop.runtime import BridgeRuntime, RuntimeOptions, neonize_transport_factory, runtime_options_from_env
+from ghl_desktop.sandbox_mode import point_sandbox_webhooks, running_sandbox_mode
 from ghl_desktop.services.events import SessionChanged, SessionQr
-from ghl_desktop.webhooks.endpoint import APP_PATH, PROVIDER_PATH
 
 log = logging.getLogger("ghl.headless")
 
@@ -47,32 +46,10 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _sandbox_port_file(home: Path) -> Path:
-    return home / "sandbox" / "port"
-
-
 @contextlib.asynccontextmanager
 async def _sandbox(settings: Settings, port: int) -> AsyncIterator[tuple[Settings, str]]:
-    from ghl_desktop.sandbox.server import running_sandbox
-
-    state_dir = settings.home / "sandbox"
-    state_dir.mkdir(parents=True, exist_ok=True)
-    port_file = _sandbox_port_file(settings.home)
-    if not port and port_file.exists():
-        with contextlib.suppress(ValueError):
-            port = int(port_file.read_text().strip())
-    async with running_sandbox(host="127.0.0.1", port=port, state_dir=str(state_dir), locations=2) as sb:
-        port_file.write_text(sb.url.rsplit(":", 1)[1])
-        _say(f"sandbox: {sb.url}")
-        yield replace(
-            settings,
-            api_base=sb.url,
-            marketplace_base=sb.url,
-            client_id=sb.client_id,
-            client_secret=sb.client_secret,
-            provider_id=sb.provider_id,
-            webhook_ed25519_public_key=sb.public_key_pem,
-        ), sb.url
+    async with running_sandbox_mode(settings, port, announce=_say) as mode:
+        yield mode.settings, mode.url
 
 
 async def _main(*, sandbox: bool, sandbox_port: int) -> int:
@@ -82,6 +59,11 @@ async def _main(*, sandbox: bool, sandbox_port: int) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     settings = load_settings()
+    try:
+        options = runtime_options_from_env(RuntimeOptions())  # GHL_DESKTOP_SEND_MIN_GAP etc. (runtime.ENV_KNOBS)
+    except ValueError as exc:
+        print(f"headless: {exc}", file=sys.stderr)
+        return 2
     async with contextlib.AsyncExitStack() as stack:
         sandbox_url: str | None = None
         if sandbox:
@@ -101,7 +83,7 @@ async def _main(*, sandbox: bool, sandbox_port: int) -> int:
             from ghl_desktop.sandbox.consent import ConsentClicker
 
             runtime = BridgeRuntime(app, simulated_transport_factory(sandbox_url),
-                                    RuntimeOptions(webhook_port=0, oauth={"port": 0}), open_url=ConsentClicker())
+                                    replace(options, webhook_port=0, oauth={"port": 0}), open_url=ConsentClicker())
         else:
             from ghl_desktop.adapters.whatsapp.neonize_executor import ensure_executor
 
@@ -110,8 +92,11 @@ async def _main(*, sandbox: bool, sandbox_port: int) -> int:
                 _say(f"open this address to connect HighLevel: {url}")
                 return True
 
-            runtime = BridgeRuntime(app, neonize_transport_factory(settings.sessions_dir), open_url=show_url)
+            runtime = BridgeRuntime(app, neonize_transport_factory(settings.sessions_dir), options, open_url=show_url)
         stack.push_async_callback(runtime.stop)
+        if sandbox_url is not None:
+            # runs before runtime.stop (LIFO): replies made while the endpoint closes wait for the next run
+            stack.push_async_callback(hold_sandbox_webhooks, sandbox_url)
         await runtime.start()
         try:
             if sandbox_url is not None:
@@ -128,12 +113,15 @@ async def _main(*, sandbox: bool, sandbox_port: int) -> int:
     return 0
 
 
-async def point_sandbox_webhooks(sandbox_url: str, webhook_base: str) -> None:
-    """The sandbox delivers agents' replies (and INSTALL/UNINSTALL) to this run's direct endpoint."""
-    async with httpx.AsyncClient(timeout=10) as http:
-        answer = await http.post(f"{sandbox_url}/_sandbox/config", json={
-            "webhook_url": webhook_base + PROVIDER_PATH, "app_webhook_url": webhook_base + APP_PATH})
-        answer.raise_for_status()
+async def hold_sandbox_webhooks(sandbox_url: str) -> None:
+    """Shutdown in sandbox mode: the in-process sandbox outlives our webhook endpoint by a moment; a
+    reply an agent makes then is kept pending in the sandbox's state and delivered on the next start
+    (instead of hitting the closed port, which HighLevel treats as a final failure)."""
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            (await http.post(f"{sandbox_url}/_sandbox/config", json={"hold_webhooks": True})).raise_for_status()
+    except httpx.HTTPError as exc:
+        log.warning("could not ask the sandbox to hold webhooks during shutdown: %s", exc)
 
 
 async def ensure_linked(runtime: BridgeRuntime, sandbox_url: str | None, stop: asyncio.Event) -> None:

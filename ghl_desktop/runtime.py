@@ -13,12 +13,15 @@ stop the sessions (awaiting every engine's stop), close HTTP.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ghl_desktop.adapters.ghl import GhlClient, OAuthConnector, OAuthOptions, TokenManager, create_http_client
 from ghl_desktop.adapters.ghl.gateway import GhlGateway, MediaDownloader
+from ghl_desktop.adapters.ghl.rate import RateLimitConfig
 from ghl_desktop.app import App
 from ghl_desktop.core.models import WhatsAppSession
 from ghl_desktop.core.whatsapp import EventHandler, WhatsAppTransport
@@ -35,14 +38,60 @@ log = logging.getLogger("ghl.runtime")
 RELAY_TOKEN_KEY = "relay:token"
 
 
+#: how long a job failing with transient errors (a HighLevel outage) is retried before it is
+#: dead-lettered, whatever its attempt count (the runner's own default, 0, is attempts-only for tests)
+TRANSIENT_RETRY_SECONDS = 6 * 3600.0
+
+
 @dataclass(frozen=True)
 class RuntimeOptions:
-    runner: RunnerOptions = field(default_factory=RunnerOptions)
+    runner: RunnerOptions = field(default_factory=lambda: RunnerOptions(
+        transient_retry_seconds=TRANSIENT_RETRY_SECONDS))
     sessions: SessionOptions = field(default_factory=SessionOptions)
     bridge: BridgeOptions = field(default_factory=BridgeOptions)
     #: None: settings.webhook_port; 0: a free port
     webhook_port: int | None = None
     oauth: dict[str, Any] = field(default_factory=dict)
+    #: the HighLevel client's limits and retries (None: HighLevel's real ones); tests shrink them
+    rate_limits: RateLimitConfig | None = None
+
+
+#: Timing knobs read from the environment by ``ghl-desktop headless`` (scripted acceptance runs, the
+#: crash test, benchmarks): variable -> (part of RuntimeOptions, field, type). Unset keeps the default.
+ENV_KNOBS: dict[str, tuple[str, str, type]] = {
+    "GHL_DESKTOP_SEND_MIN_GAP": ("sessions", "send_min_gap", float),  # seconds between WhatsApp sends
+    "GHL_DESKTOP_SEND_JITTER": ("sessions", "send_jitter", float),  # random extra seconds per send
+    "GHL_DESKTOP_RECONNECT_BACKOFF": ("sessions", "backoff_initial", float),  # first WhatsApp redial wait
+    "GHL_DESKTOP_RECONNECT_BACKOFF_MAX": ("sessions", "backoff_max", float),
+    "GHL_DESKTOP_JOB_CONCURRENCY": ("runner", "concurrency", int),
+    "GHL_DESKTOP_JOB_LEASE_SECONDS": ("runner", "lease_seconds", float),  # a dead process's jobs wait this
+    "GHL_DESKTOP_JOB_POLL_INTERVAL": ("runner", "poll_interval", float),
+    "GHL_DESKTOP_JOB_MAX_ATTEMPTS": ("runner", "max_attempts", int),
+    "GHL_DESKTOP_JOB_BACKOFF_BASE": ("runner", "backoff_base", float),
+    "GHL_DESKTOP_JOB_BACKOFF_CAP": ("runner", "backoff_cap", float),
+    "GHL_DESKTOP_JOB_TRANSIENT_RETRY_SECONDS": ("runner", "transient_retry_seconds", float),
+    "GHL_DESKTOP_SESSION_WAIT": ("bridge", "session_wait_seconds", float),  # retry when no number is live
+}
+
+
+def runtime_options_from_env(base: RuntimeOptions, environ: Mapping[str, str] | None = None) -> RuntimeOptions:
+    """``base`` with the :data:`ENV_KNOBS` that are set applied; a bad value is a ValueError naming it."""
+    env = os.environ if environ is None else environ
+    parts: dict[str, dict[str, object]] = {}
+    for name, (part, attr, kind) in ENV_KNOBS.items():
+        raw = env.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be a {'whole ' if kind is int else ''}number, not {raw!r}") from None
+        if value < 0 or (kind is int and value < 1):
+            raise ValueError(f"{name} must be {'at least 1' if kind is int else 'zero or more'}, not {raw!r}")
+        parts.setdefault(part, {})[attr] = value
+    if not parts:
+        return base
+    return replace(base, **{part: replace(getattr(base, part), **values) for part, values in parts.items()})
 
 
 def neonize_transport_factory(sessions_dir: Path) -> TransportFactory:
@@ -70,7 +119,7 @@ class BridgeRuntime:
         settings = app.settings
         self.http = create_http_client(settings)
         self.tokens = TokenManager(app.secrets, app.db.locations, self.http, settings)
-        self.client = GhlClient(settings, self.tokens, self.http)
+        self.client = GhlClient(settings, self.tokens, self.http, rate=self.options.rate_limits)
         self.gateway = GhlGateway(self.client)
         self.sessions = SessionService(
             app.db.sessions, transport_factory, app.bus, sessions_dir=settings.sessions_dir,

@@ -4,7 +4,9 @@ GET  /_sandbox/state                               everything (see SandboxState.
 POST /_sandbox/reset                               forget data, keep app credentials and locations
 POST /_sandbox/faults        {error_rate, lost_response_rate, latency_ms, status_race_seconds,
                               rate_limit_per_10s, rate_limit_daily, rate_limit_window_seconds}  (partial)
-POST /_sandbox/config        {webhook_url, app_webhook_url}                  (partial update)
+POST /_sandbox/config        {webhook_url, app_webhook_url, hold_webhooks}   (partial update; a new URL
+                             resumes deliveries a killed run left unfinished; hold_webhooks: true keeps
+                             new ones pending while the receiver shuts down)
 POST /_sandbox/clock         {advance_seconds}
 POST /_sandbox/tokens/expire {locationId? | company? | token?}   -> {expired: n}
 POST /_sandbox/contacts/merge {keepContactId, mergeContactId}
@@ -83,9 +85,14 @@ async def config(request: web.Request) -> web.Response:
         sandbox.state.webhook_url = data["webhook_url"]
     if "app_webhook_url" in data:
         sandbox.state.app_webhook_url = data["app_webhook_url"]
+    if "hold_webhooks" in data:
+        sandbox.holding_webhooks = bool(data["hold_webhooks"])
     sandbox.changed()
+    if not sandbox.holding_webhooks:
+        sandbox.resume_deliveries()  # what a killed run left unfinished goes to the new URL
     return web.json_response({"webhook_url": sandbox.state.webhook_url,
-                              "app_webhook_url": sandbox.state.app_webhook_url})
+                              "app_webhook_url": sandbox.state.app_webhook_url,
+                              "hold_webhooks": sandbox.holding_webhooks})
 
 
 async def clock(request: web.Request) -> web.Response:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import hmac
 import json
 import logging
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,11 @@ class Sandbox:
         self.random = random.Random(config.seed)
         self.files_dir = state_dir / "files" if state_dir else None
         self.memory_files: dict[str, bytes] = {}
+        self._batch_depth = 0
+        self._batch_dirty = False
+        #: set while the app that receives the webhooks is shutting down (sandbox mode): new deliveries
+        #: wait, saved as pending, for the next run instead of hitting a closed port and being lost
+        self.holding_webhooks = False
         self.state.save()
 
     def _apply_config(self) -> None:
@@ -196,8 +202,43 @@ class Sandbox:
 
     # ----- plumbing -----------------------------------------------------------------------------
     def changed(self) -> None:
+        if self._batch_depth:
+            self._batch_dirty = True
+            return
         self.state.save()
         self._changed.set()
+
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """Changes made inside are saved once, at the end: a crash keeps all of them or none (an
+        outbound message without its webhook delivery would never reach the bridge)."""
+        self._batch_depth += 1
+        try:
+            yield
+        finally:
+            self._batch_depth -= 1
+            if self._batch_depth == 0 and self._batch_dirty:
+                self._batch_dirty = False
+                self.changed()
+
+    def resume_deliveries(self) -> int:
+        """Try again, to the current URLs, the deliveries a previous run left unfinished (pending or
+        retrying with no task behind them). The in-process sandbox (headless --sandbox) dies with the
+        bridge; HighLevel's servers would not, so its deliveries must not die with it either."""
+        resumed = 0
+        for delivery in self.state.deliveries:
+            if delivery.status not in ("pending", "retrying") or self.webhooks.active(delivery):
+                continue
+            url = self.state.webhook_url if delivery.kind == "ProviderOutboundMessage" else self.state.app_webhook_url
+            if not url:
+                continue
+            delivery.url = url
+            self.webhooks.mark_active(delivery)
+            self.spawn(self.webhooks.attempt(delivery))
+            resumed += 1
+        if resumed:
+            log.info("resuming %d unfinished webhook deliveries", resumed)
+        return resumed
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Return once ``predicate()`` holds, re-checking after every state change."""
@@ -453,20 +494,21 @@ class Sandbox:
         contact = self.state.live_contact(contact_id, location_id)
         if contact is None:
             raise ApiError(400, {"statusCode": 400, "message": "CONVERSATIONS_CONTACT_NOT_FOUND"})
-        conv = self.conversation(contact)
-        conv.unread_count = 0
-        now = self.state.now()
-        message = self.add_message(conv, "outbound", "pending", text, attachments=list(attachments or []),
-                                   type="SMS", provider_id=self.state.app.provider_id, source="app",
-                                   user_id=self.state.user_id,
-                                   status_locked_until=now + self.state.faults.status_race_seconds)
-        payload = {
-            "contactId": contact.id, "locationId": location_id, "messageId": message.id, "type": "SMS",
-            "phone": contact.phone, "message": text, "attachments": list(attachments or []),
-            "userId": self.state.user_id, "conversationProviderId": self.state.app.provider_id,
-        }
-        delivery = self.webhooks.new_delivery("ProviderOutboundMessage", self.state.webhook_url, payload,
-                                              message_id=message.id)
+        with self.batched():  # the message and its delivery are saved together
+            conv = self.conversation(contact)
+            conv.unread_count = 0
+            now = self.state.now()
+            message = self.add_message(conv, "outbound", "pending", text, attachments=list(attachments or []),
+                                       type="SMS", provider_id=self.state.app.provider_id, source="app",
+                                       user_id=self.state.user_id,
+                                       status_locked_until=now + self.state.faults.status_race_seconds)
+            payload = {
+                "contactId": contact.id, "locationId": location_id, "messageId": message.id, "type": "SMS",
+                "phone": contact.phone, "message": text, "attachments": list(attachments or []),
+                "userId": self.state.user_id, "conversationProviderId": self.state.app.provider_id,
+            }
+            delivery = self.webhooks.new_delivery("ProviderOutboundMessage", self.state.webhook_url, payload,
+                                                  message_id=message.id)
         await self.webhooks.attempt(delivery)
         return {"messageId": message.id, "conversationId": conv.id,
                 "delivery": {"id": delivery.id, "status": delivery.status,

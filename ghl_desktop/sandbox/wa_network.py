@@ -425,6 +425,18 @@ class WhatsAppNetwork:
         self.save()
         await conn.send({"op": "connected", "jid": number.jid, "phone": number.phone})
         await self._pump(number)
+        await self._deliver_leftovers(number)
+
+    async def _deliver_leftovers(self, number: LinkedNumber) -> None:
+        """Messages from this number that an online phone holds but never receipted: the process died
+        between storing a send and delivering it (in sandbox mode the network runs in the app's
+        process). A real phone would have received them; it does now."""
+        for phone in list(self.phones.values()):
+            if not phone.online:
+                continue
+            ids = [e["id"] for e in phone.inbox if e["status"] == "sent" and e["from"] == number.phone]
+            if ids:
+                await self.phone_receipt(phone, ids, "delivered", number.phone)
 
     def _detach(self, conn: _Conn) -> None:
         self._conns.discard(conn)
@@ -674,15 +686,18 @@ class WhatsAppNetwork:
                 entry["status"] = kind
                 group = entry["chat"] if entry["chat"].endswith("@" + GROUP_SERVER) else ""
                 by_sender.setdefault((entry["from"], group), []).append(entry["id"])
-        self.save()
+        # the new statuses and the receipts they owe are saved together: a crash in between would
+        # leave a "delivered" message whose sender never hears of it
+        notify: list[LinkedNumber] = []
         for (sender, group), message_ids in by_sender.items():
             number = self.linked.get(sender)
             if number is None or number.logged_out:
                 continue
-            await self.enqueue(
-                number,
-                "receipt",
-                {
+            notify.append(number)
+            number.queue.append({
+                "qid": self._next_qid(),
+                "type": "receipt",
+                "data": {
                     # in a group the receipt names the group and the member who read it
                     "chat": group or phone.address,
                     "chat_alt": phone.jid if not group and phone.lid and phone.share_phone else None,
@@ -691,7 +706,10 @@ class WhatsAppNetwork:
                     "kind": kind,
                     "timestamp": time.time(),
                 },
-            )
+            })
+        self.save()
+        for number in notify:
+            await self._pump(number)
         return sum(len(v) for v in by_sender.values())
 
     # --- messages from phones ----------------------------------------------------------------------

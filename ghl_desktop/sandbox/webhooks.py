@@ -46,18 +46,39 @@ class WebhookSender:
 
     def __init__(self, sandbox: Sandbox) -> None:
         self._sandbox = sandbox
+        #: deliveries with an attempt or a retry under way in this process
+        self._active: set[str] = set()
+
+    def active(self, delivery: WebhookDelivery) -> bool:
+        return delivery.id in self._active
+
+    def mark_active(self, delivery: WebhookDelivery) -> None:
+        self._active.add(delivery.id)
 
     def new_delivery(self, kind: str, url: str | None, payload: dict[str, Any],
                      message_id: str | None = None) -> WebhookDelivery:
         delivery = WebhookDelivery(id=new_id(), kind=kind, url=url, payload=payload, message_id=message_id,
                                    created_at=self._sandbox.state.now())
         self._sandbox.state.deliveries.append(delivery)
+        self._active.add(delivery.id)
         return delivery
 
     async def attempt(self, delivery: WebhookDelivery) -> None:
         """One attempt; on a 429 schedules the next one (in the background) until retries run out."""
+        self._active.add(delivery.id)
+        try:
+            await self._attempt(delivery)
+        finally:
+            if delivery.status != "retrying":
+                self._active.discard(delivery.id)
+
+    async def _attempt(self, delivery: WebhookDelivery) -> None:
         sandbox = self._sandbox
         config = sandbox.config
+        if sandbox.holding_webhooks:
+            log.info("webhook %s %s held for the next run (the receiver is shutting down)", delivery.kind, delivery.id)
+            sandbox.changed()
+            return
         if not delivery.url:
             delivery.status = "lost"
             delivery.error = "no webhook URL configured"

@@ -219,7 +219,13 @@ class Bridge:
             row = self._repos.messages.by_wa_id(session.id, wa_id)
             if row is None or row.id is None or row.direction is not Direction.OUTBOUND:
                 continue
-            if row.status is MessageStatus.FAILED or new_status.rank <= row.status.rank:
+            if row.status is MessageStatus.FAILED or new_status.rank < row.status.rank:
+                continue
+            if new_status is row.status:
+                # The same receipt again (redelivered because the process died before acking it):
+                # the status job may never have been stored, so enqueue it again (deduplicated).
+                if row.ghl_message_id and not row.from_me:
+                    self._enqueue_status(row, new_status, None)
                 continue
             updated = self._repos.messages.update(row.id, status=new_status)
             self._logged(updated)

@@ -43,6 +43,10 @@ class RunnerOptions:
     max_attempts: int = 8
     backoff_base: float = 1.0
     backoff_cap: float = 300.0
+    #: a job failing with a *transient* error (HighLevel 5xx, a timeout) keeps being retried, every
+    #: ``backoff_cap`` at most, until it is at least this old, even past ``max_attempts``: an outage of
+    #: an hour must not dead-letter an hour of messages. 0: ``max_attempts`` alone decides (tests).
+    transient_retry_seconds: float = 0.0
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
@@ -147,9 +151,9 @@ class JobRunner:
         except GhlRateLimited as limited:
             self._reschedule(job, str(limited), max(limited.retry_after, 0.1), counted=False)
         except GhlDesktopError as error:
-            if error.transient and job.attempts < self._options.max_attempts:
+            if error.transient and self._keeps_trying(job):
                 delay = backoff_delay(job.attempts, self._options.backoff_base, self._options.backoff_cap)
-                self._reschedule(job, f"{type(error).__name__}: {error}", delay)
+                self._reschedule(job, f"{type(error).__name__}: {error}", delay, counted=False)
             else:
                 reason = f"{type(error).__name__}: {error}"
                 if error.transient:
@@ -170,6 +174,13 @@ class JobRunner:
         finally:
             self._in_flight.discard(job.id)
             self._wake.set()
+
+    def _keeps_trying(self, job: Job) -> bool:
+        """A transient failure is retried while attempts remain or the job is younger than the window."""
+        if job.attempts < self._options.max_attempts:
+            return True
+        age = (utcnow() - job.created_at).total_seconds()
+        return age < self._options.transient_retry_seconds
 
     def _reschedule(self, job: Job, reason: str, delay: float, *, counted: bool = True) -> None:
         """``counted=False``: waiting is not failing (a number reconnecting, a rate limit), so it never

@@ -7,6 +7,11 @@ runs asyncio on Qt's main thread), so the signals are delivered directly.
 Signals:
     message_logged(Message)      a message was stored or changed (services.bridge.MessageLogged)
     locations_changed(object)    HighLevel installed/uninstalled the app somewhere (LocationsChanged)
+    session_changed(object)      a WhatsApp number's stored row changed (services.events.SessionChanged)
+    session_qr(object)           a fresh QR code for a number being linked (SessionQr)
+    session_pair_code(object)    a pairing code to type on the phone (SessionPairCode)
+    session_removed(str)         a number was removed (SessionRemoved → its id)
+    relay_state_changed(object)  the link to ghl-relay changed (relay.client.RelayStateChanged)
     event_published(object)      every event, for panels that refresh on any change (status counts)
 
 New event types are routed with :meth:`ServiceBridge.route` by the code that owns the signal.
@@ -25,6 +30,11 @@ from ghl_desktop.core.events import EventBus
 class ServiceBridge(QObject):
     message_logged = Signal(object)
     locations_changed = Signal(object)
+    session_changed = Signal(object)
+    session_qr = Signal(object)
+    session_pair_code = Signal(object)
+    session_removed = Signal(str)
+    relay_state_changed = Signal(object)
     event_published = Signal(object)
 
     def __init__(self, bus: EventBus, parent: QObject | None = None) -> None:
@@ -35,10 +45,17 @@ class ServiceBridge(QObject):
         self._route_known_events()
 
     def _route_known_events(self) -> None:
+        from ghl_desktop.relay.client import RelayStateChanged
         from ghl_desktop.services.bridge import LocationsChanged, MessageLogged
+        from ghl_desktop.services.events import SessionChanged, SessionPairCode, SessionQr, SessionRemoved
 
         self.route(MessageLogged, self.message_logged, lambda event: event.message)
         self.route(LocationsChanged, self.locations_changed)
+        self.route(SessionChanged, self.session_changed, lambda event: event.session)
+        self.route(SessionQr, self.session_qr)
+        self.route(SessionPairCode, self.session_pair_code)
+        self.route(SessionRemoved, self.session_removed, lambda event: event.session_id)
+        self.route(RelayStateChanged, self.relay_state_changed)
 
     def route(
         self,

@@ -1,15 +1,26 @@
 """Starting the window: logging first, then QApplication, the secret store (asking for the vault
-passphrase when there is no keyring), the :class:`App`, the qasync loop and the main window.
+passphrase when there is no keyring), the qasync loop, then — on that loop — the sandbox when
+needed, the :class:`App`, the :class:`BridgeRuntime` and the main window.
 
-The process ends when the window has closed and :meth:`App.aclose` has finished.
+Sandbox mode: with ``--sandbox``, or when no HighLevel credentials exist (no client ID, or no client
+secret in the environment or the secret store), the HighLevel sandbox and the simulated WhatsApp
+network run in-process exactly as ``ghl-desktop headless --sandbox`` runs them (state in
+``<data dir>/sandbox/``, the same port on every start), and the window says so with the sandbox's
+address. So ``make run`` on a fresh machine lands in a window that works end to end.
+
+The process ends when the window has closed, which stops the runtime, closes the app and then the
+sandbox.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 
 import qasync
 from PySide6.QtCore import QTimer
@@ -17,12 +28,16 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 from ghl_desktop import __version__
 from ghl_desktop.app import App
-from ghl_desktop.config import load_settings
+from ghl_desktop.config import Settings, load_settings
 from ghl_desktop.core.errors import GhlDesktopError
-from ghl_desktop.logging_setup import configure_logging
-from ghl_desktop.ui.main_window import MainWindow
+from ghl_desktop.core.ports import SecretStore
+from ghl_desktop.logging_setup import LoggingSetup, configure_logging
+from ghl_desktop.runtime import BridgeRuntime, RuntimeOptions, neonize_transport_factory
+from ghl_desktop.sandbox_mode import SandboxMode, point_sandbox_webhooks, running_sandbox_mode
+from ghl_desktop.ui.main_window import MainWindow, OpenUrl, open_in_browser
 from ghl_desktop.ui.passphrase import ask_with_dialog, unlock_secret_store
 from ghl_desktop.ui.resources import app_icon
+from ghl_desktop.ui.settings_dialog import CLIENT_SECRET_KEY
 
 log = logging.getLogger("ghl.ui")
 
@@ -40,12 +55,78 @@ def create_qt_application() -> QApplication:
     return qt_app
 
 
-async def _run_window(app: App, window: MainWindow) -> None:
-    finished = asyncio.Event()
-    window.shutdown_finished.connect(finished.set)
-    await app.start()
-    window.show()
-    await finished.wait()
+def with_stored_client_secret(settings: Settings, secrets: SecretStore) -> Settings:
+    """The client secret entered in Settings lives in the secret store; the environment wins."""
+    if settings.client_id and not settings.client_secret:
+        try:
+            stored = secrets.get(CLIENT_SECRET_KEY)
+        except Exception:
+            log.warning("could not read the stored client secret", exc_info=True)
+            stored = None
+        if stored:
+            return replace(settings, client_secret=stored)
+    return settings
+
+
+def build_runtime(
+    app: App, mode: SandboxMode | None, open_url: OpenUrl, options: RuntimeOptions | None = None
+) -> BridgeRuntime:
+    """The runtime the window drives: simulated WhatsApp in sandbox mode, neonize otherwise."""
+    if mode is not None:
+        from ghl_desktop.adapters.whatsapp.simulated import simulated_transport_factory
+
+        return BridgeRuntime(app, simulated_transport_factory(mode.url),
+                             options or RuntimeOptions(webhook_port=0, oauth={"port": 0}), open_url=open_url)
+    from ghl_desktop.adapters.whatsapp.neonize_executor import ensure_executor
+
+    ensure_executor(asyncio.get_running_loop(), 50)
+    return BridgeRuntime(app, neonize_transport_factory(app.settings.sessions_dir), options, open_url=open_url)
+
+
+async def run_window(
+    settings: Settings,
+    secrets: SecretStore,
+    *,
+    sandbox: bool = False,
+    sandbox_port: int = 0,
+    logging_setup: LoggingSetup | None = None,
+    open_url: OpenUrl = open_in_browser,
+    runtime_options: RuntimeOptions | None = None,
+    on_window: Callable[[MainWindow], None] | None = None,
+) -> str | None:
+    """Run the window until it is closed; returns None, or why the app could not start."""
+    settings = with_stored_client_secret(settings, secrets)
+    use_sandbox = sandbox or not settings.has_ghl_credentials
+    async with contextlib.AsyncExitStack() as stack:
+        mode: SandboxMode | None = None
+        if use_sandbox:
+            try:
+                mode = await stack.enter_async_context(running_sandbox_mode(settings, sandbox_port, announce=log.info))
+            except OSError as exc:
+                return f"The built-in sandbox could not start: {exc}"
+            settings = mode.settings
+        try:
+            app = App(settings, secrets=secrets, logging_setup=logging_setup, console_log=False, sandbox=use_sandbox)
+        except GhlDesktopError as exc:
+            log.error("cannot start: %s", exc)
+            return str(exc)
+        runtime = build_runtime(app, mode, open_url, runtime_options)
+        window = MainWindow(app, runtime, sandbox_url=mode.url if mode else None, open_url=open_url)
+        finished = asyncio.Event()
+        window.shutdown_finished.connect(finished.set)
+        if on_window is not None:
+            on_window(window)
+
+        async def start() -> None:
+            await runtime.start()
+            if mode is not None:
+                await point_sandbox_webhooks(mode.url, runtime.webhooks.url)
+
+        await app.start()
+        window.show()
+        window.start_bridge(start())
+        await finished.wait()
+    return None
 
 
 def run_gui(sandbox: bool = False, sandbox_port: int = 0) -> int:
@@ -57,30 +138,30 @@ def run_gui(sandbox: bool = False, sandbox_port: int = 0) -> int:
     secrets = unlock_secret_store(settings, ask_with_dialog())
     if secrets is None:
         print("No vault passphrase was given, so ghl-desktop did not start.", file=sys.stderr)
-        return 1
-    try:
-        app = App(settings, secrets=secrets, logging_setup=logging_setup, sandbox=sandbox)
-    except GhlDesktopError as exc:
-        log.error("cannot start: %s", exc)
-        QMessageBox.critical(None, "ghl-desktop cannot start", str(exc))
+        logging_setup.close()
         return 1
 
     loop = qasync.QEventLoop(qt_app)
     asyncio.set_event_loop(loop)
-    window = MainWindow(app)
+    windows: list[MainWindow] = []
     # Ctrl+C in the terminal closes the window the normal way; the timer lets Python see the signal
-    signal.signal(signal.SIGINT, lambda *_: window.close())
+    signal.signal(signal.SIGINT, lambda *_: [w.close() for w in windows])
     wake = QTimer()
     wake.start(250)
     wake.timeout.connect(lambda: None)
     try:
         with loop:
-            loop.run_until_complete(_run_window(app, window))
+            problem = loop.run_until_complete(run_window(
+                settings, secrets, sandbox=sandbox, sandbox_port=sandbox_port, logging_setup=logging_setup,
+                on_window=windows.append,
+            ))
     finally:
         wake.stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        logging_setup.close()
-    return 0
+    if problem is not None:
+        QMessageBox.critical(None, "ghl-desktop cannot start", problem)
+    logging_setup.close()
+    return 0 if problem is None else 1
 
 
-__all__ = ["create_qt_application", "run_gui"]
+__all__ = ["build_runtime", "create_qt_application", "run_gui", "run_window", "with_stored_client_secret"]

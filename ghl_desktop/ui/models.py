@@ -22,6 +22,7 @@ from PySide6.QtGui import QBrush, QColor
 
 from ghl_desktop.core.models import (
     Direction,
+    Job,
     Location,
     LocationState,
     Message,
@@ -105,10 +106,23 @@ def format_expiry(value: datetime | None, *, now: datetime | None = None) -> str
     return f"in {_span(value - current)}"
 
 
+def chat_label(jid: str) -> str:
+    """A chat as people read it: +phone for a person, "group …" for a group, else the JID."""
+    user, _, server = jid.partition("@")
+    user = user.split(":", 1)[0]
+    if server == "s.whatsapp.net" and user.isdigit():
+        return "+" + user
+    if server == "g.us":
+        return f"group {user}"
+    return jid
+
+
 class RecordTableModel(QAbstractTableModel, Generic[T]):
     """A read-only table over a list of records: subclasses name the columns and render cells."""
 
     COLUMNS: ClassVar[tuple[str, ...]] = ()
+    #: the column whose cells hold per-row action buttons (-1: none)
+    ACTIONS_COLUMN: ClassVar[int] = -1
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -179,7 +193,9 @@ class RecordTableModel(QAbstractTableModel, Generic[T]):
 class LocationsModel(RecordTableModel[Location]):
     """HighLevel sub-accounts the app is installed in (from ``db.locations.list()``)."""
 
-    COLUMNS = ("Name", "Location ID", "State", "Token expires")
+    COLUMNS = ("Name", "Location ID", "State", "Token expires", "")
+    #: the column holding the row's action buttons (Reconnect); its text is empty
+    ACTIONS_COLUMN = 4
 
     def display(self, record: Location, column: int) -> str:
         if column == 0:
@@ -188,7 +204,9 @@ class LocationsModel(RecordTableModel[Location]):
             return record.id
         if column == 2:
             return LOCATION_STATE_LABELS.get(record.state, str(record.state))
-        return format_expiry(record.token_expires_at)
+        if column == 3:
+            return format_expiry(record.token_expires_at)
+        return ""
 
     def tooltip(self, record: Location, column: int) -> str | None:
         if record.state is LocationState.NEEDS_RECONNECT:
@@ -209,7 +227,9 @@ class LocationsModel(RecordTableModel[Location]):
 class SessionsModel(RecordTableModel[WhatsAppSession]):
     """Linked (or being-linked) WhatsApp numbers (from ``db.sessions.list()``)."""
 
-    COLUMNS = ("Number", "Location", "State", "Since")
+    COLUMNS = ("Number", "Location", "State", "Detail", "Since", "")
+    #: the column holding the row's action buttons (Log out, Remove, Retry); its text is empty
+    ACTIONS_COLUMN = 5
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -230,10 +250,36 @@ class SessionsModel(RecordTableModel[WhatsAppSession]):
             if record.state is SessionState.TEMPORARILY_BANNED and record.state_until is not None:
                 label += f" until {format_time(record.state_until)}"
             return label
-        return format_time(record.updated_at, seconds=False)
+        if column == 3:
+            return (record.detail or "").replace("\n", " ")
+        if column == 4:
+            return format_time(record.updated_at, seconds=False)
+        return ""
 
     def tooltip(self, record: WhatsAppSession, column: int) -> str | None:
         return record.detail or (record.jid if column == 0 else None)
+
+    def upsert(self, session: WhatsAppSession) -> None:
+        """Replace the row of this session (same id) in place, or append it."""
+        for row, existing in enumerate(self._rows):
+            if existing.id == session.id:
+                self._rows[row] = session
+                self.dataChanged.emit(self.index(row, 0), self.index(row, len(self.COLUMNS) - 1))
+                return
+        self.beginInsertRows(QModelIndex(), len(self._rows), len(self._rows))
+        self._rows.append(session)
+        self.endInsertRows()
+
+    def remove(self, session_id: str) -> None:
+        for row, existing in enumerate(self._rows):
+            if existing.id == session_id:
+                self.beginRemoveRows(QModelIndex(), row, row)
+                del self._rows[row]
+                self.endRemoveRows()
+                return
+
+    def row_of(self, session_id: str) -> int | None:
+        return next((row for row, s in enumerate(self._rows) if s.id == session_id), None)
 
     def color(self, record: WhatsAppSession, column: int) -> QColor | None:
         if column != 2:
@@ -277,7 +323,7 @@ class MessageLogModel(RecordTableModel[Message]):
         if column == 2:
             return str(record.kind)
         if column == 3:
-            return record.chat_jid
+            return chat_label(record.chat_jid)
         if column == 4:
             return STATUS_LABELS.get(record.status, str(record.status))
         text = record.body or record.media_name or ""
@@ -286,6 +332,8 @@ class MessageLogModel(RecordTableModel[Message]):
     def tooltip(self, record: Message, column: int) -> str | None:
         if record.error:
             return f"Error: {record.error}"
+        if column == 3:
+            return record.chat_jid
         if column == 5 and record.body and len(record.body) > 200:
             return record.body[:2000]
         return None
@@ -294,6 +342,40 @@ class MessageLogModel(RecordTableModel[Message]):
         if column == 4 and record.status is MessageStatus.FAILED:
             return _BAD
         return None
+
+
+JOB_KIND_LABELS: dict[str, str] = {
+    "wa.inbound": "WhatsApp → HighLevel",
+    "ghl.outbound_message": "HighLevel → WhatsApp",
+    "ghl.status": "Status to HighLevel",
+    "ghl.app_event": "Install/uninstall",
+}
+
+
+class DeadJobsModel(RecordTableModel[Job]):
+    """Dead letters (``db.jobs.list("dead")``): work that gave up, with its reason, to retry by hand."""
+
+    COLUMNS = ("Job", "What", "Gave up", "Attempts", "Reason", "")
+    ACTIONS_COLUMN = 5
+
+    def display(self, record: Job, column: int) -> str:
+        if column == 0:
+            return f"#{record.id}"
+        if column == 1:
+            return JOB_KIND_LABELS.get(record.kind, record.kind)
+        if column == 2:
+            return format_time(record.updated_at)
+        if column == 3:
+            return str(record.attempts)
+        if column == 4:
+            return (record.last_error or "").replace("\n", " ")[:300]
+        return ""
+
+    def tooltip(self, record: Job, column: int) -> str | None:
+        return record.last_error if column == 4 and record.last_error else None
+
+    def color(self, record: Job, column: int) -> QColor | None:
+        return _BAD if column == 4 else None
 
 
 class MessageLogFilter(QSortFilterProxyModel):
@@ -309,13 +391,16 @@ class MessageLogFilter(QSortFilterProxyModel):
 
 
 __all__ = [
+    "JOB_KIND_LABELS",
     "LOCATION_STATE_LABELS",
     "SESSION_STATE_LABELS",
+    "DeadJobsModel",
     "LocationsModel",
     "MessageLogFilter",
     "MessageLogModel",
     "RecordRole",
     "SessionsModel",
+    "chat_label",
     "format_expiry",
     "format_time",
 ]

@@ -107,6 +107,7 @@ class QrView(QLabel):
             "#qrView { border: 1px dashed #b0b7c3; border-radius: 6px; color: #6b7280; background: #fafbfc; }"
         )
         self.code: str | None = None
+        self.pair_code: str | None = None
         self._source = QPixmap()
         self.clear_qr()
 
@@ -122,11 +123,26 @@ class QrView(QLabel):
         self._fit()
 
     def clear_qr(self) -> None:
+        self.show_message(self.IDLE_TEXT)
+
+    def show_message(self, text: str) -> None:
+        """No code: a sentence in its place (linking finished, expired, or a pairing code)."""
         self.code = None
+        self.pair_code = None
         self._source = QPixmap()
         self.setPixmap(QPixmap())
         self.setToolTip("")
-        self.setText(self.IDLE_TEXT)
+        self.setText(text)
+
+    def show_pair_code(self, code: str, phone: str | None = None) -> None:
+        """The 8-character code to type on the phone instead of scanning."""
+        where = f" on the phone {phone}" if phone else " on the phone"
+        self.show_message(
+            f"<div style='font-size:11pt'>Pairing code</div>"
+            f"<div style='font-size:26pt; font-weight:700; letter-spacing:3px; color:#111'>{code}</div>"
+            f"<div>Enter it{where}: WhatsApp → Linked devices → Link a device → Link with phone number instead.</div>"
+        )
+        self.pair_code = code
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)

@@ -15,10 +15,11 @@ import httpx
 from ghl_desktop.adapters.whatsapp.simulated import simulated_transport_factory
 from ghl_desktop.app import App
 from ghl_desktop.config import load_settings
-from ghl_desktop.headless import SANDBOX_LINKED_PHONE, ensure_linked, point_sandbox_webhooks
+from ghl_desktop.headless import SANDBOX_LINKED_PHONE, ensure_linked
 from ghl_desktop.runtime import BridgeRuntime, RuntimeOptions
 from ghl_desktop.sandbox.consent import ConsentClicker
 from ghl_desktop.sandbox.server import RunningSandbox, running_sandbox
+from ghl_desktop.sandbox_mode import point_sandbox_webhooks
 from ghl_desktop.services.jobs import RunnerOptions
 from ghl_desktop.services.sessions import SessionOptions
 from tests.fakes.secrets import MemorySecretStore
@@ -135,7 +136,8 @@ async def eventually(check: Callable[[], Any], limit: float = 20.0, interval: fl
 
 
 @asynccontextmanager
-async def bridge_env(**sandbox_options: Any) -> AsyncIterator[Env]:
+async def bridge_env(runtime_options: RuntimeOptions | None = None, **sandbox_options: Any) -> AsyncIterator[Env]:
+    """Sandbox + network + a linked bridge; ``runtime_options`` default to FAST_RUNTIME."""
     options = {"status_race_seconds": 0.2, "webhook_retry_seconds": 0.05, "locations": 1, **sandbox_options}
     async with running_sandbox(**options) as sb:
         settings = replace(
@@ -144,7 +146,8 @@ async def bridge_env(**sandbox_options: Any) -> AsyncIterator[Env]:
             webhook_ed25519_public_key=sb.public_key_pem,
         )
         app = App(settings, secrets=MemorySecretStore(), console_log=False, sandbox=True)
-        runtime = BridgeRuntime(app, simulated_transport_factory(sb.url), FAST_RUNTIME, open_url=ConsentClicker())
+        runtime = BridgeRuntime(app, simulated_transport_factory(sb.url), runtime_options or FAST_RUNTIME,
+                               open_url=ConsentClicker())
         http = httpx.AsyncClient(timeout=30)
         try:
             await runtime.start()

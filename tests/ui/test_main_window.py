@@ -32,10 +32,11 @@ def test_empty_window_explains_what_to_do(window: MainWindow) -> None:
     assert window.shown_label.text() == "0 messages"
 
 
-def test_connect_button_is_honestly_disabled(window: MainWindow) -> None:
+def test_without_a_runtime_the_actions_say_why_they_are_off(window: MainWindow) -> None:
     assert window.connect_button.text() == "Connect HighLevel…"
-    assert not window.connect_button.isEnabled()
-    assert "not available yet" in window.connect_button.toolTip().lower()
+    for button in (window.connect_button, window.link_button, window.pair_button):
+        assert not button.isEnabled()
+        assert "the bridge is not running" in button.toolTip().lower()
 
 
 def test_panels_show_rows_written_to_sqlite(window: MainWindow, app: App) -> None:
@@ -48,6 +49,7 @@ def test_panels_show_rows_written_to_sqlite(window: MainWindow, app: App) -> Non
     assert column_texts(window.sessions_model, 0) == ["+14155550123", "not linked yet"]
     assert column_texts(window.sessions_model, 1) == ["Bright Smiles Dental", "Northside Fitness"]
     assert column_texts(window.sessions_model, 2) == ["Connected", "Waiting for QR scan"]
+    assert column_texts(window.sessions_model, 3) == ["", "QR code shown; waiting for the phone"]
     texts = column_texts(window.messages_model, 5)
     assert len(texts) == len(seeded["messages"]) == 4
     assert "Perfect, thank you" in texts
@@ -83,7 +85,7 @@ def test_status_bar_names_the_secret_store_and_database(window: MainWindow, app:
     shown = window.database_label.text()
     # a long path is shortened in the middle; the file name end and the folder start stay readable
     assert shown.startswith("Database: /") and shown.endswith("desktop.db")
-    assert window.mode_label.text() == "HighLevel: sandbox mode (no credentials)"
+    assert window.mode_label.text() == "Sandbox mode"
 
 
 def test_events_from_the_services_reach_the_panels(window: MainWindow, app: App) -> None:
@@ -170,3 +172,17 @@ async def test_closing_the_window_shuts_the_app_down(qtbot) -> None:  # type: ig
         assert app.db.closed  # Database.close() ran (engine disposed)
     finally:
         app.logging.close()
+
+
+def test_link_asks_for_the_location_only_when_there_is_a_choice(window: MainWindow, app: App) -> None:
+    from ghl_desktop.core.models import Location
+
+    seed(app.db)  # one connected location, one that needs reconnecting (cannot take a new number)
+    window.refresh()
+    assert window.link_location.count() == 1 and window.link_location.isHidden()
+    assert window.link_location.currentText() == "Bright Smiles Dental"
+    app.db.locations.upsert(Location(id="Zz9", name="Westside Physio", company_id="cmp-1"))
+    window.refresh()
+    assert not window.link_location.isHidden()
+    assert [window.link_location.itemText(i) for i in range(window.link_location.count())] == [
+        "Bright Smiles Dental", "Westside Physio"]

@@ -64,3 +64,39 @@ def test_expiry_text() -> None:
     assert format_expiry(now - timedelta(days=2), now=now) == "expired 2 d ago"
     assert format_expiry(now + timedelta(hours=20, minutes=5), now=now) == "in 20 h"
     assert format_expiry(now + timedelta(minutes=30), now=now) == "in 30 min"
+
+
+def test_sessions_upsert_remove_and_dead_jobs_pass_the_model_tester(qtmodeltester, db: Database) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from ghl_desktop.core.models import JobState, NewJob, SessionState
+    from ghl_desktop.ui.models import DeadJobsModel
+
+    seeded = seed(db)
+    sessions = SessionsModel()
+    qtmodeltester.check(sessions)
+    records = db.sessions.list()
+    sessions.upsert(records[0])
+    sessions.upsert(records[1])
+    assert sessions.rowCount() == 2
+    sessions.upsert(replace(records[0], state=SessionState.LOGGED_OUT, detail="Unlinked on the phone"))
+    assert sessions.rowCount() == 2 and sessions.index(0, 2).data() == "Logged out — pair again"
+    assert sessions.index(0, 3).data() == "Unlinked on the phone"
+    qtmodeltester.check(sessions)
+    sessions.remove(records[0].id)
+    sessions.remove("unknown")
+    assert sessions.rowCount() == 1 and sessions.row_of(records[1].id) == 0
+    qtmodeltester.check(sessions)
+
+    dead = DeadJobsModel()
+    qtmodeltester.check(dead)
+    job_id, _ = db.jobs.enqueue(NewJob(kind="wa.inbound", payload={"session_id": "s", "message": {"id": "x"}}))
+    leased = db.jobs.lease("test", now=datetime.now(UTC), lease_seconds=30, limit=1)
+    assert [j.id for j in leased] == [job_id]
+    db.jobs.dead_letter(job_id, "test", error="GhlTransientError: HighLevel answered 503")
+    dead.set_records(db.jobs.list(JobState.DEAD.value))
+    assert dead.rowCount() == 1
+    assert [dead.index(0, c).data() for c in (0, 1, 3, 4)] == [
+        f"#{job_id}", "WhatsApp → HighLevel", "1", "GhlTransientError: HighLevel answered 503"]
+    qtmodeltester.check(dead)
+    assert seeded["sessions"]

@@ -97,3 +97,31 @@ def test_main_window_screenshot_under_xvfb(xvfb: str, data_home: Path) -> None:
     assert_not_blank(out / "main-window-empty.png")
     if shutil.which("import"):
         assert_not_blank(out / "main-window-x11.png")
+
+
+def test_sandbox_window_screenshot_under_xvfb(xvfb: str, data_home: Path) -> None:
+    """The product on a fresh machine: sandbox mode, a linked number, a QR code, a few messages."""
+    out = artifacts_dir()
+    for name in ("sandbox-window.png", "sandbox-window-x11.png"):
+        (out / name).unlink(missing_ok=True)
+    env = dict(
+        os.environ,
+        DISPLAY=xvfb,
+        QT_QPA_PLATFORM="xcb",
+        GHL_DESKTOP_HOME=str(data_home),
+        GHL_DESKTOP_VAULT_PASSPHRASE="screenshot-vault-passphrase",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.ui.render_sandbox_window", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "state: 1 location(s); +15550100001:connected -:waiting_for_scan; 4 messages; banner=True" in proc.stdout
+    assert_not_blank(out / "sandbox-window.png")
+    if shutil.which("import"):
+        assert_not_blank(out / "sandbox-window-x11.png")

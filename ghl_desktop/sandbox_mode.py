@@ -1,0 +1,100 @@
+"""Sandbox mode, shared by the window and ``ghl-desktop headless --sandbox``.
+
+Why one place: both front-ends must start the in-process HighLevel sandbox (with the simulated
+WhatsApp network mounted on it) in exactly the same way, so that a data dir set up by one works with
+the other. The sandbox keeps its own state in ``<data dir>/sandbox/`` and reuses the port it got on
+its first start (``<data dir>/sandbox/port``), so the OAuth redirect, the stored tokens and the
+simulated phones all survive a restart — even after SIGKILL.
+
+Part of the composition root: it picks the sandbox's URL, keys and app credentials for the
+:class:`~ghl_desktop.config.Settings` the app then runs with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ghl_desktop.config import Settings
+from ghl_desktop.webhooks.endpoint import APP_PATH, PROVIDER_PATH
+
+#: sandbox locations seeded on the first start (a person picks one on the consent page)
+SANDBOX_LOCATIONS = 2
+
+
+@dataclass(frozen=True)
+class SandboxMode:
+    """The running in-process sandbox: the settings to run the app with, and its address."""
+
+    settings: Settings
+    url: str
+
+    @property
+    def inbox_url(self) -> str:
+        """The sandbox's HTML inbox, where a person reads and answers as a HighLevel user."""
+        return f"{self.url}/"
+
+
+def sandbox_port_file(home: Path) -> Path:
+    return home / "sandbox" / "port"
+
+
+def sandbox_settings(settings: Settings, sb: Any) -> Settings:
+    """``settings`` pointed at a running sandbox (API base, app credentials, webhook key)."""
+    return replace(
+        settings,
+        api_base=sb.url,
+        marketplace_base=sb.url,
+        client_id=sb.client_id,
+        client_secret=sb.client_secret,
+        provider_id=sb.provider_id,
+        webhook_ed25519_public_key=sb.public_key_pem,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_sandbox_mode(
+    settings: Settings, port: int = 0, *, announce: Callable[[str], None] | None = None
+) -> AsyncIterator[SandboxMode]:
+    """Run the sandbox in-process on 127.0.0.1 for the duration of the block.
+
+    ``port`` 0 reuses the port of the previous start (or picks a free one the first time).
+    ``announce`` gets the line ``sandbox: URL`` once it listens."""
+    from ghl_desktop.sandbox.server import running_sandbox
+
+    state_dir = settings.home / "sandbox"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    port_file = sandbox_port_file(settings.home)
+    if not port and port_file.exists():
+        with contextlib.suppress(ValueError):
+            port = int(port_file.read_text().strip())
+    async with running_sandbox(
+        host="127.0.0.1", port=port, state_dir=str(state_dir), locations=SANDBOX_LOCATIONS
+    ) as sb:
+        port_file.write_text(sb.url.rsplit(":", 1)[1])
+        if announce is not None:
+            announce(f"sandbox: {sb.url}")
+        yield SandboxMode(sandbox_settings(settings, sb), sb.url)
+
+
+async def point_sandbox_webhooks(sandbox_url: str, webhook_base: str) -> None:
+    """The sandbox delivers agents' replies (and INSTALL/UNINSTALL) to this run's direct endpoint."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = await http.post(f"{sandbox_url}/_sandbox/config", json={
+            "webhook_url": webhook_base + PROVIDER_PATH, "app_webhook_url": webhook_base + APP_PATH})
+        answer.raise_for_status()
+
+
+__all__ = [
+    "SANDBOX_LOCATIONS",
+    "SandboxMode",
+    "point_sandbox_webhooks",
+    "running_sandbox_mode",
+    "sandbox_port_file",
+    "sandbox_settings",
+]
