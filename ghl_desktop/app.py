@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from ghl_desktop.adapters.secrets import open_secret_store
@@ -56,6 +56,19 @@ def display_database_url(url: str) -> str:
         scheme, _, rest = url.partition("://")
         return f"{scheme}://{rest.rsplit('@', 1)[-1]}"
     return url
+
+
+def with_stored_client_secret(settings: Settings, secrets: SecretStore) -> Settings:
+    """The client secret entered in Settings lives in the secret store; the environment wins."""
+    if settings.client_id and not settings.client_secret:
+        try:
+            stored = secrets.get(CLIENT_SECRET_KEY)
+        except Exception:
+            log.warning("could not read the stored client secret", exc_info=True)
+            stored = None
+        if stored:
+            return replace(settings, client_secret=stored)
+    return settings
 
 
 class App:
@@ -179,4 +192,4 @@ class App:
             self.logging.close()
 
 
-__all__ = ["App", "AppStatus", "display_database_url"]
+__all__ = ["App", "AppStatus", "display_database_url", "with_stored_client_secret"]

@@ -20,9 +20,10 @@ from dataclasses import replace
 
 import httpx
 
-from ghl_desktop.app import App
+from ghl_desktop.adapters.secrets import open_secret_store
+from ghl_desktop.app import App, with_stored_client_secret
 from ghl_desktop.config import Settings, load_settings
-from ghl_desktop.core.errors import GhlDesktopError, VaultLocked
+from ghl_desktop.core.errors import GhlDesktopError, SecretStoreError
 from ghl_desktop.core.models import SessionState, WhatsAppSession
 from ghl_desktop.runtime import BridgeRuntime, RuntimeOptions, neonize_transport_factory, runtime_options_from_env
 from ghl_desktop.sandbox_mode import point_sandbox_webhooks, running_sandbox_mode
@@ -66,17 +67,21 @@ async def _main(*, sandbox: bool, sandbox_port: int) -> int:
         return 2
     async with contextlib.AsyncExitStack() as stack:
         sandbox_url: str | None = None
-        if sandbox:
-            settings, sandbox_url = await stack.enter_async_context(_sandbox(settings, sandbox_port))
-        elif not settings.has_ghl_credentials:
-            print("headless: no HighLevel credentials (GHL_CLIENT_ID / GHL_CLIENT_SECRET); "
-                  "use --sandbox to try the app with the built-in sandbox", file=sys.stderr)
-            return 2
         try:
-            app = App(settings, console_log=sys.stdout, sandbox=sandbox)
-        except VaultLocked as exc:
+            # opened first: a client secret saved in the window's Settings lives there
+            secrets = open_secret_store(settings)
+        except SecretStoreError as exc:
             print(f"headless: {exc}", file=sys.stderr)
             return 2
+        if sandbox:
+            settings, sandbox_url = await stack.enter_async_context(_sandbox(settings, sandbox_port))
+        else:
+            settings = with_stored_client_secret(settings, secrets)
+            if not settings.has_ghl_credentials:
+                print("headless: no HighLevel credentials (GHL_CLIENT_ID / GHL_CLIENT_SECRET); "
+                      "use --sandbox to try the app with the built-in sandbox", file=sys.stderr)
+                return 2
+        app = App(settings, secrets=secrets, console_log=sys.stdout, sandbox=sandbox)
         stack.push_async_callback(app.aclose)
         if sandbox_url is not None:
             from ghl_desktop.adapters.whatsapp.simulated import simulated_transport_factory

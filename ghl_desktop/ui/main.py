@@ -20,14 +20,13 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 
 import qasync
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from ghl_desktop import __version__
-from ghl_desktop.app import App
+from ghl_desktop.app import App, with_stored_client_secret
 from ghl_desktop.config import Settings, load_settings
 from ghl_desktop.core.errors import GhlDesktopError
 from ghl_desktop.core.ports import SecretStore
@@ -37,7 +36,6 @@ from ghl_desktop.sandbox_mode import SandboxMode, point_sandbox_webhooks, runnin
 from ghl_desktop.ui.main_window import MainWindow, OpenUrl, open_in_browser
 from ghl_desktop.ui.passphrase import ask_with_dialog, unlock_secret_store
 from ghl_desktop.ui.resources import app_icon
-from ghl_desktop.ui.settings_dialog import CLIENT_SECRET_KEY
 
 log = logging.getLogger("ghl.ui")
 
@@ -53,19 +51,6 @@ def create_qt_application() -> QApplication:
     # the window's closeEvent runs an async shutdown; Qt must not end the loop under it
     qt_app.setQuitOnLastWindowClosed(False)
     return qt_app
-
-
-def with_stored_client_secret(settings: Settings, secrets: SecretStore) -> Settings:
-    """The client secret entered in Settings lives in the secret store; the environment wins."""
-    if settings.client_id and not settings.client_secret:
-        try:
-            stored = secrets.get(CLIENT_SECRET_KEY)
-        except Exception:
-            log.warning("could not read the stored client secret", exc_info=True)
-            stored = None
-        if stored:
-            return replace(settings, client_secret=stored)
-    return settings
 
 
 def build_runtime(
