@@ -76,7 +76,10 @@ async def running_sandbox_mode(
     async with running_sandbox(
         host="127.0.0.1", port=port, state_dir=str(state_dir), locations=SANDBOX_LOCATIONS
     ) as sb:
-        port_file.write_text(sb.url.rsplit(":", 1)[1])
+        # atomic (write + rename): a kill mid-write must not move the sandbox to another port
+        tmp = port_file.with_suffix(".tmp")
+        tmp.write_text(sb.url.rsplit(":", 1)[1])
+        tmp.replace(port_file)
         if announce is not None:
             announce(f"sandbox: {sb.url}")
         yield SandboxMode(sandbox_settings(settings, sb), sb.url)
