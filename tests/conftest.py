@@ -52,6 +52,19 @@ class MemoryKeyring(KeyringBackend):
         self.store.pop((service, username), None)
 
 
+#: Test modules that load neonize in-process (its Go runtime, its threads and signal handlers stay for
+#: the life of the process). scripts/run-tests.sh runs them in a pytest process of their own, so the
+#: Qt/qasync tests never share a process with the Go runtime.
+ENGINE_MODULES = ("tests/core/test_wa_normalize.py", "tests/adapters/whatsapp/test_neonize_")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        if path.startswith(ENGINE_MODULES):
+            item.add_marker(pytest.mark.engine)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[None]:
     home = tmp_path / "home"
