@@ -141,7 +141,18 @@ class JobRunner:
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
+    async def _heartbeat(self, job: Job) -> None:
+        """Renew the lease while a long job runs (a 100 MB upload), so it is not taken over as crashed."""
+        interval = max(self._options.lease_seconds / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            until = utcnow() + timedelta(seconds=self._options.lease_seconds)
+            if not self._queue.extend_lease(job.id, self._owner, until=until):
+                log.warning("job %s (%s): lease lost while running", job.id, job.kind)
+                return
+
     async def _run(self, job: Job) -> None:
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(job), name=f"lease-{job.id}")
         try:
             await self._handlers[job.kind](job)
         except RetryLater as later:
@@ -172,6 +183,7 @@ class JobRunner:
         else:
             self._queue.complete(job.id, self._owner)
         finally:
+            heartbeat.cancel()
             self._in_flight.discard(job.id)
             self._wake.set()
 

@@ -77,6 +77,13 @@ class MemoryJobQueue:
             raise StorageError(f"job {job_id} is not leased by {owner}")
         return job
 
+    def extend_lease(self, job_id: int, owner: str, *, until: datetime) -> bool:
+        job = self._jobs.get(job_id)
+        if job is None or job.lease_owner != owner or job.state is not JobState.RUNNING:
+            return False
+        self._jobs[job_id] = replace(job, lease_until=until)
+        return True
+
     def complete(self, job_id: int, owner: str) -> None:
         self._jobs[job_id] = replace(self._own(job_id, owner), state=JobState.DONE, lease_owner=None,
                                      lease_until=None)

@@ -123,3 +123,34 @@ async def test_per_key_order_with_concurrency_across_keys(db: Database) -> None:
     for chat in ("a", "b", "c"):
         assert [n for c, n in seen if c == chat] == list(range(5))
     assert overlap["max"] > 1  # chats really ran concurrently
+
+
+@pytest.mark.asyncio
+async def test_a_long_job_keeps_its_lease_and_is_not_taken_over(db: Database) -> None:
+    """A job running longer than its lease (a big upload) renews it, so no other worker runs it too."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+    runs = 0
+
+    async def slow(job: Job) -> None:
+        nonlocal runs
+        runs += 1
+        started.set()
+        await release.wait()
+
+    options = RunnerOptions(concurrency=1, lease_seconds=0.3, poll_interval=0.01, max_attempts=3)
+    job_id, _ = db.jobs.enqueue(NewJob(kind="k", payload={}))
+    runner = JobRunner(db.jobs, {"k": slow}, options, owner="first")
+    runner.start()
+    try:
+        await asyncio.wait_for(started.wait(), 5)
+        from ghl_desktop.core.models import utcnow
+
+        for _ in range(10):  # well past the 0.3 s lease
+            await asyncio.sleep(0.1)
+            assert db.jobs.lease("second", now=utcnow(), lease_seconds=0.3) == []
+    finally:
+        release.set()
+        await runner.stop()
+    job = db.jobs.get(job_id)
+    assert job is not None and job.state is JobState.DONE and runs == 1

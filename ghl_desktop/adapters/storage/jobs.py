@@ -172,6 +172,16 @@ class SqlJobQueue:
         self._finish(job_id, owner, "dead-letter", state=JobState.DEAD.value, last_error=error,
                      lease_owner=None, lease_until=None)
 
+    def extend_lease(self, job_id: int, owner: str, *, until: datetime) -> bool:
+        with self._tx.write() as s:
+            result = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.lease_owner == owner, JobRow.state == JobState.RUNNING.value)
+                .values(lease_until=until, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            return bool(getattr(result, "rowcount", 0))
+
     def _finish(self, job_id: int, owner: str, action: str, **values: Any) -> None:
         with self._tx.write() as s:
             result = s.execute(

@@ -274,3 +274,17 @@ def test_jobs_survive_a_restart_and_a_dead_worker_is_recovered(backend_url: str)
         second_run.jobs.complete(j, "pid-2")
         nxt = second_run.jobs.lease("pid-2", now=T0 + timedelta(seconds=LEASE), lease_seconds=LEASE)
         assert [x.id for x in nxt] == [queued]
+
+
+def test_extend_lease_keeps_a_running_job_and_only_for_its_owner(store: Database) -> None:
+    j = enqueue(store)
+    assert [x.id for x in store.jobs.lease("w1", now=T0, lease_seconds=LEASE)] == [j]
+    assert store.jobs.extend_lease(j, "w1", until=T0 + timedelta(seconds=3 * LEASE))
+    assert not store.jobs.extend_lease(j, "someone-else", until=T0 + timedelta(seconds=10 * LEASE))
+    # past the original lease, still held thanks to the renewal
+    assert store.jobs.lease("w2", now=T0 + timedelta(seconds=2 * LEASE), lease_seconds=LEASE) == []
+    taken = store.jobs.lease("w2", now=T0 + timedelta(seconds=3 * LEASE), lease_seconds=LEASE)
+    assert [x.id for x in taken] == [j]
+    assert not store.jobs.extend_lease(j, "w1", until=T0 + timedelta(seconds=9 * LEASE))  # lost it
+    store.jobs.complete(j, "w2")
+    assert not store.jobs.extend_lease(j, "w2", until=T0 + timedelta(seconds=9 * LEASE))  # done: nothing to renew
