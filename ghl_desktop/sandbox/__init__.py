@@ -1,3 +1,3 @@
 """The HighLevel sandbox: a local stand-in for services.leadconnectorhq.com (``server.py``), validated
 against HighLevel's own OpenAPI specs (``validation.py``), plus the simulated WhatsApp network
-(``wa_network.py``). Used by sandbox mode and by every test of the HighLevel client."""
+(the ``whatsapp`` package). Used by sandbox mode and by every test of the HighLevel client."""

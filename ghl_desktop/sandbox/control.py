@@ -51,7 +51,7 @@ def _error(exc: ApiError) -> web.Response:
 
 
 async def get_state(request: web.Request) -> web.Response:
-    from ghl_desktop.sandbox.wa_network import NETWORK_KEY, whatsapp_state
+    from ghl_desktop.sandbox.whatsapp import NETWORK_KEY, whatsapp_state
 
     sandbox = sandbox_of(request)
     whatsapp = whatsapp_state(request.app) if NETWORK_KEY in request.app else {}

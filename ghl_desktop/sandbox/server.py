@@ -9,7 +9,7 @@ handler's own behaviour.
 
 Composition: ``create_sandbox_app(config)`` returns an open ``web.Application``; other modules may add
 routes before it starts (the simulated WhatsApp network: ``setup_whatsapp_network(app, state_dir)``
-from ``ghl_desktop/sandbox/wa_network.py`` belongs right after ``create_sandbox_app`` in
+from ``ghl_desktop/sandbox/whatsapp/`` belongs right after ``create_sandbox_app`` in
 ``running_sandbox`` and ``cli.run_sandbox``, or pass it as ``setup=`` to ``running_sandbox``).
 """
 
@@ -242,7 +242,7 @@ async def running_sandbox(setup: Callable[[web.Application], None] | None = None
     if setup is not None:
         setup(app)
     else:
-        from ghl_desktop.sandbox.wa_network import setup_whatsapp_network
+        from ghl_desktop.sandbox.whatsapp import setup_whatsapp_network
 
         setup_whatsapp_network(app, Path(config.state_dir) if config.state_dir else None)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)

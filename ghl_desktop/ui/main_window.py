@@ -1,6 +1,9 @@
 """The main window: HighLevel locations, WhatsApp numbers, the linking area (QR code / pairing code)
 and the message log with its dead letters, over a status bar that says where secrets and data live.
 
+The panels live in :mod:`ghl_desktop.ui.panels` (their widgets and actions); this module composes
+them into the window, with the menu, the status bar, the sandbox and problem banners and the shutdown.
+
 The window reads the repositories of the :class:`~ghl_desktop.app.App` and drives the services of
 the :class:`~ghl_desktop.runtime.BridgeRuntime` it is given (Connect HighLevel, Link a number, Log
 out, Retry, retry a dead letter); it listens to the :class:`~ghl_desktop.ui.bridge.ServiceBridge`
@@ -24,133 +27,40 @@ import asyncio
 import html
 import logging
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import phonenumbers
-from PySide6.QtCore import QAbstractItemModel, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence, QShortcut
-from PySide6.QtWidgets import (
-    QComboBox,
-    QFrame,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QMainWindow,
-    QMessageBox,
-    QPushButton,
-    QSplitter,
-    QStatusBar,
-    QTableView,
-    QTabWidget,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QLabel, QMessageBox, QSplitter, QStatusBar, QVBoxLayout, QWidget
 
 from ghl_desktop.app import App
-from ghl_desktop.core.errors import GhlDesktopError
-from ghl_desktop.core.models import (
-    Job,
-    Location,
-    LocationState,
-    Message,
-    MessageStatus,
-    SessionState,
-    WhatsAppSession,
-    can_transition,
-)
 from ghl_desktop.ui.bridge import ServiceBridge
-from ghl_desktop.ui.models import (
-    SESSION_STATE_LABELS,
-    DeadJobsModel,
-    LocationsModel,
-    MessageLogFilter,
-    MessageLogModel,
-    RecordTableModel,
-    SessionsModel,
-)
+from ghl_desktop.ui.models import DeadJobsModel, LocationsModel, MessageLogFilter, MessageLogModel, SessionsModel
 from ghl_desktop.ui.notify import Notice, NoticeCoalescer, NoticePolicy
+from ghl_desktop.ui.panels.base import Confirm, readable_error
+from ghl_desktop.ui.panels.base import OpenUrl as OpenUrl  # main.py imports it from here
+from ghl_desktop.ui.panels.locations import LocationsPanel
+from ghl_desktop.ui.panels.message_log import MESSAGE_LOG_LIMIT, MessageLogPanel
+from ghl_desktop.ui.panels.sessions import SessionsPanel, normalize_phone
 from ghl_desktop.ui.resources import app_icon
 from ghl_desktop.ui.tray import Tray
-from ghl_desktop.ui.widgets import EmptyStateView, QrView, make_table
 
 if TYPE_CHECKING:
     from ghl_desktop.relay.client import RelayStateChanged
     from ghl_desktop.runtime import BridgeRuntime
-    from ghl_desktop.services.events import SessionPairCode, SessionQr
 
 log = logging.getLogger("ghl.ui")
 
 NO_RUNTIME = "Not available: the bridge is not running in this window."
-MESSAGE_LOG_LIMIT = 500
-DEAD_LIMIT = 500
 DATABASE_LABEL_WIDTH = 170  # px; the full path is in the tooltip
 POLL_MS = 2000  # dead letters, token expiry, location states: things no event announces
-
-#: opens a URL in the user's browser; the return value is not trusted (see qt-headless.md §4)
-OpenUrl = Callable[[str], bool]
-#: asks the user to confirm a destructive action: (title, question) -> yes
-Confirm = Callable[[str, str], bool]
-
-_LIVE = frozenset({SessionState.CONNECTING, SessionState.CONNECTED, SessionState.RECONNECTING,
-                   SessionState.PHONE_OFFLINE})
 
 
 def open_in_browser(url: str) -> bool:
     """The desktop's browser (Qt asks the platform: xdg-open, macOS open, Windows shell)."""
     return bool(QDesktopServices.openUrl(QUrl(url)))
-
-
-def readable_error(exc: BaseException) -> str:
-    """One sentence for the user: our own errors already are; others get their type named."""
-    if isinstance(exc, GhlDesktopError):
-        return str(exc)
-    if isinstance(exc, TimeoutError):
-        return "no answer in time"
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def normalize_phone(text: str) -> str:
-    """E.164 (+CCNUMBER) or ValueError with a sentence saying what is wrong."""
-    raw = text.strip()
-    if not raw:
-        raise ValueError("Enter the phone number of the WhatsApp account, with its country code (+1 555…).")
-    try:
-        number = phonenumbers.parse(raw if raw.startswith("+") else "+" + raw.lstrip("0"), None)
-    except phonenumbers.NumberParseException as exc:
-        raise ValueError(f"“{raw}” is not a phone number: {exc}") from exc
-    if not phonenumbers.is_possible_number(number):
-        raise ValueError(f"“{raw}” is not a possible phone number (include the country code).")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def _panel(title: str, *header_widgets: QWidget) -> tuple[QFrame, QVBoxLayout]:
-    frame = QFrame()
-    frame.setObjectName("panel")
-    frame.setFrameShape(QFrame.Shape.StyledPanel)
-    layout = QVBoxLayout(frame)
-    layout.setContentsMargins(10, 8, 10, 10)
-    layout.setSpacing(6)
-    header = QHBoxLayout()
-    label = QLabel(title)
-    label.setObjectName("panelTitle")
-    header.addWidget(label)
-    header.addStretch(1)
-    for widget in header_widgets:
-        header.addWidget(widget)
-    layout.addLayout(header)
-    return frame, layout
-
-
-def _status_label(name: str) -> QLabel:
-    label = QLabel()
-    label.setObjectName(name)
-    label.setWordWrap(True)
-    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
-    label.setVisible(False)
-    return label
 
 
 STYLE = """
@@ -167,7 +77,7 @@ QPushButton#rowAction { padding: 1px 8px; }
 """
 
 
-class MainWindow(QMainWindow):
+class MainWindow(LocationsPanel, SessionsPanel, MessageLogPanel):
     shutdown_finished = Signal()
 
     def __init__(
@@ -288,107 +198,7 @@ class MainWindow(QMainWindow):
         for location in self.locations_model.records():
             self.policy.on_location(location)
 
-    # -- panels --
-
-    def _build_locations_panel(self) -> QWidget:
-        self.connect_button = QPushButton("Connect HighLevel…")
-        self.connect_button.clicked.connect(lambda: self.start_connect())
-        frame, layout = _panel("HighLevel locations", self.connect_button)
-        self.locations_view = make_table(self.locations_model, stretch_column=0, fit_columns=(1, 2, 3, 4))
-        self.locations_view.verticalHeader().setDefaultSectionSize(30)
-        self.locations_panel = EmptyStateView(
-            self.locations_view, "No locations yet — connect HighLevel to add your sub-accounts."
-        )
-        layout.addWidget(self.locations_panel)
-        status_row = QHBoxLayout()
-        self.connect_status = _status_label("connectStatus")
-        self.connect_status.linkActivated.connect(self.open_url)
-        self.cancel_connect_button = QPushButton("Cancel")
-        self.cancel_connect_button.setVisible(False)
-        self.cancel_connect_button.clicked.connect(self.cancel_connect)
-        status_row.addWidget(self.connect_status, 1)
-        status_row.addWidget(self.cancel_connect_button, 0, Qt.AlignmentFlag.AlignTop)
-        layout.addLayout(status_row)
-        self._row_actions(self.locations_view, self.locations_model, self._location_actions)
-        return frame
-
-    def _build_sessions_panel(self) -> QWidget:
-        self.link_location = QComboBox()
-        self.link_location.setMinimumWidth(180)
-        self.link_location.setToolTip("The HighLevel location the new number will bridge to")
-        self.link_location.setVisible(False)
-        self.link_button = QPushButton("Link WhatsApp number…")
-        self.link_button.clicked.connect(lambda: self.start_link())
-        frame, layout = _panel("WhatsApp numbers", self.link_location, self.link_button)
-        self.sessions_view = make_table(self.sessions_model, stretch_column=3, fit_columns=(0, 1, 2, 4, 5))
-        self.sessions_view.verticalHeader().setDefaultSectionSize(30)
-        self.sessions_panel = EmptyStateView(
-            self.sessions_view, "No WhatsApp numbers linked yet — link one to a location to start bridging."
-        )
-        layout.addWidget(self.sessions_panel)
-        self._row_actions(self.sessions_view, self.sessions_model, self._session_actions)
-        return frame
-
-    def _build_link_panel(self) -> QWidget:
-        frame, layout = _panel("Link a number")
-        self.qr_title = QLabel("Press “Link WhatsApp number…” to show a QR code.")
-        self.qr_title.setWordWrap(True)
-        layout.addWidget(self.qr_title)
-        self.qr_view = QrView()
-        layout.addWidget(self.qr_view, 1)
-        pair_row = QHBoxLayout()
-        self.pair_phone = QLineEdit()
-        self.pair_phone.setPlaceholderText("+1 555 010 0001")
-        self.pair_phone.setToolTip("The WhatsApp number to link, with country code")
-        self.pair_button = QPushButton("Pair with phone number")
-        self.pair_button.setToolTip("Get an 8-character code to type on the phone instead of scanning")
-        self.pair_button.clicked.connect(lambda: self.start_pair())
-        pair_row.addWidget(self.pair_phone, 1)
-        pair_row.addWidget(self.pair_button)
-        layout.addLayout(pair_row)
-        self.link_status = _status_label("linkStatus")
-        layout.addWidget(self.link_status)
-        return frame
-
-    def _build_log_panel(self) -> QWidget:
-        self.filter_box = QLineEdit()
-        self.filter_box.setPlaceholderText("Filter messages — text, chat, status, kind…")
-        self.filter_box.setClearButtonEnabled(True)
-        self.filter_box.setMinimumWidth(320)
-        self.filter_box.textChanged.connect(self._filter_changed)
-        self.shown_label = QLabel()
-        self.shown_label.setObjectName("shownLabel")
-        frame, layout = _panel("Message log", self.shown_label, self.filter_box)
-        self.messages_view = make_table(self.messages_filter)
-        header = self.messages_view.horizontalHeader()
-        for column, width in enumerate((90, 110, 80, 220, 90)):
-            header.resizeSection(column, width)
-        self.messages_panel = EmptyStateView(
-            self.messages_view, "No messages yet — they appear here as they cross the bridge."
-        )
-        self.dead_view = make_table(self.dead_model, stretch_column=4, fit_columns=(0, 1, 2, 3, 5))
-        self.dead_view.verticalHeader().setDefaultSectionSize(30)
-        self.dead_panel = EmptyStateView(
-            self.dead_view, "No dead letters — every message that gave up would be listed here, to retry."
-        )
-        self._row_actions(self.dead_view, self.dead_model, self._dead_actions)
-        self.retry_all_button = QPushButton("Retry all")
-        self.retry_all_button.clicked.connect(lambda: self.retry_dead_jobs([j.id for j in self.dead_model.records()]))
-        dead_page = QWidget()
-        dead_layout = QVBoxLayout(dead_page)
-        dead_layout.setContentsMargins(0, 4, 0, 0)
-        dead_bar = QHBoxLayout()
-        self.dead_status = _status_label("deadStatus")
-        dead_bar.addWidget(self.dead_status, 1)
-        dead_bar.addWidget(self.retry_all_button)
-        dead_layout.addLayout(dead_bar)
-        dead_layout.addWidget(self.dead_panel)
-        self.log_tabs = QTabWidget()
-        self.log_tabs.setDocumentMode(True)
-        self.log_tabs.addTab(self.messages_panel, "Messages")
-        self.log_tabs.addTab(dead_page, "Dead letters")
-        layout.addWidget(self.log_tabs)
-        return frame
+    # -- status bar, menu, banners --
 
     def _build_status_bar(self) -> None:
         bar = QStatusBar(self)
@@ -453,302 +263,6 @@ class MainWindow(QMainWindow):
         self.problem_banner.setText(text or "")
         self.problem_banner.setVisible(bool(text))
 
-    # -- row actions --
-
-    def _row_actions(
-        self,
-        view: QTableView,
-        model: RecordTableModel[Any],
-        actions_for: Callable[[Any], list[tuple[str, Callable[[], object]]]],
-    ) -> None:
-        """Buttons in the model's ACTIONS_COLUMN of every row, rebuilt when the row changes."""
-        column = model.ACTIONS_COLUMN
-
-        def install(*_args: object) -> None:
-            for row in range(model.rowCount()):
-                record = model.record(row)
-                actions = actions_for(record)
-                signature = (getattr(record, "id", None), tuple(name for name, _ in actions))
-                index = model.index(row, column)
-                current = view.indexWidget(index)
-                if current is not None and current.property("signature") == repr(signature):
-                    continue
-                holder = QWidget()
-                holder.setProperty("signature", repr(signature))
-                row_layout = QHBoxLayout(holder)
-                row_layout.setContentsMargins(2, 1, 2, 1)
-                row_layout.setSpacing(4)
-                for name, callback in actions:
-                    button = QPushButton(name)
-                    button.setObjectName("rowAction")
-                    button.clicked.connect(callback)
-                    row_layout.addWidget(button)
-                row_layout.addStretch(1)
-                view.setIndexWidget(index, holder)
-            view.resizeColumnToContents(column)
-
-        source: QAbstractItemModel = model
-        for signal in (source.modelReset, source.rowsInserted, source.rowsRemoved, source.dataChanged):
-            signal.connect(install)
-
-    @staticmethod
-    def row_button(view: QTableView, row: int, text: str) -> QPushButton | None:
-        """The action button ``text`` in ``row`` (None when the row offers no such action)."""
-        model = view.model()
-        holder = view.indexWidget(model.index(row, getattr(model, "ACTIONS_COLUMN", -1)))
-        if holder is None:
-            return None
-        return next((b for b in holder.findChildren(QPushButton) if b.text() == text), None)
-
-    def _location_actions(self, location: Location) -> list[tuple[str, Callable[[], object]]]:
-        if self.runtime is None or location.state is not LocationState.NEEDS_RECONNECT:
-            return []
-        return [("Reconnect", lambda: self.start_connect(reconnect=location))]
-
-    def _session_actions(self, session: WhatsAppSession) -> list[tuple[str, Callable[[], object]]]:
-        if self.runtime is None:
-            return []
-        sid = session.id
-        actions: list[tuple[str, Callable[[], object]]] = []
-        if session.state in _LIVE:
-            actions.append(("Log out", lambda: self.session_action("logout", sid)))
-        elif session.state is SessionState.WAITING_FOR_SCAN:
-            actions.append(("Cancel", lambda: self.session_action("logout", sid)))
-        else:
-            if session.jid and can_transition(session.state, SessionState.CONNECTING):
-                actions.append(("Retry", lambda: self.session_action("retry", sid)))
-            if can_transition(session.state, SessionState.WAITING_FOR_SCAN):
-                actions.append(("Link again", lambda: self.session_action("link_again", sid)))
-        actions.append(("Remove", lambda: self.session_action("remove", sid)))
-        return actions
-
-    def _dead_actions(self, job: Job) -> list[tuple[str, Callable[[], object]]]:
-        return [("Retry", lambda: self.retry_dead_jobs([job.id]))]
-
-    # -- tasks --
-
-    def _spawn(
-        self, coro: Coroutine[Any, Any, Any], *, on_error: Callable[[str], None], name: str
-    ) -> asyncio.Task[Any]:
-        """Run a window action: kept until done, its failure shown where ``on_error`` puts it."""
-
-        async def guarded() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("%s failed: %s", name, readable_error(exc), exc_info=not isinstance(exc, GhlDesktopError))
-                on_error(readable_error(exc))
-
-        task = asyncio.get_event_loop().create_task(guarded(), name=f"ui-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    @property
-    def tasks(self) -> frozenset[asyncio.Task[Any]]:
-        return frozenset(self._tasks)
-
-    def _say(self, label: QLabel, text: str | None, *, error: bool = False) -> None:
-        label.setProperty("error", "true" if error else "false")
-        label.style().unpolish(label)
-        label.style().polish(label)
-        label.setText(text or "")
-        label.setVisible(bool(text))
-
-    # -- Connect HighLevel --
-
-    @property
-    def connecting(self) -> bool:
-        return self._connect_task is not None and not self._connect_task.done()
-
-    def start_connect(self, *, reconnect: Location | None = None) -> asyncio.Task[None] | None:
-        """Run the OAuth install with the browser; the result lands in the locations panel."""
-        if self.runtime is None or self.connecting:
-            return None
-        self.connect_button.setEnabled(False)
-        self.cancel_connect_button.setVisible(True)
-        self._connect_task = self._spawn(
-            self._connect(reconnect), name="connect",
-            on_error=lambda text: self._say(self.connect_status, f"Could not connect HighLevel: {text}", error=True),
-        )
-        self._connect_task.add_done_callback(lambda _t: self._connect_finished())
-        return self._connect_task
-
-    def cancel_connect(self) -> None:
-        if self._connect_task is not None and not self._connect_task.done():
-            self._connect_task.cancel()
-            self._say(self.connect_status, "Cancelled — nothing was connected.")
-
-    def _connect_finished(self) -> None:
-        self.connect_button.setEnabled(self.runtime is not None)
-        self.cancel_connect_button.setVisible(False)
-
-    async def _connect(self, reconnect: Location | None) -> None:
-        assert self.runtime is not None
-        oauth = self.runtime.oauth
-        what = f"“{reconnect.name}”" if reconnect else "a location"
-        self._say(self.connect_status, f"Opening the HighLevel sign-in in your browser — approve {what} there…")
-        flow = asyncio.get_running_loop().create_task(oauth.connect(), name="oauth-connect")
-        shown_url: str | None = None
-        try:
-            while not flow.done():
-                url = oauth.authorize_url
-                if url and url != shown_url:
-                    shown_url = url
-                    self._say(self.connect_status,
-                              f"Waiting for you to approve {what} in the browser. "
-                              f"Nothing opened? <a href='{html.escape(url)}'>Open the sign-in page</a>.")
-                await asyncio.wait({flow}, timeout=0.1)
-        except asyncio.CancelledError:
-            flow.cancel()  # the connector closes its loopback listener on the way out
-            await asyncio.gather(flow, return_exceptions=True)
-            return
-        connected = flow.result()
-        names = ", ".join(loc.name for loc in connected)
-        self._say(self.connect_status, f"Connected: {names}.")
-        self.refresh()
-
-    # -- Link WhatsApp --
-
-    def _connected_locations(self) -> list[Location]:
-        return [loc for loc in self.locations_model.records() if loc.state is LocationState.CONNECTED]
-
-    def _update_link_locations(self) -> None:
-        current = self.link_location.currentData()
-        locations = self._connected_locations()
-        self.link_location.blockSignals(True)
-        self.link_location.clear()
-        for loc in locations:
-            self.link_location.addItem(loc.name, loc.id)
-        index = self.link_location.findData(current)
-        self.link_location.setCurrentIndex(max(index, 0))
-        self.link_location.blockSignals(False)
-        self.link_location.setVisible(len(locations) > 1)
-
-    def _chosen_location(self) -> str | None:
-        data = self.link_location.currentData()
-        return str(data) if data else None
-
-    def start_link(self) -> asyncio.Task[None] | None:
-        """A new session for the chosen location; its QR codes appear in the linking area."""
-        if self.runtime is None:
-            return None
-        location_id = self._chosen_location()
-        if location_id is None:
-            self._say(self.link_status, "Connect a HighLevel location first: a number bridges to a location.",
-                      error=True)
-            return None
-        self._say(self.link_status, None)
-        self.qr_title.setText(f"Scan with WhatsApp for {self.link_location.currentText()}")
-        self.qr_view.show_message("Starting WhatsApp… the QR code appears in a moment.")
-        return self._spawn(self._create(location_id, None), name="link", on_error=self._link_failed)
-
-    def start_pair(self) -> asyncio.Task[None] | None:
-        """Pairing by code: for the number being linked now, or a new session for the chosen location."""
-        if self.runtime is None:
-            return None
-        try:
-            phone = normalize_phone(self.pair_phone.text())
-        except ValueError as exc:
-            self._say(self.link_status, str(exc), error=True)
-            return None
-        self._say(self.link_status, f"Asking WhatsApp for a pairing code for {phone}…")
-        linking = self.sessions_model.row_of(self.linking) if self.linking else None
-        if linking is not None and self.sessions_model.record(linking).state is SessionState.WAITING_FOR_SCAN:
-            sid = self.linking
-            assert sid is not None
-            self._pair_phone_for[sid] = phone
-            return self._spawn(self.runtime.sessions.pair_by_phone(sid, phone), name="pair",
-                               on_error=self._link_failed)
-        location_id = self._chosen_location()
-        if location_id is None:
-            self._say(self.link_status, "Connect a HighLevel location first: a number bridges to a location.",
-                      error=True)
-            return None
-        self.qr_title.setText(f"Pairing a number for {self.link_location.currentText()}")
-        self._pending_pair_phone = phone  # the code may arrive before create_session returns
-        return self._spawn(self._create(location_id, phone), name="pair", on_error=self._link_failed)
-
-    async def _create(self, location_id: str, pair_phone: str | None) -> None:
-        assert self.runtime is not None
-        session = await self.runtime.sessions.create_session(location_id, pair_phone=pair_phone)
-        if pair_phone:
-            self._pair_phone_for[session.id] = pair_phone
-        if self.linking is None:
-            self.linking = session.id
-        self.sessions_model.upsert(session)
-
-    def _link_failed(self, text: str) -> None:
-        self._say(self.link_status, f"Linking did not work: {text}", error=True)
-        if self.qr_view.code is None and self.qr_view.pair_code is None:
-            self.qr_view.show_message(f"{text}\n\nPress Link again.")
-
-    def _session_qr(self, event: SessionQr) -> None:
-        self.linking = event.session_id
-        self.qr_view.show_qr(event.code)
-        self._say(self.link_status, "Open WhatsApp on the phone → Settings → Linked devices → Link a device, "
-                                    "and point it at this code. It changes every 20 seconds.")
-
-    def _session_pair_code(self, event: SessionPairCode) -> None:
-        self.linking = event.session_id
-        phone = self._pair_phone_for.get(event.session_id) or self._pending_pair_phone
-        self.qr_view.show_pair_code(event.code, phone)
-        self._say(self.link_status, None)
-
-    def session_action(self, action: str, session_id: str) -> asyncio.Task[None] | None:
-        """Log out / Remove / Retry / Link again on one number (destructive ones ask first)."""
-        runtime = self.runtime
-        if runtime is None:
-            return None
-        row = self.sessions_model.row_of(session_id)
-        who = (self.sessions_model.record(row).phone if row is not None else None) or "this number"
-        if action == "logout" and row is not None and \
-                self.sessions_model.record(row).state is not SessionState.WAITING_FOR_SCAN:
-            if not self.confirm("Log out", f"Log {who} out of WhatsApp? You will have to scan a QR code to "
-                                           "link it again."):
-                return None
-        if action == "remove" and not self.confirm(
-                "Remove number", f"Remove {who} from ghl-desktop? It is logged out and its WhatsApp data on this "
-                                 "computer is deleted; the message log keeps its messages."):
-            return None
-        if action == "link_again":
-            self.qr_title.setText("Scan with WhatsApp to link the number again")
-            self.qr_view.show_message("Starting WhatsApp… the QR code appears in a moment.")
-            self.linking = session_id
-        calls: dict[str, Callable[[str], Coroutine[Any, Any, None]]] = {
-            "logout": runtime.sessions.logout,
-            "remove": runtime.sessions.remove,
-            "retry": runtime.sessions.retry,
-            "link_again": runtime.sessions.link_again,
-        }
-        return self._spawn(calls[action](session_id), name=f"session-{action}",
-                           on_error=lambda text: self._say(self.link_status, f"{who}: {text}", error=True))
-
-    def _session_changed(self, session: WhatsAppSession) -> None:
-        self.sessions_model.upsert(session)
-        self.notices.add(self.policy.on_session(session))
-        if session.id != self.linking:
-            return
-        if session.state is SessionState.CONNECTED:
-            self.linking = None
-            self.qr_view.show_message(f"✓ Linked {session.phone or 'the number'} — messages now cross the bridge.")
-            self._say(self.link_status, None)
-        elif session.state is SessionState.CONNECTING and session.detail and "Paired" in session.detail:
-            self.qr_view.show_message(f"Paired {session.phone or ''} — connecting…")
-        elif session.state.is_final:
-            self.linking = None
-            self.qr_view.show_message(session.detail or SESSION_STATE_LABELS[session.state])
-            self._say(self.link_status, None)
-
-    def _session_removed(self, session_id: str) -> None:
-        self.sessions_model.remove(session_id)
-        self.policy.on_session_removed(session_id)
-        if session_id == self.linking:
-            self.linking = None
-            self.qr_view.clear_qr()
-
     # -- relay, notices --
 
     def _relay_changed(self, change: RelayStateChanged) -> None:
@@ -772,49 +286,6 @@ class MainWindow(QMainWindow):
 
     def notify(self, title: str, text: str, *, warning: bool = False) -> bool:
         return self.tray.notify(title, text, warning=warning)
-
-    # -- dead letters --
-
-    def refresh_dead(self) -> None:
-        jobs = self.app.db.jobs.list("dead", limit=DEAD_LIMIT)
-        if [(j.id, j.updated_at) for j in jobs] != [(j.id, j.updated_at) for j in self.dead_model.records()]:
-            self.dead_model.set_records(jobs)
-        count = len(jobs)
-        self.log_tabs.setTabText(1, f"Dead letters ({count})" if count else "Dead letters")
-        self.retry_all_button.setEnabled(count > 0 and self.runtime is not None)
-
-    def _message_of(self, job: Job) -> Message | None:
-        """The message a dead job was carrying, when it carried one."""
-        payload = job.payload
-        messages = self.app.db.messages
-        if isinstance(payload.get("message"), dict) and payload.get("session_id"):
-            wa_id = payload["message"].get("id")
-            return messages.by_wa_id(str(payload["session_id"]), str(wa_id)) if wa_id else None
-        event: dict[str, Any] = payload["event"] if isinstance(payload.get("event"), dict) else payload
-        if event.get("messageId") and event.get("locationId"):
-            return messages.by_ghl_id(str(event["locationId"]), str(event["messageId"]))
-        return None
-
-    def retry_dead_jobs(self, job_ids: list[int]) -> int:
-        """Requeue dead jobs (their failed message back to where it started) and wake the runner."""
-        if self.runtime is None or self.app.closed:
-            return 0
-        requeued = 0
-        for job_id in job_ids:
-            job = self.app.db.jobs.get(job_id)
-            if job is None:
-                continue
-            message = self._message_of(job)
-            if self.app.db.jobs.requeue_dead(job_id):
-                requeued += 1
-                if message is not None and message.id is not None and message.status is MessageStatus.FAILED:
-                    self.messages_model.upsert(self.app.db.messages.reset_failed(message.id))
-        if requeued:
-            self.runtime.runner.wake()
-        self._say(self.dead_status, f"{requeued} job{'s' * (requeued != 1)} queued again." if requeued
-                  else "Nothing to retry (already retried?).")
-        QTimer.singleShot(0, self.refresh_dead)  # not under the clicked button's feet
-        return requeued
 
     # -- data --
 
@@ -867,21 +338,6 @@ class MainWindow(QMainWindow):
             f"{status.locations} location{'s' * (status.locations != 1)} · "
             f"{status.sessions} number{'s' * (status.sessions != 1)} · "
             f"{status.pending_jobs} queued job{'s' * (status.pending_jobs != 1)}"
-        )
-
-    def _message_logged(self, message: Message) -> None:
-        self.messages_model.upsert(message)
-        self._update_shown()
-
-    def _filter_changed(self, text: str) -> None:
-        self.messages_filter.set_text(text)
-        self._update_shown()
-
-    def _update_shown(self) -> None:
-        total = self.messages_model.rowCount()
-        shown = self.messages_filter.rowCount()
-        self.shown_label.setText(
-            f"{shown} of {total} shown" if self.filter_box.text().strip() else f"{total} message{'s' * (total != 1)}"
         )
 
     # -- settings --

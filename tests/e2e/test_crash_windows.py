@@ -24,7 +24,7 @@ from aiohttp import web
 from ghl_desktop.core.models import Direction, MessageStatus, utcnow
 from ghl_desktop.core.whatsapp import Receipt, ReceiptKind
 from ghl_desktop.sandbox.server import running_sandbox
-from ghl_desktop.sandbox.wa_network import whatsapp_network
+from ghl_desktop.sandbox.whatsapp import whatsapp_network
 from ghl_desktop.services.bridge import STATUS
 from tests.e2e.harness import Env, bridge_env, eventually
 

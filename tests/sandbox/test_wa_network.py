@@ -24,7 +24,7 @@ from ghl_desktop.core.whatsapp import (
     TemporarilyBanned,
 )
 from ghl_desktop.sandbox.server import running_sandbox
-from ghl_desktop.sandbox.wa_network import setup_whatsapp_network, whatsapp_state
+from ghl_desktop.sandbox.whatsapp import setup_whatsapp_network, whatsapp_state
 from tests.sandbox.wa_harness import Network, Recorder, running_network, wait_until
 
 LINKED = "+15550001000"

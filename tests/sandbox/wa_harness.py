@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import aiohttp
 from aiohttp import web
 
-from ghl_desktop.sandbox.wa_network import NetworkConfig, WhatsAppNetwork, setup_whatsapp_network, whatsapp_network
+from ghl_desktop.sandbox.whatsapp import NetworkConfig, WhatsAppNetwork, setup_whatsapp_network, whatsapp_network
 
 E = TypeVar("E")
 

@@ -19,7 +19,7 @@ from ghl_desktop.core.errors import SessionLoggedOut, SessionNotConnected
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.models import Location, SessionState, WhatsAppSession
 from ghl_desktop.core.whatsapp import IncomingMessage, Receipt
-from ghl_desktop.sandbox.wa_network import NetworkConfig
+from ghl_desktop.sandbox.whatsapp import NetworkConfig
 from ghl_desktop.services.events import SessionChanged, SessionPairCode, SessionQr, SessionRemoved
 from ghl_desktop.services.sessions import LINK_INTERRUPTED, QR_EXPIRED, SessionOptions, SessionService
 from tests.sandbox.wa_harness import Network, running_network, wait_until
