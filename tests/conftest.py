@@ -14,16 +14,18 @@ from pathlib import Path
 
 import keyring
 import pytest
-import qasync
 from keyring.backend import KeyringBackend
 from PySide6.QtWidgets import QApplication
+
+from ghl_desktop.ui.qloop import QEventLoop  # qasync's loop, fixed (see the module)
 
 pytest_plugins = ["tests.fixtures.storage", "tests.fixtures.sandbox"]
 
 
 def _qasync_loop() -> asyncio.AbstractEventLoop:
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    return qasync.QEventLoop(app)
+    loop: asyncio.AbstractEventLoop = QEventLoop(app)
+    return loop
 
 
 _FACTORIES = {"qasync": _qasync_loop}  # module level: the same objects every call

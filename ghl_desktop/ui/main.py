@@ -21,7 +21,6 @@ import signal
 import sys
 from collections.abc import Callable
 
-import qasync
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
@@ -35,6 +34,7 @@ from ghl_desktop.runtime import BridgeRuntime, RuntimeOptions, neonize_transport
 from ghl_desktop.sandbox_mode import SandboxMode, point_sandbox_webhooks, running_sandbox_mode
 from ghl_desktop.ui.main_window import MainWindow, OpenUrl, open_in_browser
 from ghl_desktop.ui.passphrase import ask_with_dialog, unlock_secret_store
+from ghl_desktop.ui.qloop import QEventLoop
 from ghl_desktop.ui.resources import app_icon
 
 log = logging.getLogger("ghl.ui")
@@ -126,11 +126,14 @@ def run_gui(sandbox: bool = False, sandbox_port: int = 0) -> int:
         logging_setup.close()
         return 1
 
-    loop = qasync.QEventLoop(qt_app)
+    loop = QEventLoop(qt_app)
     asyncio.set_event_loop(loop)
     windows: list[MainWindow] = []
-    # Ctrl+C in the terminal closes the window the normal way; the timer lets Python see the signal
-    signal.signal(signal.SIGINT, lambda *_: [w.close() for w in windows])
+    # Ctrl+C in the terminal, or SIGTERM (logout, a service manager), closes the window the normal way
+    # (all work finished, database closed); the timer lets Python see the signal
+    previous_term = signal.getsignal(signal.SIGTERM)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: [w.close() for w in windows])
     wake = QTimer()
     wake.start(250)
     wake.timeout.connect(lambda: None)
@@ -143,6 +146,7 @@ def run_gui(sandbox: bool = False, sandbox_port: int = 0) -> int:
     finally:
         wake.stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, previous_term)
     if problem is not None:
         QMessageBox.critical(None, "ghl-desktop cannot start", problem)
     logging_setup.close()

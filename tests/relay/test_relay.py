@@ -60,11 +60,9 @@ class Rig:
                 if j.kind == KIND_OUTBOUND_MESSAGE]
 
 
-# These tests run on the suite's qasync loop, where completions posted from a ThreadPoolExecutor
-# thread are unreliable (seen: interpreter crashes with PySide6 6.12.0, and "no running event loop"
-# in teardown with 6.11.3 + qasync 0.28). The relay runs its store inline here; the subprocess
-# end-to-end test and the bench cover the worker-thread mode, on plain asyncio as in production.
-DB_THREAD = False
+# The relay's store runs on its worker thread, as in production. (Thread completions on the suite's
+# loop work since ghl_desktop/ui/qloop.py fixed qasync's stopped-loop callbacks.)
+DB_THREAD = True
 
 
 def _gate(keys: SigningKeys) -> WebhookGate:

@@ -7,18 +7,18 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-import qasync
 from PySide6.QtWidgets import QApplication
 
 from ghl_desktop.app import App
 from ghl_desktop.config import load_settings
 from ghl_desktop.ui.main_window import MainWindow
+from ghl_desktop.ui.qloop import QEventLoop
 from tests.fakes.secrets import MemorySecretStore
 
 
 @pytest.fixture
 def qloop(qapp: QApplication) -> Iterator[asyncio.AbstractEventLoop]:
-    loop = qasync.QEventLoop(qapp)
+    loop = QEventLoop(qapp)
     asyncio.set_event_loop(loop)
     yield loop
     loop.close()

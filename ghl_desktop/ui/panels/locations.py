@@ -51,12 +51,14 @@ class LocationsPanel(PanelBase):
 
     @property
     def connecting(self) -> bool:
-        return self._connect_task is not None and not self._connect_task.done()
+        """True from the click until the panel shows the outcome (the button is usable again)."""
+        return getattr(self, "_connect_in_progress", False)
 
     def start_connect(self, *, reconnect: Location | None = None) -> asyncio.Task[None] | None:
         """Run the OAuth install with the browser; the result lands in the locations panel."""
         if self.runtime is None or self.connecting:
             return None
+        self._connect_in_progress = True
         self.connect_button.setEnabled(False)
         self.cancel_connect_button.setVisible(True)
         self._connect_task = self._spawn(
@@ -72,6 +74,7 @@ class LocationsPanel(PanelBase):
             self._say(self.connect_status, "Cancelled — nothing was connected.")
 
     def _connect_finished(self) -> None:
+        self._connect_in_progress = False
         self.connect_button.setEnabled(self.runtime is not None)
         self.cancel_connect_button.setVisible(False)
 
