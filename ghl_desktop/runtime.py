@@ -30,7 +30,7 @@ from ghl_desktop.services.bridge import Bridge, BridgeOptions
 from ghl_desktop.services.jobs import JobRunner, RunnerOptions
 from ghl_desktop.services.sessions import SessionOptions, SessionService, TransportFactory
 from ghl_desktop.webhooks.endpoint import WebhookServer
-from ghl_desktop.webhooks.intake import WebhookIntake
+from ghl_desktop.webhooks.intake import WebhookIntake, WebhookReceived
 
 log = logging.getLogger("ghl.runtime")
 
@@ -125,15 +125,16 @@ class BridgeRuntime:
             app.db.sessions, transport_factory, app.bus, sessions_dir=settings.sessions_dir,
             options=self.options.sessions,
         )
-        self.runner: JobRunner
         self.bridge = Bridge(
             app.db, self.gateway, self.sessions, MediaDownloader(self.http), bus=app.bus,
-            options=self.options.bridge, on_enqueued=self._wake,
+            options=self.options.bridge, on_enqueued=lambda: self.runner.wake(),
         )
         self.runner = JobRunner(app.db.jobs, self.bridge.handlers, self.options.runner)
         self.sessions.on_message = self.bridge.on_message
         self.sessions.on_receipt = self.bridge.on_receipt
         self.intake = WebhookIntake(app.db.jobs, backlog_limit=settings.webhook_backlog_limit, bus=app.bus)
+        # a stored webhook wakes the runner at once instead of at its next poll
+        app.bus.subscribe(WebhookReceived, lambda _event: self.runner.wake())
         self.webhooks = WebhookServer(settings, self.intake, port=self.options.webhook_port)
         oauth_kwargs: dict[str, Any] = {}
         if open_url is not None:
@@ -150,27 +151,16 @@ class BridgeRuntime:
             log.warning("a relay URL is set but no relay token is stored (%s); relay mode is off", RELAY_TOKEN_KEY)
         self._started = False
 
-    def _wake(self) -> None:
-        if hasattr(self, "runner"):
-            self.runner.wake()
-
     async def start(self) -> None:
         if self._started:
             return
         self._started = True
         await self.webhooks.start()
-        self.intake_wakes_runner()
         self.runner.start()
         if self.relay is not None:
             self.relay.start()
         resumed = await self.sessions.resume_all()
         log.info("bridge running: webhooks at %s, %d WhatsApp number(s) resumed", self.webhooks.url, len(resumed))
-
-    def intake_wakes_runner(self) -> None:
-        """A stored webhook wakes the runner at once instead of at its next poll."""
-        from ghl_desktop.webhooks.intake import WebhookReceived
-
-        self.app.bus.subscribe(WebhookReceived, lambda _event: self.runner.wake())
 
     async def stop(self) -> None:
         """Finish in-flight work, then close everything this runtime opened."""

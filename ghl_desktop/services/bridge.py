@@ -21,7 +21,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 from ghl_desktop.core.convert import (
     NoteOptions,
@@ -231,19 +231,6 @@ class Bridge:
             self._logged(updated)
             if updated.ghl_message_id and not updated.from_me:
                 self._enqueue_status(updated, new_status, None)
-
-    def enqueue_outbound(self, event: dict[str, Any]) -> tuple[int, bool]:
-        """Store an agent's reply (a verified ProviderOutboundMessage) as a job; used by tests and the
-        relay/webhook intake when it is not already storing jobs itself."""
-        message_id = str(event.get("messageId", ""))
-        return self._repos.jobs.enqueue(
-            NewJob(
-                kind=OUTBOUND,
-                payload=event,
-                dedupe_key=f"ghl:msg:{message_id}",
-                ordering_key=f"ghl:{event.get('locationId')}:{event.get('contactId') or event.get('phone')}",
-            )
-        )
 
     # --- workers ---------------------------------------------------------------------------------
 
