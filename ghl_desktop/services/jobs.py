@@ -47,6 +47,10 @@ class RunnerOptions:
     #: ``backoff_cap`` at most, until it is at least this old, even past ``max_attempts``: an outage of
     #: an hour must not dead-letter an hour of messages. 0: ``max_attempts`` alone decides (tests).
     transient_retry_seconds: float = 0.0
+    #: finished jobs are deleted this long after they finished (the messages they carried stay; every
+    #: handler is idempotent on the messages' unique keys). 0: keep them forever.
+    keep_done_seconds: float = 7 * 24 * 3600.0
+    purge_interval: float = 3600.0
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
@@ -110,9 +114,23 @@ class JobRunner:
             await asyncio.sleep(0.02)
         raise TimeoutError("jobs still pending")
 
+    def purge(self) -> int:
+        """Delete jobs that finished more than ``keep_done_seconds`` ago (0: never)."""
+        if self._options.keep_done_seconds <= 0:
+            return 0
+        purged = self._queue.purge_done(
+            finished_before=utcnow() - timedelta(seconds=self._options.keep_done_seconds))
+        if purged:
+            log.info("purged %d finished jobs", purged)
+        return purged
+
     async def _loop(self) -> None:
+        next_purge = 0.0
         while not self._stopping:
             try:
+                if asyncio.get_running_loop().time() >= next_purge:
+                    next_purge = asyncio.get_running_loop().time() + self._options.purge_interval
+                    self.purge()
                 await self._tick()
             except Exception:
                 log.exception("job runner tick failed; retrying")

@@ -84,6 +84,14 @@ class MemoryJobQueue:
         self._jobs[job_id] = replace(job, lease_until=until)
         return True
 
+    def purge_done(self, *, finished_before: datetime) -> int:
+        gone = [i for i, j in self._jobs.items() if j.state is JobState.DONE and j.updated_at < finished_before]
+        for i in gone:
+            job = self._jobs.pop(i)
+            if job.dedupe_key is not None:
+                self._by_dedupe.pop(job.dedupe_key, None)
+        return len(gone)
+
     def complete(self, job_id: int, owner: str) -> None:
         self._jobs[job_id] = replace(self._own(job_id, owner), state=JobState.DONE, lease_owner=None,
                                      lease_until=None)

@@ -154,3 +154,20 @@ async def test_a_long_job_keeps_its_lease_and_is_not_taken_over(db: Database) ->
         await runner.stop()
     job = db.jobs.get(job_id)
     assert job is not None and job.state is JobState.DONE and runs == 1
+
+
+@pytest.mark.asyncio
+async def test_the_runner_purges_old_finished_jobs_and_keeps_the_rest(db: Database) -> None:
+    async def ok(job: Job) -> None:
+        return None
+
+    first, _ = db.jobs.enqueue(NewJob(kind="k", payload={}))
+    await JobRunner(db.jobs, {"k": ok}, FAST).run_until_idle(5)
+    assert db.jobs.get(first).state is JobState.DONE  # type: ignore[union-attr]
+    keep_forever = JobRunner(db.jobs, {"k": ok}, RunnerOptions(keep_done_seconds=0))
+    assert keep_forever.purge() == 0 and db.jobs.get(first) is not None
+    keep_a_week = JobRunner(db.jobs, {"k": ok}, RunnerOptions())
+    assert keep_a_week.purge() == 0 and db.jobs.get(first) is not None  # finished moments ago
+    tiny = JobRunner(db.jobs, {"k": ok}, RunnerOptions(keep_done_seconds=1e-6))
+    await asyncio.sleep(0.01)
+    assert tiny.purge() == 1 and db.jobs.get(first) is None

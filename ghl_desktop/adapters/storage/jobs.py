@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -211,6 +211,15 @@ class SqlJobQueue:
         with self._tx.read() as s:
             row = s.get(JobRow, job_id)
             return _job(row) if row else None
+
+    def purge_done(self, *, finished_before: datetime) -> int:
+        with self._tx.write() as s:
+            result = s.execute(
+                delete(JobRow)
+                .where(JobRow.state == JobState.DONE.value, JobRow.updated_at < finished_before)
+                .execution_options(synchronize_session=False)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
 
     def count(self, state: str | None = None) -> int:
         query = select(func.count()).select_from(JobRow)

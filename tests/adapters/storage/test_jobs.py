@@ -288,3 +288,21 @@ def test_extend_lease_keeps_a_running_job_and_only_for_its_owner(store: Database
     assert not store.jobs.extend_lease(j, "w1", until=T0 + timedelta(seconds=9 * LEASE))  # lost it
     store.jobs.complete(j, "w2")
     assert not store.jobs.extend_lease(j, "w2", until=T0 + timedelta(seconds=9 * LEASE))  # done: nothing to renew
+
+
+def test_purge_done_deletes_only_jobs_finished_before_the_cutoff(store: Database) -> None:
+    now = datetime.now(UTC)
+    done = enqueue(store, dedupe_key="wa:s:1")
+    pending = enqueue(store, "p")
+    dead = enqueue(store, "d")
+    for job in store.jobs.lease("w", now=now, lease_seconds=LEASE, kinds=["k", "d"]):
+        if job.id == done:
+            store.jobs.complete(done, "w")
+        else:
+            store.jobs.dead_letter(job.id, "w", error="x")
+    assert store.jobs.purge_done(finished_before=now - timedelta(hours=1)) == 0  # finished just now: kept
+    assert store.jobs.purge_done(finished_before=datetime.now(UTC) + timedelta(seconds=1)) == 1
+    assert store.jobs.get(done) is None
+    assert store.jobs.get(pending) is not None and store.jobs.get(dead) is not None
+    # the dedupe key is free again: a late repeat makes a new job (its handler is idempotent on messages)
+    assert store.jobs.enqueue(NewJob(kind="k", payload={}, dedupe_key="wa:s:1"))[1] is True
