@@ -70,29 +70,31 @@ def assert_not_blank(path: Path) -> None:
         assert len(image.convert("L").getcolors(65536) or []) > 20, f"{path} has almost no distinct colours"
 
 
-def test_main_window_screenshot_under_xvfb(xvfb: str, data_home: Path) -> None:
-    out = artifacts_dir()
-    for name in ("main-window.png", "main-window-x11.png", "main-window-empty.png"):
+def render(script: str, out: Path, display: str, home: Path, *stale: str) -> str:
+    """Run a render script on the virtual screen; returns its stdout (fails the test on a bad exit)."""
+    for name in stale:
         (out / name).unlink(missing_ok=True)
     env = dict(
         os.environ,
-        DISPLAY=xvfb,
+        DISPLAY=display,
         QT_QPA_PLATFORM="xcb",
-        GHL_DESKTOP_HOME=str(data_home),
+        GHL_DESKTOP_HOME=str(home),
         GHL_DESKTOP_VAULT_PASSPHRASE="screenshot-vault-passphrase",
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.ui.render_main_window", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        [sys.executable, "-m", script, str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "status: Secrets: " in proc.stdout
-    assert "2 locations · 2 numbers" in proc.stdout
+    return proc.stdout
+
+
+def test_main_window_screenshot_under_xvfb(xvfb: str, data_home: Path) -> None:
+    out = artifacts_dir()
+    stdout = render("tests.ui.render_main_window", out, xvfb, data_home,
+                    "main-window.png", "main-window-x11.png", "main-window-empty.png")
+    assert "status: Secrets: " in stdout
+    assert "2 locations · 2 numbers" in stdout
     assert_not_blank(out / "main-window.png")
     assert_not_blank(out / "main-window-empty.png")
     if shutil.which("import"):
@@ -102,26 +104,9 @@ def test_main_window_screenshot_under_xvfb(xvfb: str, data_home: Path) -> None:
 def test_sandbox_window_screenshot_under_xvfb(xvfb: str, data_home: Path) -> None:
     """The product on a fresh machine: sandbox mode, a linked number, a QR code, a few messages."""
     out = artifacts_dir()
-    for name in ("sandbox-window.png", "sandbox-window-x11.png"):
-        (out / name).unlink(missing_ok=True)
-    env = dict(
-        os.environ,
-        DISPLAY=xvfb,
-        QT_QPA_PLATFORM="xcb",
-        GHL_DESKTOP_HOME=str(data_home),
-        GHL_DESKTOP_VAULT_PASSPHRASE="screenshot-vault-passphrase",
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.ui.render_sandbox_window", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "state: 1 location(s); +15550100001:connected -:waiting_for_scan; 4 messages; banner=True" in proc.stdout
+    stdout = render("tests.ui.render_sandbox_window", out, xvfb, data_home,
+                    "sandbox-window.png", "sandbox-window-x11.png")
+    assert "state: 1 location(s); +15550100001:connected -:waiting_for_scan; 4 messages; banner=True" in stdout
     assert_not_blank(out / "sandbox-window.png")
     if shutil.which("import"):
         assert_not_blank(out / "sandbox-window-x11.png")
