@@ -144,6 +144,10 @@ class MessageRow(Base):
         UniqueConstraint("location_id", "ghl_message_id"),
         Index(None, "location_id", "id"),
         Index(None, "chat_jid"),
+        # the message log's order and filters (migration 0002)
+        Index(None, "created_at", "id"),
+        Index(None, "status", "created_at"),
+        Index(None, "session_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
