@@ -1,0 +1,106 @@
+"""The UI-facing service API: derived health (a stalled location is not a green number), the ban
+sentence in local time, and a real-mode Connect that says at once that HighLevel cannot be reached."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ghl_desktop.app import App
+from ghl_desktop.config import load_settings
+from ghl_desktop.core.models import LocationState, NewJob, SessionState
+from ghl_desktop.runtime import BridgeRuntime
+from ghl_desktop.services.cockpit import Cockpit, HighLevelUnreachable, NoRuntime, ban_text
+from ghl_desktop.services.health import HealthAction, HealthLevel
+from tests.fakes.secrets import MemorySecretStore
+from tests.ui.seed import seed
+
+
+@pytest.fixture
+def app() -> Iterator[App]:
+    instance = App(load_settings(), secrets=MemorySecretStore(), console_log=False)
+    yield instance
+    if not instance.closed:
+        instance.db.close()
+    instance.logging.close()
+
+
+def test_a_number_of_a_location_needing_reconnect_is_stalled_with_its_waiting_count(app: App) -> None:
+    seeded = seed(app.db)
+    dental = seeded["locations"][0]
+    # the connected number of the dental location: ok while its location is fine
+    cockpit = Cockpit(app)
+    assert cockpit.snapshot().number("s-dental").health.ok  # type: ignore[union-attr]
+    app.db.locations.set_state(dental.id, LocationState.NEEDS_RECONNECT)  # type: ignore[attr-defined]
+    for i in range(3):
+        app.db.jobs.enqueue(NewJob(kind="wa.inbound", payload={"session_id": "s-dental", "message": {"id": f"m{i}"}}))
+    number = cockpit.snapshot().number("s-dental")
+    assert number is not None and number.waiting == 3
+    assert number.health.level is HealthLevel.NEEDS_YOU
+    assert number.health.reason == "bridging stalled: location needs reconnect — 3 waiting"
+    assert number.health.action is HealthAction.RECONNECT_LOCATION
+    location = cockpit.snapshot().location(dental.id)  # type: ignore[attr-defined]
+    assert location is not None and location.health.action is HealthAction.RECONNECT_LOCATION
+    assert cockpit.status().needs_you >= 2
+
+
+def test_ban_text_is_local_time_and_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        text = ban_text(datetime(2026, 3, 4, 23, 30, tzinfo=UTC))
+        assert "until Thu 05 Mar 08:30 (your time)" in text  # 23:30 UTC is 08:30 the next day in Tokyo
+        assert "UTC" not in text and "press Retry" in text
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_a_banned_number_health_carries_the_local_until(app: App) -> None:
+    seed(app.db)
+    until = datetime.now(UTC) + timedelta(hours=3)
+    app.db.sessions.set_state("s-dental", SessionState.TEMPORARILY_BANNED,
+                              detail="banned (code 101) until 2026-01-01 10:00 UTC", state_until=until)
+    health = Cockpit(app).snapshot().number("s-dental").health  # type: ignore[union-attr]
+    assert health.level is HealthLevel.NEEDS_YOU and health.action is HealthAction.WAIT
+    assert health.reason == ban_text(until) and "UTC" not in health.reason
+
+
+@pytest.mark.asyncio
+async def test_actions_without_a_runtime_say_why(app: App) -> None:
+    with pytest.raises(NoRuntime, match="bridge is not running"):
+        await Cockpit(app).link_number("loc")
+
+
+@pytest.mark.asyncio
+async def test_real_mode_connect_with_highlevel_unreachable_fails_fast_and_readably() -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: connection refused, like a dead network path
+    settings = replace(load_settings(), client_id="real-id", client_secret="real-secret",
+                       api_base=f"http://127.0.0.1:{port}", marketplace_base=f"http://127.0.0.1:{port}",
+                       oauth_redirect_port=0)
+    app = App(settings, secrets=MemorySecretStore(), console_log=False)
+    runtime = BridgeRuntime(app, transport_factory=lambda *_: None, open_url=lambda _url: True)  # type: ignore[arg-type,return-value]
+    try:
+        assert not app.sandbox
+        cockpit = Cockpit(app, runtime)
+        urls: list[str] = []
+        # the old Connect waited for the browser (300 s) before saying anything; the guard only keeps
+        # a regression from hanging the suite
+        with pytest.raises(HighLevelUnreachable) as caught:
+            await asyncio.wait_for(cockpit.connect_location(urls.append), 60)
+        text = str(caught.value)
+        assert f"127.0.0.1:{port}" in text and "cannot be reached" in text and "internet connection" in text
+        assert urls == [] and runtime.oauth.receiver is None  # no sign-in was started
+    finally:
+        await runtime.stop()
+        await app.aclose()
