@@ -5,6 +5,7 @@
     ghl-desktop doctor          check this machine, one line per check
     ghl-desktop sandbox         run the HighLevel sandbox server (+ simulated WhatsApp network)
     ghl-desktop headless        run the bridge with no window
+    ghl-desktop --self-test     run the real app offscreen in a temporary data dir, one line per step
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ghl-desktop {__version__}")
     parser.add_argument("--sandbox", action="store_true", help="use an in-process HighLevel sandbox")
     parser.add_argument("--sandbox-port", type=int, default=0, help="port of the in-process sandbox")
+    parser.add_argument("--self-test", action="store_true",
+                        help="run the app offscreen in a temporary data dir (database, engine, QR, webhooks, "
+                             "sandbox round trip, window); exit 1 naming the step that failed")
     sub = parser.add_subparsers(dest="command")
 
     sub.add_parser("doctor", help="check Python, Qt, neonize, data dir, database, keyring, credentials")
@@ -75,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(run_sandbox(args))
     if argv is None:
         ensure_engine_environment(args_list)
+    if args.self_test:
+        from ghl_desktop.self_test import run_self_test
+
+        return int(run_self_test())
     if args.command == "headless":
         from ghl_desktop.headless import run_headless
 
