@@ -7,6 +7,10 @@ POST /_sandbox/faults        {error_rate, lost_response_rate, latency_ms, status
 POST /_sandbox/config        {webhook_url, app_webhook_url, hold_webhooks}   (partial update; a new URL
                              resumes deliveries a killed run left unfinished; hold_webhooks: true keeps
                              new ones pending while the receiver shuts down)
+POST /_sandbox/oauth/refresh_failures {kind? | status+body?, count?, locationId?, company?}
+                             the next `count` (1) matching refresh grants are refused with that answer;
+                             kind: invalid_grant | location_inactive | unauthorized | unprocessable
+                             (REFRESH_FAILURE_BODIES). DELETE clears them.
 POST /_sandbox/clock         {advance_seconds}
 POST /_sandbox/tokens/expire {locationId? | company? | token?}   -> {expired: n}
 POST /_sandbox/contacts/merge {keepContactId, mergeContactId}
@@ -26,7 +30,13 @@ from typing import Any
 from aiohttp import web
 
 from ghl_desktop.sandbox.common import sandbox_of
-from ghl_desktop.sandbox.runtime import APP_SCOPES, ApiError, normalize_phone
+from ghl_desktop.sandbox.runtime import (
+    APP_SCOPES,
+    REFRESH_FAILURE_BODIES,
+    ApiError,
+    RefreshFailure,
+    normalize_phone,
+)
 from ghl_desktop.sandbox.state import Faults
 
 FAULT_TYPES: dict[str, type] = {f.name: (float if f.type in ("float", float) else int)
@@ -93,6 +103,32 @@ async def config(request: web.Request) -> web.Response:
     return web.json_response({"webhook_url": sandbox.state.webhook_url,
                               "app_webhook_url": sandbox.state.app_webhook_url,
                               "hold_webhooks": sandbox.holding_webhooks})
+
+
+async def refresh_failures(request: web.Request) -> web.Response:
+    sandbox = sandbox_of(request)
+    if request.method == "DELETE":
+        sandbox.refresh_failures.clear()
+        return web.json_response({"refresh_failures": []})
+    data = await _json(request)
+    kind = data.get("kind", "invalid_grant" if "status" not in data else None)
+    if kind is not None:
+        if kind not in REFRESH_FAILURE_BODIES:
+            return web.json_response({"error": f"kind must be one of {', '.join(REFRESH_FAILURE_BODIES)}"},
+                                     status=400)
+        status, body = REFRESH_FAILURE_BODIES[kind]
+    else:
+        raw_status, body = data.get("status"), data.get("body", {})
+        if not isinstance(raw_status, int) or not 400 <= raw_status <= 599 or not isinstance(body, dict):
+            return web.json_response({"error": "status must be a 4xx/5xx number and body an object"}, status=400)
+        status = raw_status
+    count = data.get("count", 1)
+    company = data.get("company")
+    if not isinstance(count, int) or count < 1 or (company is not None and not isinstance(company, bool)):
+        return web.json_response({"error": "count must be a positive number, company a boolean"}, status=400)
+    sandbox.refresh_failures.append(RefreshFailure(status=status, body=body, remaining=count,
+                                                   location_id=data.get("locationId"), company=company))
+    return web.json_response({"refresh_failures": [dataclasses.asdict(f) for f in sandbox.refresh_failures]})
 
 
 async def clock(request: web.Request) -> web.Response:
@@ -188,6 +224,8 @@ def add_control_routes(app: web.Application) -> None:
     r.add_post("/_sandbox/faults", faults)
     r.add_post("/_sandbox/config", config)
     r.add_post("/_sandbox/clock", clock)
+    r.add_post("/_sandbox/oauth/refresh_failures", refresh_failures)
+    r.add_delete("/_sandbox/oauth/refresh_failures", refresh_failures)
     r.add_post("/_sandbox/tokens/expire", expire_tokens)
     r.add_post("/_sandbox/contacts/merge", merge_contacts)
     r.add_post("/_sandbox/locations/{locationId}/reply", reply)

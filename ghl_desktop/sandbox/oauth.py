@@ -69,6 +69,9 @@ def _refresh(sandbox: Sandbox, form: dict[str, str]) -> dict[str, Any]:
     if old is None or old.kind != "refresh" or old.revoked or old.expires_at <= now or \
             old.client_id != form["client_id"]:
         raise invalid_grant("Invalid refresh token")
+    refused = sandbox.refused_refresh(old)
+    if refused is not None:
+        raise refused
     if old.used_at is not None:
         if now - old.used_at <= sandbox.config.refresh_grace_seconds and old.successor is not None:
             state.count("oauth_refresh_grace_reuse")

@@ -68,6 +68,35 @@ def invalid_grant(description: str) -> ApiError:
     return ApiError(400, {"error": "invalid_grant", "error_description": description})
 
 
+#: Bodies HighLevel's token endpoint answers a refused refresh with, by name (POST
+#: /_sandbox/oauth/refresh_failures picks one). HighLevel's wording is not one string: the SDKs see
+#: "Location is not active", a bare UnauthorizedDTO, and invalid_grant; a client must not key on any.
+REFRESH_FAILURE_BODIES: dict[str, tuple[int, dict[str, Any]]] = {
+    "invalid_grant": (400, {"error": "invalid_grant", "error_description": "Invalid refresh token"}),
+    "location_inactive": (400, {"statusCode": 400, "message": "Location is not active", "error": "Bad Request"}),
+    "unauthorized": (401, {"statusCode": 401, "message": "Invalid JWT", "error": "Unauthorized"}),
+    "unprocessable": (422, {"statusCode": 422, "message": ["refresh_token must be a valid token"],
+                            "error": "Unprocessable Entity"}),
+}
+
+
+@dataclass
+class RefreshFailure:
+    """One scripted refusal of ``grant_type=refresh_token`` (for ``remaining`` more refreshes; optionally
+    only the ones of one location or of the agency)."""
+
+    status: int
+    body: dict[str, Any]
+    remaining: int = 1
+    location_id: str | None = None
+    company: bool | None = None  # True: only agency refreshes; False: only location refreshes
+
+    def matches(self, token: Token) -> bool:
+        if self.company is not None and (token.auth_class == "Company") != self.company:
+            return False
+        return self.location_id is None or token.location_id == self.location_id
+
+
 @dataclass
 class SandboxConfig:
     """Everything a sandbox can be started with. Fault fields left None keep the stored/default value."""
@@ -187,6 +216,8 @@ class Sandbox:
         self.memory_files: dict[str, bytes] = {}
         self._batch_depth = 0
         self._batch_dirty = False
+        #: scripted refusals of refresh grants (control API), first match wins; not saved
+        self.refresh_failures: list[RefreshFailure] = []
         #: set while the app that receives the webhooks is shutting down (sandbox mode): new deliveries
         #: wait, saved as pending, for the next run instead of hitting a closed port and being lost
         self.holding_webhooks = False
@@ -364,6 +395,17 @@ class Sandbox:
         self.changed()
         return n
 
+    def refused_refresh(self, token: Token) -> ApiError | None:
+        """The scripted refusal for a refresh with ``token``, if one matches (and uses it up)."""
+        for failure in self.refresh_failures:
+            if failure.remaining > 0 and failure.matches(token):
+                failure.remaining -= 1
+                if failure.remaining <= 0:
+                    self.refresh_failures.remove(failure)
+                self.state.count("oauth_refresh_refused")
+                return ApiError(failure.status, dict(failure.body))
+        return None
+
     def create_pit(self, location_id: str) -> str:
         """A Private Integration Token: all scopes, but not the provider-owning app (ghl-api §2.1)."""
         self.location(location_id)
@@ -530,5 +572,6 @@ class Sandbox:
             loc.installed_at = None
         self._apply_config()
         self.limiter.reset()
+        self.refresh_failures.clear()
         self.memory_files.clear()
         self.changed()

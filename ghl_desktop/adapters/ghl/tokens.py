@@ -5,8 +5,9 @@ Why so careful: HighLevel refresh tokens rotate (each use returns a new one and 
 after a 30 s grace). Two refreshes racing with the same refresh token, or a new pair used before it
 was saved, can lose the only valid refresh token — and then the user must reinstall the app. So:
 an ``asyncio.Lock`` per location, the new pair written to the SecretStore (and the expiry to the
-database) before the access token is handed out, and ``invalid_grant`` ends in the visible
-``NEEDS_RECONNECT`` state instead of a retry loop.
+database) before the access token is handed out, and a refused refresh (any 400/401 from the token
+endpoint, whatever its body) re-mints from the agency token when there is one, else ends in the
+visible ``NEEDS_RECONNECT`` state instead of a retry loop.
 
 Secret keys (agreed with the secrets room): ``location:<id>:access_token``,
 ``location:<id>:refresh_token``, ``company:<id>:access_token``, ``company:<id>:refresh_token``,
@@ -101,12 +102,36 @@ class TokenGrant:
         )
 
 
+#: statuses of the token endpoint that mean "this grant is refused" (the spec lists 400/401/422 for it)
+REFUSED_GRANT_STATUSES = (400, 401)
+
+
 def _is_invalid_grant(response: httpx.Response) -> bool:
     if response.status_code not in (400, 401, 403, 422):
         return False
     body = body_of(response)
     blob = " ".join(str(body.get(k, "")) for k in ("error", "error_description", "message", "code")).lower()
     return "invalid_grant" in blob
+
+
+def _is_refused_refresh(response: httpx.Response) -> bool:
+    """Whether an answer to a ``grant_type=refresh_token`` call means the refresh failed for good.
+
+    Any 400/401 counts, whatever the body says: HighLevel's wording is not one fixed string
+    (``invalid_grant``, "Location is not active", "Invalid JWT"...). Retrying would not help, so the
+    caller re-mints from the agency token or marks the location "needs reconnect"."""
+    return response.status_code in REFUSED_GRANT_STATUSES or _is_invalid_grant(response)
+
+
+def _refusal_reason(response: httpx.Response) -> str:
+    body = body_of(response)
+    for key in ("error_description", "message", "error"):
+        value = body.get(key)
+        if isinstance(value, list):
+            value = "; ".join(str(item) for item in value)
+        if value:
+            return str(value)[:200]
+    return f"HTTP {response.status_code}"
 
 
 class TokenManager:
@@ -273,7 +298,7 @@ class TokenManager:
                     what=f"refresh location {location_id}",
                 )
             except GhlNeedsReconnect:
-                log.warning("refresh token of location %s was refused (invalid_grant)", location_id)
+                log.warning("refresh token of location %s was refused", location_id)
                 if company_id and self._has_company_token(company_id):
                     return await self._remint_or_give_up(location_id, company_id)
                 self._mark_needs_reconnect(location_id)
@@ -407,7 +432,7 @@ class TokenManager:
 
     async def _token_call(self, fields: dict[str, str], *, what: str, retry_after_send: bool = True) -> TokenGrant:
         """``POST /oauth/token`` (form-encoded, no Version header per the spec), retrying transient
-        failures. ``invalid_grant`` becomes ``GhlNeedsReconnect``."""
+        failures. ``invalid_grant`` becomes ``GhlNeedsReconnect``, and so does any 400/401 to a refresh."""
         client_id, client_secret = self._client_credentials()
         form = {"client_id": client_id, "client_secret": client_secret, **fields}
         attempt = 0
@@ -422,9 +447,10 @@ class TokenManager:
             else:
                 if response.status_code in (200, 201):
                     return TokenGrant.from_response(body_of(response), self._clock())
-                if _is_invalid_grant(response):
-                    raise GhlNeedsReconnect(f"{what}: invalid_grant", status=response.status_code,
-                                            code="invalid_grant")
+                is_refresh = fields.get("grant_type") == "refresh_token"
+                if _is_invalid_grant(response) or (is_refresh and _is_refused_refresh(response)):
+                    raise GhlNeedsReconnect(f"{what}: refused ({_refusal_reason(response)})",
+                                            status=response.status_code, code="invalid_grant")
                 error = map_error(response)
                 can_retry = retry_after_send or response.status_code == 429
             if not (error.transient and can_retry) or attempt >= self._retry_config.max_retries:

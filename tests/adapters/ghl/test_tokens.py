@@ -185,3 +185,68 @@ async def test_a_token_that_could_not_be_saved_is_never_used(ghl: Harness) -> No
     assert (await client.get_location(loc)).id == loc
     assert ghl.stats["oauth_refresh_grace_reuse"] == 1
     assert ghl.db.locations.get(loc).state is LocationState.CONNECTED  # type: ignore[union-attr]
+
+
+# --- issue 11 item 7: a refused refresh is any 400/401 of the token endpoint, whatever its body ----------
+
+REFUSAL_KINDS = ["invalid_grant", "location_inactive", "unauthorized"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", REFUSAL_KINDS)
+async def test_any_refused_refresh_marks_needs_reconnect_without_a_retry_loop(ghl: Harness, kind: str) -> None:
+    loc = (await ghl.connect()).id
+    await ghl.control("POST", "/_sandbox/oauth/refresh_failures", {"kind": kind, "count": 5})
+    await ghl.control("POST", "/_sandbox/tokens/expire", {"locationId": loc})
+
+    with pytest.raises(GhlNeedsReconnect):
+        await ghl.client.get_location(loc)
+    assert ghl.db.locations.get(loc).state is LocationState.NEEDS_RECONNECT  # type: ignore[union-attr]
+    assert ghl.stats["oauth_token_refresh_token"] == 1  # refused once, never retried
+    assert ghl.stats["oauth_refresh_refused"] == 1
+    with pytest.raises(GhlNeedsReconnect):  # later calls fail fast, the server is not asked again
+        await ghl.client.get_location(loc)
+    assert ghl.stats["oauth_token_refresh_token"] == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", REFUSAL_KINDS)
+async def test_any_refused_refresh_is_reminted_from_the_agency_token(ghl: Harness, kind: str) -> None:
+    browser = Browser(click="agency")
+    [location] = await ghl.oauth(browser).connect(choose=lambda found: [found[0]])
+    await browser.finish()
+    await ghl.control("POST", "/_sandbox/oauth/refresh_failures",
+                      {"kind": kind, "locationId": location.id, "company": False})
+    await ghl.control("POST", "/_sandbox/tokens/expire", {"locationId": location.id})
+
+    assert (await ghl.client.get_location(location.id)).id == location.id
+    assert ghl.stats["oauth_refresh_refused"] == 1
+    assert ghl.stats["oauth_location_tokens"] == 2  # install + re-mint
+    assert ghl.db.locations.get(location.id).state is LocationState.CONNECTED  # type: ignore[union-attr]
+
+
+@pytest.mark.asyncio
+async def test_a_refused_agency_refresh_ends_in_needs_reconnect(ghl: Harness) -> None:
+    browser = Browser(click="agency")
+    [location] = await ghl.oauth(browser).connect(choose=lambda found: [found[0]])
+    await browser.finish()
+    ghl.secrets.set(location_key(location.id, "refresh_token"), "revoked-long-ago")
+    await ghl.control("POST", "/_sandbox/oauth/refresh_failures", {"kind": "location_inactive", "company": True})
+    await ghl.control("POST", "/_sandbox/tokens/expire", {"locationId": location.id})
+    await ghl.control("POST", "/_sandbox/tokens/expire", {"company": True})
+
+    with pytest.raises(GhlNeedsReconnect):
+        await ghl.client.get_location(location.id)
+    assert ghl.db.locations.get(location.id).state is LocationState.NEEDS_RECONNECT  # type: ignore[union-attr]
+    assert ghl.stats["oauth_refresh_refused"] == 1
+
+
+@pytest.mark.asyncio
+async def test_a_5xx_from_the_token_endpoint_is_still_retried(ghl: Harness) -> None:
+    loc = (await ghl.connect()).id
+    await ghl.control("POST", "/_sandbox/oauth/refresh_failures",
+                      {"status": 503, "body": {"statusCode": 503, "message": "Service Unavailable"}})
+    await ghl.control("POST", "/_sandbox/tokens/expire", {"locationId": loc})
+    assert (await ghl.client.get_location(loc)).id == loc
+    assert ghl.stats["oauth_token_refresh_token"] == 2
+    assert ghl.db.locations.get(loc).state is LocationState.CONNECTED  # type: ignore[union-attr]
