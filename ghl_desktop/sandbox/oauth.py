@@ -123,6 +123,7 @@ async def installed_locations(request: web.Request) -> web.Response:
     if q.get("locationId"):
         locations = [loc for loc in locations if loc.id == q["locationId"]]
     skip, limit = int(q.get("skip", "0") or 0), int(q.get("limit", "20") or 20)
+    limit = max(0, min(limit, sandbox.config.installed_locations_page_cap))
     page = locations[skip:skip + limit]
     return ok({"locations": [{"_id": loc.id, "name": loc.name, "address": "1 Sandbox Street",
                               "isInstalled": loc.installed, "versionId": sandbox.state.app.version_id,

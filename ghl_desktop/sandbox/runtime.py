@@ -112,6 +112,9 @@ class SandboxConfig:
     refresh_token_lifetime: int = 365 * 86400
     refresh_grace_seconds: float = 30.0
     code_lifetime: int = 600
+    #: the most rows one GET /oauth/installedLocations answers, whatever ``limit`` asks (a server-side
+    #: cap; clients must page on ``skip < count`` with the rows actually returned)
+    installed_locations_page_cap: int = 100
     upload_url_lifetime: int = 900  # signed upload URLs last 15 minutes (spec)
     upload_max_bytes: int = 5 * MB  # multipart upload; UNCONFIRMED (the spec gives no number)
     whatsapp_upload_max_bytes: int = 100 * MB

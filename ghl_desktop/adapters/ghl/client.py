@@ -733,9 +733,16 @@ class GhlClient:
                 for r in rows
             )
             total = data.get("count")
-            skip += len(rows)
-            if not rows or len(rows) < page_size or (isinstance(total, int | float) and skip >= total):
+            # page on what the server returned, not on what we asked: a server-side cap answers fewer
+            # rows than ``limit`` on every page, so a short page is not the last one; ``count`` is
+            if not rows:
                 return out
+            skip += len(rows)
+            if isinstance(total, int | float) and not isinstance(total, bool):
+                if skip >= total:
+                    return out
+            elif len(rows) < page_size:
+                return out  # no count in the answer: a short page is the best end marker there is
 
 
 __all__ = [

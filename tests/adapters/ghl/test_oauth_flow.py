@@ -85,6 +85,26 @@ async def test_agency_install_mints_location_tokens_for_the_chosen_locations(ghl
 
 
 @pytest.mark.asyncio
+async def test_installed_locations_pages_on_count_with_a_server_side_page_cap(ghl_factory) -> None:  # type: ignore[no-untyped-def]
+    """The server answers at most 20 rows whatever ``limit`` asks: every one of 45 agency locations is
+    still listed (paging on ``skip < count`` with the rows returned, not on "short page = last")."""
+    async with ghl_factory(locations=45, installed_locations_page_cap=20) as ghl:
+        browser = Browser(click="agency")
+        offered: list[str] = []
+
+        def choose(installed):  # type: ignore[no-untyped-def]
+            offered.extend(loc.id for loc in installed)
+            return [installed[0]]
+
+        await ghl.oauth(browser).connect(choose=choose)
+        await browser.finish()
+        assert sorted(offered) == sorted(ghl.sandbox.location_ids) and len(offered) == 45
+        for page_size in (100, 20, 7):
+            listed = await ghl.client.installed_locations(ghl.sandbox.company_id, page_size=page_size)
+            assert sorted(loc.id for loc in listed) == sorted(ghl.sandbox.location_ids)
+
+
+@pytest.mark.asyncio
 async def test_v2_consent_path_works_too(ghl: Harness) -> None:
     browser = Browser()
     connected = await ghl.oauth(browser, authorize_path="/v2/oauth/chooselocation").connect()
