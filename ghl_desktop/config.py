@@ -40,6 +40,8 @@ ENV_MAP: dict[str, str] = {
     "webhook_timestamp_window_seconds": "GHL_WEBHOOK_TIMESTAMP_WINDOW",
     "webhook_max_body_bytes": "GHL_WEBHOOK_MAX_BODY_BYTES",
     "log_level": "GHL_DESKTOP_LOG_LEVEL",
+    "notify_grace_seconds": "GHL_DESKTOP_NOTIFY_GRACE_SECONDS",
+    "start_at_login": "GHL_DESKTOP_START_AT_LOGIN",
 }
 
 
@@ -65,6 +67,11 @@ class Settings:
     webhook_max_body_bytes: int = 262_144
     relay_url: str | None = None
     log_level: str = "INFO"
+    #: a transient drop (a number reconnecting, the phone offline, the relay reconnecting) is notified
+    #: only when it lasts longer than this; states that need a person are notified at once
+    notify_grace_seconds: float = 60.0
+    #: open ghl-desktop (in the tray) when the user logs in (XDG autostart / HKCU Run / LaunchAgent)
+    start_at_login: bool = False
 
     @property
     def database_url(self) -> str:

@@ -10,9 +10,18 @@ sentence (``reason``) and what to do (``action``).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, tzinfo
 from enum import StrEnum
+from typing import Protocol
+
+from ghl_desktop.core.events import EventBus
+from ghl_desktop.core.models import Location, LocationState, SessionState, WhatsAppSession, utcnow
+
+log = logging.getLogger("ghl.health")
 
 
 class HealthLevel(StrEnum):
@@ -178,12 +187,478 @@ class NoticeRequested:
     location_id: str | None = None
 
 
+# --- the monitor ---------------------------------------------------------------------------------
+
+#: the job kinds that carry one message each (services.bridge's INBOUND / OUTBOUND)
+INBOUND_KIND = "wa.inbound"
+OUTBOUND_KIND = "ghl.outbound_message"
+
+#: states a number leaves and comes back from by itself: notified only after the grace period
+_TRANSIENT = frozenset({SessionState.RECONNECTING, SessionState.PHONE_OFFLINE, SessionState.CONNECTING})
+
+
+class LocationSource(Protocol):
+    def list(self) -> list[Location]: ...
+
+
+class SessionSource(Protocol):
+    def list(self, location_id: str | None = None) -> list[WhatsAppSession]: ...
+
+
+class WorkCounts(Protocol):
+    """The job queue, as far as health needs it (read-only counts)."""
+
+    def count_by_payload(self, kind: str, path: Sequence[str], states: Sequence[str] = ...) -> dict[str, int]: ...
+
+
+class Pausable(Protocol):
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Condition:
+    """One thing that may deserve a notice; ``key`` identifies it until it clears."""
+
+    key: str
+    title: str
+    text: str
+    level: HealthLevel
+    transient: bool
+    session_id: str | None = None
+    location_id: str | None = None
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _waiting(n: int) -> str:
+    return f" — {_plural(n, 'message')} waiting" if n else ""
+
+
+def format_local(moment: datetime, now: datetime, tz: tzinfo | None = None) -> str:
+    """``14:05`` today, ``Fri 4 Dec 14:05`` otherwise — in the user's time zone (``tz``; None: local)."""
+    local = moment.astimezone(tz)
+    today = now.astimezone(tz).date()
+    clock = f"{local:%H:%M}"
+    if local.date() == today:
+        return f"{clock} today"
+    if local.date() == today + timedelta(days=1):
+        return f"{clock} tomorrow"
+    return f"{local:%a} {local.day} {local:%b} {clock}"
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 1:
+        return f"{int(seconds)} s"
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+class HealthMonitor:
+    """Computes the :class:`HealthSnapshot` from the stored sessions, locations and queued work, and
+    turns conditions into debounced :class:`NoticeRequested` events.
+
+    Debounce: a transient drop (reconnecting, phone offline, relay reconnecting) is notified only
+    once it has lasted ``grace_seconds``; a state that needs a person is notified at once; one
+    condition (its ``key``) is notified once, and again only after it cleared.
+
+    Qt-free and clock-injected: tests call :meth:`refresh` after moving the clock. In the app,
+    :meth:`start` subscribes to the bus and keeps a timer for the grace periods.
+    """
+
+    def __init__(
+        self,
+        *,
+        locations: LocationSource,
+        sessions: SessionSource,
+        jobs: WorkCounts | None = None,
+        bus: EventBus | None = None,
+        grace_seconds: float = 60.0,
+        clock: Callable[[], datetime] = utcnow,
+        tz: tzinfo | None = None,
+        pausable: Pausable | None = None,
+        poll_seconds: float = 10.0,
+    ) -> None:
+        self._locations = locations
+        self._sessions = sessions
+        self._jobs = jobs
+        self._bus = bus
+        self.grace_seconds = max(0.0, grace_seconds)
+        self._clock = clock
+        self._tz = tz
+        self._pausable = pausable
+        self._poll_seconds = poll_seconds
+        self._paused = False
+        self._relay_state: str | None = None
+        self._relay_detail: str | None = None
+        self._relay_was_connected = False
+        self._first_seen: dict[str, datetime] = {}
+        self._seen: set[str] = set()
+        self._notified: set[str] = set()
+        self._snapshot = HealthSnapshot()
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._soon: asyncio.Handle | None = None
+        self._poll: asyncio.Task[None] | None = None
+        #: every notice requested so far (the window's history, tests)
+        self.notices: list[NoticeRequested] = []
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> HealthSnapshot:
+        return self._snapshot
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    # --- bridging pause ------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Stop leasing new work (jobs in flight finish); health says "paused"."""
+        if self._paused:
+            return
+        self._paused = True
+        if self._pausable is not None:
+            self._pausable.pause()
+        log.info("bridging paused by the user")
+        self.refresh()
+
+    def resume(self) -> None:
+        if not self._paused:
+            return
+        self._paused = False
+        if self._pausable is not None:
+            self._pausable.resume()
+        log.info("bridging resumed")
+        self.refresh()
+
+    # --- inputs that are not in the database ---------------------------------------------------
+
+    def set_relay_state(self, state: str | None, detail: str | None = None) -> None:
+        """The relay link's state (relay.client.RelayLinkState value), None in direct mode."""
+        self._relay_state = str(state) if state is not None else None
+        self._relay_detail = detail
+        if self._relay_state == "connected":
+            self._relay_was_connected = True
+        self.refresh()
+
+    # --- wiring --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Subscribe to the bus (any change re-computes, coalesced), poll the counts now and then."""
+        if self._bus is not None and not self._unsubscribe:
+            from ghl_desktop.relay.client import RelayStateChanged
+
+            def relay(event: RelayStateChanged) -> None:
+                self.set_relay_state(event.state.value, event.detail)
+
+            self._unsubscribe.append(self._bus.subscribe(RelayStateChanged, relay))
+            self._unsubscribe.append(self._bus.subscribe(object, self._on_event))
+        loop = asyncio.get_running_loop()
+        if self._poll is None and self._poll_seconds > 0:
+            self._poll = loop.create_task(self._poll_loop(), name="health-poll")
+        self.refresh()
+
+    def stop(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
+        for handle in (self._timer, self._soon):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._soon = None
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, (HealthChanged, NoticeRequested)):
+            return
+        if self._soon is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.refresh()
+                return
+            self._soon = loop.call_soon(self._refresh_soon)
+
+    def _refresh_soon(self) -> None:
+        self._soon = None
+        self.refresh()
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_seconds)
+            try:
+                self.refresh()
+            except Exception:
+                log.exception("health refresh failed")
+
+    # --- the computation -----------------------------------------------------------------------
+
+    def refresh(self) -> HealthSnapshot:
+        """Re-compute; publish HealthChanged when it changed and NoticeRequested for what is due."""
+        now = self._clock()
+        self._seen = set()
+        locations = self._locations.list()
+        sessions = self._sessions.list()
+        inbound, outbound, failed = self._counts()
+        by_location = {loc.id: loc for loc in locations}
+        conditions: list[_Condition] = []
+
+        numbers: list[NumberHealth] = []
+        per_location_sessions: dict[str, list[WhatsAppSession]] = {}
+        for session in sessions:
+            per_location_sessions.setdefault(session.location_id, []).append(session)
+        for session in sessions:
+            siblings = per_location_sessions.get(session.location_id, [])
+            waiting = inbound.get(session.id, 0)
+            if len(siblings) == 1:  # replies for the location can only go out through this number
+                waiting += outbound.get(session.location_id, 0)
+            location = by_location.get(session.location_id)
+            health, condition = self._number_health(session, location, waiting, now)
+            numbers.append(NumberHealth(session.id, session.phone, session.location_id, health, waiting))
+            if condition is not None:
+                conditions.append(condition)
+
+        location_health: list[LocationHealth] = []
+        for loc in locations:
+            siblings = per_location_sessions.get(loc.id, [])
+            waiting = sum(inbound.get(s.id, 0) for s in siblings) + outbound.get(loc.id, 0)
+            health, condition = self._location_health(loc, siblings, waiting, outbound.get(loc.id, 0), now)
+            location_health.append(LocationHealth(loc.id, loc.name, health, waiting))
+            if condition is not None:
+                conditions.append(condition)
+
+        relay = self._relay_health(now, conditions)
+        if failed:
+            conditions.append(_Condition(
+                "failed", f"{_plural(failed, 'message')} failed",
+                "They gave up after their retries. Open Dead letters in ghl-desktop to see why and retry them.",
+                HealthLevel.DEGRADED, transient=False))
+
+        due = self._debounce(conditions, now)
+        # the "since" of a health is when its condition began (as this monitor saw it)
+        snapshot = HealthSnapshot(
+            numbers=tuple(numbers), locations=tuple(location_health), failed_messages=failed,
+            paused=self._paused, relay=relay, taken_at=now,
+        )
+        changed = snapshot != self._snapshot
+        self._snapshot = snapshot
+        if changed:
+            self._publish(HealthChanged(snapshot))
+        for condition in due:
+            notice = NoticeRequested(condition.key, condition.title, condition.text, condition.level,
+                                     condition.session_id, condition.location_id)
+            self.notices.append(notice)
+            log.info("notice: %s — %s", notice.title, notice.text)
+            self._publish(notice)
+        self._schedule_grace(now)
+        return snapshot
+
+    def _counts(self) -> tuple[dict[str, int], dict[str, int], int]:
+        if self._jobs is None:
+            return {}, {}, 0
+        inbound = self._jobs.count_by_payload(INBOUND_KIND, ("session_id",))
+        outbound = self._jobs.count_by_payload(OUTBOUND_KIND, ("event", "locationId"))
+        failed = sum(self._jobs.count_by_payload(INBOUND_KIND, ("session_id",), ("dead",)).values())
+        failed += sum(self._jobs.count_by_payload(OUTBOUND_KIND, ("event", "locationId"), ("dead",)).values())
+        return inbound, outbound, failed
+
+    def _since(self, key: str, now: datetime) -> datetime:
+        """When the condition ``key`` began, as this monitor saw it (kept while it lasts)."""
+        self._seen.add(key)
+        return self._first_seen.setdefault(key, now)
+
+    def _number_health(
+        self, session: WhatsAppSession, location: Location | None, waiting: int, now: datetime
+    ) -> tuple[Health, _Condition | None]:
+        who = session.phone or "A new number"
+        sid, lid = session.id, session.location_id
+        state = session.state
+        wait = _waiting(waiting)
+
+        def condition(kind: str, title: str, text: str, level: HealthLevel, transient: bool) -> _Condition:
+            return _Condition(f"session:{sid}:{kind}", title, text, level, transient, sid, lid)
+
+        if state in _TRANSIENT:
+            key = f"session:{sid}:down"
+            since = self._since(key, now)
+            lasted = (now - since).total_seconds()
+            if state is SessionState.PHONE_OFFLINE:
+                reason = f"The phone is offline; messages wait until it is back{wait}."
+                title = f"{who}: phone offline"
+            elif state is SessionState.CONNECTING:
+                reason = f"Connecting to WhatsApp…{wait}."
+                title = f"{who} is not connected"
+            else:
+                detail = f" ({session.detail})" if session.detail else ""
+                reason = f"Reconnecting to WhatsApp{detail}{wait}."
+                title = f"{who} disconnected"
+            lasting = f" for {_duration(lasted)} now" if lasted >= 60 else ""
+            text = f"{reason[:-1]}{lasting}; ghl-desktop keeps trying by itself."
+            health = Health(HealthLevel.DEGRADED, reason, HealthAction.WAIT, since)
+            return health, condition("down", title, text, HealthLevel.DEGRADED, transient=True)
+
+        if state is SessionState.WAITING_FOR_SCAN:
+            return Health(HealthLevel.DEGRADED, "Not linked yet: scan the QR code with the phone.",
+                          HealthAction.LINK_AGAIN, self._since(f"session:{sid}:scan", now)), None
+
+        if state is SessionState.LOGGED_OUT:
+            reason = f"Logged out on the phone: link it again to resume bridging{wait}."
+            return self._need(sid, "logged_out", now, reason, HealthAction.LINK_AGAIN), condition(
+                "logged_out", f"{who} was logged out",
+                f"{who} was logged out of WhatsApp on the phone. Open ghl-desktop and press Link again{wait}.",
+                HealthLevel.NEEDS_YOU, transient=False)
+
+        if state is SessionState.TEMPORARILY_BANNED:
+            until = session.state_until
+            if until is not None and until > now:
+                when = format_local(until, now, self._tz)
+                reason = (f"WhatsApp banned this number until {when}. Wait until then, then press Retry; "
+                          f"send fewer messages to new contacts meanwhile{wait}.")
+                action = HealthAction.WAIT
+            elif until is not None:
+                reason = f"The WhatsApp ban ended at {format_local(until, now, self._tz)}: press Retry{wait}."
+                action = HealthAction.RETRY_NUMBER
+            else:
+                reason = f"WhatsApp banned this number for a while: press Retry later{wait}."
+                action = HealthAction.WAIT
+            return self._need(sid, "banned", now, reason, action), condition(
+                "banned", f"{who} banned by WhatsApp", f"{who}: {reason}", HealthLevel.NEEDS_YOU, transient=False)
+
+        if state is SessionState.REPLACED:
+            reason = (f"Another WhatsApp client took this number over; ghl-desktop stopped using it. "
+                      f"Press Retry to take it back{wait}.")
+            return self._need(sid, "replaced", now, reason, HealthAction.RETRY_NUMBER), condition(
+                "replaced", f"{who} taken over", f"{who}: {reason}", HealthLevel.NEEDS_YOU, transient=False)
+
+        if state is SessionState.CLIENT_OUTDATED:
+            reason = f"WhatsApp refuses this version of ghl-desktop: update the app{wait}."
+            return self._need(sid, "outdated", now, reason, HealthAction.UPDATE_APP), condition(
+                "outdated", "ghl-desktop needs an update", f"{who}: {reason}", HealthLevel.NEEDS_YOU,
+                transient=False)
+
+        if state is SessionState.FAILED:
+            reason = f"Stopped: {session.detail or 'it could not start'}. Press Retry{wait}."
+            return self._need(sid, "failed", now, reason, HealthAction.RETRY_NUMBER), condition(
+                "failed", f"{who} stopped", f"{who}: {reason}", HealthLevel.NEEDS_YOU, transient=False)
+
+        # CONNECTED: healthy unless its HighLevel side is stalled
+        if location is not None and location.state is not LocationState.CONNECTED:
+            if location.state is LocationState.UNINSTALLED:
+                why = f"the app was uninstalled from {location.name} in HighLevel"
+            else:
+                why = f"HighLevel location {location.name} needs reconnect"
+            reason = f"Bridging stalled: {why}{wait}."
+            # the location's own condition notifies; the number's row shows the stall and the button
+            return self._need(sid, f"stalled:{location.state}", now, reason, HealthAction.RECONNECT_LOCATION), None
+        return OK, None
+
+    def _need(self, sid: str, kind: str, now: datetime, reason: str, action: HealthAction) -> Health:
+        return Health(HealthLevel.NEEDS_YOU, reason, action, self._since(f"session:{sid}:{kind}", now))
+
+    def _location_health(
+        self, loc: Location, sessions: list[WhatsAppSession], waiting: int, replies_waiting: int, now: datetime
+    ) -> tuple[Health, _Condition | None]:
+        wait = _waiting(waiting)
+        key = f"location:{loc.id}:{loc.state}"
+        if loc.state is LocationState.NEEDS_RECONNECT:
+            reason = f"HighLevel refused the saved sign-in: press Reconnect{wait}."
+            return Health(HealthLevel.NEEDS_YOU, reason, HealthAction.RECONNECT_LOCATION, self._since(key, now)), \
+                _Condition(key, f"{loc.name}: HighLevel needs you to reconnect",
+                           f"HighLevel refused the saved sign-in for {loc.name}; bridging is stalled. "
+                           f"Press Reconnect in ghl-desktop{wait}.", HealthLevel.NEEDS_YOU, False, None, loc.id)
+        if loc.state is LocationState.UNINSTALLED:
+            reason = f"The app was uninstalled from this location in HighLevel: install it again, then Reconnect{wait}."
+            level = HealthLevel.NEEDS_YOU if sessions or waiting else HealthLevel.DEGRADED
+            condition = _Condition(
+                key, f"{loc.name}: app uninstalled in HighLevel",
+                f"The app was uninstalled from {loc.name}; its WhatsApp numbers are not bridged. "
+                f"Install it again in HighLevel and press Reconnect{wait}.", level, False, None, loc.id,
+            ) if level is HealthLevel.NEEDS_YOU else None
+            return Health(level, reason, HealthAction.RECONNECT_LOCATION, self._since(key, now)), condition
+        live = [s for s in sessions if s.state is SessionState.CONNECTED]
+        if replies_waiting and not live:
+            key = f"location:{loc.id}:no_number"
+            replies = "1 reply" if replies_waiting == 1 else f"{replies_waiting} replies"
+            reason = f"{replies} waiting for a connected WhatsApp number."
+            return Health(HealthLevel.DEGRADED, reason, HealthAction.WAIT, self._since(key, now)), None
+        return OK, None
+
+    def _relay_health(self, now: datetime, conditions: list[_Condition]) -> Health | None:
+        state = self._relay_state
+        if state is None or state == "stopped":
+            return None
+        if state == "connected":
+            return OK
+        if state == "unauthorized":
+            reason = "The relay refused this computer's token: paste a new relay token in Settings."
+            conditions.append(_Condition(
+                "relay:unauthorized", "Relay refused the token",
+                f"{reason} HighLevel replies wait in the relay meanwhile.", HealthLevel.NEEDS_YOU, False))
+            since = self._since("relay:unauthorized", now)
+            return Health(HealthLevel.NEEDS_YOU, reason, HealthAction.RELAY_TOKEN, since)
+        detail = f" ({self._relay_detail})" if self._relay_detail else ""
+        reason = f"Reconnecting to the relay{detail}; HighLevel replies wait there meanwhile."
+        if self._relay_was_connected:
+            conditions.append(_Condition("relay:down", "Relay connection lost", reason, HealthLevel.DEGRADED, True))
+        return Health(HealthLevel.DEGRADED, reason, HealthAction.WAIT, self._since("relay:down", now))
+
+    def _debounce(self, conditions: list[_Condition], now: datetime) -> list[_Condition]:
+        present = {c.key for c in conditions}
+        due: list[_Condition] = []
+        for c in conditions:
+            first = self._since(c.key, now)
+            if c.key in self._notified:
+                continue
+            if c.transient and (now - first).total_seconds() < self.grace_seconds:
+                continue
+            self._notified.add(c.key)
+            due.append(c)
+        # a condition that is gone has cleared: it may notify again when it comes back
+        self._notified &= present
+        for key in list(self._first_seen):
+            if key not in self._seen:
+                del self._first_seen[key]
+        return due
+
+    def _schedule_grace(self, now: datetime) -> None:
+        """Wake up when the oldest pending transient condition reaches its grace period."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending = [
+            first for key, first in self._first_seen.items()
+            if key not in self._notified and key.endswith((":down",))
+        ]
+        if not pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        delay = max(0.05, self.grace_seconds - (now - min(pending)).total_seconds() + 0.05)
+        self._timer = loop.call_later(delay, self.refresh)
+
+    def _publish(self, event: object) -> None:
+        if self._bus is not None:
+            self._bus.publish(event)
+
+
 __all__ = [
     "OK",
     "Health",
     "HealthAction",
     "HealthChanged",
     "HealthLevel",
+    "HealthMonitor",
     "HealthSnapshot",
     "LocationHealth",
     "NoticeRequested",

@@ -77,10 +77,23 @@ class JobRunner:
         self._main: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._in_flight: set[int] = set()
+        self._paused = False
 
     @property
     def owner(self) -> str:
         return self._owner
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """Lease no new jobs (the user paused bridging); jobs in flight finish normally."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self._wake.set()
 
     def wake(self) -> None:
         """New work was enqueued: look now instead of at the next poll."""
@@ -142,7 +155,7 @@ class JobRunner:
 
     async def _tick(self) -> None:
         free = self._options.concurrency - len(self._running)
-        if free <= 0 or self._stopping:
+        if free <= 0 or self._stopping or self._paused:
             return
         jobs = self._queue.lease(
             self._owner,

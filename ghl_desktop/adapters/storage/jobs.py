@@ -228,6 +228,20 @@ class SqlJobQueue:
         with self._tx.read() as s:
             return int(s.scalar(query) or 0)
 
+    def count_by_payload(self, kind: str, path: Sequence[str], states: Sequence[str] = _UNFINISHED) -> dict[str, int]:
+        """How many jobs of ``kind`` in ``states`` (default: unfinished) there are per value of the
+        payload field at ``path`` (e.g. ``("session_id",)`` or ``("event", "locationId")``). Read-only;
+        the jobs table holds unfinished work and a week of finished jobs, and ``state`` is indexed."""
+        keys = tuple(path)
+        field_ = JobRow.payload[keys[0] if len(keys) == 1 else keys].as_string()
+        query = (
+            select(field_, func.count())
+            .where(JobRow.kind == kind, JobRow.state.in_([JobState(s).value for s in states]))
+            .group_by(field_)
+        )
+        with self._tx.read() as s:
+            return {str(value): int(n) for value, n in s.execute(query) if value is not None}
+
     def list(self, state: str | None = None, limit: int = 100) -> list[Job]:
         """Oldest first (queue order)."""
         query = select(JobRow).order_by(JobRow.id).limit(max(0, limit))
