@@ -63,7 +63,8 @@ class Settings:
     webhook_rsa_public_key: str | None = None
     accept_unsigned_webhooks: bool = False
     webhook_backlog_limit: int = 100_000
-    webhook_timestamp_window_seconds: float = 300.0
+    #: HighLevel retries a 429 for about an hour (6 × ~10 min): the window covers it (webhooks/gate.py)
+    webhook_timestamp_window_seconds: float = 7200.0
     webhook_max_body_bytes: int = 262_144
     relay_url: str | None = None
     log_level: str = "INFO"

@@ -175,7 +175,8 @@ async def test_unsigned_accepted_when_configured(signing_keys: SigningKeys) -> N
     url = await server.start()
     try:
         async with aiohttp.ClientSession() as http:
-            async with http.post(url + PROVIDER_PATH, data=dump(outbound_message())) as resp:
+            async with http.post(url + PROVIDER_PATH, data=dump(outbound_message()),
+                                 headers={"Content-Type": "application/json"}) as resp:
                 assert resp.status == 200
     finally:
         await server.stop()
@@ -265,3 +266,63 @@ async def test_port_in_use_is_a_clear_config_error(endpoint: Endpoint, signing_k
     with pytest.raises(ConfigError, match="cannot listen"):
         await clash.start()
     assert not clash.running
+
+
+@pytest.mark.asyncio
+async def test_highlevel_retries_after_429_at_10_and_20_minutes_are_stored_once(signing_keys: SigningKeys) -> None:
+    """Issue 11.1: a 429 asks HighLevel to retry (same body, same timestamp, ~10 min later). The retry
+    must not be refused as stale, and the second retry must not store it twice."""
+    from datetime import UTC, datetime, timedelta
+
+    from ghl_desktop.webhooks.gate import WebhookGate
+    from ghl_desktop.webhooks.verify import SignatureVerifier
+
+    sent = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
+    now = [sent + timedelta(seconds=2)]
+    settings = _settings(signing_keys)
+    gate = WebhookGate(SignatureVerifier.from_settings(settings), clock=lambda: now[0])
+    queue = MemoryJobQueue()
+    server = WebhookServer(settings, WebhookIntake(queue, backlog_recount_seconds=0), gate=gate)
+    url = await server.start()
+    raw = dump(install_event(timestamp=sent.isoformat().replace("+00:00", "Z")))
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def deliver() -> tuple[int, dict[str, object]]:
+                async with http.post(url + APP_PATH, data=raw, headers=signing_keys.headers(raw)) as resp:
+                    return resp.status, await resp.json()
+
+            queue.fail_writes = True  # the store cannot take it now: 429, HighLevel will retry
+            assert (await deliver())[0] == 429
+            queue.fail_writes = False
+            now[0] = sent + timedelta(minutes=10, seconds=37)
+            assert await deliver() == (200, {"ok": True, "duplicate": False})
+            now[0] = sent + timedelta(minutes=20, seconds=51)
+            assert await deliver() == (200, {"ok": True, "duplicate": True})
+    finally:
+        await server.stop()
+    assert [j.kind for j in queue.list()] == [KIND_APP_EVENT]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Content-Type": "text/plain", "Origin": "http://evil.example"}, 403),
+        ({"Content-Type": "text/plain"}, 415),
+        ({"Content-Type": "application/json", "Origin": "http://evil.example"}, 403),
+    ],
+)
+async def test_unsigned_mode_refuses_what_a_web_page_can_send(signing_keys: SigningKeys, headers: dict[str, str],
+                                                              status: int) -> None:
+    """Issue 10.6: with unsigned webhooks on, a page on any website could POST a reply (text/plain needs
+    no CORS preflight) and make the desktop send WhatsApp messages."""
+    queue = MemoryJobQueue()
+    server = WebhookServer(_settings(signing_keys, accept_unsigned_webhooks=True), WebhookIntake(queue))
+    url = await server.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url + PROVIDER_PATH, data=dump(outbound_message()), headers=headers) as resp:
+                assert resp.status == status
+    finally:
+        await server.stop()
+    assert queue.count() == 0

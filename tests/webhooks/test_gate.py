@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ghl_desktop.core.errors import BadSignature, MalformedWebhook, WebhookTooLarge
+from ghl_desktop.core.errors import BadSignature, MalformedWebhook, WebhookError, WebhookTooLarge
 from ghl_desktop.webhooks.gate import KIND_APP_EVENT, KIND_OUTBOUND_MESSAGE, Route, WebhookGate
 from ghl_desktop.webhooks.verify import SignatureScheme, SignatureVerifier
 from tests.webhooks.signing import SigningKeys, dump, install_event, outbound_message
@@ -96,7 +96,54 @@ def test_too_large_is_refused_before_the_signature(gate: WebhookGate) -> None:
 
 def test_signature_is_checked_before_the_body_is_parsed(gate: WebhookGate) -> None:
     with pytest.raises(BadSignature):
-        gate.check(Route.PROVIDER, b"not json", {})
+        gate.check(Route.PROVIDER, b"not json", {"Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize("depth", [65, 100, 955, 979, 5000])
+def test_nesting_deeper_than_64_is_refused_with_400(gate: WebhookGate, signing_keys: SigningKeys,
+                                                     depth: int) -> None:
+    """The stream poison pill: ~980 levels parsed at the gate but could not be stored downstream."""
+    big = WebhookGate(gate.verifier, max_body_bytes=1 << 20, clock=lambda: NOW)
+    raw = dump(outbound_message())[:-1] + b', "deep": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+    with pytest.raises(MalformedWebhook, match="deeper than 64"):
+        big.check(Route.PROVIDER, raw, signing_keys.headers(raw))
+
+
+def test_nesting_of_exactly_64_is_accepted(gate: WebhookGate, signing_keys: SigningKeys) -> None:
+    raw = dump(outbound_message())[:-1] + b', "deep": ' + b"[" * 63 + b"]" * 63 + b"}"
+    assert gate.check(Route.PROVIDER, raw, signing_keys.headers(raw)).kind == KIND_OUTBOUND_MESSAGE
+
+
+@pytest.mark.parametrize("unsigned", [False, True])
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Content-Type": "text/plain"}, 415),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, 415),
+        ({}, 415),
+        ({"Content-Type": "application/json", "Origin": "http://evil.example"}, 403),
+        ({"Content-Type": "text/plain", "Origin": "null"}, 403),
+    ],
+)
+def test_browser_requests_are_refused_in_every_mode(signing_keys: SigningKeys, unsigned: bool,
+                                                     headers: dict[str, str], status: int) -> None:
+    """A web page can POST text/plain (no preflight) and always sends Origin: refused, signed or not."""
+    verifier = SignatureVerifier.from_values(signing_keys.ed25519_public_pem, signing_keys.rsa_public_pem,
+                                             accept_unsigned=unsigned)
+    gate = WebhookGate(verifier, clock=lambda: NOW)
+    raw = dump(outbound_message())
+    sent = dict(headers) if unsigned else {**signing_keys.headers(raw), **headers}
+    if not headers.get("Content-Type"):
+        sent.pop("Content-Type", None)
+    with pytest.raises(WebhookError) as refused:
+        gate.check(Route.PROVIDER, raw, sent)
+    assert refused.value.http_status == status
+
+
+def test_json_with_charset_is_accepted(gate: WebhookGate, signing_keys: SigningKeys) -> None:
+    raw = dump(outbound_message())
+    headers = {**signing_keys.headers(raw), "Content-Type": "application/json; charset=utf-8"}
+    assert gate.check(Route.PROVIDER, raw, headers).kind == KIND_OUTBOUND_MESSAGE
 
 
 def test_install_events(gate: WebhookGate, signing_keys: SigningKeys) -> None:
@@ -143,8 +190,10 @@ def test_provider_message_on_the_app_endpoint_is_refused(gate: WebhookGate, sign
     ("sent", "accepted"),
     [
         (NOW - timedelta(minutes=4, seconds=59), True),
+        (NOW - timedelta(minutes=65), True),  # HighLevel's 6th retry after a 429, ~10 min apart
+        (NOW - timedelta(hours=1, minutes=59), True),
         (NOW + timedelta(minutes=4), True),  # small clock skew
-        (NOW - timedelta(minutes=5, seconds=1), False),
+        (NOW - timedelta(hours=2, seconds=1), False),
         (NOW + timedelta(minutes=6), False),
     ],
 )
@@ -160,9 +209,12 @@ def test_timestamp_window(gate: WebhookGate, signing_keys: SigningKeys, sent: da
 
 def test_timestamp_window_is_configurable(signing_keys: SigningKeys) -> None:
     verifier = SignatureVerifier.from_values(signing_keys.ed25519_public_pem, signing_keys.rsa_public_pem)
-    wide = WebhookGate(verifier, timestamp_window=timedelta(hours=2), clock=lambda: NOW)
-    body = install_event(timestamp=(NOW - timedelta(hours=1)).isoformat())
+    wide = WebhookGate(verifier, timestamp_window=timedelta(hours=4), clock=lambda: NOW)
+    body = install_event(timestamp=(NOW - timedelta(hours=3)).isoformat())
     assert check(wide, signing_keys, Route.APP, body).kind == KIND_APP_EVENT
+    narrow = WebhookGate(verifier, timestamp_window=timedelta(minutes=5), clock=lambda: NOW)
+    with pytest.raises(BadSignature, match="window"):
+        check(narrow, signing_keys, Route.APP, install_event(timestamp=(NOW - timedelta(minutes=6)).isoformat()))
 
 
 def test_json_roundtrip_of_the_event(gate: WebhookGate, signing_keys: SigningKeys) -> None:
