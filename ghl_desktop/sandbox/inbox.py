@@ -7,6 +7,7 @@ import html
 from aiohttp import web
 
 from ghl_desktop.sandbox.common import sandbox_of
+from ghl_desktop.sandbox.phones_page import PHONES_PATH
 from ghl_desktop.sandbox.runtime import ApiError
 from ghl_desktop.sandbox.state import iso
 
@@ -57,7 +58,9 @@ async def inbox(request: web.Request) -> web.Response:
                 f'<textarea name="message" rows="2" required placeholder="Reply as a HighLevel user"></textarea>'
                 f"<button>Send</button></form>")
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>HighLevel sandbox inbox</title>"
-            f"<style>{_STYLE}</style></head><body><nav><h2>Sandbox inbox</h2>{''.join(nav)}</nav>"
+            f"<style>{_STYLE}</style></head><body><nav><h2>Sandbox inbox</h2>"
+            f'<p><a id="phones-link" href="{PHONES_PATH}">Simulated phones: link a number, write as a customer</a></p>'
+            f"{''.join(nav)}</nav>"
             f"<main>{body}</main></body></html>")
     return web.Response(text=page, content_type="text/html")
 

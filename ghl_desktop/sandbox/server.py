@@ -29,6 +29,7 @@ from ghl_desktop.sandbox import api, oauth
 from ghl_desktop.sandbox.common import BODY, SANDBOX, TOKEN, RouteMeta
 from ghl_desktop.sandbox.control import add_control_routes
 from ghl_desktop.sandbox.inbox import add_inbox_routes
+from ghl_desktop.sandbox.phones_page import add_phones_routes
 from ghl_desktop.sandbox.runtime import (
     AUTH_CLASS_MESSAGE,
     MB,
@@ -157,6 +158,7 @@ def create_sandbox_app(config: SandboxConfig | None = None, **options: Any) -> w
     app.router.add_get("/files/{fileId}/{filename}", api.get_file)
     add_control_routes(app)
     add_inbox_routes(app)
+    add_phones_routes(app)
 
     async def _close(_: web.Application) -> None:
         await sandbox.close()

@@ -109,8 +109,10 @@ async def _phone_send(request: web.Request) -> web.Response:
     body = await _json(request)
     number = _linked(net, body.get("to"))
     message = await net.build_message(body, sender=sender, linked=number, chat_phone=None)
+    media = message.get("media")
     sender.sent.append({"id": message["id"], "to": number.phone, "kind": message["kind"],
-                        "text": message.get("text"), "status": "sent", "timestamp": message["timestamp"]})
+                        "text": message.get("text"), "status": "sent", "timestamp": message["timestamp"],
+                        "media": {**media, "url": f"/_sandbox/whatsapp/media/{media['handle']}"} if media else None})
     await net.enqueue(number, "message", message)
     return web.json_response({"id": message["id"]}, status=201)
 
@@ -296,7 +298,8 @@ def setup_whatsapp_network(
       POST /_sandbox/phones/{phone}/read             {ids, kind?: read|played}
       POST /_sandbox/phones/{phone}/online           {online}
       GET  /_sandbox/phones/{phone}/inbox            what the app sent this phone
-      GET  /_sandbox/phones/{phone}/sent             what this phone sent (status sent/delivered/read)
+      GET  /_sandbox/phones/{phone}/sent             what this phone sent (status sent/delivered/read,
+                                                      media {mimetype, file_name, size, url} or null)
       POST /_sandbox/whatsapp/scan                   {qr | session, phone}
       POST /_sandbox/whatsapp/pair-code              {phone, code}
       POST /_sandbox/whatsapp/{phone}/send-from-phone {to, ...same body as a phone's send}
