@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.models import Location, LocationState, SessionState, WhatsAppSession, utcnow
@@ -234,7 +234,20 @@ def _plural(n: int, word: str) -> str:
 
 
 def _waiting(n: int) -> str:
+    """The rows' compact suffix: `` — 3 waiting``."""
+    return f" — {n} waiting" if n else ""
+
+
+def _waiting_long(n: int) -> str:
+    """The notices' suffix: `` — 3 messages waiting``."""
     return f" — {_plural(n, 'message')} waiting" if n else ""
+
+
+def ban_text(until: datetime | None, tz: tzinfo | None = None) -> str:
+    """The ban sentence the row and the notice share: until when (LOCAL time) and what to do."""
+    when = f" until {until.astimezone(tz):%a %d %b %H:%M} (your time)" if until is not None else ""
+    return (f"WhatsApp temporarily banned this number{when}. Do not link it elsewhere meanwhile; "
+            "press Retry after that time — sending less often avoids another ban.")
 
 
 def format_local(moment: datetime, now: datetime, tz: tzinfo | None = None) -> str:
@@ -282,6 +295,7 @@ class HealthMonitor:
         tz: tzinfo | None = None,
         pausable: Pausable | None = None,
         poll_seconds: float = 10.0,
+        closed: Callable[[], bool] | None = None,
     ) -> None:
         self._locations = locations
         self._sessions = sessions
@@ -292,6 +306,7 @@ class HealthMonitor:
         self._tz = tz
         self._pausable = pausable
         self._poll_seconds = poll_seconds
+        self._closed = closed or (lambda: False)
         self._paused = False
         self._relay_state: str | None = None
         self._relay_detail: str | None = None
@@ -307,10 +322,30 @@ class HealthMonitor:
         #: every notice requested so far (the window's history, tests)
         self.notices: list[NoticeRequested] = []
 
+    @classmethod
+    def for_app(cls, app: Any, runtime: Any | None = None) -> HealthMonitor:
+        """The monitor of one window: the app's repositories, bus and grace setting; the runtime's job
+        runner is what Pause stops. Started (subscribed to the bus) already."""
+        runner = getattr(runtime, "runner", None) if runtime is not None else None
+        monitor = cls(
+            locations=app.db.locations, sessions=app.db.sessions, jobs=app.db.jobs, bus=app.bus,
+            grace_seconds=float(app.settings.notify_grace_seconds), pausable=runner,
+            closed=lambda: bool(app.closed),
+        )
+        monitor.start()
+        return monitor
+
     # --- reads ---------------------------------------------------------------------------------
 
     @property
     def snapshot(self) -> HealthSnapshot:
+        """The health now (re-computed: a few small queries). Hot paths use :attr:`last` or the
+        ``HealthChanged`` event's snapshot instead."""
+        return self.refresh()
+
+    @property
+    def last(self) -> HealthSnapshot:
+        """The snapshot of the latest refresh, without touching the database."""
         return self._snapshot
 
     @property
@@ -360,10 +395,16 @@ class HealthMonitor:
 
             self._unsubscribe.append(self._bus.subscribe(RelayStateChanged, relay))
             self._unsubscribe.append(self._bus.subscribe(object, self._on_event))
-        loop = asyncio.get_running_loop()
-        if self._poll is None and self._poll_seconds > 0:
-            self._poll = loop.create_task(self._poll_loop(), name="health-poll")
         self.refresh()
+
+    def _ensure_poll(self) -> None:
+        if self._poll is not None or self._poll_seconds <= 0 or not self._unsubscribe:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # started before the loop runs: the first refresh on the loop starts the poll
+        self._poll = loop.create_task(self._poll_loop(), name="health-poll")
 
     def stop(self) -> None:
         for unsubscribe in self._unsubscribe:
@@ -390,20 +431,27 @@ class HealthMonitor:
 
     def _refresh_soon(self) -> None:
         self._soon = None
-        self.refresh()
+        self._safe_refresh()
+
+    def _safe_refresh(self) -> None:
+        try:
+            self.refresh()
+        except Exception:
+            log.exception("health refresh failed")
 
     async def _poll_loop(self) -> None:
         while True:
             await asyncio.sleep(self._poll_seconds)
-            try:
-                self.refresh()
-            except Exception:
-                log.exception("health refresh failed")
+            self._safe_refresh()
 
     # --- the computation -----------------------------------------------------------------------
 
     def refresh(self) -> HealthSnapshot:
         """Re-compute; publish HealthChanged when it changed and NoticeRequested for what is due."""
+        if self._closed():
+            self.stop()
+            return self._snapshot
+        self._ensure_poll()
         now = self._clock()
         self._seen = set()
         locations = self._locations.list()
@@ -482,7 +530,7 @@ class HealthMonitor:
         who = session.phone or "A new number"
         sid, lid = session.id, session.location_id
         state = session.state
-        wait = _waiting(waiting)
+        wait, long_wait = _waiting(waiting), _waiting_long(waiting)
 
         def condition(kind: str, title: str, text: str, level: HealthLevel, transient: bool) -> _Condition:
             return _Condition(f"session:{sid}:{kind}", title, text, level, transient, sid, lid)
@@ -491,73 +539,76 @@ class HealthMonitor:
             key = f"session:{sid}:down"
             since = self._since(key, now)
             lasted = (now - since).total_seconds()
+            lasting = f" for {_duration(lasted)}" if lasted >= 60 else ""
             if state is SessionState.PHONE_OFFLINE:
-                reason = f"The phone is offline; messages wait until it is back{wait}."
+                reason = f"The phone is offline; messages wait until it is back{wait}"
                 title = f"{who}: phone offline"
+                text = f"The phone of {who} has been offline{lasting}; messages wait until it is back{long_wait}."
             elif state is SessionState.CONNECTING:
-                reason = f"Connecting to WhatsApp…{wait}."
+                reason = f"Connecting to WhatsApp…{wait}"
                 title = f"{who} is not connected"
+                text = f"{who} has been connecting to WhatsApp{lasting}{long_wait}; ghl-desktop keeps trying."
             else:
                 detail = f" ({session.detail})" if session.detail else ""
-                reason = f"Reconnecting to WhatsApp{detail}{wait}."
+                reason = f"Reconnecting to WhatsApp{detail}{wait}"
                 title = f"{who} disconnected"
-            lasting = f" for {_duration(lasted)} now" if lasted >= 60 else ""
-            text = f"{reason[:-1]}{lasting}; ghl-desktop keeps trying by itself."
+                text = (f"{who} has been reconnecting to WhatsApp{lasting}{detail}{long_wait}; "
+                        "ghl-desktop keeps trying by itself.")
             health = Health(HealthLevel.DEGRADED, reason, HealthAction.WAIT, since)
             return health, condition("down", title, text, HealthLevel.DEGRADED, transient=True)
 
         if state is SessionState.WAITING_FOR_SCAN:
-            return Health(HealthLevel.DEGRADED, "Not linked yet: scan the QR code with the phone.",
-                          HealthAction.LINK_AGAIN, self._since(f"session:{sid}:scan", now)), None
+            return Health(HealthLevel.DEGRADED, "Waiting for the QR code to be scanned", None,
+                          self._since(f"session:{sid}:scan", now)), None
 
         if state is SessionState.LOGGED_OUT:
-            reason = f"Logged out on the phone: link it again to resume bridging{wait}."
+            reason = f"Logged out — link the number again to resume bridging{wait}"
             return self._need(sid, "logged_out", now, reason, HealthAction.LINK_AGAIN), condition(
                 "logged_out", f"{who} was logged out",
-                f"{who} was logged out of WhatsApp on the phone. Open ghl-desktop and press Link again{wait}.",
+                f"{who} was logged out of WhatsApp on the phone. Press Link again in ghl-desktop{long_wait}.",
                 HealthLevel.NEEDS_YOU, transient=False)
 
         if state is SessionState.TEMPORARILY_BANNED:
             until = session.state_until
-            if until is not None and until > now:
-                when = format_local(until, now, self._tz)
-                reason = (f"WhatsApp banned this number until {when}. Wait until then, then press Retry; "
-                          f"send fewer messages to new contacts meanwhile{wait}.")
-                action = HealthAction.WAIT
-            elif until is not None:
-                reason = f"The WhatsApp ban ended at {format_local(until, now, self._tz)}: press Retry{wait}."
+            if until is not None and until <= now:
+                reason = f"The WhatsApp ban ended at {format_local(until, now, self._tz)} — press Retry{wait}"
                 action = HealthAction.RETRY_NUMBER
             else:
-                reason = f"WhatsApp banned this number for a while: press Retry later{wait}."
+                reason = ban_text(until, self._tz)
                 action = HealthAction.WAIT
+            text = f"{reason.replace('this number', who, 1)}{long_wait.replace(' — ', ' ', 1)}"
             return self._need(sid, "banned", now, reason, action), condition(
-                "banned", f"{who} banned by WhatsApp", f"{who}: {reason}", HealthLevel.NEEDS_YOU, transient=False)
+                "banned", f"{who} banned by WhatsApp", text, HealthLevel.NEEDS_YOU, transient=False)
 
         if state is SessionState.REPLACED:
-            reason = (f"Another WhatsApp client took this number over; ghl-desktop stopped using it. "
-                      f"Press Retry to take it back{wait}.")
+            reason = f"Another WhatsApp client took over this number — Retry takes it back{wait}"
             return self._need(sid, "replaced", now, reason, HealthAction.RETRY_NUMBER), condition(
-                "replaced", f"{who} taken over", f"{who}: {reason}", HealthLevel.NEEDS_YOU, transient=False)
+                "replaced", f"{who} taken over",
+                f"Another WhatsApp client (WhatsApp Web, another computer) took {who} over; ghl-desktop stopped "
+                f"using it. Press Retry to take it back{long_wait}.", HealthLevel.NEEDS_YOU, transient=False)
 
         if state is SessionState.CLIENT_OUTDATED:
-            reason = f"WhatsApp refuses this version of ghl-desktop: update the app{wait}."
+            reason = f"WhatsApp refuses this app version — update ghl-desktop{wait}"
             return self._need(sid, "outdated", now, reason, HealthAction.UPDATE_APP), condition(
-                "outdated", "ghl-desktop needs an update", f"{who}: {reason}", HealthLevel.NEEDS_YOU,
-                transient=False)
+                "outdated", "ghl-desktop needs an update",
+                f"WhatsApp refuses this version of ghl-desktop for {who}: install the latest version{long_wait}.",
+                HealthLevel.NEEDS_YOU, transient=False)
 
         if state is SessionState.FAILED:
-            reason = f"Stopped: {session.detail or 'it could not start'}. Press Retry{wait}."
+            detail = session.detail or "it could not start"
+            reason = f"Stopped: {detail} — press Retry{wait}"
             return self._need(sid, "failed", now, reason, HealthAction.RETRY_NUMBER), condition(
-                "failed", f"{who} stopped", f"{who}: {reason}", HealthLevel.NEEDS_YOU, transient=False)
+                "failed", f"{who} stopped", f"{who} stopped: {detail}. Press Retry in ghl-desktop{long_wait}.",
+                HealthLevel.NEEDS_YOU, transient=False)
 
         # CONNECTED: healthy unless its HighLevel side is stalled
         if location is not None and location.state is not LocationState.CONNECTED:
             if location.state is LocationState.UNINSTALLED:
-                why = f"the app was uninstalled from {location.name} in HighLevel"
+                why = "the app was uninstalled from its location"
             else:
-                why = f"HighLevel location {location.name} needs reconnect"
-            reason = f"Bridging stalled: {why}{wait}."
+                why = "location needs reconnect"
             # the location's own condition notifies; the number's row shows the stall and the button
+            reason = f"bridging stalled: {why}{wait}"
             return self._need(sid, f"stalled:{location.state}", now, reason, HealthAction.RECONNECT_LOCATION), None
         return OK, None
 
@@ -567,28 +618,28 @@ class HealthMonitor:
     def _location_health(
         self, loc: Location, sessions: list[WhatsAppSession], waiting: int, replies_waiting: int, now: datetime
     ) -> tuple[Health, _Condition | None]:
-        wait = _waiting(waiting)
+        wait, long_wait = _waiting(waiting), _waiting_long(waiting)
         key = f"location:{loc.id}:{loc.state}"
         if loc.state is LocationState.NEEDS_RECONNECT:
-            reason = f"HighLevel refused the saved sign-in: press Reconnect{wait}."
+            reason = f"HighLevel refused the saved sign-in: reconnect this location{wait}"
             return Health(HealthLevel.NEEDS_YOU, reason, HealthAction.RECONNECT_LOCATION, self._since(key, now)), \
                 _Condition(key, f"{loc.name}: HighLevel needs you to reconnect",
                            f"HighLevel refused the saved sign-in for {loc.name}; bridging is stalled. "
-                           f"Press Reconnect in ghl-desktop{wait}.", HealthLevel.NEEDS_YOU, False, None, loc.id)
+                           f"Press Reconnect in ghl-desktop{long_wait}.", HealthLevel.NEEDS_YOU, False, None, loc.id)
         if loc.state is LocationState.UNINSTALLED:
-            reason = f"The app was uninstalled from this location in HighLevel: install it again, then Reconnect{wait}."
+            reason = f"The app was uninstalled from this location: connect it again{wait}"
             level = HealthLevel.NEEDS_YOU if sessions or waiting else HealthLevel.DEGRADED
             condition = _Condition(
                 key, f"{loc.name}: app uninstalled in HighLevel",
-                f"The app was uninstalled from {loc.name}; its WhatsApp numbers are not bridged. "
-                f"Install it again in HighLevel and press Reconnect{wait}.", level, False, None, loc.id,
+                f"The app was uninstalled from {loc.name} in HighLevel; its WhatsApp numbers are not bridged. "
+                f"Install it again and press Reconnect in ghl-desktop{long_wait}.", level, False, None, loc.id,
             ) if level is HealthLevel.NEEDS_YOU else None
             return Health(level, reason, HealthAction.RECONNECT_LOCATION, self._since(key, now)), condition
         live = [s for s in sessions if s.state is SessionState.CONNECTED]
         if replies_waiting and not live:
             key = f"location:{loc.id}:no_number"
             replies = "1 reply" if replies_waiting == 1 else f"{replies_waiting} replies"
-            reason = f"{replies} waiting for a connected WhatsApp number."
+            reason = f"{replies} waiting for a connected WhatsApp number"
             return Health(HealthLevel.DEGRADED, reason, HealthAction.WAIT, self._since(key, now)), None
         return OK, None
 
@@ -599,14 +650,14 @@ class HealthMonitor:
         if state == "connected":
             return OK
         if state == "unauthorized":
-            reason = "The relay refused this computer's token: paste a new relay token in Settings."
+            reason = "The relay refused this computer's token: paste a new relay token in Settings"
             conditions.append(_Condition(
                 "relay:unauthorized", "Relay refused the token",
-                f"{reason} HighLevel replies wait in the relay meanwhile.", HealthLevel.NEEDS_YOU, False))
+                f"{reason}. HighLevel replies wait in the relay meanwhile.", HealthLevel.NEEDS_YOU, False))
             since = self._since("relay:unauthorized", now)
             return Health(HealthLevel.NEEDS_YOU, reason, HealthAction.RELAY_TOKEN, since)
         detail = f" ({self._relay_detail})" if self._relay_detail else ""
-        reason = f"Reconnecting to the relay{detail}; HighLevel replies wait there meanwhile."
+        reason = f"Reconnecting to the relay{detail}; HighLevel replies wait there meanwhile"
         if self._relay_was_connected:
             conditions.append(_Condition("relay:down", "Relay connection lost", reason, HealthLevel.DEGRADED, True))
         return Health(HealthLevel.DEGRADED, reason, HealthAction.WAIT, self._since("relay:down", now))
@@ -645,7 +696,7 @@ class HealthMonitor:
         except RuntimeError:
             return
         delay = max(0.05, self.grace_seconds - (now - min(pending)).total_seconds() + 0.05)
-        self._timer = loop.call_later(delay, self.refresh)
+        self._timer = loop.call_later(delay, self._safe_refresh)
 
     def _publish(self, event: object) -> None:
         if self._bus is not None:
@@ -663,4 +714,6 @@ __all__ = [
     "LocationHealth",
     "NoticeRequested",
     "NumberHealth",
+    "ban_text",
+    "format_local",
 ]

@@ -12,6 +12,8 @@ Signals:
     session_pair_code(object)    a pairing code to type on the phone (SessionPairCode)
     session_removed(str)         a number was removed (SessionRemoved → its id)
     relay_state_changed(object)  the link to ghl-relay changed (relay.client.RelayStateChanged)
+    health_changed(object)       the computed health changed (services.health.HealthChanged → its HealthSnapshot)
+    notice_requested(object)     a debounced desktop notice to show (services.health.NoticeRequested)
     event_published(object)      every event, for panels that refresh on any change (status counts)
 
 New event types are routed with :meth:`ServiceBridge.route` by the code that owns the signal.
@@ -35,6 +37,8 @@ class ServiceBridge(QObject):
     session_pair_code = Signal(object)
     session_removed = Signal(str)
     relay_state_changed = Signal(object)
+    health_changed = Signal(object)
+    notice_requested = Signal(object)
     event_published = Signal(object)
 
     def __init__(self, bus: EventBus, parent: QObject | None = None) -> None:
@@ -48,6 +52,7 @@ class ServiceBridge(QObject):
         from ghl_desktop.relay.client import RelayStateChanged
         from ghl_desktop.services.bridge import LocationsChanged, MessageLogged
         from ghl_desktop.services.events import SessionChanged, SessionPairCode, SessionQr, SessionRemoved
+        from ghl_desktop.services.health import HealthChanged, NoticeRequested
 
         self.route(MessageLogged, self.message_logged, lambda event: event.message)
         self.route(LocationsChanged, self.locations_changed)
@@ -56,6 +61,8 @@ class ServiceBridge(QObject):
         self.route(SessionPairCode, self.session_pair_code)
         self.route(SessionRemoved, self.session_removed, lambda event: event.session_id)
         self.route(RelayStateChanged, self.relay_state_changed)
+        self.route(HealthChanged, self.health_changed, lambda event: event.snapshot)
+        self.route(NoticeRequested, self.notice_requested)
 
     def route(
         self,

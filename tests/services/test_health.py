@@ -170,7 +170,7 @@ def test_states_that_need_a_person_notify_at_once_and_once(db: Database, bus: Ev
     snap = monitor.refresh()
     health = snap.number("s1").health  # type: ignore[union-attr]
     assert health.level is HealthLevel.NEEDS_YOU and health.action is HealthAction.LINK_AGAIN
-    assert "3 messages waiting" in health.reason
+    assert "3 waiting" in health.reason
     [notice] = notices(events)
     assert notice.level is HealthLevel.NEEDS_YOU and "logged out" in notice.title
     assert snap.summary() == "1 number · 1 down"
@@ -179,9 +179,9 @@ def test_states_that_need_a_person_notify_at_once_and_once(db: Database, bus: Ev
 
 
 @pytest.mark.parametrize(("state", "action", "words"), [
-    (SessionState.REPLACED, HealthAction.RETRY_NUMBER, "took this number over"),
-    (SessionState.CLIENT_OUTDATED, HealthAction.UPDATE_APP, "update the app"),
-    (SessionState.FAILED, HealthAction.RETRY_NUMBER, "Press Retry"),
+    (SessionState.REPLACED, HealthAction.RETRY_NUMBER, "took over this number"),
+    (SessionState.CLIENT_OUTDATED, HealthAction.UPDATE_APP, "update ghl-desktop"),
+    (SessionState.FAILED, HealthAction.RETRY_NUMBER, "press Retry"),
 ])
 def test_final_states_reason_and_action(db: Database, bus: EventBus, clock: Clock, events: list[object],
                                         state: SessionState, action: HealthAction, words: str) -> None:
@@ -201,8 +201,8 @@ def test_ban_says_until_when_in_local_time_and_what_to_do(db: Database, bus: Eve
     berlin_winter = timezone(timedelta(hours=1))
     monitor = make_monitor(db, bus, clock, tz=berlin_winter)
     health = monitor.refresh().number("s1").health  # type: ignore[union-attr]
-    assert "until 15:05 today" in health.reason  # local, not "14:05 UTC"
-    assert "UTC" not in health.reason and "press Retry" in health.reason
+    assert "until Thu 03 Dec 15:05 (your time)" in health.reason  # local, not "14:05 UTC"
+    assert "UTC" not in health.reason and "press Retry after that time" in health.reason
     assert health.action is HealthAction.WAIT
     [notice] = notices(events)
     assert "15:05" in notice.text
@@ -233,8 +233,8 @@ def test_a_connected_number_whose_location_is_stalled_is_not_ok(
     assert number is not None
     assert number.health.level is HealthLevel.NEEDS_YOU
     assert number.health.action is HealthAction.RECONNECT_LOCATION
-    assert number.health.reason.startswith("Bridging stalled:") and words in number.health.reason
-    assert "4 messages waiting" in number.health.reason and number.waiting == 4
+    assert number.health.reason.startswith("bridging stalled:") and words in number.health.reason
+    assert number.health.reason.endswith(" — 4 waiting") and number.waiting == 4
     location = snap.location(LOC)
     assert location is not None and location.health.action is HealthAction.RECONNECT_LOCATION
     assert location.waiting == 4
@@ -259,7 +259,7 @@ def test_waiting_counts_per_number_and_location(db: Database, bus: EventBus, clo
     assert [snap.number(s).waiting for s in ("s1", "s2", "s3")] == [2, 0, 4]  # type: ignore[union-attr]
     assert snap.location(LOC).waiting == 7  # type: ignore[union-attr]
     assert snap.location("loc-2").waiting == 4  # type: ignore[union-attr]
-    assert "4 messages waiting" in snap.number("s3").health.reason  # type: ignore[union-attr]
+    assert "4 waiting" in snap.number("s3").health.reason  # type: ignore[union-attr]
 
 
 def test_replies_waiting_for_a_number_degrade_the_location(db: Database, bus: EventBus, clock: Clock) -> None:
@@ -267,7 +267,7 @@ def test_replies_waiting_for_a_number_degrade_the_location(db: Database, bus: Ev
     queue_outbound(db, LOC, 2)
     health = make_monitor(db, bus, clock).refresh().location(LOC).health  # type: ignore[union-attr]
     assert health.level is HealthLevel.DEGRADED
-    assert health.reason == "2 replies waiting for a connected WhatsApp number."
+    assert health.reason == "2 replies waiting for a connected WhatsApp number"
 
 
 @pytest.mark.asyncio
