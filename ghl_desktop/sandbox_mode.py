@@ -70,6 +70,8 @@ async def running_sandbox_mode(
 
     ``port`` 0 reuses the port of the previous start (or picks a free one the first time).
     ``announce`` gets the line ``sandbox: URL`` once it listens."""
+    from ghl_desktop.adapters.ghl.oauth import app_registration
+    from ghl_desktop.sandbox.oauth import any_port
     from ghl_desktop.sandbox.server import running_sandbox
 
     state_dir = settings.home / "sandbox"
@@ -79,7 +81,10 @@ async def running_sandbox_mode(
         with contextlib.suppress(ValueError):
             port = int(port_file.read_text().strip())
     async with running_sandbox(
-        host="127.0.0.1", port=port, state_dir=str(state_dir), locations=SANDBOX_LOCATIONS
+        host="127.0.0.1", port=port, state_dir=str(state_dir), locations=SANDBOX_LOCATIONS,
+        # the app's registered redirect URI, on whatever free port this run's listener takes (the window,
+        # headless and the self-test listen on port 0 in sandbox mode); path, host and scopes stay exact
+        redirect_uris=[any_port(app_registration(settings).redirect_uri)],
     ) as sb:
         # atomic (write + rename): a kill mid-write must not move the sandbox to another port
         tmp = port_file.with_suffix(".tmp")

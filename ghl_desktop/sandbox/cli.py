@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 from typing import Any
+from urllib.parse import urlencode
 
 from ghl_desktop.sandbox.server import running_sandbox
 from ghl_desktop.sandbox.state import SandboxStateError
@@ -35,8 +36,11 @@ async def _serve(options: dict[str, Any]) -> None:
             f"conversation_provider_id: {sb.provider_id}",
             f"company_id: {sb.company_id}",
             *(f"location: {loc.id} {loc.name}" for loc in state.locations.values()),
-            f"consent page: {sb.url}/oauth/chooselocation?client_id={sb.client_id}"
-            f"&redirect_uri=http://127.0.0.1:PORT/callback&response_type=code",
+            *(f"redirect uri: {uri}" for uri in sb.sandbox.config.registered_redirect_uris()),
+            f"scopes: {' '.join(sb.sandbox.config.registered_scopes())}",
+            f"consent page: {sb.url}/oauth/chooselocation?"
+            + urlencode({"client_id": sb.client_id, "redirect_uri": sb.sandbox.config.registered_redirect_uris()[0],
+                         "response_type": "code", "scope": " ".join(sb.sandbox.config.registered_scopes())}),
             f"inbox: {sb.url}/",
             f"control: {sb.url}/_sandbox/state",
         ]

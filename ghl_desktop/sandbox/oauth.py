@@ -11,10 +11,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from aiohttp import web
 
 from ghl_desktop.sandbox.common import RouteMeta, RouteTable, body_of, ok, sandbox_of, token_of
-from ghl_desktop.sandbox.runtime import APP_SCOPES, ApiError, Sandbox, invalid_grant
+from ghl_desktop.sandbox.runtime import ApiError, Sandbox, invalid_grant
 from ghl_desktop.sandbox.state import AuthCode, iso
-
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 API_ROUTES = RouteTable()
 _route = API_ROUTES.route
@@ -134,12 +132,36 @@ async def installed_locations(request: web.Request) -> web.Response:
 
 # ----- consent page ---------------------------------------------------------------------------------
 
-def redirect_allowed(sandbox: Sandbox, uri: str) -> bool:
-    """Loopback redirect URIs (any port, any path) and the ones given with --redirect-uri."""
-    if uri in sandbox.config.redirect_uris:
-        return True
+def any_port(uri: str) -> str:
+    """``uri`` with its port replaced by ``*``: registered so, it matches that URI on any port."""
     parts = urlsplit(uri)
-    return parts.scheme == "http" and (parts.hostname or "") in LOOPBACK_HOSTS
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return parts._replace(netloc=f"{host}:*").geturl()
+
+
+def _matches_registered(registered: str, uri: str) -> bool:
+    if uri == registered:
+        return True
+    want = urlsplit(registered)
+    if not want.netloc.endswith(":*"):
+        return False
+    got = urlsplit(uri)
+    try:
+        port = got.port
+    except ValueError:
+        return False
+    host = want.netloc[:-2]
+    return (port is not None and got.scheme == want.scheme and got.netloc == f"{host}:{port}"
+            and got.path == want.path and got.query == want.query and not got.fragment)
+
+
+def redirect_allowed(sandbox: Sandbox, uri: str) -> bool:
+    """Exactly the registered redirect URIs, as HighLevel checks them: the app's own (from
+    ``app_registration``) and the ones given with --redirect-uri; any other port, path, host or
+    scheme is refused. A registered ``*`` port is a sandbox-only allowance (see SandboxConfig)."""
+    return any(_matches_registered(registered, uri) for registered in sandbox.config.registered_redirect_uris())
 
 
 def _consent_error(message: str, status: int = 400) -> web.Response:
@@ -157,10 +179,14 @@ def _check_authorize(sandbox: Sandbox, q: Any) -> tuple[str | None, list[str]]:
     if not redirect or not redirect_allowed(sandbox, redirect):
         return "Invalid redirect URI", []
     requested = [s for s in q.get("scope", "").split() if s]
-    unknown = [s for s in requested if s not in APP_SCOPES]
+    registered = sandbox.config.registered_scopes()
+    unknown = [s for s in requested if s not in registered]
     if unknown:
         return f"Invalid scope: {' '.join(unknown)}", []
-    return None, requested or list(APP_SCOPES)
+    missing = [s for s in registered if s not in requested]
+    if missing:  # the app's scopes, all of them: a subset is a misconfigured app, not a smaller grant
+        return f"The scope parameter must list the app's scopes; missing: {' '.join(missing)}", []
+    return None, list(registered)
 
 
 async def choose_location(request: web.Request) -> web.Response:

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import phonenumbers
 
+from ghl_desktop.adapters.ghl.oauth import app_registration
 from ghl_desktop.sandbox.state import (
     Contact,
     Conversation,
@@ -38,12 +39,11 @@ from ghl_desktop.sandbox.webhooks import WebhookSender
 log = logging.getLogger("ghl.sandbox")
 
 MB = 1024 * 1024
-#: Scopes the sandbox app has (a conversation provider plus what the bridge reads; ghl-api §1.1).
-APP_SCOPES = (
-    "conversations/message.write", "conversations/message.readonly", "conversations.readonly",
-    "conversations.write", "contacts.readonly", "contacts.write", "locations.readonly", "users.readonly",
-    "oauth.readonly", "oauth.write",
-)
+#: The sandbox app's registration by default: the scopes and redirect URI the product asks for, taken
+#: from the one place that defines them (``app_registration``), as a developer would register them.
+_DEFAULT_REGISTRATION = app_registration()
+APP_SCOPES: tuple[str, ...] = _DEFAULT_REGISTRATION.scopes
+DEFAULT_REDIRECT_URI = _DEFAULT_REGISTRATION.redirect_uri
 AUTH_CLASS_MESSAGE = ("This authClass type is not allowed to access this scope. Please verify your IAM "
                       "configuration if this is not the case.")
 
@@ -104,7 +104,13 @@ class SandboxConfig:
     host: str = "127.0.0.1"
     port: int = 0
     locations: int = 2
+    #: redirect URIs registered for the app besides the product's own (DEFAULT_REDIRECT_URI); the consent
+    #: page accepts exactly these. A sandbox-only allowance: "*" as the port (``http://127.0.0.1:*/p``)
+    #: accepts that scheme, host and path on any port (the in-process sandbox mode's free-port listener).
     redirect_uris: list[str] = field(default_factory=list)
+    #: the scopes the app is registered with; a consent request must ask for exactly these (default: the
+    #: product's, APP_SCOPES)
+    app_scopes: list[str] | None = None
     webhook_url: str | None = None
     app_webhook_url: str | None = None
     state_dir: str | Path | None = None
@@ -130,6 +136,12 @@ class SandboxConfig:
     rate_limit_per_10s: int | None = None
     rate_limit_daily: int | None = None
     rate_limit_window_seconds: float | None = None
+
+    def registered_redirect_uris(self) -> list[str]:
+        return [DEFAULT_REDIRECT_URI, *(uri for uri in self.redirect_uris if uri != DEFAULT_REDIRECT_URI)]
+
+    def registered_scopes(self) -> tuple[str, ...]:
+        return tuple(self.app_scopes) if self.app_scopes is not None else APP_SCOPES
 
     def fault_overrides(self) -> dict[str, Any]:
         names = {f.name for f in dataclasses.fields(Faults)}

@@ -12,12 +12,14 @@ from typing import Any
 
 import httpx
 
+from ghl_desktop.adapters.ghl.oauth import app_registration
 from ghl_desktop.adapters.whatsapp.simulated import simulated_transport_factory
 from ghl_desktop.app import App
 from ghl_desktop.config import load_settings
 from ghl_desktop.headless import SANDBOX_LINKED_PHONE, ensure_linked
 from ghl_desktop.runtime import BridgeRuntime, RuntimeOptions
 from ghl_desktop.sandbox.consent import ConsentClicker
+from ghl_desktop.sandbox.oauth import any_port
 from ghl_desktop.sandbox.server import RunningSandbox, running_sandbox
 from ghl_desktop.sandbox_mode import point_sandbox_webhooks
 from ghl_desktop.services.jobs import RunnerOptions
@@ -138,7 +140,9 @@ async def eventually(check: Callable[[], Any], limit: float = 20.0, interval: fl
 @asynccontextmanager
 async def bridge_env(runtime_options: RuntimeOptions | None = None, **sandbox_options: Any) -> AsyncIterator[Env]:
     """Sandbox + network + a linked bridge; ``runtime_options`` default to FAST_RUNTIME."""
-    options = {"status_race_seconds": 0.2, "webhook_retry_seconds": 0.05, "locations": 1, **sandbox_options}
+    options = {"status_race_seconds": 0.2, "webhook_retry_seconds": 0.05, "locations": 1,
+               # the app's registered redirect URI on the free port FAST_RUNTIME's listener takes
+               "redirect_uris": [any_port(app_registration().redirect_uri)], **sandbox_options}
     async with running_sandbox(**options) as sb:
         settings = replace(
             load_settings(), api_base=sb.url, marketplace_base=sb.url, client_id=sb.client_id,

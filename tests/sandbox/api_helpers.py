@@ -6,9 +6,12 @@ from typing import Any
 
 import httpx
 
+from ghl_desktop.adapters.ghl.oauth import app_registration
 from ghl_desktop.sandbox.server import RunningSandbox
 
-REDIRECT = "http://127.0.0.1:8765/oauth/callback"
+#: the product's own redirect URI and scopes: what the sandbox's app is registered with by default
+REDIRECT = app_registration().redirect_uri
+SCOPES = app_registration().scope_text
 CONV = "2021-04-15"
 CONTACTS = "2021-07-28"
 
@@ -19,8 +22,7 @@ def auth(token: str, version: str = CONV) -> dict[str, str]:
 
 def consent_query(sb: RunningSandbox, state: str = "st-1", redirect: str = REDIRECT, **extra: str) -> dict[str, str]:
     return {"response_type": "code", "client_id": sb.client_id, "redirect_uri": redirect, "state": state,
-            "scope": "conversations/message.write conversations.readonly contacts.write contacts.readonly "
-                     "conversations/message.readonly locations.readonly oauth.write oauth.readonly", **extra}
+            "scope": SCOPES, **extra}
 
 
 async def approve(client: httpx.AsyncClient, sb: RunningSandbox, **target: str) -> httpx.URL:

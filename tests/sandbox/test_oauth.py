@@ -5,10 +5,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from ghl_desktop.sandbox.oauth import any_port
 from ghl_desktop.sandbox.server import RunningSandbox
 from tests.sandbox.api_helpers import (
     CONTACTS,
     REDIRECT,
+    SCOPES,
     approve,
     auth,
     consent_query,
@@ -56,9 +58,53 @@ async def test_consent_refuses_unknown_client_and_foreign_redirect(sandbox_facto
         approve_foreign = await client.get("/oauth/chooselocation/approve", params={
             "locationId": sb.location_ids[0], **consent_query(sb, redirect="https://evil.example/cb")})
         assert approve_foreign.status_code == 400 and "location" not in approve_foreign.headers
-        for ok_redirect in ("http://localhost:5000/x", "http://127.0.0.1:1/", "https://app.example.com/cb"):
+        # exactly the registered URIs: the product's own and the one added with --redirect-uri
+        for ok_redirect in (REDIRECT, "https://app.example.com/cb"):
             page = await client.get("/oauth/chooselocation", params=consent_query(sb, redirect=ok_redirect))
             assert page.status_code == 200, ok_redirect
+        own = httpx.URL(REDIRECT)
+        near_misses = [
+            str(own.copy_with(port=own.port + 1)),  # another port
+            str(own.copy_with(path="/oauth/callback/")),  # another path
+            str(own.copy_with(path="/x")),
+            str(own.copy_with(host="localhost")),  # another loopback spelling
+            str(own.copy_with(scheme="https")),
+            str(own.copy_with(query=b"next=1")),
+            "https://app.example.com/cb/extra",
+            "http://localhost:5000/x",
+        ]
+        for bad in near_misses:
+            page = await client.get("/oauth/chooselocation", params=consent_query(sb, redirect=bad))
+            assert page.status_code == 400 and "redirect" in page.text.lower(), bad
+
+
+@pytest.mark.asyncio
+async def test_consent_requires_exactly_the_apps_scopes(sandbox: RunningSandbox) -> None:
+    scopes = SCOPES.split()
+    async with httpx.AsyncClient(base_url=sandbox.url) as client:
+        reordered = await client.get("/oauth/chooselocation",
+                                     params=consent_query(sandbox, scope=" ".join(reversed(scopes))))
+        assert reordered.status_code == 200  # order does not matter
+        for bad in (" ".join(scopes[1:]), "contacts.readonly", "", SCOPES + " users.readonly"):
+            page = await client.get("/oauth/chooselocation", params=consent_query(sandbox, scope=bad))
+            assert page.status_code == 400 and "scope" in page.text.lower(), bad
+            approved = await client.get("/oauth/chooselocation/approve", params={
+                "locationId": sandbox.location_ids[0], **consent_query(sandbox, scope=bad)})
+            assert approved.status_code == 400 and "location" not in approved.headers, bad
+
+
+@pytest.mark.asyncio
+async def test_any_port_registration_accepts_that_uri_on_any_port_only(sandbox_factory) -> None:  # type: ignore[no-untyped-def]
+    own = httpx.URL(REDIRECT)
+    async with sandbox_factory(redirect_uris=[any_port(REDIRECT)]) as sb, httpx.AsyncClient(base_url=sb.url) as client:
+        for port in (1, 40123, own.port):
+            page = await client.get("/oauth/chooselocation",
+                                    params=consent_query(sb, redirect=str(own.copy_with(port=port))))
+            assert page.status_code == 200, port
+        for bad in (str(own.copy_with(port=40123, path="/other")), str(own.copy_with(host="localhost", port=40123)),
+                    f"http://{own.host}/oauth/callback"):
+            page = await client.get("/oauth/chooselocation", params=consent_query(sb, redirect=bad))
+            assert page.status_code == 400, bad
 
 
 @pytest.mark.asyncio
@@ -154,8 +200,10 @@ async def test_agency_install_gives_company_token_that_mints_location_tokens(san
 
 
 @pytest.mark.asyncio
-async def test_token_scopes_are_enforced(sandbox: RunningSandbox) -> None:
-    async with httpx.AsyncClient(base_url=sandbox.url) as client:
+async def test_token_scopes_are_enforced(sandbox_factory) -> None:  # type: ignore[no-untyped-def]
+    # an app registered with fewer scopes than the product needs gets tokens that lack them
+    async with sandbox_factory(app_scopes=["contacts.readonly"]) as sandbox, \
+            httpx.AsyncClient(base_url=sandbox.url) as client:
         loc = sandbox.location_ids[0]
         query = {**consent_query(sandbox, scope="contacts.readonly"), "locationId": loc}
         r = await client.get("/oauth/chooselocation/approve", params=query)

@@ -27,11 +27,14 @@ from ghl_desktop.adapters.ghl.client import (
     normalize_phone,
 )
 from ghl_desktop.adapters.ghl.oauth import (
+    APP_SCOPES,
     COMPANY_SCOPES,
     PROVIDER_SCOPES,
+    AppRegistration,
     LoopbackReceiver,
     OAuthConnector,
     OAuthOptions,
+    app_registration,
     build_authorize_url,
 )
 from ghl_desktop.adapters.ghl.rate import RateLimitConfig, RateScheduler
@@ -39,8 +42,10 @@ from ghl_desktop.adapters.ghl.tokens import TokenGrant, TokenManager
 from ghl_desktop.adapters.ghl.transport import create_http_client
 
 __all__ = [
+    "APP_SCOPES",
     "COMPANY_SCOPES",
     "PROVIDER_SCOPES",
+    "AppRegistration",
     "ClientOptions",
     "Contact",
     "Conversation",
@@ -60,6 +65,7 @@ __all__ = [
     "TokenManager",
     "UploadedAttachment",
     "UpsertedContact",
+    "app_registration",
     "build_authorize_url",
     "create_http_client",
     "normalize_phone",

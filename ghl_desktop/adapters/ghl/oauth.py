@@ -61,6 +61,14 @@ PROVIDER_SCOPES: tuple[str, ...] = (
 )
 #: agency installs additionally need these to list locations and mint location tokens (§1.4, §1.5)
 COMPANY_SCOPES: tuple[str, ...] = ("oauth.readonly", "oauth.write")
+#: every scope the app asks for on the consent page; the marketplace app must be registered with
+#: exactly these (HighLevel refuses a consent request whose scopes differ from the app's)
+APP_SCOPES: tuple[str, ...] = PROVIDER_SCOPES + COMPANY_SCOPES
+
+#: the redirect URI's parts (the one place they are defined; ``app_registration`` shows the result)
+DEFAULT_REDIRECT_PORT = 53682  # Settings.oauth_redirect_port's default
+DEFAULT_REDIRECT_HOST = "127.0.0.1"  # UNCONFIRMED which loopback spelling the app registers
+CALLBACK_PATH = "/oauth/callback"
 
 OpenUrl = Callable[[str], object]
 Chooser = Callable[[Sequence[InstalledLocation]], Sequence[InstalledLocation] | Awaitable[Sequence[InstalledLocation]]]
@@ -71,13 +79,13 @@ class OAuthOptions:
     """How the consent flow runs. Built from Settings by ``OAuthOptions.from_settings``."""
 
     marketplace_base: str
-    port: int = 53682  # 0 picks a free port (tests only: HighLevel needs the exact URI registered)
+    port: int = DEFAULT_REDIRECT_PORT  # 0 picks a free port (tests only: HighLevel needs the exact URI registered)
     timeout_seconds: float = 300.0
-    callback_path: str = "/oauth/callback"
-    redirect_host: str = "127.0.0.1"  # UNCONFIRMED which loopback spelling the app registers
+    callback_path: str = CALLBACK_PATH
+    redirect_host: str = DEFAULT_REDIRECT_HOST
     authorize_path: str = "/oauth/chooselocation"  # UNCONFIRMED: or "/v2/oauth/chooselocation"
     require_state: bool = True  # UNCONFIRMED that state always round-trips
-    scopes: tuple[str, ...] = PROVIDER_SCOPES + COMPANY_SCOPES
+    scopes: tuple[str, ...] = APP_SCOPES
     login_window_open_mode: str | None = None  # e.g. "self"
     version_id: str | None = None  # needed for draft / in-review app versions (UNCONFIRMED)
 
@@ -89,6 +97,37 @@ class OAuthOptions:
             timeout_seconds=settings.oauth_timeout_seconds,
         )
         return replace(base, **overrides)
+
+    def redirect_uri(self, port: int | None = None) -> str:
+        """The redirect URI for the listener's ``port`` (default: the configured one)."""
+        return f"http://{self.redirect_host}:{self.port if port is None else port}{self.callback_path}"
+
+
+@dataclass(frozen=True, slots=True)
+class AppRegistration:
+    """What the HighLevel marketplace app must be registered with for this build and these settings:
+    the exact redirect URI and the scopes the consent request asks for."""
+
+    redirect_uri: str
+    scopes: tuple[str, ...]
+
+    @property
+    def scope_text(self) -> str:
+        """The scopes as the authorize URL carries them (space separated)."""
+        return " ".join(self.scopes)
+
+
+def app_registration(settings: Settings | None = None, **overrides: Any) -> AppRegistration:
+    """The redirect URI and scopes the app uses, from the one place that defines them (the README,
+    the first-run checklist and the sandbox's default app registration show/use this).
+
+    ``settings`` supplies the redirect port (``oauth_redirect_port``); ``overrides`` are OAuthOptions
+    fields (e.g. ``redirect_host``)."""
+    if settings is None:
+        options = replace(OAuthOptions(marketplace_base=""), **overrides)
+    else:
+        options = OAuthOptions.from_settings(settings, **overrides)
+    return AppRegistration(redirect_uri=options.redirect_uri(), scopes=tuple(options.scopes))
 
 
 def build_authorize_url(
@@ -136,7 +175,7 @@ class LoopbackReceiver:
     def redirect_uri(self) -> str:
         if self.port is None:
             raise RuntimeError("listener not started")
-        return f"http://{self.options.redirect_host}:{self.port}{self.options.callback_path}"
+        return self.options.redirect_uri(self.port)
 
     @property
     def running(self) -> bool:
@@ -327,10 +366,16 @@ class OAuthConnector:
 
 
 __all__ = [
+    "APP_SCOPES",
+    "CALLBACK_PATH",
     "COMPANY_SCOPES",
+    "DEFAULT_REDIRECT_HOST",
+    "DEFAULT_REDIRECT_PORT",
     "PROVIDER_SCOPES",
+    "AppRegistration",
     "LoopbackReceiver",
     "OAuthConnector",
     "OAuthOptions",
+    "app_registration",
     "build_authorize_url",
 ]

@@ -6,6 +6,7 @@ the client sent (tests that provoke one on purpose declare how many they expect)
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from ghl_desktop.adapters.ghl import (
     RateLimitConfig,
     TokenGrant,
     TokenManager,
+    app_registration,
     create_http_client,
 )
 from ghl_desktop.adapters.storage import Database
@@ -71,7 +73,8 @@ class Harness:
         return tokens, GhlClient(self.settings, tokens, self.http, rate=rate or FAST_RETRY, options=options)
 
     def oauth(self, open_url: Callable[[str], object], **options: Any) -> OAuthConnector:
-        opts = OAuthOptions.from_settings(self.settings, port=0, **{"timeout_seconds": 10.0, **options})
+        # the listener takes the settings' port: the exact redirect URI registered with the sandbox
+        opts = OAuthOptions.from_settings(self.settings, **{"timeout_seconds": 10.0, **options})
         return OAuthConnector(self.settings, self.tokens, self.client, self.db.locations,
                               options=opts, open_url=open_url)
 
@@ -92,13 +95,24 @@ class Harness:
         return result.contact.id
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @asynccontextmanager
 async def make_harness(db: Database, tmp_path: Path, *, rate: RateLimitConfig | None = None,
                        options: ClientOptions | None = None, **sandbox_options: Any) -> AsyncIterator[Harness]:
+    # a free port for the OAuth listener, and exactly its redirect URI registered for the sandbox's app
+    redirect_port = free_port()
+    redirect_uri = app_registration(Settings(oauth_redirect_port=redirect_port)).redirect_uri
+    sandbox_options = {**sandbox_options,
+                       "redirect_uris": [redirect_uri, *sandbox_options.get("redirect_uris", [])]}
     async with running_sandbox(**{**FAST_SANDBOX, **sandbox_options}) as sb:
         settings = Settings(client_id=sb.client_id, client_secret=sb.client_secret, provider_id=sb.provider_id,
                             api_base=sb.url, marketplace_base=sb.url, home=tmp_path / "home",
-                            oauth_redirect_port=0, oauth_timeout_seconds=10.0)
+                            oauth_redirect_port=redirect_port, oauth_timeout_seconds=10.0)
         secrets = MemorySecretStore()
         http = create_http_client(settings)
         try:

@@ -4,11 +4,14 @@ saved locations, with the browser replaced by an HTTP client that clicks the con
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
+from pathlib import Path
 
 import httpx
 import pytest
 
+from ghl_desktop.adapters.ghl import COMPANY_SCOPES, PROVIDER_SCOPES, app_registration
 from ghl_desktop.adapters.ghl.tokens import company_key, location_key
 from ghl_desktop.core.errors import OAuthError
 from ghl_desktop.core.models import LocationState
@@ -175,3 +178,31 @@ async def test_cancelling_the_flow_closes_the_listener(ghl: Harness) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert _closed(port) and connector.receiver is None
+
+
+@pytest.mark.asyncio
+async def test_the_consent_request_carries_exactly_the_app_registration(ghl: Harness) -> None:
+    """The redirect URI and scopes come from one place (``app_registration``): what the README and the
+    first-run checklist show is what the consent request carries, and the strict sandbox accepts it."""
+    registration = app_registration(ghl.settings)
+    assert registration.redirect_uri == f"http://127.0.0.1:{ghl.settings.oauth_redirect_port}/oauth/callback"
+    assert set(registration.scopes) == set(PROVIDER_SCOPES) | set(COMPANY_SCOPES)
+    assert app_registration().redirect_uri == "http://127.0.0.1:53682/oauth/callback"  # Settings' default port
+    browser = Browser()
+    await ghl.oauth(browser).connect()
+    await browser.finish()
+    opened = httpx.URL(browser.opened[0]).params
+    assert opened["redirect_uri"] == registration.redirect_uri
+    assert opened["scope"] == registration.scope_text
+    # the same app asking for a subset of its scopes is refused by the consent page
+    async with httpx.AsyncClient() as http:
+        subset = httpx.URL(browser.opened[0]).copy_merge_params({"scope": " ".join(registration.scopes[:-1])})
+        assert (await http.get(subset)).status_code == 400
+
+
+def test_the_readme_shows_the_app_registration() -> None:
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    registration = app_registration()
+    assert f"`{registration.redirect_uri}`" in readme
+    shown = re.search(r"with exactly these scopes: `([^`]*)`", readme)
+    assert shown is not None and shown.group(1).split() == list(registration.scopes)
