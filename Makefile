@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: run test sysdeps venv venv-test lint typecheck sandbox headless bench build clean
+.PHONY: run test sysdeps venv venv-test venv-build lint typecheck sandbox headless bench dist build dist-self-test clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,13 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-build: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet -e '.[build]'
+	touch $@ $(VENV)/.installed
+
 venv: $(VENV)/.installed
 venv-test: $(VENV)/.installed-test
+venv-build: $(VENV)/.installed-build
 
 ## System libraries Qt, neonize (libmagic, ffmpeg), the Secret Service test and PostgreSQL need.
 ## Installed with apt-get only when missing and apt-get is usable; otherwise a hint is printed.
@@ -47,9 +52,16 @@ sandbox: venv
 headless: venv
 	$(VENV)/bin/ghl-desktop headless --sandbox
 
-build: venv
-	$(PIP) install --quiet -e '.[build]'
-	$(VENV)/bin/pyinstaller --noconfirm --clean build.spec
+## The double-click bundle for this OS (PyInstaller, build.spec): dist/ghl-desktop/ and, on Linux,
+## dist/ghl-desktop-<version>-linux-<arch>.tar.gz; on macOS dist/ghl-desktop.app. Prints its size.
+dist: sysdeps venv-build
+	$(VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN build.spec
+
+build: dist
+
+## The built bundle's self-test from a folder outside the tree with a clean environment (CI runs it).
+dist-self-test:
+	@scripts/dist-self-test.sh
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
