@@ -6,11 +6,13 @@ services call them from the event loop. Each method is one transaction.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
+from ghl_desktop.core.message_log import DeadLetter, FilterChoice, LogDetails, LogFilter, LogRow, LogSort
 from ghl_desktop.core.models import (
     ContactLink,
     Job,
@@ -134,6 +136,61 @@ class JobQueue(Protocol):
     def get(self, job_id: int) -> Job | None: ...
     def count(self, state: str | None = None) -> int: ...
     def list(self, state: str | None = None, limit: int = 100) -> list[Job]: ...
+
+
+class MessageLogQuery(Protocol):
+    """The message log's reads over all history (``core.message_log``), and its one write: Retry.
+
+    ``ids`` may take a while on a big database; it is safe to call from a worker thread when
+    ``threadsafe`` is true (each call opens its own session)."""
+
+    @property
+    def threadsafe(self) -> bool: ...
+
+    def ids(self, log_filter: LogFilter, sort: LogSort) -> array[int]:
+        """The ids of every matching message, in ``sort`` order (ties: newest first)."""
+        ...
+
+    def rows(self, message_ids: Sequence[int]) -> list[LogRow]:
+        """The rows of these ids (any order; ids that no longer exist are left out)."""
+        ...
+
+    def matches(self, message_id: int, log_filter: LogFilter) -> bool: ...
+
+    def details(self, message_id: int) -> LogDetails | None:
+        """The message with the jobs that carry it (payloads as JSON text, not yet redacted)."""
+        ...
+
+    def dead_letters(self, limit: int = 500) -> list[DeadLetter]:
+        """Dead jobs, the most recent failure first."""
+        ...
+
+    def dead_jobs_of(self, message_id: int) -> list[int]:
+        """The dead jobs that carried this message."""
+        ...
+
+    def requeue_dead(self, job_ids: Sequence[int]) -> tuple[int, list[Message]]:
+        """Dead jobs back to pending (attempts reset) and their FAILED messages back to where they
+        started, in one transaction; (jobs requeued, messages changed). Jobs no longer dead are left."""
+        ...
+
+    def retry_failed(self, message_id: int, job: NewJob) -> Message | None:
+        """A FAILED message back to PENDING/RECEIVED and ``job`` enqueued, in one transaction; None (and
+        nothing written) when the message is not FAILED (already retried)."""
+        ...
+
+    def message(self, message_id: int) -> Message | None: ...
+
+    def job_payload(self, dedupe_key: str) -> dict[str, Any] | None:
+        """The payload of the job with this dedupe key, while it is still stored (done jobs are purged)."""
+        ...
+
+    def retry_count(self, dedupe_key: str) -> int:
+        """How many jobs carry this dedupe key or a ``<key>#retry-N`` of it."""
+        ...
+
+    def location_choices(self) -> list[FilterChoice]: ...
+    def number_choices(self) -> list[FilterChoice]: ...
 
 
 class SecretStore(Protocol):

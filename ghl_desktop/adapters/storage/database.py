@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ghl_desktop.adapters.storage import migrate as _migrate
 from ghl_desktop.adapters.storage.engine import create_storage_engine, is_memory_sqlite, parse_url
 from ghl_desktop.adapters.storage.jobs import SqlJobQueue
+from ghl_desktop.adapters.storage.message_log import SqlMessageLog
 from ghl_desktop.adapters.storage.repositories import (
     SqlContactRepository,
     SqlLocationRepository,
@@ -51,7 +52,8 @@ class DatabaseStatus:
 
 
 class Database:
-    """Engine + repositories (``locations``, ``sessions``, ``contacts``, ``messages``, ``jobs``)."""
+    """Engine + repositories (``locations``, ``sessions``, ``contacts``, ``messages``, ``jobs``) and the
+    message log's queries (``message_log``)."""
 
     def __init__(self, engine: Engine, url: URL) -> None:
         self.engine = engine
@@ -62,6 +64,7 @@ class Database:
         self.contacts = SqlContactRepository(tx)
         self.messages = SqlMessageRepository(tx)
         self.jobs = SqlJobQueue(tx)
+        self.message_log = SqlMessageLog(tx)
         self._closed = False
 
     @property

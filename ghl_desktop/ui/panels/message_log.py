@@ -1,122 +1,820 @@
-"""The message log panel: the recent messages with their filter, and the dead letters tab (jobs that
-gave up, with Retry / Retry all)."""
+"""The message log panel (all history, filtered and sorted in SQL, with a details pane) and the dead
+letters panel (work that gave up, with Retry / Retry all).
+
+Both are plain QWidgets with explicit dependencies: the :class:`MessageLogService` (``cockpit.log``)
+they call, and the :class:`ServiceBridge` they listen to. They never touch the database. No widget
+per row: the status column is drawn by :class:`StatusDelegate` (tick icons), row actions are a
+context menu, also opened with Enter or the Menu key.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import html
+import logging
+from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtCore import (
+    QDateTime,
+    QEvent,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QPoint,
+    QPointF,
+    QRect,
+    QRectF,
+    QSize,
+    Qt,
+    QTimer,
+    Signal,
+)
+from PySide6.QtGui import QAction, QColor, QGuiApplication, QKeyEvent, QPainter, QPainterPath, QPalette, QPen
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDateTimeEdit,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QPushButton,
+    QSplitter,
+    QStackedWidget,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QTableView,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
 
-from ghl_desktop.core.models import Job, Message, MessageStatus
-from ghl_desktop.ui.panels.base import PanelBase, _panel, _status_label
-from ghl_desktop.ui.widgets import EmptyStateView, make_table
+from ghl_desktop.core.message_log import LOG_COLUMNS, LogColumn, LogDetails, LogFilter, LogRow
+from ghl_desktop.core.models import Direction, MessageStatus
+from ghl_desktop.services.message_log import DIRECTION_LABELS, JOB_KIND_LABELS, MessageLogService
+from ghl_desktop.ui.bridge import ServiceBridge
+from ghl_desktop.ui.message_log_models import (
+    DeadLettersModel,
+    IdRole,
+    MessageLogModel,
+    RowRole,
+    StatusRole,
+    status_text,
+)
 
-MESSAGE_LOG_LIMIT = 500
-DEAD_LIMIT = 500
+log = logging.getLogger("ghl.ui.log")
+
+NO_MESSAGES = "No messages yet — they appear here as they cross the bridge."
+NO_MATCH = "No messages match these filters."
+LOADING = "Loading messages…"
+NO_DEAD = "No dead letters — work that gives up is listed here, to retry."
+
+#: time-range presets: label → how far back (None: any time; "custom": the two date fields)
+TIME_RANGES: tuple[tuple[str, timedelta | str | None], ...] = (
+    ("Any time", None),
+    ("Last hour", timedelta(hours=1)),
+    ("Last 24 hours", timedelta(days=1)),
+    ("Last 7 days", timedelta(days=7)),
+    ("Last 30 days", timedelta(days=30)),
+    ("Custom range…", "custom"),
+)
+
+STATUS_FILTERS: tuple[tuple[str, frozenset[MessageStatus]], ...] = (
+    ("Any status", frozenset()),
+    ("Failed", frozenset({MessageStatus.FAILED})),
+    ("Queued", frozenset({MessageStatus.PENDING, MessageStatus.RECEIVED})),
+    ("Sent", frozenset({MessageStatus.SENT})),
+    ("Delivered", frozenset({MessageStatus.DELIVERED})),
+    ("Read", frozenset({MessageStatus.READ, MessageStatus.PLAYED})),
+)
+
+SEARCH_DELAY_MS = 250
+DEAD_POLL_MS = 3000
 
 
-class MessageLogPanel(PanelBase):
-    """The message log and its dead letters."""
+def _colors() -> tuple[QColor, QColor, QColor, QColor]:
+    """(good, bad, accent, muted) from the palette (``ui.theme`` when present)."""
+    try:
+        from ghl_desktop.ui.theme import colors
+    except ImportError:  # pragma: no cover - the theme module ships with the window
+        pal = QGuiApplication.palette()
+        text = pal.color(QPalette.ColorRole.Text)
+        return text, QColor.fromHsl(0, 200, 110), pal.color(QPalette.ColorRole.Link), text
+    c = colors()
+    return c.good, c.bad, QGuiApplication.palette().color(QPalette.ColorRole.Link), c.muted
 
-    def _build_log_panel(self) -> QWidget:
-        self.filter_box = QLineEdit()
-        self.filter_box.setPlaceholderText("Filter messages — text, chat, status, kind…")
-        self.filter_box.setClearButtonEnabled(True)
-        self.filter_box.setMinimumWidth(320)
-        self.filter_box.textChanged.connect(self._filter_changed)
-        self.shown_label = QLabel()
-        self.shown_label.setObjectName("shownLabel")
-        frame, layout = _panel("Message log", self.shown_label, self.filter_box)
-        self.messages_view = make_table(self.messages_filter)
-        header = self.messages_view.horizontalHeader()
-        for column, width in enumerate((90, 110, 80, 220, 90)):
-            header.resizeSection(column, width)
-        self.messages_panel = EmptyStateView(
-            self.messages_view, "No messages yet — they appear here as they cross the bridge."
+
+class StatusDelegate(QStyledItemDelegate):
+    """The status column: a tick icon (queued clock, sent ✓, delivered ✓✓, read ✓✓ in the accent
+    colour, failed ⚠ in red, received ↓) and the label, with the failure reason after it."""
+
+    ICON = 16
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+              ) -> None:
+        value = index.data(StatusRole)  # a StrEnum comes back through QVariant as a plain str
+        status = MessageStatus(value) if isinstance(value, str) and value in MessageStatus._value2member_map_ else None
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        text = opt.text
+        opt.text = ""
+        style = opt.widget.style() if opt.widget is not None else QGuiApplication.instance().style()  # type: ignore[attr-defined]
+        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
+        if status is None:
+            return
+        selected = bool(opt.state & QStyle.StateFlag.State_Selected)
+        pal = opt.palette
+        fg = pal.color(QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text)
+        _, bad, accent, muted = _colors()
+        icon = QRect(opt.rect.left() + 4, opt.rect.center().y() - self.ICON // 2, self.ICON, self.ICON)
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        color = fg if selected else {MessageStatus.FAILED: bad, MessageStatus.READ: accent,
+                                     MessageStatus.PLAYED: accent, MessageStatus.PENDING: muted,
+                                     MessageStatus.RECEIVED: muted}.get(status, fg)
+        draw_status_icon(painter, QRectF(icon), status, color)
+        painter.restore()
+        text_rect = opt.rect.adjusted(self.ICON + 10, 0, -4, 0)
+        painter.save()
+        painter.setPen(fg if selected or status is not MessageStatus.FAILED else bad)
+        elided = opt.fontMetrics.elidedText(text, Qt.TextElideMode.ElideRight, text_rect.width())
+        painter.drawText(text_rect, int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft), elided)
+        painter.restore()
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
+        size = super().sizeHint(option, index)
+        return QSize(size.width() + self.ICON + 10, max(size.height(), self.ICON + 4))
+
+
+def draw_status_icon(painter: QPainter, rect: QRectF, status: MessageStatus, color: QColor) -> None:
+    """Small vector icons in ``color`` (they follow the palette, light or dark)."""
+    pen = QPen(color, 1.7)
+    pen.setCapStyle(Qt.PenCapStyle.RoundCap)
+    pen.setJoinStyle(Qt.PenJoinStyle.RoundJoin)
+    painter.setPen(pen)
+    painter.setBrush(Qt.BrushStyle.NoBrush)
+    x, y, w, h = rect.x(), rect.y(), rect.width(), rect.height()
+
+    def tick(dx: float) -> None:
+        path = QPainterPath(QPointF(x + dx + w * 0.10, y + h * 0.55))
+        path.lineTo(QPointF(x + dx + w * 0.32, y + h * 0.78))
+        path.lineTo(QPointF(x + dx + w * 0.70, y + h * 0.25))
+        painter.drawPath(path)
+
+    if status is MessageStatus.SENT:
+        tick(w * 0.1)
+    elif status in (MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.PLAYED):
+        tick(-w * 0.02)
+        tick(w * 0.26)
+    elif status is MessageStatus.PENDING:  # a clock: queued, not yet handed to WhatsApp
+        painter.drawEllipse(rect.adjusted(2, 2, -2, -2))
+        painter.drawLine(QPointF(x + w / 2, y + h / 2), QPointF(x + w / 2, y + h * 0.28))
+        painter.drawLine(QPointF(x + w / 2, y + h / 2), QPointF(x + w * 0.68, y + h / 2))
+    elif status is MessageStatus.RECEIVED:  # an arrow down: in, waiting for HighLevel
+        painter.drawLine(QPointF(x + w / 2, y + h * 0.18), QPointF(x + w / 2, y + h * 0.80))
+        painter.drawLine(QPointF(x + w * 0.28, y + h * 0.58), QPointF(x + w / 2, y + h * 0.80))
+        painter.drawLine(QPointF(x + w * 0.72, y + h * 0.58), QPointF(x + w / 2, y + h * 0.80))
+    elif status is MessageStatus.FAILED:  # a warning triangle
+        path = QPainterPath(QPointF(x + w / 2, y + h * 0.10))
+        path.lineTo(QPointF(x + w * 0.95, y + h * 0.88))
+        path.lineTo(QPointF(x + w * 0.05, y + h * 0.88))
+        path.closeSubpath()
+        painter.drawPath(path)
+        painter.drawLine(QPointF(x + w / 2, y + h * 0.38), QPointF(x + w / 2, y + h * 0.60))
+        painter.drawPoint(QPointF(x + w / 2, y + h * 0.74))
+
+
+def _table(name: str) -> QTableView:
+    view = QTableView()
+    view.setObjectName(name)
+    view.setAccessibleName(name)
+    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    view.setTabKeyNavigation(False)  # Tab leaves the table (arrows move inside it)
+    view.setWordWrap(False)
+    view.setTextElideMode(Qt.TextElideMode.ElideRight)
+    view.setAlternatingRowColors(True)
+    view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+    vertical = view.verticalHeader()
+    vertical.setVisible(False)
+    vertical.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+    vertical.setDefaultSectionSize(max(24, view.fontMetrics().height() + 8))
+    header = view.horizontalHeader()
+    header.setHighlightSections(False)
+    header.setStretchLastSection(True)
+    return view
+
+
+class _RowKeys(QObject):
+    """Enter / Return / the Menu key on a table row open its actions menu."""
+
+    def __init__(self, view: QTableView, open_menu: Any) -> None:
+        super().__init__(view)
+        self._open = open_menu
+        view.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.KeyPress and isinstance(event, QKeyEvent) and event.key() in (
+                Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Menu):
+            view = watched if isinstance(watched, QTableView) else None
+            if view is not None and view.currentIndex().isValid():
+                rect = view.visualRect(view.currentIndex())
+                self._open(rect.center())
+                return True
+        return False
+
+
+class _Tasks:
+    """Asyncio tasks a panel started (kept referenced; failures logged)."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_event_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def wait(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class MessageLogPanel(QWidget):
+    """All messages, filtered and sorted, with a details pane and CSV export.
+
+    ``select_message(message_id)`` selects (and scrolls to) one message, clearing the filters first
+    when they hide it. Signals: ``status_changed(str)`` (a sentence for the status bar)."""
+
+    status_changed = Signal(str)
+
+    def __init__(self, log: MessageLogService, bridge: ServiceBridge, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("messageLogPanel")
+        self.service = log
+        self.bridge = bridge
+        self.tasks = _Tasks()
+        self.model = MessageLogModel(log, self)
+        self._details_id: int | None = None
+        self._select_after_load: int | None = None
+        self.last_export: tuple[str, int] | None = None
+
+        # -- filters --
+        self.search = QLineEdit()
+        self.search.setObjectName("logSearch")
+        self.search.setAccessibleName("Search messages")
+        self.search.setPlaceholderText("Search text, contact name or phone…")
+        self.search.setClearButtonEnabled(True)
+        self.search.setMinimumWidth(220)
+        self._search_timer = QTimer(self)
+        self._search_timer.setSingleShot(True)
+        self._search_timer.setInterval(SEARCH_DELAY_MS)
+        self._search_timer.timeout.connect(self.apply_filters)
+        self.search.textChanged.connect(lambda _text: self._search_timer.start())
+        self.search.returnPressed.connect(self.apply_filters)
+
+        self.location_box = self._combo("logLocationFilter", "Filter by location")
+        self.number_box = self._combo("logNumberFilter", "Filter by WhatsApp number")
+        self.direction_box = self._combo("logDirectionFilter", "Filter by direction")
+        self.direction_box.addItem("Both directions", None)
+        for direction in Direction:
+            self.direction_box.addItem(DIRECTION_LABELS[direction], direction)
+        self.status_box = self._combo("logStatusFilter", "Filter by status")
+        for label, statuses in STATUS_FILTERS:
+            self.status_box.addItem(label, statuses)
+        self.time_box = self._combo("logTimeFilter", "Filter by time")
+        for label, span in TIME_RANGES:
+            self.time_box.addItem(label, span)
+        now = QDateTime.currentDateTime()
+        self.since_edit = self._date_edit("logSince", "From (local time)", now.addDays(-1))
+        self.until_edit = self._date_edit("logUntil", "Until (local time)", now.addSecs(3600))
+        for combo in (self.location_box, self.number_box, self.direction_box, self.status_box, self.time_box):
+            combo.currentIndexChanged.connect(self.apply_filters)
+        self.since_edit.dateTimeChanged.connect(self.apply_filters)
+        self.until_edit.dateTimeChanged.connect(self.apply_filters)
+        self.clear_button = QPushButton("Clear filters")
+        self.clear_button.setAccessibleName("Clear filters")
+        self.clear_button.clicked.connect(self.clear_filters)
+        self.export_button = QPushButton("Export CSV…")
+        self.export_button.setObjectName("logExport")
+        self.export_button.setAccessibleName("Export the shown messages to CSV")
+        self.export_button.clicked.connect(self._export_clicked)
+        self.count_label = QLabel()
+        self.count_label.setObjectName("logCount")
+        self.count_label.setAccessibleName("Messages shown")
+
+        # -- table and details --
+        self.view = _table("messageLogTable")
+        self.view.setAccessibleName("Message log")
+        self.view.setModel(self.model)
+        self.view.setSortingEnabled(True)
+        self.view.horizontalHeader().setSortIndicator(0, Qt.SortOrder.DescendingOrder)
+        self.view.horizontalHeader().setSectionsMovable(True)
+        self.status_delegate = StatusDelegate(self.view)
+        self.view.setItemDelegateForColumn(LOG_COLUMNS.index(LogColumn.STATUS), self.status_delegate)
+        self._size_columns()
+        self.view.selectionModel().currentRowChanged.connect(self._current_changed)
+        self.view.customContextMenuRequested.connect(self._context_menu)
+        self.view.doubleClicked.connect(lambda _index: self.details.setFocus())
+        self._keys = _RowKeys(self.view, self._context_menu)
+        self.hint = QLabel(LOADING)
+        self.hint.setObjectName("logHint")
+        self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.hint.setWordWrap(True)
+        self.hint.setAccessibleName("Message log status")
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.view)
+        self.stack.addWidget(self.hint)
+
+        self.details = QTextBrowser()
+        self.details.setObjectName("messageDetails")
+        self.details.setAccessibleName("Message details")
+        self.details.setOpenLinks(False)
+        self.details.setPlaceholderText("Select a message to see its ids, times, error and payload.")
+        self.retry_button = QPushButton("Retry")
+        self.retry_button.setObjectName("logRetry")
+        self.retry_button.setAccessibleName("Retry the selected message")
+        self.retry_button.setEnabled(False)
+        self.retry_button.clicked.connect(self.retry_selected)
+        self.copy_button = QPushButton("Copy details")
+        self.copy_button.setAccessibleName("Copy the message details")
+        self.copy_button.setEnabled(False)
+        self.copy_button.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.details.toPlainText()))
+        self.action_label = QLabel()
+        self.action_label.setObjectName("logActionStatus")
+        self.action_label.setWordWrap(True)
+        self.action_label.setAccessibleName("Last action")
+        details_box = QWidget()
+        details_box.setObjectName("messageDetailsPane")
+        details_layout = QVBoxLayout(details_box)
+        details_layout.setContentsMargins(0, 0, 0, 0)
+        details_layout.addWidget(self.details, 1)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.retry_button)
+        buttons.addWidget(self.copy_button)
+        buttons.addStretch(1)
+        details_layout.addLayout(buttons)
+        details_layout.addWidget(self.action_label)
+
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.setObjectName("messageLogSplitter")
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.addWidget(self.stack)
+        self.splitter.addWidget(details_box)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([760, 280])
+
+        filters = QHBoxLayout()
+        filters.addWidget(self.search, 2)
+        for widget in (self.location_box, self.number_box, self.direction_box, self.status_box, self.time_box):
+            filters.addWidget(widget, 1)
+        dates = QHBoxLayout()
+        self.range_row = QWidget()
+        range_layout = QHBoxLayout(self.range_row)
+        range_layout.setContentsMargins(0, 0, 0, 0)
+        range_layout.addWidget(QLabel("From"))
+        range_layout.addWidget(self.since_edit)
+        range_layout.addWidget(QLabel("until"))
+        range_layout.addWidget(self.until_edit)
+        self.range_row.setVisible(False)
+        dates.addWidget(self.range_row)
+        dates.addWidget(self.count_label, 1)
+        dates.addWidget(self.clear_button)
+        dates.addWidget(self.export_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(filters)
+        layout.addLayout(dates)
+        layout.addWidget(self.splitter, 1)
+        self.setTabOrder(self.search, self.location_box)
+
+        self.model.loading_changed.connect(lambda _loading: self._update_hint())
+        self.model.loaded.connect(self._loaded)
+        self.model.rowsInserted.connect(lambda *_: self._update_hint())
+        self.model.rowsRemoved.connect(lambda *_: self._update_hint())
+        bridge.message_logged.connect(self._message_logged)
+        self.refresh_choices()
+        self.model.reload()
+        self._update_hint()
+
+    # -- building -------------------------------------------------------------------------------
+
+    def _combo(self, name: str, accessible: str) -> QComboBox:
+        combo = QComboBox()
+        combo.setObjectName(name)
+        combo.setAccessibleName(accessible)
+        combo.setToolTip(accessible)
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(10)
+        return combo
+
+    def _date_edit(self, name: str, accessible: str, value: QDateTime) -> QDateTimeEdit:
+        edit = QDateTimeEdit(value)
+        edit.setObjectName(name)
+        edit.setAccessibleName(accessible)
+        edit.setCalendarPopup(True)
+        edit.setDisplayFormat("yyyy-MM-dd HH:mm")
+        return edit
+
+    def _size_columns(self) -> None:
+        metrics = self.view.fontMetrics()
+        widths = {
+            LogColumn.TIME: metrics.horizontalAdvance("28 Dec 00:00") + 14,
+            LogColumn.DIRECTION: metrics.horizontalAdvance("→ WhatsApp") + 14,
+            LogColumn.NUMBER: metrics.horizontalAdvance("+14155550123") + 14,
+            LogColumn.LOCATION: metrics.horizontalAdvance("Bright Smiles") + 14,
+            LogColumn.CONTACT: metrics.horizontalAdvance("Maria Lopez (+3460011)") + 14,
+            LogColumn.KIND: metrics.horizontalAdvance("document") + 14,
+            LogColumn.STATUS: metrics.horizontalAdvance("Delivered") + StatusDelegate.ICON + 22,
+        }
+        header = self.view.horizontalHeader()
+        for column, width in widths.items():
+            header.resizeSection(LOG_COLUMNS.index(column), width)
+
+    def refresh_choices(self) -> None:
+        """The location and number filter entries (keeps the current choice)."""
+        for combo, everything, choices in (
+            (self.location_box, "All locations", self.service.location_choices()),
+            (self.number_box, "All numbers", self.service.number_choices()),
+        ):
+            current = combo.currentData()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItem(everything, None)
+            for choice in choices:
+                combo.addItem(choice.label, choice.id)
+            found = combo.findData(current)
+            combo.setCurrentIndex(max(found, 0))
+            combo.blockSignals(False)
+
+    # -- filters --------------------------------------------------------------------------------
+
+    def current_filter(self) -> LogFilter:
+        since = until = None
+        span = self.time_box.currentData()
+        custom = span == "custom"
+        self.range_row.setVisible(custom)
+        if isinstance(span, timedelta):
+            since = datetime.now(UTC) - span
+        elif custom:
+            since = self.since_edit.dateTime().toPython().astimezone(UTC)  # type: ignore[union-attr]
+            until = self.until_edit.dateTime().toPython().astimezone(UTC)  # type: ignore[union-attr]
+        statuses = self.status_box.currentData()
+        return LogFilter(
+            location_id=self.location_box.currentData(),
+            session_id=self.number_box.currentData(),
+            direction=self.direction_box.currentData(),
+            statuses=statuses if isinstance(statuses, frozenset) else frozenset(),
+            since=since, until=until, text=self.search.text().strip(),
         )
-        self.dead_view = make_table(self.dead_model, stretch_column=4, fit_columns=(0, 1, 2, 3, 5))
-        self.dead_view.verticalHeader().setDefaultSectionSize(30)
-        self.dead_panel = EmptyStateView(
-            self.dead_view, "No dead letters — every message that gave up would be listed here, to retry."
-        )
-        self._row_actions(self.dead_view, self.dead_model, self._dead_actions)
+
+    def apply_filters(self) -> None:
+        self._search_timer.stop()
+        self.model.set_filter(self.current_filter())
+        self._update_hint()
+
+    def clear_filters(self) -> None:
+        for combo in (self.location_box, self.number_box, self.direction_box, self.status_box, self.time_box):
+            combo.blockSignals(True)
+            combo.setCurrentIndex(0)
+            combo.blockSignals(False)
+        self.search.blockSignals(True)
+        self.search.clear()
+        self.search.blockSignals(False)
+        self.apply_filters()
+
+    def _update_hint(self) -> None:
+        count = self.model.rowCount()
+        if self.model.loading and count == 0:
+            self.hint.setText(LOADING)
+        elif count == 0:
+            self.hint.setText(NO_MESSAGES if self.model.log_filter.is_empty else NO_MATCH)
+        self.stack.setCurrentWidget(self.view if count else self.hint)
+        if self.model.loading:
+            self.count_label.setText("Searching…" if not self.model.log_filter.is_empty else LOADING)
+        elif self.model.log_filter.is_empty:
+            self.count_label.setText(f"{count:,} message{'s' * (count != 1)}")
+        else:
+            self.count_label.setText(f"{count:,} message{'s' * (count != 1)} match")
+        self.export_button.setEnabled(count > 0 and not self.model.loading)
+
+    def _loaded(self, _count: int) -> None:
+        self._update_hint()
+        target = self._select_after_load
+        if target is not None:
+            self._select_after_load = None
+            self._select_row_of(target)
+        elif self._details_id is not None:
+            row = self.model.row_of(self._details_id)
+            if row is not None:
+                self.view.selectRow(row)
+            else:
+                self._show_details(None)
+
+    # -- selection and details ------------------------------------------------------------------
+
+    def select_message(self, message_id: int) -> bool:
+        """Select this message (clearing the filters when they hide it); False when it is not stored."""
+        if self.model.loading:
+            self._select_after_load = message_id
+            return True
+        if self._select_row_of(message_id):
+            return True
+        if self.service.details(message_id) is None:
+            return False
+        self._select_after_load = message_id
+        self.clear_filters()
+        if not self.model.loading:  # the filters were already clear: the message arrived meanwhile
+            self.model.reload()
+        return True
+
+    def _select_row_of(self, message_id: int) -> bool:
+        row = self.model.row_of(message_id)
+        if row is None:
+            return False
+        index = self.model.index(row, 0)
+        self.view.setCurrentIndex(index)
+        self.view.selectRow(row)
+        self.view.scrollTo(index, QAbstractItemView.ScrollHint.PositionAtCenter)
+        return True
+
+    def selected_id(self) -> int | None:
+        index = self.view.currentIndex()
+        return int(index.data(IdRole)) if index.isValid() else None
+
+    def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        self._show_details(int(current.data(IdRole)) if current.isValid() else None)
+
+    def _show_details(self, message_id: int | None) -> None:
+        self._details_id = message_id
+        details = self.service.details(message_id) if message_id is not None else None
+        self.current_details = details
+        self.retry_button.setEnabled(bool(details and details.retryable))
+        self.copy_button.setEnabled(details is not None)
+        if details is None:
+            self.details.clear()
+            return
+        self.details.setHtml(details_html(details, self.palette()))
+
+    def _message_logged(self, message: Any) -> None:
+        self.model.apply_message(message)
+        if message.id is not None and message.id == self._details_id:
+            self._show_details(message.id)
+        self._update_hint()
+
+    # -- actions --------------------------------------------------------------------------------
+
+    def retry_selected(self) -> None:
+        message_id = self.selected_id() or self._details_id
+        if message_id is None:
+            return
+        result = self.service.retry_message(message_id)
+        self.action_label.setText(result.message)
+        self.status_changed.emit(result.message)
+        self._show_details(message_id)
+
+    def _context_menu(self, pos: QPoint) -> QMenu | None:
+        index = self.view.indexAt(pos)
+        if not index.isValid():
+            index = self.view.currentIndex()
+        if not index.isValid():
+            return None
+        self.view.setCurrentIndex(index)
+        row: LogRow | None = index.data(RowRole)
+        menu = QMenu(self)
+        menu.setAccessibleName("Message actions")
+        details = QAction("Show details", menu)
+        details.triggered.connect(self.details.setFocus)
+        menu.addAction(details)
+        retry = QAction("Retry", menu)
+        retry.setEnabled(self.retry_button.isEnabled())
+        retry.triggered.connect(self.retry_selected)
+        menu.addAction(retry)
+        copy_text = QAction("Copy text", menu)
+        copy_text.setEnabled(row is not None)
+        copy_text.triggered.connect(lambda: QGuiApplication.clipboard().setText(
+            (self.current_details.body if self.current_details else None) or (row.text if row else "")))
+        menu.addAction(copy_text)
+        self.last_menu = menu
+        menu.popup(self.view.viewport().mapToGlobal(pos))
+        return menu
+
+    def _export_clicked(self) -> None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M")
+        path, _ = QFileDialog.getSaveFileName(self, "Export messages", f"messages-{stamp}.csv", "CSV files (*.csv)")
+        if path:
+            self.export_to(path)
+
+    def export_to(self, path: str) -> asyncio.Task[int]:
+        """Write the shown messages (this filter, this order) to ``path``, off the loop thread."""
+        self.export_button.setEnabled(False)
+        self.action_label.setText("Exporting…")
+        ids = self.model.ids()
+
+        async def run() -> int:
+            try:
+                written = await self.service.export_csv(path, self.model.log_filter, self.model.log_sort, ids=ids)
+            except OSError as exc:
+                self.action_label.setText(f"Export failed: {exc.strerror or exc}")
+                raise
+            finally:
+                self._update_hint()
+            self.last_export = (path, written)
+            self.action_label.setText(f"Exported {written:,} message{'s' * (written != 1)} to {path}")
+            self.status_changed.emit(self.action_label.text())
+            return written
+
+        return self.tasks.spawn(run(), "message-log-export")
+
+    async def wait_idle(self) -> None:
+        """Until the ids query and any export have finished (tests)."""
+        await self.model.wait_loaded()
+        await self.tasks.wait()
+
+
+def _esc(value: object) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return "—"
+    local = value.astimezone()
+    text = local.strftime("%Y-%m-%d %H:%M:%S %Z")
+    if local.utcoffset():
+        text += f" <span style='opacity:.7'>({value.astimezone(UTC):%H:%M:%S} UTC)</span>"
+    return text
+
+
+def details_html(d: LogDetails, palette: QPalette) -> str:
+    """The details pane: one table of facts, the error in full (red), the text, the jobs' payloads."""
+    row = d.row
+    _, bad, _, muted = _colors()
+    facts = [
+        ("Status", _esc(status_text(row).split(":", 1)[0])),
+        ("Direction", _esc(DIRECTION_LABELS[row.direction])),
+        ("Kind", _esc(row.kind.value)),
+        ("Number", _esc(row.number or "—")),
+        ("Location", f"{_esc(row.location_name or '—')} <code>{_esc(row.location_id)}</code>"),
+        ("Contact", _esc(row.contact_label) + (f" <code>{_esc(row.chat_jid)}</code>" if row.chat_jid else "")),
+        ("Our id", _esc(row.id)),
+        ("WhatsApp id", f"<code>{_esc(d.wa_message_id or '—')}</code>"),
+        ("HighLevel id", f"<code>{_esc(d.ghl_message_id or '—')}</code>"),
+        ("Logged", _when(d.created_at)),
+        ("Sent at", _when(d.sent_at)),
+        ("Updated", _when(d.updated_at)),
+    ]
+    if d.media_name or d.media_ref:
+        size = f", {d.media_size:,} bytes" if d.media_size else ""
+        facts.append(("Attachment", _esc(f"{d.media_name or ''} {d.media_mime or ''}{size}".strip()) +
+                      (f"<br><code>{_esc(d.media_ref)}</code>" if d.media_ref else "")))
+    parts = []
+    if row.error:
+        parts.append(f"<p style='color:{bad.name()}'><b>Failed:</b> {_esc(row.error)}</p>")
+    parts.append("<table cellspacing='0' cellpadding='2'>" + "".join(
+        f"<tr><td style='color:{muted.name()}; padding-right:8px'>{label}</td><td>{value}</td></tr>"
+        for label, value in facts) + "</table>")
+    if d.body:
+        parts.append(f"<h4>Text</h4><p style='white-space:pre-wrap'>{_esc(d.body)}</p>")
+    for job in d.jobs:
+        kind = JOB_KIND_LABELS.get(job.kind, job.kind)
+        error = f"<br><span style='color:{bad.name()}'>{_esc(job.last_error)}</span>" if job.last_error else ""
+        parts.append(f"<h4>Job #{job.id} — {_esc(kind)} ({_esc(job.state)}, {job.attempts} attempt"
+                     f"{'s' * (job.attempts != 1)})</h4>{error}<pre>{_esc(job.payload)}</pre>")
+    if not d.jobs:
+        parts.append(f"<p style='color:{muted.name()}'>No job payload stored (finished jobs are purged after a "
+                     "week).</p>")
+    return "".join(parts)
+
+
+class DeadLettersPanel(QWidget):
+    """Work that gave up, with the reason; Retry one (context menu, Enter, the button) or Retry all."""
+
+    status_changed = Signal(str)
+    #: the user asked to see a dead letter's message in the log
+    message_requested = Signal(int)
+    #: the number of dead letters changed (for a tab title)
+    count_changed = Signal(int)
+
+    def __init__(self, log: MessageLogService, bridge: ServiceBridge, parent: QWidget | None = None, *,
+                 poll_ms: int = DEAD_POLL_MS) -> None:
+        super().__init__(parent)
+        self.setObjectName("deadLettersPanel")
+        self.service = log
+        self.model = DeadLettersModel(self)
+        self.view = _table("deadLettersTable")
+        self.view.setAccessibleName("Dead letters")
+        self.view.setModel(self.model)
+        header = self.view.horizontalHeader()
+        metrics = self.view.fontMetrics()
+        for column, sample in enumerate(("#00000", "HighLevel → WhatsApp", "to +14155550123: Hello there",
+                                         "28 Dec 00:00", "Attempts")):
+            header.resizeSection(column, metrics.horizontalAdvance(sample) + 20)
+        self.view.customContextMenuRequested.connect(self._context_menu)
+        self._keys = _RowKeys(self.view, self._context_menu)
+        self.hint = QLabel(NO_DEAD)
+        self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.hint.setWordWrap(True)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.view)
+        self.stack.addWidget(self.hint)
+        self.retry_button = QPushButton("Retry")
+        self.retry_button.setAccessibleName("Retry the selected dead letter")
+        self.retry_button.clicked.connect(self.retry_selected)
         self.retry_all_button = QPushButton("Retry all")
-        self.retry_all_button.clicked.connect(lambda: self.retry_dead_jobs([j.id for j in self.dead_model.records()]))
-        dead_page = QWidget()
-        dead_layout = QVBoxLayout(dead_page)
-        dead_layout.setContentsMargins(0, 4, 0, 0)
-        dead_bar = QHBoxLayout()
-        self.dead_status = _status_label("deadStatus")
-        dead_bar.addWidget(self.dead_status, 1)
-        dead_bar.addWidget(self.retry_all_button)
-        dead_layout.addLayout(dead_bar)
-        dead_layout.addWidget(self.dead_panel)
-        self.log_tabs = QTabWidget()
-        self.log_tabs.setDocumentMode(True)
-        self.log_tabs.addTab(self.messages_panel, "Messages")
-        self.log_tabs.addTab(dead_page, "Dead letters")
-        layout.addWidget(self.log_tabs)
-        return frame
+        self.retry_all_button.setObjectName("deadRetryAll")
+        self.retry_all_button.setAccessibleName("Retry all dead letters")
+        self.retry_all_button.clicked.connect(self.retry_all)
+        self.status = QLabel()
+        self.status.setObjectName("deadStatus")
+        self.status.setWordWrap(True)
+        self.status.setAccessibleName("Dead letters status")
+        bar = QHBoxLayout()
+        bar.addWidget(self.status, 1)
+        bar.addWidget(self.retry_button)
+        bar.addWidget(self.retry_all_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(bar)
+        layout.addWidget(self.stack, 1)
+        self.view.selectionModel().currentRowChanged.connect(lambda *_: self._update_buttons())
+        self._timer = QTimer(self)
+        self._timer.setInterval(poll_ms)
+        self._timer.timeout.connect(self.refresh)
+        if poll_ms > 0:
+            self._timer.start()
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(300)
+        self._debounce.timeout.connect(self.refresh)
+        bridge.message_logged.connect(lambda _m: self._debounce.start())
+        self.refresh()
 
-    def _dead_actions(self, job: Job) -> list[tuple[str, Callable[[], object]]]:
-        return [("Retry", lambda: self.retry_dead_jobs([job.id]))]
+    def refresh(self) -> None:
+        current = self.view.currentIndex()
+        job_id = current.data(IdRole) if current.isValid() else None
+        before = self.model.rowCount()
+        self.model.set_records(self.service.dead_letters())
+        if job_id is not None:
+            for row, record in enumerate(self.model.records()):
+                if record.job_id == job_id:
+                    self.view.selectRow(row)
+                    break
+        count = self.model.rowCount()
+        self.stack.setCurrentWidget(self.view if count else self.hint)
+        self._update_buttons()
+        if count != before:
+            self.count_changed.emit(count)
 
-    # -- dead letters --
+    def _update_buttons(self) -> None:
+        self.retry_all_button.setEnabled(self.model.rowCount() > 0)
+        self.retry_button.setEnabled(self.view.currentIndex().isValid())
 
-    def refresh_dead(self) -> None:
-        jobs = self.app.db.jobs.list("dead", limit=DEAD_LIMIT)
-        if [(j.id, j.updated_at) for j in jobs] != [(j.id, j.updated_at) for j in self.dead_model.records()]:
-            self.dead_model.set_records(jobs)
-        count = len(jobs)
-        self.log_tabs.setTabText(1, f"Dead letters ({count})" if count else "Dead letters")
-        self.retry_all_button.setEnabled(count > 0 and self.runtime is not None)
+    def _say(self, text: str) -> None:
+        self.status.setText(text)
+        self.status_changed.emit(text)
 
-    def _message_of(self, job: Job) -> Message | None:
-        """The message a dead job was carrying, when it carried one."""
-        payload = job.payload
-        messages = self.app.db.messages
-        if isinstance(payload.get("message"), dict) and payload.get("session_id"):
-            wa_id = payload["message"].get("id")
-            return messages.by_wa_id(str(payload["session_id"]), str(wa_id)) if wa_id else None
-        event: dict[str, Any] = payload["event"] if isinstance(payload.get("event"), dict) else payload
-        if event.get("messageId") and event.get("locationId"):
-            return messages.by_ghl_id(str(event["locationId"]), str(event["messageId"]))
-        return None
+    def retry_selected(self) -> None:
+        index = self.view.currentIndex()
+        if index.isValid():
+            self._say(self.service.retry_dead([int(index.data(IdRole))]).message)
+            QTimer.singleShot(0, self.refresh)  # not under the pressed button's feet
 
-    def retry_dead_jobs(self, job_ids: list[int]) -> int:
-        """Requeue dead jobs (their failed message back to where it started) and wake the runner."""
-        if self.runtime is None or self.app.closed:
-            return 0
-        requeued = 0
-        for job_id in job_ids:
-            job = self.app.db.jobs.get(job_id)
-            if job is None:
-                continue
-            message = self._message_of(job)
-            if self.app.db.jobs.requeue_dead(job_id):
-                requeued += 1
-                if message is not None and message.id is not None and message.status is MessageStatus.FAILED:
-                    self.messages_model.upsert(self.app.db.messages.reset_failed(message.id))
-        if requeued:
-            self.runtime.runner.wake()
-        self._say(self.dead_status, f"{requeued} job{'s' * (requeued != 1)} queued again." if requeued
-                  else "Nothing to retry (already retried?).")
-        QTimer.singleShot(0, self.refresh_dead)  # not under the clicked button's feet
-        return requeued
+    def retry_all(self) -> None:
+        self._say(self.service.retry_all_dead().message)
+        QTimer.singleShot(0, self.refresh)
 
-    def _message_logged(self, message: Message) -> None:
-        self.messages_model.upsert(message)
-        self._update_shown()
+    def _context_menu(self, pos: QPoint) -> QMenu | None:
+        index = self.view.indexAt(pos)
+        if not index.isValid():
+            index = self.view.currentIndex()
+        if not index.isValid():
+            return None
+        self.view.setCurrentIndex(index)
+        record = self.model.record(index.row())
+        menu = QMenu(self)
+        menu.setAccessibleName("Dead letter actions")
+        retry = QAction("Retry", menu)
+        retry.triggered.connect(self.retry_selected)
+        menu.addAction(retry)
+        show = QAction("Show the message", menu)
+        show.setEnabled(record.message_id is not None)
+        show.triggered.connect(lambda: self.message_requested.emit(record.message_id))
+        menu.addAction(show)
+        copy = QAction("Copy the reason", menu)
+        copy.triggered.connect(lambda: QGuiApplication.clipboard().setText(record.reason))
+        menu.addAction(copy)
+        self.last_menu = menu
+        menu.popup(self.view.viewport().mapToGlobal(pos))
+        return menu
 
-    def _filter_changed(self, text: str) -> None:
-        self.messages_filter.set_text(text)
-        self._update_shown()
 
-    def _update_shown(self) -> None:
-        total = self.messages_model.rowCount()
-        shown = self.messages_filter.rowCount()
-        self.shown_label.setText(
-            f"{shown} of {total} shown" if self.filter_box.text().strip() else f"{total} message{'s' * (total != 1)}"
-        )
+__all__ = ["NO_MATCH", "NO_MESSAGES", "DeadLettersPanel", "MessageLogPanel", "StatusDelegate", "details_html"]

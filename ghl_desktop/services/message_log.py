@@ -1,0 +1,267 @@
+"""The message log and the dead letters, as the window uses them (Qt-free).
+
+:class:`MessageLogService` is what ``cockpit.log`` is: the message-log panel and the dead-letters
+panel call only this. It answers
+
+- **the log**: :meth:`ids` (every matching id, in order — off the event loop thread for a file
+  database, since a million ids take a fraction of a second to a few seconds), :meth:`rows` (one
+  page, synchronous: milliseconds), :meth:`matches` (does a changed message still belong to the
+  filtered view), :meth:`details` (ids, timestamps, the error in full, the jobs that carried it with
+  their payloads redacted), :meth:`export_csv` (the filtered view streamed to a file in batches, on a
+  worker thread);
+- **retry**: :meth:`retry_message` (a failed message: its dead job requeued, or — when its job
+  finished by failing it — a new job of the same work, both atomic with the message's reset to
+  pending; pressing it twice retries once), :meth:`dead_letters`, :meth:`retry_dead`,
+  :meth:`retry_all_dead`.
+
+Every change to a message is published as ``MessageLogged`` on the bus, as the bridge does, so the
+panels update the same way whoever changed it. Retrying needs no running bridge: the job waits in
+the queue; ``wake`` (the job runner's) starts it at once when there is one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import logging
+import re
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ghl_desktop.core.events import EventBus
+from ghl_desktop.core.message_log import (
+    DeadLetter,
+    FilterChoice,
+    LogDetails,
+    LogFilter,
+    LogRow,
+    LogSort,
+    RetryResult,
+)
+from ghl_desktop.core.models import Direction, MessageStatus, NewJob
+from ghl_desktop.core.ports import MessageLogQuery
+from ghl_desktop.services.bridge import OUTBOUND, MessageLogged
+
+if TYPE_CHECKING:
+    from ghl_desktop.app import App
+    from ghl_desktop.runtime import BridgeRuntime
+
+log = logging.getLogger("ghl.message_log")
+
+#: rows per batch when exporting (never the whole view in memory)
+EXPORT_BATCH = 2000
+
+CSV_COLUMNS = ("id", "time_local", "time_utc", "direction", "number", "location", "contact_name",
+               "contact_phone", "chat", "kind", "status", "error", "text")
+
+DIRECTION_LABELS = {Direction.INBOUND: "WhatsApp → HighLevel", Direction.OUTBOUND: "HighLevel → WhatsApp"}
+
+JOB_KIND_LABELS: dict[str, str] = {
+    "wa.inbound": "WhatsApp → HighLevel",
+    "ghl.outbound_message": "HighLevel → WhatsApp",
+    "ghl.status": "Status to HighLevel",
+    "ghl.app_event": "Install/uninstall",
+}
+
+#: payload keys whose values are secrets or key material (a WhatsApp media handle holds the media key)
+_PAYLOAD_SECRET_KEYS = re.compile(
+    r"(?i)^(handle|media_key|mediakey|signature|x-wh-signature|token|access_token|refresh_token|id_token|"
+    r"client_secret|secret|password|passphrase|api_key|apikey|authorization|code)$"
+)
+REDACTED = "[REDACTED]"
+
+
+def _redact_payload(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: (REDACTED if _PAYLOAD_SECRET_KEYS.match(str(k)) and v not in (None, "") else _redact_payload(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_payload(v) for v in value]
+    return value
+
+
+class MessageLogService:
+    def __init__(
+        self,
+        query: MessageLogQuery,
+        *,
+        bus: EventBus | None = None,
+        wake: Callable[[], None] | None = None,
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
+        self.query = query
+        self._bus = bus
+        self._wake = wake or (lambda: None)
+        self._redact = redact or (lambda text: text)
+
+    @classmethod
+    def for_app(cls, app: App, runtime: BridgeRuntime | None = None) -> MessageLogService:
+        """The service on the app's database, bus and log redactor; the runtime's runner is woken on retry."""
+        wake = runtime.runner.wake if runtime is not None else None
+        return cls(app.db.message_log, bus=app.bus, wake=wake, redact=app.logging.redactor.redact)
+
+    # -- the log -------------------------------------------------------------------------------
+
+    async def ids(self, log_filter: LogFilter, sort: LogSort) -> array[int]:
+        """Every matching id in order; on a worker thread unless the database is in memory."""
+        if self.query.threadsafe:
+            return await asyncio.to_thread(self.query.ids, log_filter, sort)
+        return self.query.ids(log_filter, sort)
+
+    def ids_now(self, log_filter: LogFilter, sort: LogSort) -> array[int]:
+        """The same, on the calling thread (tests, small databases)."""
+        return self.query.ids(log_filter, sort)
+
+    def rows(self, message_ids: Sequence[int]) -> list[LogRow]:
+        return self.query.rows(message_ids)
+
+    def matches(self, message_id: int, log_filter: LogFilter) -> bool:
+        return log_filter.is_empty or self.query.matches(message_id, log_filter)
+
+    def details(self, message_id: int) -> LogDetails | None:
+        """The message's details with every job payload redacted (secrets, tokens, media keys)."""
+        details = self.query.details(message_id)
+        if details is None:
+            return None
+        jobs = tuple(replace(job, payload=self._redact_text(job.payload),
+                             last_error=self._redact(job.last_error) if job.last_error else None)
+                     for job in details.jobs)
+        return replace(details, jobs=jobs, retryable=self._retryable(details))
+
+    def _redact_text(self, payload_json: str) -> str:
+        try:
+            data = json.loads(payload_json)
+        except ValueError:
+            return self._redact(payload_json)
+        return self._redact(json.dumps(_redact_payload(data), indent=2, sort_keys=True, ensure_ascii=False))
+
+    @staticmethod
+    def _retryable(details: LogDetails) -> bool:
+        return details.row.status is MessageStatus.FAILED or any(job.state == "dead" for job in details.jobs)
+
+    def location_choices(self) -> list[FilterChoice]:
+        return self.query.location_choices()
+
+    def number_choices(self) -> list[FilterChoice]:
+        return self.query.number_choices()
+
+    # -- export ----------------------------------------------------------------------------------
+
+    async def export_csv(self, path: str | Path, log_filter: LogFilter, sort: LogSort,
+                         *, ids: Sequence[int] | None = None) -> int:
+        """Write the filtered view to ``path`` (UTF-8 CSV with a header), on a worker thread, reading
+        rows in batches of ``EXPORT_BATCH``; returns the number of messages written. ``ids``: the view's
+        ids as already loaded (else they are queried). Written to a temporary file first, then renamed."""
+        if self.query.threadsafe:
+            return await asyncio.to_thread(self._export, Path(path), log_filter, sort, ids)
+        return self._export(Path(path), log_filter, sort, ids)
+
+    def _export(self, path: Path, log_filter: LogFilter, sort: LogSort, ids: Sequence[int] | None) -> int:
+        order = ids if ids is not None else self.query.ids(log_filter, sort)
+        partial = path.with_name(path.name + ".part")
+        written = 0
+        with partial.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(CSV_COLUMNS)
+            for start in range(0, len(order), EXPORT_BATCH):
+                chunk = list(order[start:start + EXPORT_BATCH])
+                by_id = {row.id: row for row in self.query.rows(chunk)}
+                for message_id in chunk:
+                    row = by_id.get(message_id)
+                    if row is None:
+                        continue  # deleted meanwhile (its location was removed)
+                    writer.writerow(csv_record(row))
+                    written += 1
+        partial.replace(path)
+        log.info("exported %d messages to %s", written, path)
+        return written
+
+    # -- retry -----------------------------------------------------------------------------------
+
+    def retry_message(self, message_id: int) -> RetryResult:
+        """Retry a failed message (idempotent: a second press finds nothing left to retry)."""
+        dead = self.query.dead_jobs_of(message_id)
+        if dead:
+            return self.retry_dead(dead)
+        message = self.query.message(message_id)
+        if message is None:
+            return RetryResult(0, "That message no longer exists.")
+        if message.status is not MessageStatus.FAILED:
+            return RetryResult(0, "Nothing to retry: the message is not failed (already retried?).")
+        if message.direction is not Direction.OUTBOUND or not message.ghl_message_id:
+            return RetryResult(0, "This message cannot be sent again from here: WhatsApp has to deliver it again.")
+        base = f"ghl:msg:{message.ghl_message_id}"
+        payload = self.query.job_payload(base) or _outbound_payload(message.location_id, message.ghl_message_id,
+                                                                    message.chat_jid, message.body,
+                                                                    message.media_ref)
+        event = payload.get("event") if isinstance(payload.get("event"), dict) else payload
+        contact = event.get("contactId") if isinstance(event, dict) else None
+        attempt = self.query.retry_count(base) + 1
+        job = NewJob(
+            kind=OUTBOUND,
+            payload={**payload, "retry_of_message": message_id, "retried_at": datetime.now(UTC).isoformat()},
+            dedupe_key=f"{base}#retry-{attempt}",
+            ordering_key=f"ghl:conv:{message.location_id}:{contact}" if contact else None,
+        )
+        updated = self.query.retry_failed(message_id, job)
+        if updated is None:
+            return RetryResult(0, "Nothing to retry: the message is not failed (already retried?).")
+        log.info("message %s: retry queued (%s)", message_id, job.dedupe_key)
+        self._publish([updated])
+        self._wake()
+        return RetryResult(1, "Queued again: it will be sent as soon as its WhatsApp number is connected.")
+
+    def dead_letters(self, limit: int = 500) -> list[DeadLetter]:
+        return [replace(d, reason=self._redact(d.reason), summary=self._redact(d.summary))
+                for d in self.query.dead_letters(limit)]
+
+    def retry_dead(self, job_ids: Sequence[int]) -> RetryResult:
+        """Requeue these dead jobs (their failed messages back to where they started)."""
+        requeued, messages = self.query.requeue_dead(list(job_ids))
+        self._publish(messages)
+        if requeued:
+            self._wake()
+            log.info("requeued %d dead job(s)", requeued)
+            return RetryResult(requeued, f"{requeued} job{'s' * (requeued != 1)} queued again.")
+        return RetryResult(0, "Nothing to retry (already retried?).")
+
+    def retry_all_dead(self) -> RetryResult:
+        return self.retry_dead([d.job_id for d in self.query.dead_letters(limit=100_000)])
+
+    def _publish(self, messages: Sequence[Any]) -> None:
+        if self._bus is not None:
+            for message in messages:
+                self._bus.publish(MessageLogged(message))
+
+
+def _outbound_payload(location_id: str, ghl_id: str, chat_jid: str, body: str | None,
+                      media_ref: str | None) -> dict[str, Any]:
+    """The provider webhook the bridge would have received, rebuilt from the stored message (its job
+    was purged). Only what the outbound handler reads."""
+    user = chat_jid.partition("@")[0].split(":", 1)[0]
+    return {"event": {
+        "type": "SMS", "locationId": location_id, "messageId": ghl_id,
+        "phone": "+" + user if user.isdigit() else "", "message": body or "",
+        "attachments": media_ref.split() if media_ref else [],
+    }, "via": "retry"}
+
+
+def local_time(value: datetime) -> datetime:
+    return value.astimezone() if value.tzinfo else value.replace(tzinfo=UTC).astimezone()
+
+
+def csv_record(row: LogRow) -> list[str]:
+    return [
+        str(row.id), local_time(row.time).isoformat(timespec="seconds"),
+        row.time.astimezone(UTC).isoformat(timespec="seconds"), row.direction.value, row.number or "",
+        row.location_name or row.location_id, row.contact_name or "", row.contact_phone or "", row.chat_jid,
+        row.kind.value, row.status.value, row.error or "", row.text,
+    ]
+
+
+__all__ = ["CSV_COLUMNS", "DIRECTION_LABELS", "EXPORT_BATCH", "JOB_KIND_LABELS", "MessageLogService", "csv_record"]
