@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--webhook-url", default=None, help="delivery URL for provider webhooks")
     sb.add_argument("--app-webhook-url", default=None, help="URL for INSTALL/UNINSTALL webhooks")
     sb.add_argument("--state-dir", default=None, help="keep sandbox state in this folder across restarts")
+    sb.add_argument("--strict-versions", action="store_true",
+                    help="refuse retired Version header values (2021-04-15, 2021-07-28 unless --retired-version)")
+    sb.add_argument("--retired-version", action="append", default=None, help="a Version value strict mode refuses")
 
     hl = sub.add_parser("headless", help="run the bridge with no window (logs to stdout)")
     hl.add_argument("--sandbox", action="store_true", dest="headless_sandbox")

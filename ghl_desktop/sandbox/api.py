@@ -44,10 +44,14 @@ MESSAGE_TYPE_NAME = "TYPE_CUSTOM_PROVIDER_SMS"
 # ----- JSON shapes ----------------------------------------------------------------------------------
 
 def contact_json(c: Contact) -> dict[str, Any]:
-    return {"id": c.id, "locationId": c.location_id, "phone": c.phone, "email": c.email,
-            "contactName": c.name, "name": c.name, "firstName": c.first_name, "lastName": c.last_name,
-            "firstNameRaw": c.first_name, "lastNameRaw": c.last_name,
-            "tags": list(c.tags), "source": c.source, "additionalPhones": list(c.additional_phones),
+    """A contact as HighLevel answers it. The spec types these fields as strings (not nullable):
+    an unset one is left out, never sent as ``null``."""
+    optional = {"phone": c.phone, "email": c.email, "contactName": c.name, "name": c.name,
+                "firstName": c.first_name, "lastName": c.last_name, "firstNameRaw": c.first_name,
+                "lastNameRaw": c.last_name, "source": c.source}
+    return {"id": c.id, "locationId": c.location_id,
+            **{key: value for key, value in optional.items() if value is not None},
+            "tags": list(c.tags), "additionalPhones": list(c.additional_phones),
             "type": "lead", "dateAdded": iso(c.date_added)}
 
 
@@ -76,7 +80,7 @@ def conversation_json(sandbox: Sandbox, conv: Conversation) -> dict[str, Any]:
     return {
         "id": conv.id, "contactId": conv.contact_id, "locationId": conv.location_id,
         "lastMessageBody": last.body if last else "", "lastMessageType": MESSAGE_TYPE_NAME,
-        "lastMessageDirection": last.direction if last else None, "type": "TYPE_PHONE",
+        **({"lastMessageDirection": last.direction} if last else {}), "type": "TYPE_PHONE",
         "unreadCount": conv.unread_count, "fullName": (contact.name if contact else "") or "",
         "contactName": (contact.name if contact else "") or "", "email": (contact.email if contact else "") or "",
         "phone": (contact.phone if contact else "") or "", "dateAdded": int(conv.date_added * 1000),

@@ -60,7 +60,10 @@ def run_sandbox(args: argparse.Namespace) -> int:
         "webhook_url": args.webhook_url,
         "app_webhook_url": args.app_webhook_url,
         "state_dir": args.state_dir,
+        "strict_versions": bool(getattr(args, "strict_versions", False)),
     }
+    if getattr(args, "retired_version", None):
+        options["retired_versions"] = list(args.retired_version)
     try:
         asyncio.run(_serve(options))
     except SandboxStateError as exc:

@@ -4,7 +4,8 @@ GET  /_sandbox/state                               everything (see SandboxState.
 POST /_sandbox/reset                               forget data, keep app credentials and locations
 POST /_sandbox/faults        {error_rate, lost_response_rate, latency_ms, status_race_seconds,
                               rate_limit_per_10s, rate_limit_daily, rate_limit_window_seconds}  (partial)
-POST /_sandbox/config        {webhook_url, app_webhook_url, hold_webhooks}   (partial update; a new URL
+POST /_sandbox/config        {webhook_url, app_webhook_url, hold_webhooks, strict_versions,
+                              retired_versions}   (partial update; a new URL
                              resumes deliveries a killed run left unfinished; hold_webhooks: true keeps
                              new ones pending while the receiver shuts down)
 POST /_sandbox/oauth/refresh_failures {kind? | status+body?, count?, locationId?, company?}
@@ -97,12 +98,21 @@ async def config(request: web.Request) -> web.Response:
         sandbox.state.app_webhook_url = data["app_webhook_url"]
     if "hold_webhooks" in data:
         sandbox.holding_webhooks = bool(data["hold_webhooks"])
+    if "strict_versions" in data:
+        sandbox.config.strict_versions = bool(data["strict_versions"])
+    if "retired_versions" in data:
+        retired = data["retired_versions"]
+        if not isinstance(retired, list) or not all(isinstance(v, str) for v in retired):
+            return web.json_response({"error": "retired_versions must be a list of strings"}, status=400)
+        sandbox.config.retired_versions = list(retired)
     sandbox.changed()
     if not sandbox.holding_webhooks:
         sandbox.resume_deliveries()  # what a killed run left unfinished goes to the new URL
     return web.json_response({"webhook_url": sandbox.state.webhook_url,
                               "app_webhook_url": sandbox.state.app_webhook_url,
-                              "hold_webhooks": sandbox.holding_webhooks})
+                              "hold_webhooks": sandbox.holding_webhooks,
+                              "strict_versions": sandbox.config.strict_versions,
+                              "retired_versions": sandbox.config.retired_versions})
 
 
 async def refresh_failures(request: web.Request) -> web.Response:

@@ -44,6 +44,9 @@ MB = 1024 * 1024
 _DEFAULT_REGISTRATION = app_registration()
 APP_SCOPES: tuple[str, ...] = _DEFAULT_REGISTRATION.scopes
 DEFAULT_REDIRECT_URI = _DEFAULT_REGISTRATION.redirect_uri
+#: the Version values strict mode refuses by default: the ones the v2 specs declare, which HighLevel's
+#: SDK has moved away from (to 2023-02-21)
+RETIRED_VERSIONS: tuple[str, ...] = ("2021-04-15", "2021-07-28")
 AUTH_CLASS_MESSAGE = ("This authClass type is not allowed to access this scope. Please verify your IAM "
                       "configuration if this is not the case.")
 
@@ -118,6 +121,11 @@ class SandboxConfig:
     refresh_token_lifetime: int = 365 * 86400
     refresh_grace_seconds: float = 30.0
     code_lifetime: int = 600
+    #: strict mode: refuse the ``Version`` values in ``retired_versions`` with 401 "version header is
+    #: invalid", as HighLevel will once it retires them (its own SDK sends 2023-02-21 everywhere); a
+    #: client must then be switchable with its per-path version overrides
+    strict_versions: bool = False
+    retired_versions: list[str] = field(default_factory=lambda: list(RETIRED_VERSIONS))
     #: the most rows one GET /oauth/installedLocations answers, whatever ``limit`` asks (a server-side
     #: cap; clients must page on ``skip < count`` with the rows actually returned)
     installed_locations_page_cap: int = 100

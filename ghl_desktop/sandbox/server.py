@@ -60,6 +60,14 @@ def _check_version(sandbox: Sandbox, request: web.Request) -> None:
     if version not in PUBLISHED_VERSIONS:
         sandbox.record_validation_failure(request.method, request.path, [f"Version {version!r} is unknown"], True)
         raise ApiError(401, {"statusCode": 401, "message": "version header is invalid"})
+    # which values reach which API area ("version 2021-04-15 /conversations"): lets a test prove a client
+    # switched every path it calls
+    sandbox.state.count(f"version {version} /{request.path.lstrip('/').split('/', 1)[0]}")
+    if sandbox.config.strict_versions and version in sandbox.config.retired_versions:
+        # UNCONFIRMED wording for a retired value; the same 401 as an unknown one
+        sandbox.state.count("retired_version_refused")
+        raise ApiError(401, {"statusCode": 401, "message": "version header is invalid",
+                             "error": f"Version {version} is retired"})
 
 
 def _check_access(sandbox: Sandbox, token: Token, meta: RouteMeta) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
 
 from ghl_desktop.sandbox.server import RunningSandbox
-from ghl_desktop.sandbox.validation import ERRATA, SpecValidator
+from ghl_desktop.sandbox.validation import ERRATA, SPEC_DIR, SpecValidator
 from tests.sandbox.api_helpers import CONTACTS, auth, inbound, location_install, state, upsert
 
 RATE_HEADERS = ("X-RateLimit-Limit-Daily", "X-RateLimit-Daily-Remaining", "X-RateLimit-Interval-Milliseconds",
@@ -154,3 +155,36 @@ async def test_concurrent_requests_are_served(sandbox: RunningSandbox) -> None:
         results = await asyncio.gather(*(upsert(client, token, loc, f"+1415555{2000 + i}") for i in range(20)))
         assert [r.status_code for r in results] == [200] * 20
         assert len((await state(client))["contacts"]) == 20
+
+
+def _string_fields(schema_name: str) -> set[str]:
+    spec = json.loads((SPEC_DIR / "apps" / "contacts.json").read_text(encoding="utf-8"))
+    props = spec["components"]["schemas"][schema_name]["properties"]
+    return {name for name, prop in props.items() if prop.get("type") == "string" and not prop.get("nullable")}
+
+
+@pytest.mark.asyncio
+async def test_unset_contact_fields_are_left_out_not_null(sandbox: RunningSandbox) -> None:
+    """The spec types a contact's name, email, source... as (non-nullable) strings: a contact created
+    with a phone only has them absent, never ``null``, in every answer that carries a contact."""
+    strings = _string_fields("GetContectByIdSchema")
+    assert {"email", "firstName", "lastName", "name", "source"} <= strings
+    async with httpx.AsyncClient(base_url=sandbox.url) as client:
+        loc = sandbox.location_ids[0]
+        token = (await location_install(client, sandbox, loc))["access_token"]
+        created = await upsert(client, token, loc, "+14155550177")
+        contact_id = created.json()["contact"]["id"]
+        again = await upsert(client, token, loc, "+14155550177")
+        fetched = await client.get(f"/contacts/{contact_id}", headers=auth(token, CONTACTS))
+        duplicate = await client.get("/contacts/search/duplicate", headers=auth(token, CONTACTS),
+                                     params={"locationId": loc, "number": "+14155550177"})
+        for answer in (created, again, fetched, duplicate):
+            assert answer.status_code == 200, answer.text
+            contact = answer.json()["contact"]
+            nulls = sorted(key for key, value in contact.items() if value is None)
+            assert not nulls, f"{answer.request.url.path} answered null for {nulls}"
+            assert contact["phone"] == "+14155550177" and "email" not in contact and "name" not in contact
+            assert all(isinstance(contact[key], str) for key in strings & contact.keys())
+        # a field once set is there
+        named = await upsert(client, token, loc, "+14155550177", name="Ada", email="ada@example.com")
+        assert named.json()["contact"]["name"] == "Ada" and named.json()["contact"]["email"] == "ada@example.com"

@@ -221,8 +221,9 @@ class ClientOptions:
     #: (the product's setup); False only for an app that REPLACES the default SMS provider, where HighLevel
     #: does not require it (ghl-api.md §2.1). A custom provider's message without it is dropped.
     send_provider_id: bool = True
-    #: ``Version`` header per path prefix, overriding the spec's values (e.g. to move to 2023-02-21 when
-    #: HighLevel retires an old version). Longest matching prefix wins.
+    #: ``Version`` header per path prefix, overriding the spec's values (transport.VERSION_TABLE; e.g. to
+    #: move to 2023-02-21 when HighLevel retires an old version). Longest matching prefix wins. Give the
+    #: TokenManager the same mapping: it calls /oauth/locationToken itself.
     version_overrides: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -325,8 +326,7 @@ class GhlClient:
             raise error
 
     def _version(self, path: str) -> str:
-        matches = [prefix for prefix in self.options.version_overrides if path.startswith(prefix)]
-        return self.options.version_overrides[max(matches, key=len)] if matches else version_for(path)
+        return version_for(path, self.options.version_overrides)
 
     async def _backoff(self, attempt: int, method: str, path: str, error: GhlError) -> None:
         delay = self.scheduler.retry_policy.delay(attempt)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,7 +38,7 @@ from ghl_desktop.core.models import LocationState, utcnow
 from ghl_desktop.core.ports import LocationRepository, SecretStore
 
 from .rate import RateLimitConfig, RetryPolicy
-from .transport import VERSION_DEFAULT, body_of, map_error, request_was_sent, transport_error
+from .transport import body_of, map_error, request_was_sent, transport_error, version_for
 
 log = logging.getLogger("ghl.api.tokens")
 
@@ -150,8 +150,11 @@ class TokenManager:
         refresh_skew: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] = utcnow,
         retry: RateLimitConfig | None = None,
+        version_overrides: Mapping[str, str] | None = None,
     ) -> None:
         self._secrets = secret_store
+        #: ``Version`` overrides by path prefix for the calls made here (see ClientOptions.version_overrides)
+        self.version_overrides: Mapping[str, str] = dict(version_overrides or {})
         self._locations = location_repo
         self._http = http
         self._settings = settings
@@ -396,7 +399,8 @@ class TokenManager:
                 response = await self._http.post(
                     LOCATION_TOKEN_PATH,
                     data={"companyId": company_id, "locationId": location_id},
-                    headers={"Authorization": f"Bearer {token}", "Version": VERSION_DEFAULT},
+                    headers={"Authorization": f"Bearer {token}",
+                             "Version": version_for(LOCATION_TOKEN_PATH, self.version_overrides)},
                 )
             except httpx.HTTPError as exc:
                 raise transport_error(exc, "mint location token") from exc

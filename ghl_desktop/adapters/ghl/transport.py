@@ -7,6 +7,8 @@ Callers above the adapter never look at HTTP statuses: every failure leaves this
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import httpx
@@ -43,9 +45,29 @@ _PERMISSION_401_MARKERS = (
 )
 
 
-def version_for(path: str) -> str:
-    """The ``Version`` header the spec declares for ``path``."""
-    return VERSION_CONVERSATIONS if path.startswith("/conversations") else VERSION_DEFAULT
+#: The per-path table: ``Version`` by path prefix, as the v2 specs declare (longest prefix wins).
+#: HighLevel's own SDK sends 2023-02-21 everywhere; the day HighLevel retires these values, each
+#: prefix can be switched with ``version_overrides`` (ClientOptions / TokenManager) without a release.
+VERSION_TABLE: Mapping[str, str] = MappingProxyType({
+    "/conversations": VERSION_CONVERSATIONS,
+    "/contacts": VERSION_DEFAULT,
+    "/locations": VERSION_DEFAULT,
+    "/oauth": VERSION_DEFAULT,  # /oauth/locationToken, /oauth/installedLocations (/oauth/token sends none)
+})
+
+
+def _longest_prefix(table: Mapping[str, str], path: str) -> str | None:
+    matches = [prefix for prefix in table if path.startswith(prefix)]
+    return table[max(matches, key=len)] if matches else None
+
+
+def version_for(path: str, overrides: Mapping[str, str] | None = None) -> str:
+    """The ``Version`` header for ``path``: an override (longest matching prefix) or the table's."""
+    if overrides:
+        chosen = _longest_prefix(overrides, path)
+        if chosen is not None:
+            return chosen
+    return _longest_prefix(VERSION_TABLE, path) or VERSION_DEFAULT
 
 
 def create_http_client(
@@ -151,6 +173,7 @@ __all__ = [
     "CONTACT_NOT_FOUND_CODE",
     "VERSION_CONVERSATIONS",
     "VERSION_DEFAULT",
+    "VERSION_TABLE",
     "body_of",
     "create_http_client",
     "is_version_header_error",
