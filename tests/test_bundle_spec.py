@@ -4,7 +4,11 @@ The spec is executed with stand-ins for PyInstaller's build steps (Analysis, PYZ
 it would hand to ``Analysis`` (datas, binaries, excludes) is captured and compared with the files in
 the source tree. A new migration, OpenAPI spec, webhook key or icon that the spec's entries do not
 reach fails here instead of going silently missing from the double-click bundle (the frozen app
-then fails at run time: no schema, sandbox won't start, no icon...).
+then fails at run time: no schema, sandbox won't start, no icon...). Files are discovered, not
+listed: every non-Python file under ghl_desktop/ and resources/ (so a new page, icon or key is
+covered the day it is added), plus every data file name a string literal in the code mentions.
+The per-OS parts (macOS .app and its Info.plist, Windows windowed + console exe, the Linux tar.gz
+with its launchers) are checked by running the spec as that OS would (``PLATFORM``).
 
 PyInstaller is only in the ``build`` extra: when it is not installed, a minimal ``collect_data_files``
 with PyInstaller's semantics stands in for it (``collect_submodules`` is always stubbed: it imports
@@ -17,7 +21,12 @@ import ast
 import contextlib
 import glob
 import importlib.util
+import re
+import shlex
+import shutil
+import subprocess
 import sys
+import tarfile
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,25 +96,33 @@ def _hooks_module() -> Iterator[None]:
                 sys.modules[name] = module
 
 
-def run_spec(text: str, workpath: Path) -> dict[str, Any]:
-    """Execute build.spec's text; return the keyword arguments it passes to ``Analysis``."""
-    captured: dict[str, Any] = {}
+def run_spec_steps(text: str, workpath: Path, *, platform: str | None = None,
+                   distpath: Path | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Execute build.spec's text; return every build step it called (Analysis, EXE, BUNDLE, ...)
+    with its arguments. ``platform`` plays another OS (the spec's ``PLATFORM``); ``distpath`` makes
+    the spec's post-build packaging run on that folder (as PyInstaller's DISTPATH)."""
+    captured: dict[str, list[dict[str, Any]]] = {}
 
     class Step:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            captured.setdefault(type(self).__name__, {"args": args, **kwargs})
+            captured.setdefault(type(self).__name__, []).append({"args": args, **kwargs})
             self.pure: list[Any] = []
             self.scripts: list[Any] = []
             self.binaries: list[Any] = []
             self.datas: list[Any] = []
 
+    if platform is not None:
+        assert "\nPLATFORM = sys.platform\n" in text, "build.spec no longer sets PLATFORM from sys.platform"
+        text = text.replace("\nPLATFORM = sys.platform\n", f"\nPLATFORM = {platform!r}\n", 1)
     namespace: dict[str, Any] = {
         "__name__": "__main__",
         "__file__": str(SPEC),
         "SPECPATH": str(REPO),
         "workpath": str(workpath),  # where the spec may write generated files (runtime hooks)
-        **{name: type(name, (Step,), {}) for name in ("Analysis", "PYZ", "EXE", "COLLECT")},
+        **{name: type(name, (Step,), {}) for name in ("Analysis", "PYZ", "EXE", "COLLECT", "BUNDLE")},
     }
+    if distpath is not None:
+        namespace["DISTPATH"] = str(distpath)
     saved_path = list(sys.path)
     try:
         with _hooks_module():
@@ -113,8 +130,12 @@ def run_spec(text: str, workpath: Path) -> dict[str, Any]:
     finally:
         sys.path[:] = saved_path
     assert "Analysis" in captured, "build.spec no longer calls Analysis(...)"
-    result: dict[str, Any] = captured["Analysis"]
-    return result
+    return captured
+
+
+def run_spec(text: str, workpath: Path) -> dict[str, Any]:
+    """Execute build.spec's text; return the keyword arguments it passes to ``Analysis``."""
+    return run_spec_steps(text, workpath)["Analysis"][0]
 
 
 def bundled_paths(entries: list[tuple[str, str]]) -> set[str]:
@@ -191,7 +212,12 @@ def test_the_runtime_files_exist_where_the_test_looks() -> None:
         "ghl_desktop/sandbox/openapi/apps/conversations.json",
         "ghl_desktop/webhooks/keys/highlevel_ed25519.pem",
         "ghl_desktop/webhooks/keys/highlevel_rsa.pem",
+        "ghl_desktop/sandbox/phones.html",  # the sandbox's phone page
         "resources/ghl-desktop.png",
+        "resources/ghl-desktop.ico",
+        "resources/ghl-desktop.icns",
+        "resources/linux/install.sh",
+        "resources/linux/ghl-desktop.desktop",
         "resources/ghl-desktop.svg",
         "resources/ghl-desktop.desktop",
     ):
@@ -249,6 +275,7 @@ def test_nothing_the_app_imports_is_excluded(analysis: dict[str, Any]) -> None:
         ('(str(migrations), "ghl_desktop/adapters/storage/migrations"),', "migrations/env.py"),
         ('*collect_data_files("ghl_desktop", include_py_files=False),', "webhooks/keys/highlevel_rsa.pem"),
         ('(str(ROOT / "resources"), "resources"),', "resources/ghl-desktop.svg"),
+        ('*collect_data_files("ghl_desktop", include_py_files=False),', "ghl_desktop/sandbox/phones.html"),
         ('*collect_data_files("openapi_schema_validator"),', "openapi_schema_validator/schemas/"),
     ],
 )
@@ -258,3 +285,140 @@ def test_the_check_fails_when_an_entry_is_removed(needle: str, expected_missing:
     assert needle in text, f"build.spec changed shape; update this test ({needle!r} not found)"
     missing = missing_from(run_spec(text.replace(needle, "", 1), tmp_path))
     assert any(expected_missing in path for path in missing), missing
+
+
+# --- files named in the code ---------------------------------------------------------------------
+
+#: file names in the code that the app writes at run time (in the data dir), not files it ships
+WRITTEN_AT_RUN_TIME = {"settings.json", "state.json", "whatsapp-network.json", "setup.json"}
+DATA_SUFFIXES = ("html", "json", "png", "svg", "ico", "icns", "pem", "css", "qss", "js", "txt", "mgc", "ini",
+                 "mako", "gif", "wav", "ogg", "ttf", "otf", "desktop")
+
+
+def file_names_in_code() -> dict[str, str]:
+    """Every string literal in ghl_desktop/ that is a data file name (``"phones.html"``,
+    ``"icons/tray-warning.png"``): name -> first module naming it."""
+    pattern = re.compile(rf"^[\w./-]+\.({'|'.join(DATA_SUFFIXES)})$")
+    found: dict[str, str] = {}
+    for source in sorted(PACKAGE.rglob("*.py")):
+        if "migrations" in source.parts:
+            continue
+        for node in ast.walk(ast.parse(source.read_text("utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and pattern.match(node.value):
+                found.setdefault(node.value, source.relative_to(REPO).as_posix())
+    return found
+
+
+def test_every_data_file_the_code_names_is_in_the_bundle(analysis: dict[str, Any]) -> None:
+    """A file the code opens by name (a tray icon, a page) must exist in the tree and in the bundle:
+    catches a file kept outside ghl_desktop/ and resources/, or a name with no file behind it."""
+    names = file_names_in_code()
+    assert "phones.html" in names and "ghl-desktop.png" in names  # the scan finds what it should
+    covered = bundled_paths(analysis["datas"])
+    missing = sorted(
+        f"{name} (named in {module})"
+        for name, module in names.items()
+        if Path(name).name not in WRITTEN_AT_RUN_TIME
+        and not any(path == name or path.endswith("/" + name) for path in covered)
+    )
+    assert missing == []
+
+
+# --- per-OS packaging ----------------------------------------------------------------------------
+
+#: Qt module families the bundle must leave out (the issue's list)
+UNUSED_QT = ("QtWebEngine", "QtQml", "QtQuick", "QtMultimedia", "QtPdf", "Qt3D")
+
+
+def test_the_unused_qt_modules_are_excluded(analysis: dict[str, Any]) -> None:
+    excluded = set(analysis["excludes"])
+    for family in UNUSED_QT:
+        assert any(name.startswith(f"PySide6.{family}") for name in excluded), family
+    assert {"PySide6.QtWebEngineCore", "PySide6.QtQml", "PySide6.QtQuick", "PySide6.QtMultimedia",
+            "PySide6.QtPdf", "PySide6.Qt3DCore"} <= excluded
+    assert not {"PySide6.QtCore", "PySide6.QtGui", "PySide6.QtWidgets", "PySide6.QtSvg"} & excluded
+
+
+def test_macos_builds_an_app_with_the_notification_keys(tmp_path: Path) -> None:
+    steps = run_spec_steps(SPEC.read_text("utf-8"), tmp_path, platform="darwin")
+    (bundle,) = steps["BUNDLE"]
+    assert bundle["name"] == "ghl-desktop.app"
+    plist = bundle["info_plist"]
+    assert plist["CFBundleIdentifier"] == bundle["bundle_identifier"]
+    assert "." in plist["CFBundleIdentifier"]
+    for key in ("CFBundleName", "CFBundleShortVersionString", "CFBundleVersion", "NSHighResolutionCapable",
+                "NSUserNotificationAlertStyle"):
+        assert key in plist, key
+    assert Path(bundle["icon"]).suffix == ".icns" and Path(bundle["icon"]).is_file()
+    (exe,) = steps["EXE"]
+    assert exe["console"] is False and exe["icon"] == bundle["icon"]
+
+
+def test_windows_builds_a_windowed_exe_and_a_console_twin(tmp_path: Path) -> None:
+    steps = run_spec_steps(SPEC.read_text("utf-8"), tmp_path, platform="win32")
+    assert "BUNDLE" not in steps
+    exes = {exe["name"]: exe for exe in steps["EXE"]}
+    assert set(exes) == {"ghl-desktop", "ghl-desktop-console"}
+    assert exes["ghl-desktop"]["console"] is False  # double-click: no console window
+    assert exes["ghl-desktop-console"]["console"] is True  # doctor, headless, --self-test print
+    for exe in exes.values():
+        assert Path(exe["icon"]).suffix == ".ico" and Path(exe["icon"]).is_file()
+    (collect,) = steps["COLLECT"]
+    assert len([arg for arg in collect["args"] if type(arg).__name__ == "EXE"]) == 2  # one folder, both exes
+
+
+def test_linux_packs_the_folder_with_its_launchers(tmp_path: Path) -> None:
+    """The spec's post-build step, on a stand-in of the built folder: the tar.gz users download."""
+    dist = tmp_path / "dist"
+    folder = dist / "ghl-desktop"
+    (folder / "_internal" / "resources").mkdir(parents=True)
+    (folder / "ghl-desktop").write_text("#!/bin/sh\necho started\n")
+    (folder / "ghl-desktop").chmod(0o755)
+    for name in ("ghl-desktop.png", "ghl-desktop.desktop"):
+        shutil.copy2(REPO / "resources" / name, folder / "_internal" / "resources" / name)
+    steps = run_spec_steps(SPEC.read_text("utf-8"), tmp_path / "work", platform="linux", distpath=dist)
+    (exe,) = steps["EXE"]
+    assert exe["console"] is True and exe["icon"] is None
+    from ghl_desktop import __version__
+
+    (archive,) = dist.glob(f"ghl-desktop-{__version__}-linux-*.tar.gz")
+    with tarfile.open(archive) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert {"ghl-desktop/ghl-desktop", "ghl-desktop/install.sh", "ghl-desktop/ghl-desktop.desktop",
+                "ghl-desktop/_internal/resources/ghl-desktop.png"} <= set(members)
+        assert members["ghl-desktop/install.sh"].mode & 0o111
+        tar.extractall(tmp_path / "unpacked", filter="data")
+
+    # install.sh puts a menu entry pointing at the unpacked folder, and --remove takes it away
+    unpacked = tmp_path / "unpacked" / "ghl-desktop"
+    share = tmp_path / "share"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_DATA_HOME": str(share)}
+    subprocess.run(["sh", str(unpacked / "install.sh")], env=env, check=True, capture_output=True)
+    entry = (share / "applications" / "ghl-desktop.desktop").read_text("utf-8")
+    assert f'Exec="{unpacked}/ghl-desktop"' in entry.splitlines()
+    assert "Icon=ghl-desktop" in entry.splitlines()
+    assert (share / "icons" / "hicolor" / "256x256" / "apps" / "ghl-desktop.png").is_file()
+    subprocess.run(["sh", str(unpacked / "install.sh"), "--remove"], env=env, check=True, capture_output=True)
+    assert not (share / "applications" / "ghl-desktop.desktop").exists()
+    # the folder launcher starts the exe next to the .desktop file, wherever the folder is
+    launcher = (unpacked / "ghl-desktop.desktop").read_text("utf-8").splitlines()
+    exec_line = next(line for line in launcher if line.startswith("Exec="))[len("Exec="):]
+    command = exec_line.replace("%k", shlex.quote(str(unpacked / "ghl-desktop.desktop")))
+    started = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, check=True)
+    assert started.stdout == "started\n"
+
+
+def test_windows_and_macos_icons_are_made_from_the_png(tmp_path: Path) -> None:
+    """scripts/make_icons.py (the spec runs it when an icon is missing) writes valid .ico/.icns."""
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("make_icons_under_test", REPO / "scripts" / "make_icons.py")
+    assert spec is not None and spec.loader is not None
+    make_icons = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_icons)  # a private copy: its output paths can be pointed elsewhere
+    make_icons.ICO, make_icons.ICNS = tmp_path / "a.ico", tmp_path / "a.icns"
+    assert set(make_icons.make_icons()) == {tmp_path / "a.ico", tmp_path / "a.icns"}
+    with Image.open(tmp_path / "a.ico") as ico:
+        assert ico.format == "ICO" and (256, 256) in ico.info["sizes"] and (16, 16) in ico.info["sizes"]
+    with Image.open(tmp_path / "a.icns") as icns:
+        assert icns.format == "ICNS"
