@@ -13,6 +13,8 @@ PKGS=(
   libmagic1 ffmpeg
   # a real Secret Service for the keyring test
   gnome-keyring dbus-x11
+  # a real notification daemon (org.freedesktop.Notifications) and a tray host for the tray/notice tests
+  dunst trayer
   # a real headless browser for the sandbox's phone page tests and screenshots
   chromium
   # the PostgreSQL server the storage contract suite also runs against
