@@ -7,13 +7,13 @@ per window from the :class:`~ghl_desktop.app.App` and, when the bridge runs in t
 work and every action raises :class:`NoRuntime` with a sentence saying why.
 
 Reads: :meth:`locations`, :meth:`numbers`, :meth:`status`, :meth:`snapshot` (one computed health
-per number and location, from ``cockpit.health`` — the HealthMonitor — when there is one, else
-derived here from the stored states so the rows are never a stale green "Connected").
+per number and location, from ``cockpit.health`` — the HealthMonitor — so a number whose location
+needs reconnecting is never a green "Connected").
 
 Actions (async): :meth:`connect_location` (probes HighLevel first: an unreachable network is a
 readable error in seconds, not a 300 s wait), :meth:`cancel_connect`, :meth:`reconnect_location`,
 :meth:`link_number`, :meth:`pair_number`, :meth:`cancel_link`, :meth:`logout`, :meth:`remove`,
-:meth:`retry_number`, :meth:`link_again`.
+:meth:`retry_number`, :meth:`link_again`, :meth:`renew_code`.
 
 ``cockpit.log`` is the message log service and ``cockpit.health`` the health monitor; both are
 built here (one place) when their modules exist.
@@ -25,21 +25,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ghl_desktop.core.errors import GhlDesktopError
 from ghl_desktop.core.models import Location, LocationState, SessionState, WhatsAppSession
-from ghl_desktop.services.health import (
-    OK,
-    Health,
-    HealthAction,
-    HealthLevel,
-    HealthSnapshot,
-    LocationHealth,
-    NumberHealth,
-)
+from ghl_desktop.services.health import HealthLevel, HealthMonitor, HealthSnapshot
 
 if TYPE_CHECKING:
     from ghl_desktop.app import App
@@ -49,8 +40,6 @@ log = logging.getLogger("ghl.cockpit")
 
 #: how long the reachability probe before a real-mode Connect waits for HighLevel
 PROBE_TIMEOUT_SECONDS = 5.0
-#: pending jobs looked at to count what waits per location (the rest is "many")
-WAITING_SCAN_LIMIT = 5000
 
 NO_RUNTIME = "Not available: the bridge is not running in this window."
 
@@ -77,67 +66,6 @@ class CockpitStatus:
     needs_you: int
 
 
-def _local(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone().strftime("%a %d %b %H:%M")
-
-
-def ban_text(until: datetime | None) -> str:
-    """The ban sentence the row and the notice share: until when (LOCAL time) and what to do."""
-    when = f" until {_local(until)} (your time)" if until is not None else ""
-    return (f"WhatsApp temporarily banned this number{when}. Do not link it elsewhere meanwhile; "
-            "press Retry after that time — sending less often avoids another ban.")
-
-
-def waiting_suffix(waiting: int) -> str:
-    return f" — {waiting} waiting" if waiting else ""
-
-
-def number_health(session: WhatsAppSession, location: Location | None, waiting: int = 0) -> Health:
-    """One number's health derived from the stored states (used until/unless a HealthMonitor runs).
-
-    A number whose location cannot take messages is not "ok", however well WhatsApp is connected."""
-    state = session.state
-    if location is None or location.state is LocationState.UNINSTALLED:
-        return Health(HealthLevel.NEEDS_YOU, "bridging stalled: the app was uninstalled from its location"
-                      + waiting_suffix(waiting), HealthAction.RECONNECT_LOCATION)
-    if location.state is LocationState.NEEDS_RECONNECT and state not in (
-            SessionState.LOGGED_OUT, SessionState.WAITING_FOR_SCAN):
-        return Health(HealthLevel.NEEDS_YOU, "bridging stalled: location needs reconnect" + waiting_suffix(waiting),
-                      HealthAction.RECONNECT_LOCATION)
-    if state is SessionState.CONNECTED:
-        return OK
-    if state is SessionState.TEMPORARILY_BANNED:
-        return Health(HealthLevel.NEEDS_YOU, ban_text(session.state_until), HealthAction.WAIT, session.updated_at)
-    if state is SessionState.LOGGED_OUT:
-        return Health(HealthLevel.NEEDS_YOU, "Logged out — link the number again to resume bridging",
-                      HealthAction.LINK_AGAIN, session.updated_at)
-    if state is SessionState.REPLACED:
-        return Health(HealthLevel.NEEDS_YOU, "Another WhatsApp client took over this number — Retry takes it back",
-                      HealthAction.RETRY_NUMBER, session.updated_at)
-    if state is SessionState.CLIENT_OUTDATED:
-        return Health(HealthLevel.NEEDS_YOU, "WhatsApp refuses this app version — update ghl-desktop",
-                      HealthAction.UPDATE_APP, session.updated_at)
-    if state is SessionState.FAILED:
-        action = HealthAction.RETRY_NUMBER if session.jid else HealthAction.LINK_AGAIN
-        return Health(HealthLevel.NEEDS_YOU, session.detail or "Failed", action, session.updated_at)
-    if state is SessionState.WAITING_FOR_SCAN:
-        return Health(HealthLevel.DEGRADED, "Waiting for the QR code to be scanned", None, session.updated_at)
-    return Health(HealthLevel.DEGRADED, (session.detail or str(state)) + waiting_suffix(waiting),
-                  HealthAction.WAIT, session.updated_at)
-
-
-def location_health(location: Location, waiting: int = 0) -> Health:
-    if location.state is LocationState.NEEDS_RECONNECT:
-        return Health(HealthLevel.NEEDS_YOU, "HighLevel refused the saved sign-in: reconnect this location"
-                      + waiting_suffix(waiting), HealthAction.RECONNECT_LOCATION, location.updated_at)
-    if location.state is LocationState.UNINSTALLED:
-        return Health(HealthLevel.NEEDS_YOU, "The app was uninstalled from this location: connect it again"
-                      + waiting_suffix(waiting), HealthAction.RECONNECT_LOCATION, location.updated_at)
-    return OK
-
-
 class Cockpit:
     def __init__(self, app: App, runtime: BridgeRuntime | None = None, *,
                  probe_timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
@@ -147,7 +75,7 @@ class Cockpit:
         self._connect_task: asyncio.Task[list[Location]] | None = None
         #: H2's MessageLogService and H1's HealthMonitor, built here once their modules exist
         self.log: Any = self._build_log()
-        self.health: Any = self._build_health()
+        self.health: HealthMonitor = self._build_health()
 
     def _build_log(self) -> Any:
         try:
@@ -157,8 +85,12 @@ class Cockpit:
         return MessageLogService.for_app(self.app, self.runtime) if hasattr(MessageLogService, "for_app") \
             else None
 
-    def _build_health(self) -> Any:
-        return None
+    def _build_health(self) -> HealthMonitor:
+        return HealthMonitor.for_app(self.app, self.runtime)
+
+    def close(self) -> None:
+        """Stop listening (the window is closing)."""
+        self.health.stop()
 
     # -- reads --
 
@@ -188,44 +120,16 @@ class Cockpit:
         return [loc for loc in self.locations() if loc.state is LocationState.CONNECTED]
 
     def snapshot(self) -> HealthSnapshot:
-        """One health per number and location (the HealthMonitor's when it runs)."""
-        monitor = self.health
-        if monitor is not None:
-            current = getattr(monitor, "snapshot", None)
-            value = current() if callable(current) else current
-            if isinstance(value, HealthSnapshot):
-                return value
-        return self.derived_snapshot()
+        """One health per number and location, the HealthMonitor's (the tray reads the same)."""
+        return self.health.snapshot
 
-    def derived_snapshot(self) -> HealthSnapshot:
-        locations = self.locations()
-        by_id = {loc.id: loc for loc in locations}
-        sessions = self.numbers()
-        waiting = self._waiting_by_location(sessions)
-        numbers = tuple(
-            NumberHealth(s.id, s.phone, s.location_id,
-                         number_health(s, by_id.get(s.location_id), waiting.get(s.location_id, 0)),
-                         waiting.get(s.location_id, 0))
-            for s in sessions)
-        locs = tuple(LocationHealth(loc.id, loc.name, location_health(loc, waiting.get(loc.id, 0)),
-                                    waiting.get(loc.id, 0)) for loc in locations)
-        failed = 0 if self.app.closed else self.app.db.jobs.count("dead")
-        return HealthSnapshot(numbers=numbers, locations=locs, failed_messages=failed, taken_at=datetime.now(UTC))
+    def refresh_health(self) -> HealthSnapshot:
+        """Recompute now (after a change no event announces, e.g. a poll)."""
+        return self.health.refresh()
 
-    def _waiting_by_location(self, sessions: list[WhatsAppSession]) -> dict[str, int]:
-        """Pending work per location: WhatsApp → HighLevel jobs name their session, the others the location."""
-        if self.app.closed:
-            return {}
-        location_of = {s.id: s.location_id for s in sessions}
-        counts: dict[str, int] = {}
-        for job in self.app.db.jobs.list("pending", limit=WAITING_SCAN_LIMIT):
-            payload = job.payload
-            event = payload.get("event") if isinstance(payload.get("event"), dict) else payload
-            location = (location_of.get(str(payload.get("session_id"))) or payload.get("location_id")
-                        or (event.get("locationId") if isinstance(event, dict) else None))
-            if location:
-                counts[str(location)] = counts.get(str(location), 0) + 1
-        return counts
+    def last_snapshot(self) -> HealthSnapshot:
+        """The latest computed health, without touching the database."""
+        return self.health.last
 
     def status(self) -> CockpitStatus:
         status = self.app.status()
@@ -334,6 +238,14 @@ class Cockpit:
     async def link_again(self, session_id: str) -> None:
         await self._require().sessions.link_again(session_id)
 
+    async def renew_code(self, session_id: str) -> None:
+        """A fresh QR code for a number being linked whose code expired (whatever its state now)."""
+        sessions = self._require().sessions
+        session = sessions.get(session_id)
+        if session is not None and session.state is SessionState.WAITING_FOR_SCAN:
+            await sessions.logout(session_id)  # ends this linking attempt (its codes ran out)
+        await sessions.link_again(session_id)
+
 
 __all__ = [
     "NO_RUNTIME",
@@ -341,7 +253,4 @@ __all__ = [
     "CockpitStatus",
     "HighLevelUnreachable",
     "NoRuntime",
-    "ban_text",
-    "location_health",
-    "number_health",
 ]

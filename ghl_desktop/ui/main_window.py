@@ -1,51 +1,55 @@
-"""The main window: HighLevel locations, WhatsApp numbers, the linking area (QR code / pairing code)
-and the message log with its dead letters, over a status bar that says where secrets and data live.
+"""The main window, composed of standalone panels: HighLevel locations, WhatsApp numbers, the linking
+area and the message log with its dead letters, over a status bar that says where secrets and data
+live, with the sandbox and problem banners above.
 
-The panels live in :mod:`ghl_desktop.ui.panels` (their widgets and actions); this module composes
-them into the window, with the menu, the status bar, the sandbox and problem banners and the shutdown.
+Composition only: each panel is a QWidget with explicit constructor dependencies — the one
+UI-facing service API (:class:`~ghl_desktop.services.cockpit.Cockpit`, built here once from the
+App and the BridgeRuntime), the one :class:`~ghl_desktop.ui.bridge.ServiceBridge`, and the window's
+:class:`~ghl_desktop.ui.panels.base.Tasks`. No panel touches a repository.
 
-The window reads the repositories of the :class:`~ghl_desktop.app.App` and drives the services of
-the :class:`~ghl_desktop.runtime.BridgeRuntime` it is given (Connect HighLevel, Link a number, Log
-out, Retry, retry a dead letter); it listens to the :class:`~ghl_desktop.ui.bridge.ServiceBridge`
-and never builds services itself. Without a runtime (tests of the bare shell) the actions are
-disabled and say why.
+Hooks others use: :meth:`reveal` (show, raise, select a row), :attr:`close_to_tray` +
+``hidden_to_tray`` + :meth:`quit`, :meth:`add_top_widget`, :meth:`splitters` (stable objectNames).
 
-Every action runs as an asyncio task owned by the window: a click never blocks the loop, a failure
-becomes a readable sentence in the panel it belongs to (no storm of popups), and closing the window
-cancels what is still running.
-
-Closing the window shuts everything down: ``closeEvent`` is refused once, the window's tasks are
-cancelled, :meth:`BridgeRuntime.stop` and :meth:`App.aclose` are awaited, then the window really
-closes and ``shutdown_finished`` fires.
-
-Signals: shutdown_finished (the runtime and the app are closed and the window is closed).
+Closing: when ``close_to_tray()`` says so, the window only hides (bridging goes on). Otherwise the
+full shutdown: the window's tasks are cancelled, :meth:`BridgeRuntime.stop` and :meth:`App.aclose`
+are awaited, then the window really closes and ``shutdown_finished`` fires.
 """
 
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence, QShortcut
-from PySide6.QtWidgets import QLabel, QMessageBox, QSplitter, QStatusBar, QVBoxLayout, QWidget
+from PySide6.QtCore import QEvent, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
+from PySide6.QtWidgets import (
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QSplitter,
+    QStatusBar,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ghl_desktop.app import App
+from ghl_desktop.services.cockpit import Cockpit
+from ghl_desktop.services.health import HealthLevel, HealthSnapshot, NoticeRequested
+from ghl_desktop.ui import theme
 from ghl_desktop.ui.bridge import ServiceBridge
-from ghl_desktop.ui.models import DeadJobsModel, LocationsModel, MessageLogFilter, MessageLogModel, SessionsModel
-from ghl_desktop.ui.notify import Notice, NoticeCoalescer, NoticePolicy
-from ghl_desktop.ui.panels.base import Confirm, readable_error
+from ghl_desktop.ui.panels.base import Confirm, Tasks, readable_error
 from ghl_desktop.ui.panels.base import OpenUrl as OpenUrl  # main.py imports it from here
+from ghl_desktop.ui.panels.link import LinkPanel, normalize_phone
 from ghl_desktop.ui.panels.locations import LocationsPanel
-from ghl_desktop.ui.panels.message_log import MESSAGE_LOG_LIMIT, MessageLogPanel
-from ghl_desktop.ui.panels.sessions import SessionsPanel, normalize_phone
+from ghl_desktop.ui.panels.numbers import NumbersPanel
 from ghl_desktop.ui.resources import app_icon
 from ghl_desktop.ui.tray import Tray
+from ghl_desktop.ui.widgets import rich_link
 
 if TYPE_CHECKING:
     from ghl_desktop.relay.client import RelayStateChanged
@@ -53,9 +57,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ghl.ui")
 
-NO_RUNTIME = "Not available: the bridge is not running in this window."
+APP_NAME = "ghl-desktop"
+MIN_WIDTH, MIN_HEIGHT = 1024, 640
 DATABASE_LABEL_WIDTH = 170  # px; the full path is in the tooltip
-POLL_MS = 2000  # dead letters, token expiry, location states: things no event announces
+POLL_MS = 2000  # token expiry, location states, health: things no event announces
 
 
 def open_in_browser(url: str) -> bool:
@@ -63,22 +68,9 @@ def open_in_browser(url: str) -> bool:
     return bool(QDesktopServices.openUrl(QUrl(url)))
 
 
-STYLE = """
-QFrame#panel { background: palette(base); border: 1px solid #d5d9e0; border-radius: 6px; }
-QLabel#panelTitle { font-weight: 600; font-size: 11pt; }
-QStatusBar QLabel { padding: 0 8px; }
-QTableView { border: none; }
-QLabel#modeBanner { background: #fff8e1; border: 1px solid #f0d58c; border-radius: 6px; padding: 6px 10px; }
-QLabel#problemBanner { background: #fdecea; border: 1px solid #f5c2c0; border-radius: 6px; padding: 6px 10px;
-                       color: #8a1c1c; }
-QLabel#connectStatus, QLabel#linkStatus { color: #374151; }
-QLabel[error="true"] { color: #c62828; }
-QPushButton#rowAction { padding: 1px 8px; }
-"""
-
-
-class MainWindow(LocationsPanel, SessionsPanel, MessageLogPanel):
+class MainWindow(QMainWindow):
     shutdown_finished = Signal()
+    hidden_to_tray = Signal()
 
     def __init__(
         self,
@@ -90,7 +82,7 @@ class MainWindow(LocationsPanel, SessionsPanel, MessageLogPanel):
         sandbox_url: str | None = None,
         open_url: OpenUrl | None = None,
         confirm: Confirm | None = None,
-        notice_window_ms: int = 1000,
+        cockpit: Cockpit | None = None,
     ) -> None:
         super().__init__()
         self.app = app
@@ -99,50 +91,56 @@ class MainWindow(LocationsPanel, SessionsPanel, MessageLogPanel):
         self.open_url: OpenUrl = open_url or open_in_browser
         self.confirm: Confirm = confirm or self._ask
         self.bridge = bridge if bridge is not None else ServiceBridge(app.bus, self)
-        self.setWindowTitle("ghl-desktop — WhatsApp ⇄ HighLevel")
-        self.setWindowIcon(app_icon())
-        self.resize(1280, 800)
-        self.setMinimumSize(960, 640)
-        self.setStyleSheet(STYLE)
+        self.cockpit = cockpit if cockpit is not None else Cockpit(app, runtime)
+        #: True → closing the window hides it (set by the lifecycle when a tray is there)
+        self.close_to_tray: Callable[[], bool] = lambda: False
+        self.tasks = Tasks()
         self._shutdown_task: asyncio.Task[None] | None = None
         self._shutdown_done = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._connect_task: asyncio.Task[None] | None = None
-        #: the session whose QR code / pairing code the linking area shows
-        self.linking: str | None = None
-        self._pair_phone_for: dict[str, str] = {}
-        self._pending_pair_phone: str | None = None
         #: the runtime has started (webhooks listening, sessions resumed)
         self.bridge_ready = False
+        #: the notices shown so far (title, text), newest last
+        self.notices_shown: list[NoticeRequested] = []
 
-        self.locations_model = LocationsModel(self)
-        self.sessions_model = SessionsModel(self)
-        self.messages_model = MessageLogModel(self, limit=MESSAGE_LOG_LIMIT)
-        self.messages_filter = MessageLogFilter(self)
-        self.messages_filter.setSourceModel(self.messages_model)
-        self.dead_model = DeadJobsModel(self)
+        theme.follow_system_scheme()
+        self.setWindowTitle(APP_NAME)
+        self.setWindowIcon(app_icon())
+        self.setMinimumSize(MIN_WIDTH, MIN_HEIGHT)
+        self.resize(1280, 800)
+        self.setStyleSheet(theme.stylesheet())
 
-        left = QSplitter(Qt.Orientation.Vertical)
-        left.addWidget(self._build_locations_panel())
-        left.addWidget(self._build_sessions_panel())
-        left.setStretchFactor(0, 2)
-        left.setStretchFactor(1, 3)
-        left.setChildrenCollapsible(False)
-        top = QSplitter(Qt.Orientation.Horizontal)
-        top.addWidget(left)
-        top.addWidget(self._build_link_panel())
-        top.setStretchFactor(0, 3)
-        top.setStretchFactor(1, 1)
-        top.setSizes([940, 320])
-        top.setChildrenCollapsible(False)
+        self.locations = LocationsPanel(self.cockpit, self.bridge, tasks=self.tasks, open_url=self.open_url)
+        self.numbers = NumbersPanel(self.cockpit, self.bridge, tasks=self.tasks, confirm=self.confirm)
+        self.link = LinkPanel(self.cockpit, self.bridge, tasks=self.tasks)
+        self.numbers.link_requested.connect(lambda: self.link.start_link())
+        self.numbers.linking.connect(self.link.follow)
+        self.numbers.reconnect_requested.connect(self._reconnect_location)
+        self.locations.changed.connect(self._locations_changed)
+        self.log_tabs, self.log_panel, self.dead_panel = self._build_log()
 
-        self.splitter = QSplitter(Qt.Orientation.Vertical)
-        self.splitter.addWidget(top)
-        self.splitter.addWidget(self._build_log_panel())
-        self.splitter.setStretchFactor(0, 3)
-        self.splitter.setStretchFactor(1, 2)
-        self.splitter.setSizes([470, 300])
-        self.splitter.setChildrenCollapsible(False)
+        self.left_splitter = QSplitter(Qt.Orientation.Vertical)
+        self.left_splitter.setObjectName("leftSplitter")
+        self.left_splitter.addWidget(self.locations)
+        self.left_splitter.addWidget(self.numbers)
+        self.left_splitter.setStretchFactor(0, 2)
+        self.left_splitter.setStretchFactor(1, 3)
+        self.left_splitter.setChildrenCollapsible(False)
+        self.top_splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.top_splitter.setObjectName("topSplitter")
+        self.top_splitter.addWidget(self.left_splitter)
+        self.top_splitter.addWidget(self.link)
+        self.top_splitter.setStretchFactor(0, 3)
+        self.top_splitter.setStretchFactor(1, 1)
+        self.top_splitter.setSizes([900, 360])
+        self.top_splitter.setChildrenCollapsible(False)
+        self.main_splitter = QSplitter(Qt.Orientation.Vertical)
+        self.main_splitter.setObjectName("mainSplitter")
+        self.main_splitter.addWidget(self.top_splitter)
+        self.main_splitter.addWidget(self.log_tabs)
+        self.main_splitter.setStretchFactor(0, 3)
+        self.main_splitter.setStretchFactor(1, 2)
+        self.main_splitter.setSizes([470, 300])
+        self.main_splitter.setChildrenCollapsible(False)
 
         central = QWidget()
         outer = QVBoxLayout(central)
@@ -150,6 +148,7 @@ class MainWindow(LocationsPanel, SessionsPanel, MessageLogPanel):
         outer.setSpacing(6)
         self.mode_banner = QLabel()
         self.mode_banner.setObjectName("modeBanner")
+        self.mode_banner.setAccessibleName("Mode")
         self.mode_banner.setWordWrap(True)
         self.mode_banner.setTextFormat(Qt.TextFormat.RichText)
         self.mode_banner.linkActivated.connect(self.open_url)
@@ -157,28 +156,24 @@ class MainWindow(LocationsPanel, SessionsPanel, MessageLogPanel):
         outer.addWidget(self.mode_banner)
         self.problem_banner = QLabel()
         self.problem_banner.setObjectName("problemBanner")
+        self.problem_banner.setAccessibleName("Problem")
         self.problem_banner.setWordWrap(True)
         self.problem_banner.setVisible(False)
         outer.addWidget(self.problem_banner)
-        outer.addWidget(self.splitter)
+        self._top_slot = QVBoxLayout()
+        self._top_slot.setContentsMargins(0, 0, 0, 0)
+        outer.addLayout(self._top_slot)
+        outer.addWidget(self.main_splitter, 1)
         self.setCentralWidget(central)
         self._build_status_bar()
         self._build_menu()
         self._show_mode()
 
-        self.tray = tray if tray is not None else Tray(app_icon(), "ghl-desktop", self)
-        self.tray.show_requested.connect(self._raise)
-        self.tray.quit_requested.connect(self.close)
-        self.policy = NoticePolicy()
-        self.notices = NoticeCoalescer(self._show_notice, still_down=self._still_down,
-                                       window_ms=notice_window_ms, parent=self)
-
-        self.bridge.message_logged.connect(self._message_logged)
-        self.bridge.locations_changed.connect(lambda _event: self.refresh())
-        self.bridge.session_changed.connect(self._session_changed)
-        self.bridge.session_removed.connect(self._session_removed)
-        self.bridge.session_qr.connect(self._session_qr)
-        self.bridge.session_pair_code.connect(self._session_pair_code)
+        self.tray = tray if tray is not None else Tray(app_icon(), APP_NAME, self)
+        self.tray.show_requested.connect(lambda: self.reveal())
+        self.tray.quit_requested.connect(self.quit)
+        self.bridge.health_changed.connect(self._health_changed)
+        self.bridge.notice_requested.connect(self._notice)
         self.bridge.relay_state_changed.connect(self._relay_changed)
         self._status_timer = QTimer(self)
         self._status_timer.setSingleShot(True)
@@ -189,14 +184,70 @@ class MainWindow(LocationsPanel, SessionsPanel, MessageLogPanel):
         self._poll_timer.setInterval(POLL_MS)
         self._poll_timer.timeout.connect(self.poll)
         self._poll_timer.start()
-        find = QShortcut(QKeySequence(QKeySequence.StandardKey.Find), self)
-        find.activated.connect(self.filter_box.setFocus)
-        self._enable_actions()
         self.refresh()
-        for session in self.sessions_model.records():
-            self.policy.on_session(session)
-        for location in self.locations_model.records():
-            self.policy.on_location(location)
+
+    # -- the log area (H2's panels; the old mixin panel until they land) --
+
+    def _build_log(self) -> tuple[QWidget, Any, QWidget | None]:
+        """(the log area, the message log panel, the dead letters panel)."""
+        from ghl_desktop.ui.panels import message_log
+
+        dead_panel_type = getattr(message_log, "DeadLettersPanel", None)
+        if dead_panel_type is not None and self.cockpit.log is not None:
+            tabs = QTabWidget()
+            tabs.setObjectName("logTabs")
+            tabs.setAccessibleName("Message log")
+            tabs.setDocumentMode(True)
+            log_panel: QWidget = message_log.MessageLogPanel(self.cockpit.log, self.bridge)
+            dead_panel: QWidget = dead_panel_type(self.cockpit.log, self.bridge)
+            tabs.addTab(log_panel, "Messages")
+            tabs.addTab(dead_panel, "Dead letters")
+            count_changed = getattr(dead_panel, "count_changed", None)
+            if count_changed is not None:
+                count_changed.connect(lambda n: tabs.setTabText(1, f"Dead letters ({n})" if n else "Dead letters"))
+                count = dead_panel.model.rowCount() if hasattr(dead_panel, "model") else 0
+                tabs.setTabText(1, f"Dead letters ({count})" if count else "Dead letters")
+            message_requested = getattr(dead_panel, "message_requested", None)
+            if message_requested is not None:
+                message_requested.connect(lambda message_id: self.reveal(message_id=message_id))
+            return tabs, log_panel, dead_panel
+        from ghl_desktop.ui.panels._legacy_log import LegacyLog
+
+        legacy = LegacyLog(self.app, self.runtime, self.bridge, self.tasks)
+        return legacy.frame, legacy, None
+
+    # -- hooks --
+
+    def splitters(self) -> list[QSplitter]:
+        """The window's splitters, each with a stable objectName (their sizes are remembered)."""
+        return [self.main_splitter, self.top_splitter, self.left_splitter]
+
+    def add_top_widget(self, widget: QWidget) -> None:
+        """A slot above the panels (banners, the first-run checklist)."""
+        self._top_slot.addWidget(widget)
+
+    def reveal(self, session_id: str | None = None, location_id: str | None = None,
+               message_id: int | None = None) -> None:
+        """Show and raise the window and select that row (a notification or tray entry was clicked)."""
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
+        if session_id is not None:
+            self.numbers.select(session_id)
+        elif location_id is not None:
+            self.locations.select(location_id)
+        elif message_id is not None:
+            select = getattr(self.log_panel, "select_message", None)
+            if callable(select):
+                if isinstance(self.log_tabs, QTabWidget):
+                    self.log_tabs.setCurrentIndex(0)
+                select(message_id)
+
+    def quit(self) -> None:
+        """The full shutdown, whatever ``close_to_tray`` says (the tray's Quit)."""
+        if self._shutdown_task is None and not self._shutdown_done:
+            self._shutdown_task = asyncio.get_event_loop().create_task(self._shutdown())
+            self.hide()
 
     # -- status bar, menu, banners --
 
@@ -208,6 +259,10 @@ class MainWindow(LocationsPanel, SessionsPanel, MessageLogPanel):
         self.relay_label.setVisible(False)
         self.database_label = QLabel()
         self.counts_label = QLabel()
+        for label, name in ((self.mode_label, "Mode"), (self.secrets_label, "Secrets"),
+                            (self.relay_label, "Relay"), (self.database_label, "Database"),
+                            (self.counts_label, "Counts")):
+            label.setAccessibleName(name)
         bar.addWidget(self.mode_label)
         bar.addWidget(self.secrets_label)
         bar.addWidget(self.relay_label)
@@ -223,27 +278,21 @@ class MainWindow(LocationsPanel, SessionsPanel, MessageLogPanel):
         menu.addSeparator()
         quit_action = QAction("&Quit", self)
         quit_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Quit))
-        quit_action.triggered.connect(self.close)
+        quit_action.triggered.connect(self.quit)
         menu.addAction(quit_action)
 
     def _show_mode(self) -> None:
         if self.sandbox_url is None:
             return
-        url = html.escape(self.sandbox_url)
+        url = self.sandbox_url
+        phones = getattr(self, "sandbox_phones_url", None) or f"{url}/phones"
         self.mode_banner.setText(
             f"<b>Sandbox mode</b> — HighLevel and WhatsApp are simulated on this computer at "
-            f"<a href='{url}/'>{url}</a>. Open it for the sandbox inbox (reply there as a HighLevel user); "
-            "“Connect HighLevel…” opens its consent page, where you pick a location. "
+            f"{rich_link(url + '/', url)}. Open {rich_link(phones, 'the sandbox phones')} to scan the QR code "
+            "or write as a customer; the sandbox inbox replies as a HighLevel user. "
             "Enter a HighLevel client ID and secret in Settings to use your real account."
         )
         self.mode_banner.setVisible(True)
-
-    def _enable_actions(self) -> None:
-        usable = self.runtime is not None
-        for button in (self.connect_button, self.link_button, self.pair_button):
-            button.setEnabled(usable)
-            if not usable:
-                button.setToolTip(NO_RUNTIME)
 
     def start_bridge(self, starting: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run the runtime's start as a window task: closing the window meanwhile cancels it before
@@ -254,7 +303,7 @@ class MainWindow(LocationsPanel, SessionsPanel, MessageLogPanel):
             self.bridge_ready = True
             self.refresh()
 
-        return self._spawn(run(), name="start", on_error=lambda text: self.show_problem(
+        return self.tasks.spawn(run(), name="start", on_error=lambda text: self.show_problem(
             f"The bridge could not start: {text}. Check the ports in Settings (another program may use "
             "them), then restart ghl-desktop."))
 
@@ -263,7 +312,7 @@ class MainWindow(LocationsPanel, SessionsPanel, MessageLogPanel):
         self.problem_banner.setText(text or "")
         self.problem_banner.setVisible(bool(text))
 
-    # -- relay, notices --
+    # -- relay, health, notices --
 
     def _relay_changed(self, change: RelayStateChanged) -> None:
         labels = {"connected": "connected", "connecting": "connecting…", "reconnecting": "reconnecting…",
@@ -271,58 +320,63 @@ class MainWindow(LocationsPanel, SessionsPanel, MessageLogPanel):
         self.relay_label.setText(f"Relay: {labels.get(str(change.state), str(change.state))}")
         self.relay_label.setToolTip(change.detail or "")
         self.relay_label.setVisible(True)
-        self.notices.add(self.policy.on_relay(change))
 
-    def _still_down(self, notice: Notice) -> bool:
-        if notice.key.startswith("session:"):
-            return not self.policy.session_is_up(notice.key.removeprefix("session:"))
-        if notice.key == "relay":
-            return not self.policy.relay_is_up()
-        return True
+    def _health_changed(self, snapshot: HealthSnapshot) -> None:
+        self.locations.apply_health(snapshot)
+        self.numbers.apply_health(snapshot)
+        self._status_timer.start()
 
-    def _show_notice(self, notice: Notice) -> None:
+    def _notice(self, notice: NoticeRequested) -> None:
+        """Until the desktop notifications take over: the tray balloon."""
         log.info("notice: %s — %s", notice.title, notice.text)
-        self.tray.notify(notice.title, notice.text, warning=notice.warning)
+        self.notices_shown.append(notice)
+        self.tray.notify(notice.title, notice.text, warning=notice.level is not HealthLevel.OK)
 
     def notify(self, title: str, text: str, *, warning: bool = False) -> bool:
         return self.tray.notify(title, text, warning=warning)
 
     # -- data --
 
+    def _locations_changed(self) -> None:
+        self.numbers.set_location_names(self.locations.model.names())
+        self.link.set_locations(self.cockpit.linkable_locations())
+
+    def _reconnect_location(self, location_id: str) -> None:
+        row = self.locations.model.row_of(location_id)
+        if row is not None:
+            self.locations.start_connect(reconnect=self.locations.model.record(row))
+
     def refresh(self) -> None:
-        """Reload every panel from the database (cheap: a few hundred rows at most)."""
+        """Reload every panel through the cockpit (cheap: a few hundred rows at most)."""
         if self.app.closed:
             return
-        locations = self.app.db.locations.list()
-        self.locations_model.set_records(locations)
-        self._update_link_locations()
-        self.sessions_model.set_location_names(self.locations_model.names())
-        self.sessions_model.set_records(self.app.db.sessions.list())
-        self.messages_model.set_records(self.app.db.messages.recent(MESSAGE_LOG_LIMIT))
-        self.refresh_dead()
-        self._update_shown()
+        self.locations.refresh()
+        self.numbers.refresh()
+        refresh_log = getattr(self.log_panel, "refresh", None)
+        if callable(refresh_log):
+            refresh_log()
+        self._apply_health(self.cockpit.refresh_health())
         self.refresh_status()
 
+    def _apply_health(self, snapshot: HealthSnapshot) -> None:
+        self.locations.apply_health(snapshot)
+        self.numbers.apply_health(snapshot)
+
     def poll(self) -> None:
-        """What no event announces: dead letters, token expiry, a location needing reconnect."""
+        """What no event announces: token expiry, a location needing reconnect, health counts."""
         if self.app.closed:
             return
-        self.refresh_dead()
-        locations = self.app.db.locations.list()
-        if [(loc.id, loc.name, loc.state, loc.token_expires_at) for loc in locations] != [
-            (loc.id, loc.name, loc.state, loc.token_expires_at) for loc in self.locations_model.records()
-        ]:
-            self.locations_model.set_records(locations)
-            self._update_link_locations()
-            self.sessions_model.set_location_names(self.locations_model.names())
-        for location in locations:
-            self.notices.add(self.policy.on_location(location))
+        self.locations.refresh()
+        poll_log = getattr(self.log_panel, "poll", None)
+        if callable(poll_log):
+            poll_log()
+        self._apply_health(self.cockpit.refresh_health())
         self.refresh_status()
 
     def refresh_status(self) -> None:
         if self.app.closed:
             return
-        status = self.app.status()
+        status = self.cockpit.status()
         if status.sandbox:
             self.mode_label.setText("Sandbox mode" + (f" · {self.sandbox_url}" if self.sandbox_url else ""))
         else:
@@ -334,11 +388,26 @@ class MainWindow(LocationsPanel, SessionsPanel, MessageLogPanel):
         self.database_label.setText(f"Database: {shown}")
         self.database_label.setToolTip(status.database)
         self.secrets_label.setToolTip(f"Where HighLevel tokens and the client secret are kept: {status.secret_store}")
-        self.counts_label.setText(
-            f"{status.locations} location{'s' * (status.locations != 1)} · "
-            f"{status.sessions} number{'s' * (status.sessions != 1)} · "
-            f"{status.pending_jobs} queued job{'s' * (status.pending_jobs != 1)}"
-        )
+        counts = (f"{status.locations} location{'s' * (status.locations != 1)} · "
+                  f"{status.numbers} number{'s' * (status.numbers != 1)} · "
+                  f"{status.pending_jobs} queued job{'s' * (status.pending_jobs != 1)}")
+        if status.needs_you:
+            counts += f" · {status.needs_you} need{'s' * (status.needs_you == 1)} you"
+        self.counts_label.setText(counts)
+
+    # -- look --
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.ApplicationPaletteChange, QEvent.Type.PaletteChange) \
+                and not getattr(self, "_restyling", False):
+            self._restyling = True
+            try:
+                self.setStyleSheet(theme.stylesheet())
+                for model in (self.locations.model, self.numbers.model):
+                    model.refresh_all()
+            finally:
+                self._restyling = False
 
     # -- settings --
 
@@ -348,19 +417,14 @@ class MainWindow(LocationsPanel, SessionsPanel, MessageLogPanel):
 
         dialog = SettingsDialog(self.app.settings.home, self.app.secrets, self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.accepted.connect(lambda: self._say(
-            self.connect_status, "Settings saved. Restart ghl-desktop to use them."))
+        dialog.accepted.connect(lambda: self.locations.connect_status.say(
+            "Settings saved. Restart ghl-desktop to use them."))
         dialog.open()
         return dialog
 
     def _ask(self, title: str, question: str) -> bool:
         answer = QMessageBox.question(self, title, question)
         return answer == QMessageBox.StandardButton.Yes
-
-    def _raise(self) -> None:
-        self.showNormal()
-        self.raise_()
-        self.activateWindow()
 
     # -- shutdown --
 
@@ -373,14 +437,16 @@ class MainWindow(LocationsPanel, SessionsPanel, MessageLogPanel):
             event.accept()
             return
         event.ignore()
-        if self._shutdown_task is None:
-            self._shutdown_task = asyncio.get_event_loop().create_task(self._shutdown())
-            self.hide()  # gone for the user at once; the shutdown finishes behind it
+        if self._shutdown_task is None and self.close_to_tray():
+            self.hide()
+            self.hidden_to_tray.emit()
+            return
+        self.quit()
 
     async def wait_shutdown(self) -> None:
-        """Close the window (if not already closing) and wait until the app has shut down."""
+        """Shut down (if not already) and wait until the app has closed."""
         if not self._shutdown_done:
-            self.close()
+            self.quit()
         if self._shutdown_task is not None:
             await self._shutdown_task
 
@@ -388,15 +454,11 @@ class MainWindow(LocationsPanel, SessionsPanel, MessageLogPanel):
         log.info("window closed: shutting down")
         self._status_timer.stop()
         self._poll_timer.stop()
-        self.notices.stop()
         self.bridge.detach()
         self.tray.hide()
         try:
-            tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+            self.cockpit.close()
+            await self.tasks.cancel_all()
             if self.runtime is not None:
                 await self.runtime.stop()
             await self.app.aclose()
@@ -413,4 +475,4 @@ def _home_relative(path: str) -> str:
     return "~" + path[len(home) :] if home not in ("", "/") and path.startswith(home + os.sep) else path
 
 
-__all__ = ["MainWindow", "normalize_phone", "open_in_browser", "readable_error"]
+__all__ = ["APP_NAME", "MainWindow", "normalize_phone", "open_in_browser", "readable_error"]

@@ -30,6 +30,9 @@ from ghl_desktop.core.models import (
     SessionState,
     WhatsAppSession,
 )
+from ghl_desktop.services.health import OK, Health, HealthAction, HealthLevel, HealthSnapshot
+from ghl_desktop.ui import theme
+from ghl_desktop.ui.resources import state_icon
 
 AnyIndex = QModelIndex | QPersistentModelIndex
 T = TypeVar("T")
@@ -37,10 +40,25 @@ T = TypeVar("T")
 #: the role under which each row's domain record is available (for selection handlers and tests)
 RecordRole = Qt.ItemDataRole.UserRole + 1
 
-_WARN = QColor("#b26a00")
-_BAD = QColor("#c62828")
-_GOOD = QColor("#2e7d32")
-_MUTED = QColor("#6b7280")
+
+
+def _good() -> QColor:
+    return theme.colors().good
+
+
+def _warn() -> QColor:
+    return theme.colors().warn
+
+
+def _bad() -> QColor:
+    return theme.colors().bad
+
+
+def _muted() -> QColor:
+    return theme.colors().muted
+
+
+_LEVEL_COLOR = {HealthLevel.OK: _good, HealthLevel.DEGRADED: _warn, HealthLevel.NEEDS_YOU: _bad}
 
 LOCATION_STATE_LABELS: dict[LocationState, str] = {
     LocationState.CONNECTED: "Connected",
@@ -121,7 +139,7 @@ class RecordTableModel(QAbstractTableModel, Generic[T]):
     """A read-only table over a list of records: subclasses name the columns and render cells."""
 
     COLUMNS: ClassVar[tuple[str, ...]] = ()
-    #: the column whose cells hold per-row action buttons (-1: none)
+    #: the column whose cells show the row's actions (painted by the view; -1: none)
     ACTIONS_COLUMN: ClassVar[int] = -1
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -161,6 +179,10 @@ class RecordTableModel(QAbstractTableModel, Generic[T]):
         if role == Qt.ItemDataRole.ForegroundRole:
             color = self.color(record, index.column())
             return QBrush(color) if color is not None else None
+        if role == Qt.ItemDataRole.DecorationRole:
+            return self.decoration(record, index.column())
+        if role == Qt.ItemDataRole.AccessibleTextRole:
+            return self.display(record, index.column()) or self.COLUMNS[index.column()] or "actions"
         return None
 
     def flags(self, index: AnyIndex) -> Qt.ItemFlag:
@@ -189,12 +211,48 @@ class RecordTableModel(QAbstractTableModel, Generic[T]):
     def color(self, record: T, column: int) -> QColor | None:
         return None
 
+    def decoration(self, record: T, column: int) -> Any:
+        return None
 
-class LocationsModel(RecordTableModel[Location]):
-    """HighLevel sub-accounts the app is installed in (from ``db.locations.list()``)."""
+    def refresh_all(self) -> None:
+        """Repaint every cell (the palette or the health changed)."""
+        if self._rows:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self._rows) - 1, len(self.COLUMNS) - 1))
+
+
+class _HealthRows(RecordTableModel[T]):
+    """Rows whose state cell shows a computed health (HealthSnapshot) rather than the raw state."""
+
+    STATE_COLUMN: ClassVar[int] = 2
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._health: dict[str, Health] = {}
+
+    def health_of(self, record: T) -> Health:
+        return self._health.get(str(getattr(record, "id", "")), OK)
+
+    def set_health(self, health: dict[str, Health]) -> None:
+        if health != self._health:
+            self._health = dict(health)
+            self.refresh_all()
+
+    def color(self, record: T, column: int) -> QColor | None:
+        if column != self.STATE_COLUMN:
+            return None
+        return _LEVEL_COLOR[self.health_of(record).level]()
+
+    def decoration(self, record: T, column: int) -> Any:
+        if column != self.STATE_COLUMN:
+            return None
+        return state_icon(self.health_of(record).level)
+
+
+class LocationsModel(_HealthRows[Location]):
+    """HighLevel sub-accounts the app is installed in (``cockpit.locations()``)."""
 
     COLUMNS = ("Name", "Location ID", "State", "Token expires", "")
-    #: the column holding the row's action buttons (Reconnect); its text is empty
+    #: the column showing the row's actions (Reconnect); its text is empty
     ACTIONS_COLUMN = 4
 
     def display(self, record: Location, column: int) -> str:
@@ -209,26 +267,35 @@ class LocationsModel(RecordTableModel[Location]):
         return ""
 
     def tooltip(self, record: Location, column: int) -> str | None:
-        if record.state is LocationState.NEEDS_RECONNECT:
-            return "HighLevel refused the saved sign-in; connect this location again."
+        health = self.health_of(record)
+        if not health.ok:
+            return health.reason
         if column == 3 and record.token_expires_at is not None:
             return f"Access token valid until {format_time(record.token_expires_at)} (renewed automatically)"
         return (record.company_id and f"Company {record.company_id}") or None
 
-    def color(self, record: Location, column: int) -> QColor | None:
-        if column != 2:
-            return None
-        return {LocationState.CONNECTED: _GOOD, LocationState.NEEDS_RECONNECT: _BAD}.get(record.state, _MUTED)
-
     def names(self) -> dict[str, str]:
         return {loc.id: loc.name for loc in self._rows}
 
+    def row_of(self, location_id: str) -> int | None:
+        return next((row for row, loc in enumerate(self._rows) if loc.id == location_id), None)
 
-class SessionsModel(RecordTableModel[WhatsAppSession]):
-    """Linked (or being-linked) WhatsApp numbers (from ``db.sessions.list()``)."""
+
+def session_state_label(record: WhatsAppSession, health: Health = OK) -> str:
+    """The State cell: the number's own state, unless bridging is stalled by its location."""
+    if health.action is HealthAction.RECONNECT_LOCATION:
+        return "Bridging stalled"
+    label = SESSION_STATE_LABELS.get(record.state, str(record.state))
+    if record.state is SessionState.TEMPORARILY_BANNED and record.state_until is not None:
+        label += f" until {format_time(record.state_until, seconds=False)}"
+    return label
+
+
+class SessionsModel(_HealthRows[WhatsAppSession]):
+    """Linked (or being-linked) WhatsApp numbers (``cockpit.numbers()``)."""
 
     COLUMNS = ("Number", "Location", "State", "Detail", "Since", "")
-    #: the column holding the row's action buttons (Log out, Remove, Retry); its text is empty
+    #: the column showing the row's actions (Log out, Remove, Retry…); its text is empty
     ACTIONS_COLUMN = 5
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -246,17 +313,21 @@ class SessionsModel(RecordTableModel[WhatsAppSession]):
         if column == 1:
             return self._location_names.get(record.location_id, record.location_id)
         if column == 2:
-            label = SESSION_STATE_LABELS.get(record.state, str(record.state))
-            if record.state is SessionState.TEMPORARILY_BANNED and record.state_until is not None:
-                label += f" until {format_time(record.state_until)}"
-            return label
+            return session_state_label(record, self.health_of(record))
         if column == 3:
+            health = self.health_of(record)
+            if health.action in (HealthAction.RECONNECT_LOCATION, HealthAction.WAIT) and \
+                    record.state is not SessionState.RECONNECTING:
+                return health.reason
             return (record.detail or "").replace("\n", " ")
         if column == 4:
             return format_time(record.updated_at, seconds=False)
         return ""
 
     def tooltip(self, record: WhatsAppSession, column: int) -> str | None:
+        health = self.health_of(record)
+        if not health.ok and column in (2, 3):
+            return health.reason
         return record.detail or (record.jid if column == 0 else None)
 
     def upsert(self, session: WhatsAppSession) -> None:
@@ -281,14 +352,11 @@ class SessionsModel(RecordTableModel[WhatsAppSession]):
     def row_of(self, session_id: str) -> int | None:
         return next((row for row, s in enumerate(self._rows) if s.id == session_id), None)
 
-    def color(self, record: WhatsAppSession, column: int) -> QColor | None:
-        if column != 2:
-            return None
-        if record.state.is_healthy:
-            return _GOOD
-        if record.state.is_final:
-            return _BAD
-        return _WARN
+
+def health_maps(snapshot: HealthSnapshot) -> tuple[dict[str, Health], dict[str, Health]]:
+    """(location id → health, session id → health) for the two models."""
+    return ({loc.location_id: loc.health for loc in snapshot.locations},
+            {n.session_id: n.health for n in snapshot.numbers})
 
 
 class MessageLogModel(RecordTableModel[Message]):
@@ -340,7 +408,7 @@ class MessageLogModel(RecordTableModel[Message]):
 
     def color(self, record: Message, column: int) -> QColor | None:
         if column == 4 and record.status is MessageStatus.FAILED:
-            return _BAD
+            return _bad()
         return None
 
 
@@ -375,7 +443,7 @@ class DeadJobsModel(RecordTableModel[Job]):
         return record.last_error if column == 4 and record.last_error else None
 
     def color(self, record: Job, column: int) -> QColor | None:
-        return _BAD if column == 4 else None
+        return _bad() if column == 4 else None
 
 
 class MessageLogFilter(QSortFilterProxyModel):
@@ -403,4 +471,6 @@ __all__ = [
     "chat_label",
     "format_expiry",
     "format_time",
+    "health_maps",
+    "session_state_label",
 ]

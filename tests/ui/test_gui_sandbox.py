@@ -24,6 +24,7 @@ from ghl_desktop.sandbox.consent import ConsentClicker
 from ghl_desktop.services.bridge import MessageLogged
 from ghl_desktop.ui.main import run_window
 from ghl_desktop.ui.main_window import MainWindow
+from ghl_desktop.ui.widgets import link_targets
 from tests.e2e.harness import FAST_RUNTIME, bridge_env, eventually
 from tests.fakes.secrets import MemorySecretStore
 
@@ -35,6 +36,19 @@ def texts(model: Any, column: int) -> list[str]:
     return [model.index(row, column).data() for row in range(model.rowCount())]
 
 
+def log_texts(window: MainWindow, header: str = "Text") -> list[str]:
+    """A column of the message log as shown, whichever log panel the window has."""
+    from PySide6.QtWidgets import QTableView
+
+    for view in window.log_tabs.findChildren(QTableView):
+        model = view.model()
+        headers = [model.headerData(c, Qt.Orientation.Horizontal) for c in range(model.columnCount())]
+        if header in headers and "Direction" in headers:
+            column = headers.index(header)
+            return [model.index(row, column).data() for row in range(model.rowCount())]
+    raise AssertionError(f"no message table with a {header!r} column")
+
+
 @asynccontextmanager
 async def gui(qtbot: Any, opener: Any = None) -> AsyncIterator[MainWindow]:
     """``run_window`` as ``ghl-desktop`` runs it, on the test's empty data dir (no credentials)."""
@@ -43,7 +57,7 @@ async def gui(qtbot: Any, opener: Any = None) -> AsyncIterator[MainWindow]:
     def keep(window: MainWindow) -> None:
         qtbot.addWidget(window)
         window.confirm = lambda *_: True  # type: ignore[method-assign]
-        window.notices._timer.setInterval(50)
+        window.numbers.confirm = window.confirm
         windows.append(window)
 
     task = asyncio.get_running_loop().create_task(run_window(
@@ -75,54 +89,57 @@ async def test_fresh_machine_connect_link_message_and_drop(qtbot: Any) -> None:
         assert "Sandbox mode" in window.mode_banner.text() and url in window.mode_banner.text()
         assert window.mode_banner.isVisible()
         assert window.mode_label.text() == f"Sandbox mode · {url}"
-        assert window.locations_panel.showing_hint
+        assert window.locations.empty.showing_hint
 
         # Link before Connect: a clear sentence, nothing created
-        qtbot.mouseClick(window.link_button, Qt.MouseButton.LeftButton)
-        assert "Connect a HighLevel location first" in window.link_status.text()
+        qtbot.mouseClick(window.numbers.link_button, Qt.MouseButton.LeftButton)
+        assert "Connect a HighLevel location first" in window.link.status.text()
         assert window.app.db.sessions.list() == []
 
         # Connect HighLevel: the consent page is followed, the location row appears
-        qtbot.mouseClick(window.connect_button, Qt.MouseButton.LeftButton)
-        assert window.connecting and not window.connect_button.isEnabled()
-        await eventually(lambda: window.locations_model.rowCount() == 1, 30)
-        await eventually(lambda: not window.connecting, 10)
-        assert texts(window.locations_model, 2) == ["Connected"]
-        assert window.connect_status.text().startswith("Connected: ")
-        assert window.connect_button.isEnabled() and not window.cancel_connect_button.isVisible()
+        qtbot.mouseClick(window.locations.connect_button, Qt.MouseButton.LeftButton)
+        assert window.locations.connecting and not window.locations.connect_button.isEnabled()
+        await eventually(lambda: window.locations.model.rowCount() == 1, 30)
+        await eventually(lambda: not window.locations.connecting, 10)
+        assert texts(window.locations.model, 2) == ["Connected"]
+        assert window.locations.connect_status.text().startswith("Connected: ")
+        assert window.locations.connect_button.isEnabled() and not window.locations.cancel_connect_button.isVisible()
 
         # Link: a QR code appears; the phone scans it through the sandbox; the row shows Connected
         await sandbox_post(http, f"{url}/_sandbox/phones", {"phone": LINKED, "name": "Front desk"})
-        qtbot.mouseClick(window.link_button, Qt.MouseButton.LeftButton)
-        await eventually(lambda: window.qr_view.code is not None, 20)
-        pixmap = window.qr_view.pixmap()
+        qtbot.mouseClick(window.numbers.link_button, Qt.MouseButton.LeftButton)
+        await eventually(lambda: window.link.qr_view.code is not None, 20)
+        pixmap = window.link.qr_view.pixmap()
         assert not pixmap.isNull() and pixmap.width() > 100
-        assert texts(window.sessions_model, 2) == ["Waiting for QR scan"]
-        assert window.row_button(window.sessions_view, 0, "Cancel") is not None
-        await sandbox_post(http, f"{url}/_sandbox/whatsapp/scan", {"qr": window.qr_view.code, "phone": LINKED})
-        await eventually(lambda: texts(window.sessions_model, 2) == ["Connected"], 20)
-        assert window.qr_view.code is None and window.qr_view.pixmap().isNull()
-        assert "Linked +15550100077" in window.qr_view.text()
-        assert texts(window.sessions_model, 0) == [LINKED]
-        assert window.row_button(window.sessions_view, 0, "Log out") is not None
-        assert window.notices.shown == []  # linking is not a problem
+        assert texts(window.numbers.model, 2) == ["Waiting for QR scan"]
+        assert "Cancel linking" in window.numbers.view.action_names(0)
+        assert window.link.phase == "qr" and "valid for" in window.link.countdown.text()
+        assert "20 seconds" not in window.link.steps.text() + window.link.status.text()
+        await sandbox_post(http, f"{url}/_sandbox/whatsapp/scan", {"qr": window.link.qr_view.code, "phone": LINKED})
+        await eventually(lambda: texts(window.numbers.model, 2) == ["Connected"], 20)
+        assert window.link.qr_view.code is None and window.link.qr_view.pixmap().isNull()
+        assert "Linked +15550100077" in window.link.qr_view.text()
+        assert texts(window.numbers.model, 0) == [LINKED]
+        assert "Log out" in window.numbers.view.action_names(0)
+        assert window.link.phase == "linked"
+        assert window.notices_shown == []  # linking is not a problem
 
         # a customer writes: the message shows up in the log, then as sent to HighLevel
         await sandbox_post(http, f"{url}/_sandbox/phones", {"phone": ALICE, "name": "Alice"})
         await sandbox_post(http, f"{url}/_sandbox/phones/{ALICE}/send", {"to": LINKED, "text": "Is Thursday ok?"})
-        await eventually(lambda: "Is Thursday ok?" in texts(window.messages_model, 5), 20)
-        await eventually(lambda: texts(window.messages_model, 4)[0] == "Sent", 20)
-        assert window.shown_label.text() == "1 message"
+        await eventually(lambda: "Is Thursday ok?" in log_texts(window), 20)
+        await eventually(lambda: log_texts(window, "Status")[0] == "Sent", 20)
 
         # the phone unlinks us: one tray notice saying so, the row says Logged out and offers Link again
         await sandbox_post(http, f"{url}/_sandbox/whatsapp/{LINKED}/drop", {"kind": "logout"})
-        await eventually(lambda: texts(window.sessions_model, 2) == ["Logged out — pair again"], 20)
-        await eventually(lambda: window.notices.shown, 5)
-        assert [(n.title, n.text) for n in window.notices.shown] == [
-            ("WhatsApp number logged out", f"{LINKED} was logged out of WhatsApp. Link it again in ghl-desktop.")
-        ]
-        assert window.row_button(window.sessions_view, 0, "Link again") is not None
-        assert window.row_button(window.sessions_view, 0, "Log out") is None
+        await eventually(lambda: texts(window.numbers.model, 2) == ["Logged out — pair again"], 20)
+        await eventually(lambda: window.notices_shown, 5)
+        assert len(window.notices_shown) == 1 and LINKED in window.notices_shown[0].text
+        assert "Link again" in window.numbers.view.action_names(0)
+        assert "Log out" not in window.numbers.view.action_names(0)
+        # the linking panel no longer claims the number is linked
+        assert "✓ Linked" not in window.link.qr_view.text() and window.link.phase == "idle"
+        assert "no longer linked" in window.link.qr_view.text()
         assert window.tray.available or window.notify("t", "x") is False  # no tray here: a no-op
 
 
@@ -130,21 +147,24 @@ async def test_fresh_machine_connect_link_message_and_drop(qtbot: Any) -> None:
 async def test_pair_by_phone_number_shows_the_code_and_links(qtbot: Any) -> None:
     async with gui(qtbot) as window, httpx.AsyncClient(timeout=30) as http:
         url = window.sandbox_url
-        qtbot.mouseClick(window.connect_button, Qt.MouseButton.LeftButton)
-        await eventually(lambda: window.locations_model.rowCount() == 1, 30)
+        qtbot.mouseClick(window.locations.connect_button, Qt.MouseButton.LeftButton)
+        await eventually(lambda: window.locations.model.rowCount() == 1, 30)
         await sandbox_post(http, f"{url}/_sandbox/phones", {"phone": LINKED, "name": "Front desk"})
-        window.pair_phone.setText("12 34")
-        qtbot.mouseClick(window.pair_button, Qt.MouseButton.LeftButton)
-        assert "not a possible phone number" in window.link_status.text()
+        window.link.pair_phone.setText("12 34")
+        qtbot.mouseClick(window.link.pair_button, Qt.MouseButton.LeftButton)
+        assert "not a possible phone number" in window.link.status.text()
         assert window.app.db.sessions.list() == []
-        window.pair_phone.setText("+1 555 010 0077")
-        qtbot.mouseClick(window.pair_button, Qt.MouseButton.LeftButton)
-        await eventually(lambda: window.qr_view.pair_code is not None, 20)
-        code = window.qr_view.pair_code
-        assert code and code in window.qr_view.text() and "+15550100077" in window.qr_view.text()
+        window.link.pair_phone.setText("+1 555 010 0077")
+        qtbot.mouseClick(window.link.pair_button, Qt.MouseButton.LeftButton)
+        await eventually(lambda: window.link.phase == "pair_code", 20)
+        shown = window.link.pair_code.text()
+        code = shown.replace("-", "")
+        assert len(code) == 8 and "+15550100077" in window.link.pair_where.text()
+        assert window.link.pair_phone.text() == ""  # used: cleared
         await sandbox_post(http, f"{url}/_sandbox/whatsapp/pair-code", {"phone": LINKED, "code": code})
-        await eventually(lambda: texts(window.sessions_model, 2) == ["Connected"], 20)
-        assert window.qr_view.pair_code is None and "Linked" in window.qr_view.text()
+        await eventually(lambda: texts(window.numbers.model, 2) == ["Connected"], 20)
+        assert window.link.phase == "linked" and "✓ Linked" in window.link.qr_view.text()
+        assert window.link.pair_box.isHidden()
 
 
 class NeverApproves:
@@ -162,17 +182,20 @@ class NeverApproves:
 async def test_connect_can_be_cancelled_and_shuts_its_listener(qtbot: Any) -> None:
     browser = NeverApproves()
     async with gui(qtbot, opener=browser) as window:
-        qtbot.mouseClick(window.connect_button, Qt.MouseButton.LeftButton)
-        await eventually(lambda: "Open the sign-in page" in window.connect_status.text(), 10)
+        qtbot.mouseClick(window.locations.connect_button, Qt.MouseButton.LeftButton)
+        await eventually(lambda: "Open the sign-in page" in window.locations.connect_status.text(), 10)
         assert browser.opened and "/oauth/chooselocation" in browser.opened[0]
+        # the link the label emits on a click is the sign-in URL itself: no HTML escapes in the href
+        targets = link_targets(window.locations.connect_status.text())
+        assert targets == [browser.opened[0]] and "&amp;" not in targets[0] and "&" in targets[0]
         receiver = window.runtime.oauth.receiver if window.runtime else None
         assert receiver is not None and receiver.running
-        assert window.cancel_connect_button.isVisible()
-        qtbot.mouseClick(window.cancel_connect_button, Qt.MouseButton.LeftButton)
-        await eventually(lambda: not window.connecting, 10)
-        assert window.connect_status.text() == "Cancelled — nothing was connected."
+        assert window.locations.cancel_connect_button.isVisible()
+        qtbot.mouseClick(window.locations.cancel_connect_button, Qt.MouseButton.LeftButton)
+        await eventually(lambda: not window.locations.connecting, 10)
+        assert window.locations.connect_status.text() == "Cancelled — nothing was connected."
         assert not receiver.running and window.runtime is not None and window.runtime.oauth.receiver is None
-        assert window.connect_button.isEnabled() and window.locations_model.rowCount() == 0
+        assert window.locations.connect_button.isEnabled() and window.locations.model.rowCount() == 0
 
 
 @pytest.mark.asyncio
@@ -180,11 +203,11 @@ async def test_connect_failure_is_a_sentence_in_the_panel(qtbot: Any) -> None:
     async with gui(qtbot, opener=ConsentClicker(location_id="no-such-location")) as window:
         assert window.runtime is not None
         window.runtime.oauth.options = replace(window.runtime.oauth.options, timeout_seconds=0.3)
-        qtbot.mouseClick(window.connect_button, Qt.MouseButton.LeftButton)
-        await eventually(lambda: not window.connecting, 10)
-        text = window.connect_status.text()
-        assert text.startswith("Could not connect HighLevel: ") and window.connect_status.property("error") == "true"
-        assert window.locations_model.rowCount() == 0 and window.connect_button.isEnabled()
+        qtbot.mouseClick(window.locations.connect_button, Qt.MouseButton.LeftButton)
+        await eventually(lambda: not window.locations.connecting, 10)
+        text = window.locations.connect_status.text()
+        assert text.startswith("Could not connect HighLevel: ") and window.locations.connect_status.error
+        assert window.locations.model.rowCount() == 0 and window.locations.connect_button.isEnabled()
 
 
 @pytest.mark.asyncio
@@ -195,18 +218,21 @@ async def test_reconnect_action_for_a_location_that_needs_it(qtbot: Any) -> None
         window.show()
         try:
             location = env.app.db.locations.list()[0]
-            assert window.row_button(window.locations_view, 0, "Reconnect") is None
+            assert "Reconnect" not in window.locations.view.action_names(0)
             env.app.db.locations.set_state(location.id, LocationState.NEEDS_RECONNECT)
-            window.notices._timer.setInterval(20)
             window.poll()  # what the poll timer does: no event announces a refused refresh token
-            assert texts(window.locations_model, 2) == ["Needs reconnect"]
-            button = window.row_button(window.locations_view, 0, "Reconnect")
-            assert button is not None
-            await eventually(lambda: window.notices.shown, 5)
-            assert window.notices.shown[-1].title == "HighLevel needs you to reconnect"
-            qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
-            await eventually(lambda: texts(window.locations_model, 2) == ["Connected"], 30)
-            assert window.row_button(window.locations_view, 0, "Reconnect") is None
+            assert texts(window.locations.model, 2) == ["Needs reconnect"]
+            assert "Reconnect" in window.locations.view.action_names(0)
+            number = texts(window.numbers.model, 2)
+            assert number == ["Bridging stalled"]  # its number is not a green "Connected"
+            assert "Reconnect location" in window.numbers.view.action_names(0)
+            await eventually(lambda: window.notices_shown, 5)
+            assert "reconnect" in window.notices_shown[-1].title.lower()
+            assert window.locations.view.trigger(0, "Reconnect")
+            await eventually(lambda: texts(window.locations.model, 2) == ["Connected"], 30)
+            assert "Reconnect" not in window.locations.view.action_names(0)
+            window.poll()
+            assert texts(window.numbers.model, 2) == ["Connected"]
         finally:
             await asyncio.wait_for(window.wait_shutdown(), 20)
 
@@ -225,39 +251,32 @@ async def test_dead_letter_is_listed_and_retried_from_the_window(qtbot: Any) -> 
             await env.customer(ALICE, "Alice")
             wa_id = await env.send(ALICE, text="Did this get lost?")
 
+            dead = window.dead_panel
+            assert dead is not None
+
             def dead_rows() -> int:
-                window.refresh_dead()  # what the poll timer does
-                return window.dead_model.rowCount()
+                dead.refresh()  # what its poll timer does
+                return int(dead.model.rowCount())
 
             await eventually(dead_rows, 30)
             assert window.log_tabs.tabText(1) == "Dead letters (1)"
-            assert texts(window.dead_model, 1) == ["WhatsApp → HighLevel"]
-            assert "gave up after" in texts(window.dead_model, 4)[0]
-            assert window.messages_model.index(0, 5).data() == "Did this get lost?"
-            assert window.messages_model.index(0, 0).data(Qt.ItemDataRole.UserRole + 1).status is \
-                MessageStatus.RECEIVED
+            await eventually(lambda: "Did this get lost?" in log_texts(window), 10)
+            stored = env.app.db.messages.recent(1)[0]
+            assert stored.body == "Did this get lost?" and stored.status is MessageStatus.RECEIVED
 
             # the message was marked failed meanwhile: Retry must put it back, or it could never be sent
-            row = window.messages_model.index(0, 0).data(Qt.ItemDataRole.UserRole + 1)
-            failed = env.app.db.messages.update(row.id, status=MessageStatus.FAILED, error="gave up")
+            failed = env.app.db.messages.update(stored.id or 0, status=MessageStatus.FAILED, error="gave up")
             env.app.bus.publish(MessageLogged(failed))
-            assert texts(window.messages_model, 4)[0] == "Failed"
-
             await sandbox_post(env.http, f"{env.url}/_sandbox/faults", {"error_rate": 0.0})
-            job_id = window.dead_model.record(0).id
-            button = window.row_button(window.dead_view, 0, "Retry")
-            assert button is not None
-            qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
-            assert window.dead_status.text() == "1 job queued again."
-            assert texts(window.messages_model, 4)[0] == "Received"  # reset_failed, before the runner ran
+            dead.view.setFocus()
+            dead.view.selectRow(0)
+            qtbot.mouseClick(dead.retry_button, Qt.MouseButton.LeftButton)
+            assert dead.status.text()
             await eventually(lambda: dead_rows() == 0, 10)
-            await eventually(lambda: texts(window.messages_model, 4)[0] == "Sent", 20)
+            await eventually(lambda: env.app.db.messages.get(stored.id or 0).status is MessageStatus.SENT, 20)
             posted = [m for m in await env.messages() if m.get("altId") == wa_id]
             assert len(posted) == 1 and posted[0]["body"] == "Did this get lost?"
-            assert window.log_tabs.tabText(1) == "Dead letters"
-            # retrying a job that is no longer dead does nothing (idempotent)
-            assert window.retry_dead_jobs([job_id]) == 0
-            assert window.dead_status.text() == "Nothing to retry (already retried?)."
+            await eventually(lambda: window.log_tabs.tabText(1) == "Dead letters", 5)
         finally:
             await asyncio.wait_for(window.wait_shutdown(), 20)
 
@@ -269,19 +288,15 @@ async def test_session_row_actions_log_out_and_remove(qtbot: Any) -> None:
         qtbot.addWidget(window)
         window.show()
         try:
-            assert texts(window.sessions_model, 2) == ["Connected"]
-            log_out = window.row_button(window.sessions_view, 0, "Log out")
-            assert log_out is not None
-            qtbot.mouseClick(log_out, Qt.MouseButton.LeftButton)
-            await eventually(lambda: texts(window.sessions_model, 2) == ["Logged out — pair again"], 20)
-            assert texts(window.sessions_model, 3) == ["Logged out from this app"]
+            assert texts(window.numbers.model, 2) == ["Connected"]
+            assert window.numbers.view.trigger(0, "Log out")
+            await eventually(lambda: texts(window.numbers.model, 2) == ["Logged out — pair again"], 20)
+            assert texts(window.numbers.model, 3) == ["Logged out from this app"]
             state = await env.state()
             assert all(n["state"] != "connected" for n in state.get("linked_numbers", []))
-            remove = window.row_button(window.sessions_view, 0, "Remove")
-            assert remove is not None
-            qtbot.mouseClick(remove, Qt.MouseButton.LeftButton)
-            await eventually(lambda: window.sessions_model.rowCount() == 0, 20)
-            assert env.app.db.sessions.list() == [] and window.sessions_panel.showing_hint
+            assert window.numbers.view.trigger(0, "Remove")
+            await eventually(lambda: window.numbers.model.rowCount() == 0, 20)
+            assert env.app.db.sessions.list() == [] and window.numbers.empty.showing_hint
         finally:
             await asyncio.wait_for(window.wait_shutdown(), 20)
 

@@ -1,6 +1,9 @@
-"""What the panels of the main window share: the window's tasks (every action is an asyncio task owned
-by the window), row action buttons, panel frames and status labels, and the window state the panels
-read (the models, the runtime, the notices)."""
+"""What the panels of the main window share: :class:`Tasks` (every action is an asyncio task owned by
+the window, cancelled when it closes; a failure becomes a sentence where the panel says), panel
+frames, and :func:`readable_error`.
+
+``PanelBase`` (the old mixin view of the window) remains only for the old message-log panel until
+its standalone replacement lands; the other panels are standalone QWidgets."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QAbstractItemModel, Qt
+from PySide6.QtCore import QAbstractItemModel
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QMainWindow, QPushButton, QTableView, QVBoxLayout, QWidget
 
 from ghl_desktop.app import App
@@ -45,6 +48,51 @@ def readable_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+class Tasks:
+    """The window's running actions: kept until done, failures shown via ``on_error``, all cancelled
+    (and awaited) by :meth:`cancel_all` when the window shuts down."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str,
+              on_error: Callable[[str], None] | None = None) -> asyncio.Task[Any]:
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s failed: %s", name, readable_error(exc), exc_info=not isinstance(exc, GhlDesktopError))
+                if on_error is not None:
+                    on_error(readable_error(exc))
+
+        task = asyncio.get_event_loop().create_task(guarded(), name=f"ui-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def add(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def running(self) -> frozenset[asyncio.Task[Any]]:
+        return frozenset(self._tasks)
+
+    async def cancel_all(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def panel_frame(title: str, *header_widgets: QWidget) -> tuple[QFrame, QVBoxLayout]:
+    """A titled panel: the frame, and its layout to add the body to."""
+    return _panel(title, *header_widgets)
+
+
 def _panel(title: str, *header_widgets: QWidget) -> tuple[QFrame, QVBoxLayout]:
     frame = QFrame()
     frame.setObjectName("panel")
@@ -55,6 +103,8 @@ def _panel(title: str, *header_widgets: QWidget) -> tuple[QFrame, QVBoxLayout]:
     header = QHBoxLayout()
     label = QLabel(title)
     label.setObjectName("panelTitle")
+    label.setAccessibleName(title)
+    frame.setAccessibleName(title)
     header.addWidget(label)
     header.addStretch(1)
     for widget in header_widgets:
@@ -64,12 +114,9 @@ def _panel(title: str, *header_widgets: QWidget) -> tuple[QFrame, QVBoxLayout]:
 
 
 def _status_label(name: str) -> QLabel:
-    label = QLabel()
-    label.setObjectName(name)
-    label.setWordWrap(True)
-    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
-    label.setVisible(False)
-    return label
+    from ghl_desktop.ui.widgets import StatusLabel
+
+    return StatusLabel(name)
 
 
 class PanelBase(QMainWindow):
@@ -166,8 +213,10 @@ class PanelBase(QMainWindow):
         return frozenset(self._tasks)
 
     def _say(self, label: QLabel, text: str | None, *, error: bool = False) -> None:
-        label.setProperty("error", "true" if error else "false")
-        label.style().unpolish(label)
-        label.style().polish(label)
+        from ghl_desktop.ui.widgets import StatusLabel
+
+        if isinstance(label, StatusLabel):
+            label.say(text, error=error)
+            return
         label.setText(text or "")
         label.setVisible(bool(text))
