@@ -8,14 +8,21 @@ same run, alternately, each from a fresh empty data dir (cold: migrations, OAuth
 and again on that data dir (warm: resume), plus the time from SIGTERM to exit; the ratio is frozen /
 source. Both re-exec once for NEONIZE_BOT_TAG=off, which is part of the measured time. Exit code 1
 when a run does not reach ``ready``, does not exit 0 on SIGTERM, or the bundle is missing.
-Build first: ``pyinstaller --noconfirm --clean --distpath /tmp/ghl-dist --workpath /tmp/ghl-build
-build.spec`` and pass ``--dist /tmp/ghl-dist/ghl-desktop``.
+Build first: ``make dist`` (or ``pyinstaller --noconfirm --clean --distpath /tmp/ghl-dist --workpath
+/tmp/ghl-build build.spec`` and pass ``--dist /tmp/ghl-dist/ghl-desktop``).
+
+Each run appends one JSON line to ``bench/results/bundle_size.jsonl`` (``--results`` to change,
+``--results ''`` for none): when, commit, platform, bundle size / file count / download archive size,
+and the cold/warm medians of both with their ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
+import platform
 import selectors
 import signal
 import statistics
@@ -83,6 +90,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dist", type=Path, default=REPO / "dist" / "ghl-desktop", help="the onedir bundle")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--results", default=str(REPO / "bench" / "results" / "bundle_size.jsonl"),
+                        help="append the figures as one JSON line here ('' for none)")
     args = parser.parse_args()
     exe = args.dist / ("ghl-desktop.exe" if sys.platform == "win32" else "ghl-desktop")
     if not exe.exists():
@@ -121,10 +130,40 @@ def main() -> int:
         print(
             f"{name:8}{phase:6}{med:>13.2f}s{lo:>7.2f}s{hi:>7.2f}s{statistics.median(stops):>14.2f}s  {codes}"
         )
+    ratios: dict[str, float] = {}
     for phase in ("cold", "warm"):
         ratio = medians[("frozen", phase)] / medians[("source", phase)]
+        ratios[phase] = ratio
         print(f"ratio frozen/source, {phase} start-to-ready: {ratio:.2f}")
+    if args.results:
+        archives = sorted(args.dist.parent.glob("ghl-desktop-*.tar.gz"), key=lambda p: p.stat().st_mtime)
+        record = {
+            "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "commit": _git_commit(),
+            "platform": f"{sys.platform}-{platform.machine()}",
+            "rounds": args.rounds,
+            "bundle_mb": round(size / 1e6, 1),
+            "files": files,
+            "archive_mb": round(archives[-1].stat().st_size / 1e6, 1) if archives else None,
+            **{f"{name}_{phase}_ready_s": round(med, 2) for (name, phase), med in sorted(medians.items())},
+            **{f"ratio_{phase}": round(r, 3) for phase, r in ratios.items()},
+            "failed": failed,
+        }
+        out = Path(args.results)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        print(f"appended to {out}")
     return 1 if failed else 0
+
+
+def _git_commit() -> str | None:
+    try:
+        answer = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                                timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return answer.stdout.strip() or None
 
 
 if __name__ == "__main__":
