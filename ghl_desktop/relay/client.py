@@ -7,6 +7,16 @@ drops the connection and comes back later: the relay re-sends from the first una
 so order is kept. OAuth codes are never written to the database: they are handed to whoever waits
 for them through :class:`OAuthCodeReceived` on the bus.
 
+An event the desktop can never store (nesting too deep to parse, a shape this version refuses) must
+not block the stream: it is quarantined — kept as a dead-lettered job of kind
+``relay.quarantined`` with the reason and an excerpt of the frame (visible in the Dead letters tab),
+announced as :class:`RelayEventRejected` — and then acknowledged. Only a full or unavailable local
+store (which will recover) leaves an event unacknowledged.
+
+Sign-in through the relay (:meth:`RelayClient.expect_authorization` / :meth:`wait_authorization`):
+the desktop registers the OAuth ``state`` with the relay before opening the browser, so the relay
+hands the redirect to this desktop only; the connector then waits for the code with that state.
+
 Reconnects use capped, jittered exponential backoff. A 401 means the token was revoked or mistyped:
 retrying cannot help, so the client stops in state ``unauthorized`` until it is started again.
 """
@@ -15,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -25,10 +37,10 @@ from typing import Any
 
 import aiohttp
 
-from ghl_desktop.core.errors import MalformedWebhook, WebhookBacklogFull
+from ghl_desktop.core.errors import MalformedWebhook, OAuthError, WebhookBacklogFull
 from ghl_desktop.core.events import EventBus
-from ghl_desktop.relay.server import STREAM_PATH
-from ghl_desktop.webhooks.gate import KIND_OAUTH_CODE
+from ghl_desktop.relay.server import CLOSE_REVOKED, OAUTH_AUTHORIZATIONS_PATH, OAUTH_CALLBACK_PATH, STREAM_PATH
+from ghl_desktop.webhooks.gate import KIND_OAUTH_CODE, MAX_JSON_DEPTH, json_depth
 from ghl_desktop.webhooks.intake import WebhookIntake
 
 log = logging.getLogger("ghl.relay.client")
@@ -73,6 +85,10 @@ class _Unauthorized(Exception):
     pass
 
 
+#: the relay writes frames as ``{"id":N,...``; used to acknowledge a frame too deep to parse
+_FRAME_ID = re.compile(r'\A\s*\{\s*"id"\s*:\s*(\d{1,19})\s*,')
+
+
 class _Deferred(Exception):
     """The local queue could not take an event right now; reconnect later and get it again."""
 
@@ -100,6 +116,7 @@ class RelayClient:
         heartbeat: float = 30.0,
         rng: Callable[[], float] = random.random,
     ) -> None:
+        self.base_url = relay_url.rstrip("/")
         self.url = stream_url(relay_url)
         self._token = token
         self._intake = intake
@@ -113,6 +130,8 @@ class RelayClient:
         self._task: asyncio.Task[None] | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.received = 0  # events stored (new or duplicate) and acknowledged since start
+        self.quarantined = 0  # events acknowledged without being stored (kept as dead letters)
+        self._authorizations: dict[str, asyncio.Future[str]] = {}
 
     @property
     def state(self) -> RelayLinkState:
@@ -198,6 +217,8 @@ class RelayClient:
         finally:
             self._ws = None
             await ws.close()
+        if ws.close_code == CLOSE_REVOKED:
+            raise _Unauthorized
 
     async def _handle_frame(self, ws: aiohttp.ClientWebSocketResponse, data: str) -> None:
         try:
@@ -205,33 +226,107 @@ class RelayClient:
             event_id, kind, event = frame["id"], frame["kind"], frame["event"]
             if not isinstance(event_id, int) or not isinstance(kind, str) or not isinstance(event, dict):
                 raise ValueError("bad frame field types")
+        except RecursionError:
+            found = _FRAME_ID.match(data)
+            if found is None:
+                raise _Deferred("the relay sent an unreadable frame") from None
+            await self._quarantine(ws, int(found.group(1)), "?", data,
+                                   f"nested deeper than {MAX_JSON_DEPTH} levels")
+            return
         except (ValueError, KeyError, TypeError):
             log.error("relay sent an unreadable frame; closing the stream")
             raise _Deferred("the relay sent an unreadable frame") from None
         if kind == KIND_OAUTH_CODE:
             self._deliver_oauth(event)
+        elif json_depth(event) > MAX_JSON_DEPTH:
+            await self._quarantine(ws, event_id, kind, data, f"nested deeper than {MAX_JSON_DEPTH} levels")
+            return
         else:
             try:
                 self._intake.store_relayed(kind, event)
-            except WebhookBacklogFull as exc:
+            except WebhookBacklogFull as exc:  # full or unavailable store: it recovers, come back later
                 raise _Deferred(exc.message) from exc
             except MalformedWebhook as exc:
-                # Acking drops it, but not acking would block every later event for good.
-                log.error("dropping relayed event %d (%s): %s", event_id, kind, exc.message)
-                if self._bus is not None:
-                    self._bus.publish(RelayEventRejected(event_id, kind, exc.message))
+                await self._quarantine(ws, event_id, kind, data, exc.message)
+                return
+            except Exception as exc:  # anything else would block every later event for good
+                log.exception("relayed event %d (%s) cannot be processed", event_id, kind)
+                await self._quarantine(ws, event_id, kind, data, f"cannot be processed ({type(exc).__name__})")
+                return
         await ws.send_str(json.dumps({"ack": event_id}))
         self.received += 1
+
+    async def _quarantine(self, ws: aiohttp.ClientWebSocketResponse, event_id: int, kind: str, data: str,
+                          reason: str) -> None:
+        """Keep an event this desktop cannot process as a dead letter, then acknowledge it."""
+        log.error("quarantining relayed event %d (%s): %s", event_id, kind, reason)
+        digest = hashlib.sha256(data.encode("utf-8", "replace")).hexdigest()
+        try:
+            self._intake.quarantine(kind, data, reason, key=f"relay:{digest}", relay_event_id=event_id)
+        except WebhookBacklogFull as exc:  # cannot even keep it: leave it unacknowledged
+            raise _Deferred(exc.message) from exc
+        if self._bus is not None:
+            self._bus.publish(RelayEventRejected(event_id, kind, reason))
+        await ws.send_str(json.dumps({"ack": event_id}))
+        self.quarantined += 1
 
     def _deliver_oauth(self, event: dict[str, Any]) -> None:
         code, state, error = event.get("code"), event.get("state"), event.get("error")
         log.info("OAuth redirect received through the relay%s", f" (error {error})" if error else "")
+        waiter = self._authorizations.get(state) if isinstance(state, str) else None
+        if waiter is not None and not waiter.done():
+            if isinstance(code, str) and code:
+                waiter.set_result(code)
+            else:
+                reason = event.get("error_description") or error or "no code"
+                waiter.set_exception(OAuthError(f"HighLevel did not grant access: {reason}"))
+        elif waiter is None:
+            log.warning("the relay handed over a sign-in this desktop is not waiting for; ignored")
         if self._bus is not None:
             self._bus.publish(OAuthCodeReceived(
                 state=state if isinstance(state, str) else None,
                 code=code if isinstance(code, str) else None,
                 error=error if isinstance(error, str) else None,
             ))
+
+    # --- sign-in through the relay (adapters.ghl.oauth.RelayHandoff) -----------------------------
+
+    @property
+    def oauth_redirect_uri(self) -> str:
+        """The redirect URI to register with HighLevel for sign-ins through this relay."""
+        return self.base_url + OAUTH_CALLBACK_PATH
+
+    async def expect_authorization(self, state: str) -> None:
+        """Tell the relay that this desktop starts a sign-in with ``state`` (before opening the browser)."""
+        self._authorizations[state] = asyncio.get_running_loop().create_future()
+        try:
+            async with aiohttp.ClientSession() as http, http.post(
+                self.base_url + OAUTH_AUTHORIZATIONS_PATH, json={"state": state},
+                headers={"Authorization": f"Bearer {self._token}"},
+                timeout=aiohttp.ClientTimeout(total=30),
+            ) as resp:
+                if resp.status == 401:
+                    raise OAuthError("the relay refused this desktop's token; paste a new relay token")
+                if resp.status != 200:
+                    raise OAuthError(f"the relay could not start the sign-in (HTTP {resp.status})")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            self._authorizations.pop(state, None)
+            raise OAuthError(f"cannot reach the relay to start the sign-in ({type(exc).__name__})") from exc
+        except OAuthError:
+            self._authorizations.pop(state, None)
+            raise
+
+    async def wait_authorization(self, state: str, limit_seconds: float) -> str:
+        """The code the relay streams for ``state``; OAuthError on a denial or after ``limit_seconds``."""
+        waiter = self._authorizations.get(state)
+        if waiter is None:
+            raise RuntimeError("expect_authorization was not called for this state")
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout=limit_seconds)
+        except TimeoutError:
+            raise OAuthError(f"no authorization arrived through the relay within {limit_seconds:g} s") from None
+        finally:
+            self._authorizations.pop(state, None)
 
     async def drop_connection(self) -> None:
         """Close the current stream (the run loop reconnects after its backoff)."""

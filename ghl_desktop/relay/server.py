@@ -8,14 +8,21 @@ desktop answers ``{"ack": id}``. A reconnecting desktop is sent every unacknowle
 order. A second connection with the same token replaces the first (close code 4001).
 
 ``GET /oauth/callback?code&state`` receives HighLevel's OAuth redirect for users who cannot register a
-loopback URI, and streams it as kind ``oauth.code`` (expired after 10 minutes if nobody takes it).
+loopback URI. The desktop first registers the sign-in's ``state`` with ``POST /v1/oauth/authorizations``
+(bearer token, body ``{"state": ...}``); the redirect is then streamed as kind ``oauth.code`` to that
+desktop only (expired after 10 minutes if it is not taken). A redirect whose state nobody registered
+is answered 400 and stores nothing.
+
+``GET /healthz`` is liveness only (``{"ok": true}``, 503 when the database is down) and says nothing
+about installs; ``GET /v1/status`` (bearer token) gives that install's pending count and whether it is
+connected. Open streams are re-checked every ``reauth_seconds``: a revoked token's stream is closed with
+code 4003 (the desktop stops with "unauthorized").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import html
 import json
 import logging
@@ -27,18 +34,21 @@ from typing import Any, TypeVar
 from aiohttp import WSMsgType, web
 
 from ghl_desktop.core.errors import WebhookBacklogFull
-from ghl_desktop.relay.store import Install, RelayStore
+from ghl_desktop.relay.store import MAX_EVENT_ID, Install, RelayStore
 from ghl_desktop.webhooks.endpoint import HEALTH_PATH, add_webhook_routes
-from ghl_desktop.webhooks.gate import KIND_OAUTH_CODE, VerifiedEvent, WebhookGate
+from ghl_desktop.webhooks.gate import VerifiedEvent, WebhookGate
 
 log = logging.getLogger("ghl.relay")
 
 STREAM_PATH = "/v1/stream"
 OAUTH_CALLBACK_PATH = "/oauth/callback"
+OAUTH_AUTHORIZATIONS_PATH = "/v1/oauth/authorizations"
+STATUS_PATH = "/v1/status"
 DEFAULT_BACKLOG_LIMIT = 100_000
 #: unacknowledged frames in flight per connection; the desktop acks in order, so this only bounds memory
 STREAM_WINDOW = 256
 CLOSE_REPLACED = 4001
+CLOSE_REVOKED = 4003
 
 T = TypeVar("T")
 
@@ -48,6 +58,8 @@ class RelayConfig:
     backlog_limit: int = DEFAULT_BACKLOG_LIMIT
     heartbeat_seconds: float = 30.0
     maintenance_seconds: float = 60.0
+    #: how often open streams are checked against revoked tokens
+    reauth_seconds: float = 30.0
     stream_window: int = STREAM_WINDOW
     #: run store calls on a worker thread (the server's default). Off = inline on the loop, for hosts
     #: whose loop cannot take completions from foreign threads safely (the tests' qasync loop).
@@ -64,6 +76,7 @@ class RelayState:
                           if config.db_thread else None)
         self._wake: dict[int, set[asyncio.Event]] = {}
         self.connections: dict[int, web.WebSocketResponse] = {}
+        self.installs: dict[int, Install] = {}
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call on the DB thread: keeps the loop responsive, serialises SQLite writers."""
@@ -104,7 +117,7 @@ class RelaySink:
     async def _backlog(self) -> int:
         now = asyncio.get_running_loop().time()
         if now - self._counted_at >= self.COUNT_REFRESH_SECONDS:
-            self._pending = await self.state.db(self.state.store.pending_count)
+            self._pending = await self.state.db(lambda: self.state.store.pending_count(webhooks_only=True))
             self._counted_at = now
         return self._pending
 
@@ -139,17 +152,29 @@ def _bearer(request: web.Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-async def _stream(request: web.Request) -> web.StreamResponse:
+async def _install_of(request: web.Request, what: str) -> Install | None:
     state: RelayState = request.app[STATE_KEY]
     token = _bearer(request)
     install = await state.db(state.store.authenticate, token) if token else None
     if install is None:
-        log.info("stream refused: missing or unknown token", extra={"peer": request.remote or "?"})
-        return web.json_response({"error": "unauthorized"}, status=401)
+        log.info("%s refused: missing or unknown token", what, extra={"peer": request.remote or "?"})
+    return install
+
+
+def _unauthorized() -> web.Response:
+    return web.json_response({"error": "unauthorized"}, status=401)
+
+
+async def _stream(request: web.Request) -> web.StreamResponse:
+    state: RelayState = request.app[STATE_KEY]
+    install = await _install_of(request, "stream")
+    if install is None:
+        return _unauthorized()
     ws = web.WebSocketResponse(heartbeat=state.config.heartbeat_seconds, max_msg_size=64 * 1024)
     await ws.prepare(request)
     previous = state.connections.get(install.id)
     state.connections[install.id] = ws
+    state.installs[install.id] = install
     if previous is not None and not previous.closed:
         log.info("install %s reconnected; closing its previous stream", install.name)
         await previous.close(code=CLOSE_REPLACED, message=b"replaced by a newer connection")
@@ -166,7 +191,7 @@ async def _stream(request: web.Request) -> web.StreamResponse:
                 ack = data.get("ack") if isinstance(data, dict) else None
             except ValueError:
                 ack = None
-            if not isinstance(ack, int) or isinstance(ack, bool):
+            if not isinstance(ack, int) or isinstance(ack, bool) or not 0 < ack <= MAX_EVENT_ID:
                 log.warning("install %s sent an unexpected frame", install.name)
                 continue
             await state.db(state.store.ack, install.id, ack)
@@ -179,6 +204,7 @@ async def _stream(request: web.Request) -> web.StreamResponse:
             await sender
         if state.connections.get(install.id) is ws:
             del state.connections[install.id]
+            state.installs.pop(install.id, None)
         log.info("install %s disconnected", install.name, extra={"install": install.id})
     return ws
 
@@ -229,20 +255,40 @@ async def _oauth_callback(request: web.Request) -> web.Response:
     else:
         body["error"] = error
         body["error_description"] = (query.get("error_description") or "")[:1024]
-    digest = hashlib.sha256(f"{code}|{error}|{oauth_state}".encode()).hexdigest()
     try:
-        result = await state.db(state.store.store_event, KIND_OAUTH_CODE, body, f"oauth:{digest}", None)
+        install_id = await state.db(state.store.store_oauth_code, oauth_state, body)
     except Exception:
         log.exception("could not store an OAuth redirect")
         return _page(503, "Try again", "The relay could not save the sign-in right now. Please retry.")
-    if not result.matched:
-        return _page(503, "No desktop registered",
-                     "No desktop app is registered with this relay yet, so the sign-in cannot be handed over.")
-    state.notify(result.new)
-    log.info("OAuth redirect received and queued for %d install(s)", len(result.new) or len(result.duplicate))
+    if install_id is None:
+        # nobody started this sign-in (forged, replayed, expired): store nothing, count nothing
+        log.info("refused an OAuth redirect whose state no desktop registered")
+        return _page(400, "Unknown sign-in",
+                     "This sign-in was not started from a desktop app connected to this relay, or it expired. "
+                     "Start again from the app.")
+    state.notify((install_id,))
+    log.info("OAuth redirect received and queued for its install", extra={"install": install_id})
     if error:
         return _page(200, "Sign-in cancelled", "HighLevel reported an error; the desktop app will show it.")
     return _page(200, "Connected", "The desktop app has received the sign-in. You can close this window.")
+
+
+async def _expect_authorization(request: web.Request) -> web.Response:
+    """A desktop announces the ``state`` of a sign-in it is starting; only it will get that code."""
+    state: RelayState = request.app[STATE_KEY]
+    install = await _install_of(request, "OAuth registration")
+    if install is None:
+        return _unauthorized()
+    try:
+        data = await request.json()
+        oauth_state = data.get("state") if isinstance(data, dict) else None
+    except (ValueError, RecursionError):
+        oauth_state = None
+    if not isinstance(oauth_state, str) or not 16 <= len(oauth_state) <= 1024:
+        return web.json_response({"error": "state must be a string of 16-1024 characters"}, status=400)
+    await state.db(state.store.expect_authorization, install.id, oauth_state)
+    log.info("install %s started a sign-in through the relay", install.name, extra={"install": install.id})
+    return web.json_response({"ok": True, "redirect_path": OAUTH_CALLBACK_PATH})
 
 
 def _page(status: int, title: str, text: str) -> web.Response:
@@ -252,13 +298,38 @@ def _page(status: int, title: str, text: str) -> web.Response:
 
 
 async def _healthz(request: web.Request) -> web.Response:
+    """Liveness for the hosting platform: no counts, nothing about installs (unauthenticated)."""
     state: RelayState = request.app[STATE_KEY]
     try:
-        pending = await state.db(state.store.pending_count)
+        await state.db(state.store.ping)
     except Exception:
         log.exception("health check: database unavailable")
         return web.json_response({"ok": False, "error": "database unavailable"}, status=503)
-    return web.json_response({"ok": True, "pending": pending, "connected": len(state.connections)})
+    return web.json_response({"ok": True})
+
+
+async def _status(request: web.Request) -> web.Response:
+    """The calling install's own figures (bearer token)."""
+    state: RelayState = request.app[STATE_KEY]
+    install = await _install_of(request, "status")
+    if install is None:
+        return _unauthorized()
+    pending = await state.db(state.store.pending_count, install.id)
+    return web.json_response({"ok": True, "install": install.name, "pending": pending,
+                              "connected": install.id in state.connections})
+
+
+async def close_revoked_streams(state: RelayState) -> int:
+    """Close every open stream whose token was revoked since it connected; returns how many."""
+    closed = 0
+    for install_id, ws in list(state.connections.items()):
+        if await state.db(state.store.is_active, install_id):
+            continue
+        name = state.installs.get(install_id)
+        log.info("token of install %s was revoked; closing its stream", name.name if name else install_id)
+        await ws.close(code=CLOSE_REVOKED, message=b"token revoked")
+        closed += 1
+    return closed
 
 
 STATE_KEY = web.AppKey("relay_state", RelayState)
@@ -277,11 +348,20 @@ async def _maintenance(app: web.Application) -> Any:
                 log.exception("relay maintenance failed")
             await asyncio.sleep(state.config.maintenance_seconds)
 
-    task = asyncio.create_task(loop())
+    async def reauth() -> None:
+        while True:
+            await asyncio.sleep(state.config.reauth_seconds)
+            try:
+                await close_revoked_streams(state)
+            except Exception:
+                log.exception("checking open streams against revoked tokens failed")
+
+    tasks = [asyncio.create_task(loop()), asyncio.create_task(reauth())]
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _close_streams(app: web.Application) -> None:
@@ -297,7 +377,9 @@ def create_relay_app(store: RelayStore, gate: WebhookGate, config: RelayConfig |
     add_webhook_routes(app, gate, RelaySink(state))
     app.router.add_get(STREAM_PATH, _stream)
     app.router.add_get(OAUTH_CALLBACK_PATH, _oauth_callback)
+    app.router.add_post(OAUTH_AUTHORIZATIONS_PATH, _expect_authorization)
     app.router.add_get(HEALTH_PATH, _healthz)
+    app.router.add_get(STATUS_PATH, _status)
     app.cleanup_ctx.append(_maintenance)
     app.on_shutdown.append(_close_streams)
     return app
@@ -346,10 +428,14 @@ class RelayServer:
 
 
 __all__ = [
+    "CLOSE_REVOKED",
+    "OAUTH_AUTHORIZATIONS_PATH",
     "OAUTH_CALLBACK_PATH",
+    "STATUS_PATH",
     "STREAM_PATH",
     "RelayConfig",
     "RelayServer",
     "RelaySink",
+    "close_revoked_streams",
     "create_relay_app",
 ]

@@ -8,10 +8,15 @@ Tables (created with ``create_all``; the schema is small and only ever grows by 
   ``(install_id, dedupe_key)`` is unique; a row is deleted only when that install acknowledges it.
 - ``relay_seen``: dedupe keys already accepted per install, so a HighLevel retry that arrives after
   the desktop acknowledged (and the row was deleted) is not streamed twice. Pruned after 7 days.
+- ``relay_oauth_pending``: sign-ins a desktop started (``POST /v1/oauth/authorizations``), keyed by the
+  SHA-256 of the OAuth ``state`` and bound to that desktop's install. Single use; expire after 10 min.
 
 Routing: an event with a ``locationId`` goes to every install whose ``locations`` is NULL or contains
-it; events without one (agency INSTALL/UNINSTALL, OAuth codes) go to every install. A one-agency relay
-with one desktop therefore needs one token and no configuration.
+it; events without one (agency INSTALL/UNINSTALL) go to every install. A one-agency relay with one
+desktop therefore needs one token and no configuration. An OAuth code goes only to the install that
+registered its ``state`` (:meth:`RelayStore.store_oauth_code`); a redirect with any other state stores
+nothing, and OAuth rows never count toward the webhook backlog, so anonymous ``/oauth/callback``
+requests can neither leak a code to another desktop nor fill the backlog.
 
 Every method is one short transaction and synchronous; the server runs them on one worker thread.
 """
@@ -55,6 +60,11 @@ TOKEN_PREFIX = "ghlr_"
 SEEN_RETENTION = timedelta(days=7)
 #: an OAuth authorization code is useless after a few minutes; do not keep one around longer
 OAUTH_CODE_RETENTION = timedelta(minutes=10)
+#: a desktop may have this many sign-ins waiting at once (older ones are dropped)
+MAX_PENDING_AUTHORIZATIONS = 5
+KIND_OAUTH_CODE = "oauth.code"
+#: the largest id SQLite/PostgreSQL BIGINT can hold; an ack above it cannot name a row
+MAX_EVENT_ID = 2**63 - 1
 
 metadata = MetaData()
 _id_type = BigInteger().with_variant(Integer, "sqlite")
@@ -93,6 +103,15 @@ relay_seen = Table(
 )
 
 
+relay_oauth_pending = Table(
+    "relay_oauth_pending",
+    metadata,
+    Column("state_hash", String(64), primary_key=True),
+    Column("install_id", Integer, ForeignKey("relay_tokens.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -115,12 +134,20 @@ class Install:
 
 @dataclass(frozen=True)
 class PendingEvent:
+    """A queued event as stored: the JSON text is streamed as it is, never re-parsed on the relay
+    (so no body, however it got into the table, can break the sender)."""
+
     id: int
     kind: str
-    event: dict[str, Any]
+    text: str
+
+    @property
+    def event(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.text)
+        return value
 
     def frame(self) -> str:
-        return json.dumps({"id": self.id, "kind": self.kind, "event": self.event}, separators=(",", ":"))
+        return f'{{"id":{self.id},"kind":{json.dumps(self.kind)},"event":{self.text}}}'
 
 
 @dataclass(frozen=True)
@@ -173,6 +200,11 @@ class RelayStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    def ping(self) -> None:
+        """One round trip to the database (the liveness check)."""
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
     # --- tokens ---------------------------------------------------------------------------------
 
     def create_token(self, name: str, locations: Iterable[str] | None = None) -> str:
@@ -195,6 +227,7 @@ class RelayStore:
                 return False
             conn.execute(delete(relay_events).where(relay_events.c.install_id == row.id))
             conn.execute(delete(relay_seen).where(relay_seen.c.install_id == row.id))
+            conn.execute(delete(relay_oauth_pending).where(relay_oauth_pending.c.install_id == row.id))
             conn.execute(update(relay_tokens).where(relay_tokens.c.id == row.id).values(
                 revoked_at=_now(), name=f"{name}#revoked-{row.id}"))
         return True
@@ -209,6 +242,13 @@ class RelayStore:
     def _install(row: Any) -> Install:
         locs = json.loads(row.locations) if row.locations else None
         return Install(id=row.id, name=row.name, locations=frozenset(locs) if locs else None)
+
+    def is_active(self, install_id: int) -> bool:
+        """False once the install's token was revoked (open streams are closed on that)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(relay_tokens.c.id).where(
+                relay_tokens.c.id == install_id, relay_tokens.c.revoked_at.is_(None))).first()
+        return row is not None
 
     def authenticate(self, token: str) -> Install | None:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
@@ -244,6 +284,46 @@ class RelayStore:
                 new.append(install_id)
         return StoreResult(tuple(new), tuple(dup))
 
+    # --- OAuth hand-off ---------------------------------------------------------------------------
+
+    def expect_authorization(self, install_id: int, state: str, now: datetime | None = None) -> None:
+        """Bind a sign-in the desktop ``install_id`` started to its ``state`` (stored hashed)."""
+        if not state or len(state) > 1024:
+            raise ValueError("state must be 1-1024 characters")
+        now = now or _now()
+        state_hash = hash_token(state)
+        with self.engine.begin() as conn:
+            conn.execute(delete(relay_oauth_pending).where(relay_oauth_pending.c.state_hash == state_hash))
+            older = conn.execute(select(relay_oauth_pending.c.state_hash)
+                                 .where(relay_oauth_pending.c.install_id == install_id)
+                                 .order_by(relay_oauth_pending.c.created_at.desc())
+                                 .offset(MAX_PENDING_AUTHORIZATIONS - 1)).scalars().all()
+            if older:
+                conn.execute(delete(relay_oauth_pending).where(relay_oauth_pending.c.state_hash.in_(older)))
+            conn.execute(insert(relay_oauth_pending).values(state_hash=state_hash, install_id=install_id,
+                                                            created_at=now))
+
+    def store_oauth_code(self, state: str | None, body: dict[str, Any],
+                         now: datetime | None = None) -> int | None:
+        """Queue an OAuth redirect for the install that registered ``state``; returns that install's id,
+        or None (nothing stored) when no live sign-in has this state. Consumes the registration."""
+        if not state:
+            return None
+        now = now or _now()
+        state_hash = hash_token(state)
+        with self.engine.begin() as conn:
+            row = conn.execute(select(relay_oauth_pending.c.install_id).where(
+                relay_oauth_pending.c.state_hash == state_hash,
+                relay_oauth_pending.c.created_at >= now - OAUTH_CODE_RETENTION)).first()
+            if row is None:
+                return None
+            conn.execute(delete(relay_oauth_pending).where(relay_oauth_pending.c.state_hash == state_hash))
+            conn.execute(insert(relay_events).values(
+                install_id=row.install_id, kind=KIND_OAUTH_CODE,
+                event=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+                dedupe_key=f"oauth:{state_hash}", created_at=now))
+        return int(row.install_id)
+
     def pending(self, install_id: int, after_id: int = 0, limit: int = 100) -> list[PendingEvent]:
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -252,16 +332,22 @@ class RelayStore:
                 .order_by(relay_events.c.id)
                 .limit(limit)
             ).all()
-        return [PendingEvent(int(r.id), r.kind, json.loads(r.event)) for r in rows]
+        return [PendingEvent(int(r.id), r.kind, r.event) for r in rows]
 
     def ack(self, install_id: int, event_id: int) -> bool:
+        if not 0 < event_id <= MAX_EVENT_ID:
+            return False
         with self.engine.begin() as conn:
             result = conn.execute(delete(relay_events).where(
                 relay_events.c.install_id == install_id, relay_events.c.id == event_id))
         return bool(result.rowcount)
 
-    def pending_count(self, install_id: int | None = None) -> int:
+    def pending_count(self, install_id: int | None = None, *, webhooks_only: bool = False) -> int:
+        """Pending rows (of one install). ``webhooks_only``: without OAuth redirects — the backlog
+        that decides 429 counts only what HighLevel delivered, never what anonymous callers caused."""
         query = select(func.count()).select_from(relay_events)
+        if webhooks_only:
+            query = query.where(relay_events.c.kind != KIND_OAUTH_CODE)
         if install_id is not None:
             query = query.where(relay_events.c.install_id == install_id)
         with self.engine.connect() as conn:
@@ -273,12 +359,16 @@ class RelayStore:
         with self.engine.begin() as conn:
             seen = conn.execute(delete(relay_seen).where(relay_seen.c.seen_at < now - SEEN_RETENTION)).rowcount
             codes = conn.execute(delete(relay_events).where(
-                relay_events.c.kind == "oauth.code",
+                relay_events.c.kind == KIND_OAUTH_CODE,
                 relay_events.c.created_at < now - OAUTH_CODE_RETENTION)).rowcount
+            conn.execute(delete(relay_oauth_pending).where(
+                relay_oauth_pending.c.created_at < now - OAUTH_CODE_RETENTION))
         return int(seen or 0), int(codes or 0)
 
 
 __all__ = [
+    "KIND_OAUTH_CODE",
+    "MAX_EVENT_ID",
     "Install",
     "PendingEvent",
     "RelayStore",

@@ -18,7 +18,7 @@ from typing import Any
 
 from ghl_desktop.core.errors import WebhookBacklogFull
 from ghl_desktop.core.events import EventBus
-from ghl_desktop.core.models import NewJob
+from ghl_desktop.core.models import NewJob, utcnow
 from ghl_desktop.core.ports import JobQueue
 from ghl_desktop.webhooks.gate import VerifiedEvent, classify_kind
 from ghl_desktop.webhooks.verify import SignatureScheme
@@ -26,6 +26,10 @@ from ghl_desktop.webhooks.verify import SignatureScheme
 log = logging.getLogger("ghl.webhooks")
 
 DEFAULT_BACKLOG_LIMIT = 100_000
+#: a relayed event this desktop could not process, kept (dead-lettered) instead of blocking the stream
+KIND_QUARANTINED = "relay.quarantined"
+#: how much of a quarantined frame is kept for the user to look at
+QUARANTINE_EXCERPT_CHARS = 2000
 
 
 class WebhookStoreUnavailable(WebhookBacklogFull):
@@ -149,6 +153,25 @@ class WebhookIntake:
                                  scheme=SignatureScheme.RELAY)
         return self.store_sync(verified, via="relay")
 
+    def quarantine(self, kind: str, raw: str, reason: str, *, key: str, relay_event_id: int | None = None) -> int:
+        """Keep an event that cannot be processed as a dead-lettered job (the Dead letters tab shows it
+        with ``reason``); idempotent on ``key``. Raises WebhookStoreUnavailable when it cannot be kept."""
+        try:
+            job_id, created = self._queue.enqueue(NewJob(
+                kind=KIND_QUARANTINED,
+                payload={"kind": kind, "reason": reason, "relay_event_id": relay_event_id,
+                         "excerpt": raw[:QUARANTINE_EXCERPT_CHARS], "size": len(raw)},
+                dedupe_key=f"quarantine:{key}",
+            ))
+            if created:
+                for job in self._queue.lease("quarantine", now=utcnow(), lease_seconds=300, limit=100,
+                                             kinds=[KIND_QUARANTINED]):
+                    self._queue.dead_letter(job.id, "quarantine", error=f"quarantined: {reason}")
+        except Exception as exc:
+            log.exception("could not keep a quarantined event")
+            raise WebhookStoreUnavailable("the event store is unavailable; try later") from exc
+        return job_id
+
     def refused(self, route: str, status: int, reason: str) -> None:
         if self._bus is not None:
             self._bus.publish(WebhookRefused(route=route, status=status, reason=reason))
@@ -156,6 +179,7 @@ class WebhookIntake:
 
 __all__ = [
     "DEFAULT_BACKLOG_LIMIT",
+    "KIND_QUARANTINED",
     "StoredEvent",
     "WebhookIntake",
     "WebhookReceived",

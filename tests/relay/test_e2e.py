@@ -136,7 +136,8 @@ async def test_sandbox_replies_reach_the_desktop_once_in_order_across_a_relay_cr
                                on_state=lambda change: states.append(change.state))
 
         async def relay_pending() -> int:
-            async with aiohttp.ClientSession() as http, http.get(base + "/healthz") as resp:
+            async with aiohttp.ClientSession() as http, http.get(
+                    base + "/v1/status", headers={"Authorization": f"Bearer {token}"}) as resp:
                 return int((await resp.json())["pending"])
 
         def desktop_ids() -> list[str]:

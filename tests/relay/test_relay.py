@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from ghl_desktop.core.errors import OAuthError
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.relay.client import (
     OAuthCodeReceived,
@@ -156,19 +157,25 @@ async def test_install_uninstall_and_oauth_code_reach_the_desktop(rig: Rig) -> N
     assert await rig.deliver(install_event(), APP_PATH) == 200
     uninstall = {"type": "UNINSTALL", "appId": "ve9EPM428h8vShlRW1KT", "locationId": "otg8dTQqGLh3Q6iQI55w"}
     assert await rig.deliver(uninstall, APP_PATH) == 200
-    async with rig.http.get(rig.url + "/oauth/callback", params={"code": "secret-code-123", "state": "st1"}) as resp:
+    st1, st2 = "state-one-0123456789", "state-two-0123456789"
+    await client.expect_authorization(st1)
+    async with rig.http.get(rig.url + "/oauth/callback", params={"code": "secret-code-123", "state": st1}) as resp:
         assert resp.status == 200
         assert "close this window" in await resp.text()
+    assert await client.wait_authorization(st1, 20) == "secret-code-123"
     await wait_for(lambda: len(codes) == 1 and len(rig.queue.list()) == 2, "app events and the code")
     assert [j.payload["event"]["type"] for j in rig.queue.list()] == ["INSTALL", "UNINSTALL"]
     assert {j.kind for j in rig.queue.list()} == {KIND_APP_EVENT}
-    assert (codes[0].code, codes[0].state) == ("secret-code-123", "st1")
+    assert (codes[0].code, codes[0].state) == ("secret-code-123", st1)
     assert "secret-code-123" not in repr(codes[0])
     await wait_for(lambda: rig.store.pending_count() == 0, "acked")
     # the code itself is not written to the desktop's queue
     assert all("secret-code-123" not in json.dumps(j.payload) for j in rig.queue.list())
-    async with rig.http.get(rig.url + "/oauth/callback", params={"error": "access_denied", "state": "st2"}) as resp:
+    await client.expect_authorization(st2)
+    async with rig.http.get(rig.url + "/oauth/callback", params={"error": "access_denied", "state": st2}) as resp:
         assert resp.status == 200
+    with pytest.raises(OAuthError, match="access_denied"):
+        await client.wait_authorization(st2, 20)
     await wait_for(lambda: len(codes) == 2, "oauth error forwarded")
     assert (codes[1].error, codes[1].code) == ("access_denied", None)
     async with rig.http.get(rig.url + "/oauth/callback") as resp:
@@ -189,7 +196,11 @@ async def test_refusals_and_backpressure_on_the_relay(rig: Rig, signing_keys: Si
     assert await rig.deliver(body) == 200  # duplicate
     assert rig.store.pending_count() == 1
     async with rig.http.get(rig.url + "/healthz") as resp:
+        assert await resp.json() == {"ok": True}  # liveness only: no counts without the token
+    async with rig.http.get(rig.url + "/v1/status", headers={"Authorization": f"Bearer {rig.token}"}) as resp:
         assert (await resp.json())["pending"] == 1
+    async with rig.http.get(rig.url + "/v1/status") as resp:
+        assert resp.status == 401
 
 
 @pytest.mark.asyncio
@@ -295,7 +306,9 @@ async def test_relay_never_logs_tokens_codes_or_bodies(rig: Rig, caplog: pytest.
     client.start()
     body = outbound_message(message="very private words")
     assert await rig.deliver(body) == 200
-    async with rig.http.get(rig.url + "/oauth/callback", params={"code": "c0de-s3cret", "state": "s"}) as resp:
+    await client.expect_authorization("a-state-of-20-chars!")
+    async with rig.http.get(rig.url + "/oauth/callback",
+                            params={"code": "c0de-s3cret", "state": "a-state-of-20-chars!"}) as resp:
         assert resp.status == 200
     await wait_for(lambda: rig.store.pending_count() == 0 and len(rig.queue.list()) == 1, "delivered")
     await client.stop()
