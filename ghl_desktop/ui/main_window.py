@@ -94,6 +94,10 @@ class MainWindow(QMainWindow):
         self.cockpit = cockpit if cockpit is not None else Cockpit(app, runtime)
         #: True → closing the window hides it (set by the lifecycle when a tray is there)
         self.close_to_tray: Callable[[], bool] = lambda: False
+        #: asked before a Quit from the menu or the tray (the lifecycle: "numbers are live — quit?")
+        self.confirm_quit: Callable[[], bool] = lambda: True
+        #: set by the lifecycle: it shows the notices (desktop notifications); None → the tray balloon
+        self.notice_sink: Callable[[NoticeRequested], object] | None = None
         self.tasks = Tasks()
         self._shutdown_task: asyncio.Task[None] | None = None
         self._shutdown_done = False
@@ -171,7 +175,7 @@ class MainWindow(QMainWindow):
 
         self.tray = tray if tray is not None else Tray(app_icon(), APP_NAME, self)
         self.tray.show_requested.connect(lambda: self.reveal())
-        self.tray.quit_requested.connect(self.quit)
+        self.tray.quit_requested.connect(self.request_quit)
         self.bridge.health_changed.connect(self._health_changed)
         self.bridge.notice_requested.connect(self._notice)
         self.bridge.relay_state_changed.connect(self._relay_changed)
@@ -243,6 +247,11 @@ class MainWindow(QMainWindow):
                     self.log_tabs.setCurrentIndex(0)
                 select(message_id)
 
+    def request_quit(self) -> None:
+        """Quit from the menu or the tray: ``confirm_quit()`` first, then :meth:`quit`."""
+        if self.confirm_quit():
+            self.quit()
+
     def quit(self) -> None:
         """The full shutdown, whatever ``close_to_tray`` says (the tray's Quit)."""
         if self._shutdown_task is None and not self._shutdown_done:
@@ -278,7 +287,7 @@ class MainWindow(QMainWindow):
         menu.addSeparator()
         quit_action = QAction("&Quit", self)
         quit_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Quit))
-        quit_action.triggered.connect(self.quit)
+        quit_action.triggered.connect(self.request_quit)
         menu.addAction(quit_action)
 
     def _show_mode(self) -> None:
@@ -330,6 +339,9 @@ class MainWindow(QMainWindow):
         """Until the desktop notifications take over: the tray balloon."""
         log.info("notice: %s — %s", notice.title, notice.text)
         self.notices_shown.append(notice)
+        if self.notice_sink is not None:
+            self.notice_sink(notice)
+            return
         self.tray.notify(notice.title, notice.text, warning=notice.level is not HealthLevel.OK)
 
     def notify(self, title: str, text: str, *, warning: bool = False) -> bool:
