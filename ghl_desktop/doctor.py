@@ -7,12 +7,21 @@ Output format (stable, scripts may grep it)::
     FAIL <check>: <detail> — fix: <hint>
 
 Exit code 1 when any check FAILed; warnings (no HighLevel credentials, no ffmpeg, vault instead of
-keyring) do not fail. Checks that could crash or hang the process (loading Qt's platform plugin,
-loading neonize's Go library) run in a subprocess with a timeout.
+keyring, HighLevel unreachable, no notification service or tray) do not fail. Checks that could crash
+or hang the process (loading Qt's platform plugin, loading neonize's Go library, asking Qt for a
+system tray) run in a subprocess with a timeout.
+
+The HighLevel checks are the first-run wizard's (``ghl_desktop/services/setup_checks.py``): the
+credentials are probed at the token endpoint with a deliberately invalid code (short timeout), the
+provider ID's shape is checked, and the redirect URI to register is printed from the one place the
+OAuth flow takes it from. The notification service is looked up on the D-Bus session bus
+(``NameHasOwner("org.freedesktop.Notifications")``, then ``GetServerInformation`` for its name) with
+jeepney — the pure-Python D-Bus library keyring already installs on Linux — and a 2-second timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import platform
@@ -20,10 +29,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from ghl_desktop.config import Settings, load_settings
 
@@ -100,6 +111,12 @@ def _probe_main(kind: str, arg: str) -> int:
 
         app = QGuiApplication(sys.argv[:1])
         print(app.platformName())
+        return 0
+    if kind == "tray":
+        from PySide6.QtWidgets import QApplication, QSystemTrayIcon
+
+        qapp = QApplication(sys.argv[:1])
+        print(f"{qapp.platformName()} {'yes' if QSystemTrayIcon.isSystemTrayAvailable() else 'no'}")
         return 0
     if kind == "neonize":
         import ctypes
@@ -297,20 +314,207 @@ def check_secrets(settings: Settings) -> CheckResult:
     )
 
 
+def _stored_client_secret(settings: Settings) -> tuple[str | None, str]:
+    """The client secret from the environment, else from the secret store (keyring, or the vault when
+    its passphrase is in the environment); the second value says where it came from."""
+    if settings.client_secret:
+        return settings.client_secret, "GHL_CLIENT_SECRET"
+    if not settings.client_id:
+        return None, ""
+    from ghl_desktop.adapters.secrets import open_secret_store
+    from ghl_desktop.services.setup_checks import CLIENT_SECRET_KEY
+
+    try:
+        store = open_secret_store(settings)
+        value = store.get(CLIENT_SECRET_KEY)
+    except Exception as exc:  # VaultLocked, WrongPassphrase, a keyring error
+        return None, f"the secret store cannot be read ({exc})"
+    return value, store.description if value else ""
+
+
+def _run_async(coro: Any) -> Any:
+    """Run a coroutine to completion from sync code, even when the caller runs an event loop."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="doctor-probe")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def check_credentials(settings: Settings) -> CheckResult:
+    """Configured, and accepted by HighLevel's token endpoint (the first-run wizard's probe)."""
     name = "HighLevel credentials"
-    if settings.has_ghl_credentials:
-        return _ok(name, f"client id {settings.client_id} and a client secret are configured")
-    missing = [
-        var
-        for var, value in (("GHL_CLIENT_ID", settings.client_id), ("GHL_CLIENT_SECRET", settings.client_secret))
-        if not value
-    ]
-    return _warn(
+    secret, where = _stored_client_secret(settings)
+    if not (settings.client_id and secret):
+        missing = [var for var, value in (("GHL_CLIENT_ID", settings.client_id), ("GHL_CLIENT_SECRET", secret))
+                   if not value]
+        why = f" ({where})" if where and not secret else ""
+        return _warn(
+            name,
+            f"{' and '.join(missing)} not set{why}",
+            "sandbox mode will be used; set them (or run the window's setup) to connect real HighLevel accounts",
+        )
+    from ghl_desktop.services.setup_checks import Outcome, probe_credentials, registered_redirect_uri
+
+    outcome = _run_async(probe_credentials(settings.api_base, settings.client_id or "", secret,
+                                           redirect_uri=registered_redirect_uri(settings)))
+    if outcome.outcome is Outcome.OK:
+        return _ok(name, f"client id {settings.client_id} accepted by {settings.api_base} (token-endpoint probe)")
+    if outcome.outcome is Outcome.UNREACHABLE:
+        return _warn(name, f"client id {settings.client_id} could not be checked: {outcome.message}", outcome.hint)
+    return _fail(name, f"client id {settings.client_id}: {outcome.message}", outcome.hint)
+
+
+def check_provider_id(settings: Settings) -> CheckResult:
+    name = "provider ID"
+    from ghl_desktop.services.setup_checks import check_provider_id as shape
+
+    if not settings.client_id:
+        return _ok(name, "not needed in sandbox mode (the sandbox has its own)") if not settings.provider_id \
+            else _ok(name, f"{settings.provider_id} (not checked: no client id)")
+    outcome = shape(settings.provider_id)
+    if outcome.ok:
+        return _ok(name, f"{settings.provider_id.strip() if settings.provider_id else ''} (shape only: HighLevel "
+                   "confirms it with the first inbound message)")
+    return _fail(name, outcome.message.rstrip("."), outcome.hint + " and set GHL_PROVIDER_ID (or the window's setup)")
+
+
+def check_redirect_uri(settings: Settings) -> CheckResult:
+    name = "redirect URI"
+    from ghl_desktop.services.setup_checks import SetupProgress, registered_redirect_uri
+
+    uri = registered_redirect_uri(settings)
+    progress = SetupProgress.load(settings.home / "setup.json")
+    if progress.redirect_registered == uri:
+        return _ok(name, f"{uri} (confirmed registered in the setup)")
+    if progress.redirect_registered:
+        return _warn(name, f"{uri}, but the setup confirmed {progress.redirect_registered}",
+                     "the redirect port changed: register the new address in the marketplace app")
+    return _ok(name, f"{uri} — register exactly this in the marketplace app (Advanced Settings → Auth)")
+
+
+def _is_our_endpoint(host: str, port: int) -> bool:
+    """Does a running ghl-desktop answer on this port? (its webhook endpoint's /healthz)"""
+    import httpx
+
+    shown = f"[{host}]" if ":" in host else host
+    try:
+        answer = httpx.get(f"http://{shown}:{port}/healthz", timeout=2.0)
+        return answer.status_code == 200 and answer.json() == {"ok": True}
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def check_ports_free(settings: Settings) -> CheckResult:
+    name = "OAuth/webhook ports free"
+    from ghl_desktop.services.setup_checks import check_ports
+
+    results = check_ports(settings)
+    busy = [c for c in results if not c.free]
+    listing = ", ".join(f"{c.what} {c.host}:{c.port}" for c in results)
+    if not busy:
+        return _ok(name, f"{listing} free")
+    ours = [c for c in busy if c.what == "webhook endpoint" and _is_our_endpoint(c.host, c.port)]
+    others = [c for c in busy if c not in ours]
+    if not others:
+        return _warn(name, f"{ours[0].host}:{ours[0].port} is in use by a running ghl-desktop",
+                     "fine while the app runs; quit it first if you want to start another")
+    text = ", ".join(f"{c.what} {c.host}:{c.port} ({c.detail})" for c in others)
+    return _fail(
         name,
-        f"{' and '.join(missing)} not set",
-        "sandbox mode will be used; set them to connect real HighLevel accounts",
+        f"in use: {text}",
+        "close the program using it (`ss -ltnp` shows which), or choose another port: "
+        "GHL_OAUTH_REDIRECT_PORT (then register the new redirect URI) / GHL_WEBHOOK_PORT (then point the "
+        "tunnel at it)",
     )
+
+
+NOTIFICATIONS_NAME = "org.freedesktop.Notifications"
+DBUS_TIMEOUT = 2.0
+
+
+def notification_service() -> tuple[bool | None, str]:
+    """Linux: is ``org.freedesktop.Notifications`` owned on the session bus? ``(None, why)`` when the
+    bus itself cannot be asked."""
+    if not os.environ.get("DBUS_SESSION_BUS_ADDRESS") and not Path(f"/run/user/{os.getuid()}/bus").exists():
+        return None, "no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is not set)"
+    try:
+        from jeepney import DBusAddress, new_method_call
+        from jeepney.bus_messages import message_bus
+        from jeepney.io.blocking import open_dbus_connection
+    except ImportError:
+        return None, "jeepney is not installed, the session bus cannot be asked"
+    try:
+        conn = open_dbus_connection(bus="SESSION")
+    except Exception as exc:
+        return None, f"the D-Bus session bus does not answer ({exc})"
+    try:
+        owned = bool(conn.send_and_get_reply(message_bus.NameHasOwner(NOTIFICATIONS_NAME),
+                                             timeout=DBUS_TIMEOUT).body[0])
+        if not owned:
+            names = conn.send_and_get_reply(message_bus.ListActivatableNames(), timeout=DBUS_TIMEOUT).body[0]
+            if NOTIFICATIONS_NAME in names:
+                return True, f"{NOTIFICATIONS_NAME} is D-Bus activatable (starts on the first notice)"
+            return False, f"nothing owns {NOTIFICATIONS_NAME} on the session bus"
+        address = DBusAddress("/org/freedesktop/Notifications", bus_name=NOTIFICATIONS_NAME,
+                              interface=NOTIFICATIONS_NAME)
+        try:
+            info = conn.send_and_get_reply(new_method_call(address, "GetServerInformation"),
+                                           timeout=DBUS_TIMEOUT).body
+            who = f"{info[0]} {info[2]}".strip() if len(info) >= 3 else "a notification daemon"
+        except Exception:
+            who = "a notification daemon"
+        return True, f"{NOTIFICATIONS_NAME} is provided by {who}"
+    except Exception as exc:
+        return None, f"asking the session bus failed ({exc})"
+    finally:
+        conn.close()
+
+
+def _system_tray() -> tuple[bool | None, str]:
+    env = dict(os.environ)
+    has_display = bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")) or sys.platform in ("win32", "darwin")
+    if not env.get("QT_QPA_PLATFORM") and not has_display:
+        return False, "no display, so no system tray"
+    try:
+        proc = _run_probe("tray", env=env)
+    except subprocess.TimeoutExpired:
+        return None, "asking Qt for a system tray hung"
+    if proc.returncode != 0:
+        return None, f"Qt could not start to look for a tray: {_last_line(proc.stderr)}"
+    platform_name, _, available = _last_line(proc.stdout).rpartition(" ")
+    if available == "yes":
+        return True, "a system tray is available"
+    return False, f"no system tray on the '{platform_name}' platform"
+
+
+def check_notifications(settings: Settings) -> CheckResult:
+    name = "notification service / tray"
+    if sys.platform.startswith("linux"):
+        service_ok, service_text = notification_service()
+    else:
+        service_ok, service_text = True, "the platform's notification center is used"
+    tray_ok, tray_text = _system_tray()
+    detail = f"{service_text}; {tray_text}"
+    if service_ok and tray_ok:
+        return _ok(name, detail)
+    hints = []
+    if not service_ok:
+        hints.append("notices fall back to tray balloons that vanish: run a notification daemon (your desktop's, "
+                     "or dunst / xfce4-notifyd) on the session bus")
+    if not tray_ok:
+        hints.append("without a tray, closing the window quits the app: use a desktop with a system tray "
+                     "(GNOME needs the AppIndicator extension)")
+    return _warn(name, detail, "; ".join(hints))
 
 
 CHECKS: tuple[Callable[[Settings], CheckResult], ...] = (
@@ -323,6 +527,10 @@ CHECKS: tuple[Callable[[Settings], CheckResult], ...] = (
     check_database,
     check_secrets,
     check_credentials,
+    check_provider_id,
+    check_redirect_uri,
+    check_ports_free,
+    check_notifications,
 )
 
 
