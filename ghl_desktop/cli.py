@@ -32,8 +32,15 @@ def ensure_engine_environment(argv: Sequence[str]) -> None:
         cmd = [sys.executable, *argv]
     else:
         cmd = [sys.executable, "-m", "ghl_desktop", *argv]
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # None in a windowed (double-click) Windows exe
+            stream.flush()
+    if os.name == "nt":
+        # Windows has no exec: os.execve would start the new process and end this one at once, so
+        # whoever started us (Explorer, CI waiting for --self-test) would see exit 0 before the app ran
+        import subprocess
+
+        raise SystemExit(subprocess.call(cmd, env=env))
     os.execve(cmd[0], cmd, env)
 
 

@@ -354,8 +354,19 @@ def test_macos_builds_an_app_with_the_notification_keys(tmp_path: Path) -> None:
     assert exe["console"] is False and exe["icon"] == bundle["icon"]
 
 
-def test_windows_builds_a_windowed_exe_and_a_console_twin(tmp_path: Path) -> None:
+def test_windows_builds_a_windowed_exe_and_a_console_twin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mingw = tmp_path / "mingw64"  # stands in for MSYS2's mingw-w64-x86_64-file
+    (mingw / "bin").mkdir(parents=True)
+    (mingw / "bin" / "libmagic-1.dll").write_bytes(b"MZ")
+    (mingw / "share" / "misc").mkdir(parents=True)
+    (mingw / "share" / "misc" / "magic.mgc").write_bytes(b"mgc")
+    monkeypatch.setenv("GHL_MSYS2_MINGW", str(mingw))
     steps = run_spec_steps(SPEC.read_text("utf-8"), tmp_path, platform="win32")
+    # python-magic finds no libmagic on Windows unless the bundle brings it (and puts itself on PATH)
+    (analysis,) = steps["Analysis"]
+    assert (str(mingw / "bin" / "libmagic-1.dll"), ".") in analysis["binaries"]
+    (hook,) = analysis["runtime_hooks"]
+    assert "os.environ['PATH'] = sys._MEIPASS" in Path(hook).read_text("utf-8")
     assert "BUNDLE" not in steps
     exes = {exe["name"]: exe for exe in steps["EXE"]}
     assert set(exes) == {"ghl-desktop", "ghl-desktop-console"}

@@ -153,6 +153,8 @@ class SqlMessageLog:
         if locations:
             query = query.outerjoin(LocationRow, LocationRow.id == M.location_id)
         query = query.where(*_conditions(log_filter))
+        if LogColumn(sort.column) is not LogColumn.TIME:
+            keys.append(M.created_at)  # ties in time order
         if sort.descending:
             query = query.order_by(*(k.desc() for k in keys), M.id.desc())
         else:
