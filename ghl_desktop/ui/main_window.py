@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import shiboken6
 from PySide6.QtCore import QEvent, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
@@ -255,6 +256,12 @@ class MainWindow(QMainWindow):
     def quit(self) -> None:
         """The full shutdown, whatever ``close_to_tray`` says (the tray's Quit)."""
         if self._shutdown_task is None and not self._shutdown_done:
+            log.info("window closed: shutting down")
+            # the Qt side at once (the window may be deleted before the task runs)
+            self._status_timer.stop()
+            self._poll_timer.stop()
+            self.bridge.detach()
+            self.tray.hide()
             self._shutdown_task = asyncio.get_event_loop().create_task(self._shutdown())
             self.hide()
 
@@ -463,11 +470,6 @@ class MainWindow(QMainWindow):
             await self._shutdown_task
 
     async def _shutdown(self) -> None:
-        log.info("window closed: shutting down")
-        self._status_timer.stop()
-        self._poll_timer.stop()
-        self.bridge.detach()
-        self.tray.hide()
         try:
             self.cockpit.close()
             await self.tasks.cancel_all()
@@ -478,8 +480,9 @@ class MainWindow(QMainWindow):
             log.exception("shutdown did not complete cleanly")
         finally:
             self._shutdown_done = True
-            self.close()
-            self.shutdown_finished.emit()
+            if shiboken6.isValid(self):
+                self.close()
+                self.shutdown_finished.emit()
 
 
 def _home_relative(path: str) -> str:

@@ -43,7 +43,7 @@ def test_settings_persist_and_secrets_stay_out_of_the_file(window: MainWindow, q
     assert data["client_id"] == "my-client-id"
     assert secrets.get("app:client_secret") == CLIENT_SECRET
     assert secrets.get("relay:token") == RELAY_TOKEN
-    assert "Restart ghl-desktop" in window.connect_status.text()
+    assert "Restart ghl-desktop" in window.locations.connect_status.text()
 
     loaded = load_settings()
     assert (loaded.webhook_port, loaded.oauth_redirect_port, loaded.relay_url) == (
