@@ -24,6 +24,7 @@ from ghl_desktop.sandbox.consent import ConsentClicker
 from ghl_desktop.services.bridge import MessageLogged
 from ghl_desktop.ui.main import run_window
 from ghl_desktop.ui.main_window import MainWindow
+from ghl_desktop.ui.panels.link import EXPIRED_TEXT
 from ghl_desktop.ui.widgets import link_targets
 from tests.e2e.harness import FAST_RUNTIME, bridge_env, eventually
 from tests.fakes.secrets import MemorySecretStore
@@ -334,3 +335,34 @@ async def test_with_credentials_a_busy_port_is_a_banner_not_a_crash(
         if windows:
             await asyncio.wait_for(windows[0].wait_shutdown(), 20)
         assert await asyncio.wait_for(task, 20) is None
+
+
+@pytest.mark.asyncio
+async def test_an_expired_code_offers_a_new_one_that_the_phone_can_scan(qtbot: Any) -> None:
+    from tests.e2e.harness import FAST_RUNTIME
+
+    # every code of this linking attempt runs out after 1 s (WhatsApp's are 60 s, then 20 s)
+    options = replace(FAST_RUNTIME, sessions=replace(FAST_RUNTIME.sessions, qr_timeout=1.0))
+    async with bridge_env(runtime_options=options) as env:
+        window = MainWindow(env.app, env.runtime, sandbox_url=env.url, confirm=lambda *_: True)
+        qtbot.addWidget(window)
+        window.show()
+        try:
+            qtbot.mouseClick(window.numbers.link_button, Qt.MouseButton.LeftButton)
+            await eventually(lambda: window.link.qr_view.code is not None, 20)
+            first = window.link.qr_view.code
+            assert "valid for 60 s" in window.link.countdown.text()  # the sandbox's first code: 60 s
+            await eventually(lambda: window.link.phase == "expired", 20)
+            assert window.link.renew_button.isVisible() and window.link.renew_button.text() == EXPIRED_TEXT
+            assert not window.link.status.error  # not a red "Failed"
+            sid = window.link.session_id
+            qtbot.mouseClick(window.link.renew_button, Qt.MouseButton.LeftButton)
+            await eventually(lambda: window.link.phase == "qr" and window.link.qr_view.code not in (None, first), 20)
+            assert window.link.session_id == sid  # the same number, a fresh code
+            phone = "+15550100088"
+            await sandbox_post(env.http, f"{env.url}/_sandbox/phones", {"phone": phone, "name": "Second desk"})
+            await sandbox_post(env.http, f"{env.url}/_sandbox/whatsapp/scan",
+                               {"qr": window.link.qr_view.code, "phone": phone})
+            await eventually(lambda: window.link.phase == "linked", 20)
+        finally:
+            await asyncio.wait_for(window.wait_shutdown(), 20)
