@@ -129,7 +129,7 @@ class BridgeRuntime:
             app.db, self.gateway, self.sessions, MediaDownloader(self.http), bus=app.bus,
             options=self.options.bridge, on_enqueued=lambda: self.runner.wake(),
         )
-        self.runner = JobRunner(app.db.jobs, self.bridge.handlers, self.options.runner)
+        self.runner = JobRunner(app.db.jobs, self.bridge.handlers, self.options.runner, bus=app.bus)
         self.sessions.on_message = self.bridge.on_message
         self.sessions.on_receipt = self.bridge.on_receipt
         self.intake = WebhookIntake(app.db.jobs, backlog_limit=settings.webhook_backlog_limit, bus=app.bus)

@@ -26,6 +26,14 @@ class StorageError(GhlDesktopError):
     """The database could not be opened, migrated or written."""
 
 
+class StorageBusy(StorageError):
+    """The database is momentarily unavailable for this write: another writer holds the lock (SQLite
+    "database is locked"), a PostgreSQL serialization failure or deadlock, or the disk is full. Nothing
+    was written; the same work succeeds later, so it is retried, never dead-lettered for this."""
+
+    transient = True
+
+
 # --- secrets -------------------------------------------------------------------------------
 
 

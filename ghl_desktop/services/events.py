@@ -37,3 +37,15 @@ class SessionPairCode:
 @dataclass(frozen=True, slots=True)
 class SessionRemoved:
     session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerProblem:
+    """The job runner could not record what happened to a job (``action``: complete, retry,
+    dead-letter, lease, renew), e.g. the database stayed locked. Nothing is lost: the job stays leased
+    and runs again when its lease expires (handlers are idempotent); this makes the failure visible."""
+
+    action: str
+    error: str
+    job_id: int | None = None
+    kind: str | None = None

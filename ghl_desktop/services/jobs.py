@@ -17,9 +17,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from ghl_desktop.core.errors import GhlDesktopError, GhlRateLimited
+from ghl_desktop.core.errors import GhlDesktopError, GhlRateLimited, StorageBusy
+from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.models import Job, utcnow
 from ghl_desktop.core.ports import JobQueue
+from ghl_desktop.services.events import RunnerProblem
 
 log = logging.getLogger("ghl.jobs")
 
@@ -51,6 +53,9 @@ class RunnerOptions:
     #: handler is idempotent on the messages' unique keys). 0: keep them forever.
     keep_done_seconds: float = 7 * 24 * 3600.0
     purge_interval: float = 3600.0
+    #: waits before re-trying a bookkeeping write (complete / retry / dead-letter) the database refused
+    #: as busy; after the last one the job is left to its lease (RunnerProblem published)
+    bookkeeping_retry_delays: tuple[float, ...] = (0.05, 0.2, 1.0)
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
@@ -67,8 +72,12 @@ class JobRunner:
         options: RunnerOptions = RunnerOptions(),
         *,
         owner: str | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self._queue = queue
+        self._bus = bus
+        #: bookkeeping / lease failures so far (each also logged and, with a bus, published)
+        self.problems = 0
         self._handlers = handlers
         self._options = options
         self._owner = owner or f"runner-{uuid.uuid4().hex[:8]}"
@@ -145,8 +154,9 @@ class JobRunner:
                     next_purge = asyncio.get_running_loop().time() + self._options.purge_interval
                     self.purge()
                 await self._tick()
-            except Exception:
+            except Exception as exc:
                 log.exception("job runner tick failed; retrying")
+                self._problem("lease", exc)
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self._options.poll_interval)
@@ -173,50 +183,99 @@ class JobRunner:
             task.add_done_callback(self._running.discard)
 
     async def _heartbeat(self, job: Job) -> None:
-        """Renew the lease while a long job runs (a 100 MB upload), so it is not taken over as crashed."""
+        """Renew the lease while a long job runs (a 100 MB upload), so it is not taken over as crashed.
+        A renewal the database refuses (busy) is tried again at the next beat, not raised."""
         interval = max(self._options.lease_seconds / 3, 0.05)
         while True:
             await asyncio.sleep(interval)
             until = utcnow() + timedelta(seconds=self._options.lease_seconds)
-            if not self._queue.extend_lease(job.id, self._owner, until=until):
+            try:
+                renewed = self._queue.extend_lease(job.id, self._owner, until=until)
+            except Exception as exc:
+                log.warning("job %s (%s): could not renew the lease (%s); trying again", job.id, job.kind, exc)
+                self._problem("renew", exc, job)
+                continue
+            if not renewed:
                 log.warning("job %s (%s): lease lost while running", job.id, job.kind)
                 return
 
     async def _run(self, job: Job) -> None:
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(job), name=f"lease-{job.id}")
         try:
-            await self._handlers[job.kind](job)
-        except RetryLater as later:
-            delay = later.delay if later.delay is not None else backoff_delay(
-                job.attempts, self._options.backoff_base, self._options.backoff_cap)
-            self._reschedule(job, later.reason, delay, counted=False)
-        except GhlRateLimited as limited:
-            self._reschedule(job, str(limited), max(limited.retry_after, 0.1), counted=False)
-        except GhlDesktopError as error:
-            if error.transient and self._keeps_trying(job):
-                delay = backoff_delay(job.attempts, self._options.backoff_base, self._options.backoff_cap)
-                self._reschedule(job, f"{type(error).__name__}: {error}", delay, counted=False)
-            else:
-                reason = f"{type(error).__name__}: {error}"
-                if error.transient:
-                    reason = f"gave up after {job.attempts} attempts — {reason}"
-                log.warning("job %s (%s) dead-lettered: %s", job.id, job.kind, reason)
-                self._queue.dead_letter(job.id, self._owner, error=reason)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # a bug: keep the job, visible, not lost
-            log.exception("job %s (%s) crashed", job.id, job.kind)
-            if job.attempts < self._options.max_attempts:
-                delay = backoff_delay(job.attempts, self._options.backoff_base, self._options.backoff_cap)
-                self._reschedule(job, f"internal error: {error!r}", delay)
-            else:
-                self._queue.dead_letter(job.id, self._owner, error=f"internal error: {error!r}")
-        else:
-            self._queue.complete(job.id, self._owner)
+            action, write = await self._outcome(job)
+            await self._record(job, action, write)
         finally:
             heartbeat.cancel()
             self._in_flight.discard(job.id)
             self._wake.set()
+
+    async def _outcome(self, job: Job) -> tuple[str, Callable[[], object]]:
+        """Run the handler; return the bookkeeping write its result calls for (not yet done)."""
+        opts = self._options
+        try:
+            await self._handlers[job.kind](job)
+        except RetryLater as later:
+            delay = later.delay if later.delay is not None else backoff_delay(
+                job.attempts, opts.backoff_base, opts.backoff_cap)
+            reason = later.reason
+            return "retry", lambda: self._reschedule(job, reason, delay, counted=False)
+        except GhlRateLimited as limited:
+            reason, delay = str(limited), max(limited.retry_after, 0.1)
+            return "retry", lambda: self._reschedule(job, reason, delay, counted=False)
+        except StorageBusy as busy:
+            # our own database was locked / full: says nothing about the job, so it never uses up
+            # attempts nor dead-letters; retried with backoff until the database takes writes again
+            reason = f"{type(busy).__name__}: {busy}"
+            delay = backoff_delay(job.attempts, opts.backoff_base, opts.backoff_cap)
+            return "retry", lambda: self._reschedule(job, reason, delay, counted=False)
+        except GhlDesktopError as error:
+            reason = f"{type(error).__name__}: {error}"
+            if error.transient and self._keeps_trying(job):
+                delay = backoff_delay(job.attempts, opts.backoff_base, opts.backoff_cap)
+                return "retry", lambda: self._reschedule(job, reason, delay, counted=False)
+            if error.transient:
+                reason = f"gave up after {job.attempts} attempts — {reason}"
+            log.warning("job %s (%s) dead-lettered: %s", job.id, job.kind, reason)
+            return "dead-letter", lambda: self._queue.dead_letter(job.id, self._owner, error=reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a bug: keep the job, visible, not lost
+            log.exception("job %s (%s) crashed", job.id, job.kind)
+            reason = f"internal error: {error!r}"
+            if job.attempts < opts.max_attempts:
+                delay = backoff_delay(job.attempts, opts.backoff_base, opts.backoff_cap)
+                return "retry", lambda: self._reschedule(job, reason, delay)
+            return "dead-letter", lambda: self._queue.dead_letter(job.id, self._owner, error=reason)
+        return "complete", lambda: self._queue.complete(job.id, self._owner)
+
+    async def _record(self, job: Job, action: str, write: Callable[[], object]) -> bool:
+        """Run one bookkeeping write (complete / retry / dead-letter), retrying storage contention a
+        few times. A write that still fails is logged and published as ``RunnerProblem``, never left
+        to "Task exception was never retrieved": the job stays leased to us and runs again when the
+        lease expires (handlers are idempotent), so nothing is lost."""
+        delays = self._options.bookkeeping_retry_delays
+        for attempt in range(len(delays) + 1):
+            try:
+                write()
+                return True
+            except Exception as exc:
+                transient = isinstance(exc, GhlDesktopError) and exc.transient
+                if transient and attempt < len(delays):
+                    log.info("job %s (%s): %s deferred, database busy (%s)", job.id, job.kind, action, exc)
+                    await asyncio.sleep(delays[attempt])
+                    continue
+                log.error("job %s (%s): could not record %s (%s); it runs again when its lease expires",
+                          job.id, job.kind, action, exc, exc_info=not transient)
+                self._problem(action, exc, job)
+                return False
+        return False  # pragma: no cover - the loop always returns
+
+    def _problem(self, action: str, exc: BaseException, job: Job | None = None) -> None:
+        self.problems += 1
+        if self._bus is None:
+            return
+        self._bus.publish(RunnerProblem(action=action, error=f"{type(exc).__name__}: {exc}",
+                                        job_id=job.id if job else None, kind=job.kind if job else None))
 
     def _keeps_trying(self, job: Job) -> bool:
         """A transient failure is retried while attempts remain or the job is younger than the window."""

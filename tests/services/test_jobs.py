@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 
-from ghl_desktop.adapters.storage import Database
-from ghl_desktop.core.errors import GhlBadRequest, GhlRateLimited, GhlTransientError
+from ghl_desktop.adapters.storage import Database, open_database
+from ghl_desktop.adapters.storage import engine as storage_engine
+from ghl_desktop.core.errors import GhlBadRequest, GhlRateLimited, GhlTransientError, StorageBusy
+from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.models import Job, JobState, NewJob
+from ghl_desktop.services.events import RunnerProblem
 from ghl_desktop.services.jobs import JobRunner, RetryLater, RunnerOptions, backoff_delay
 
 FAST = RunnerOptions(concurrency=4, lease_seconds=5, poll_interval=0.01, max_attempts=3,
@@ -171,3 +178,106 @@ async def test_the_runner_purges_old_finished_jobs_and_keeps_the_rest(db: Databa
     tiny = JobRunner(db.jobs, {"k": ok}, RunnerOptions(keep_done_seconds=1e-6))
     await asyncio.sleep(0.01)
     assert tiny.purge() == 1 and db.jobs.get(first) is None
+
+
+# --- issue 11 item 5: storage contention is transient; bookkeeping failures are surfaced ------------------
+
+
+@pytest.fixture
+def busy_db(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Database, sqlite3.Connection]]:
+    """A real SQLite database whose writers give up after 50 ms on a lock, and a second connection
+    (another process, say) that can hold the write lock: ``locker.execute("BEGIN IMMEDIATE")``."""
+    monkeypatch.setattr(storage_engine, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    database = open_database(sqlite_url, migrate=True)
+    path = sqlite_url.removeprefix("sqlite:///")
+    locker = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield database, locker
+    finally:
+        if locker.in_transaction:
+            locker.execute("ROLLBACK")
+        locker.close()
+        database.close()
+
+
+async def _until(predicate: Callable[[], object], limit: float = 20.0) -> None:
+    """Liveness bound only (not a speed check)."""
+    deadline = asyncio.get_running_loop().time() + limit
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+def test_database_is_locked_is_a_transient_storage_busy(busy_db: tuple[Database, sqlite3.Connection]) -> None:
+    db, locker = busy_db
+    locker.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StorageBusy, match="locked") as caught:
+        db.jobs.enqueue(NewJob(kind="k", payload={}))
+    assert caught.value.transient
+    locker.execute("ROLLBACK")
+    assert db.jobs.enqueue(NewJob(kind="k", payload={}))[0]  # and the same write works once the lock is gone
+
+
+@pytest.mark.asyncio
+async def test_a_locked_database_in_a_handler_retries_the_job_instead_of_dead_lettering(
+        busy_db: tuple[Database, sqlite3.Connection]) -> None:
+    db, locker = busy_db
+    runs = {"n": 0}
+
+    async def handler(job: Job) -> None:
+        runs["n"] += 1
+        if runs["n"] == 1:  # another writer holds the lock while this handler writes
+            locker.execute("BEGIN IMMEDIATE")
+            try:
+                db.jobs.enqueue(NewJob(kind="follow-up", payload={"of": job.id}))
+            finally:
+                locker.execute("ROLLBACK")
+
+    job_id, _ = db.jobs.enqueue(NewJob(kind="k", payload={}))
+    await JobRunner(db.jobs, {"k": handler}, replace(FAST, max_attempts=1)).run_until_idle(10)
+    job = db.jobs.get(job_id)
+    assert job is not None and job.state is JobState.DONE, job.last_error if job else None
+    assert runs["n"] == 2
+
+
+@pytest.mark.asyncio
+async def test_a_bookkeeping_write_that_keeps_failing_is_surfaced_and_the_job_is_not_lost(
+        busy_db: tuple[Database, sqlite3.Connection], caplog: pytest.LogCaptureFixture) -> None:
+    db, locker = busy_db
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, object]] = []
+    previous_handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    bus = EventBus()
+    problems: list[RunnerProblem] = []
+    bus.subscribe(RunnerProblem, problems.append)
+    runs = {"n": 0}
+
+    async def handler(job: Job) -> None:
+        runs["n"] += 1
+        if runs["n"] == 1:
+            locker.execute("BEGIN IMMEDIATE")  # held while the runner records the completion
+
+    job_id, _ = db.jobs.enqueue(NewJob(kind="k", payload={}))
+    runner = JobRunner(db.jobs, {"k": handler}, replace(FAST, lease_seconds=0.5, bookkeeping_retry_delays=(0.01,)),
+                       bus=bus)
+    try:
+        runner.start()
+        await _until(lambda: any(p.action == "complete" for p in problems))
+        [complete] = [p for p in problems if p.action == "complete"]
+        assert complete.job_id == job_id and complete.kind == "k" and "StorageBusy" in complete.error
+        assert "locked" in complete.error
+        assert runner.problems >= 1
+        assert any("could not record complete" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+        job = db.jobs.get(job_id)  # not lost, not dead: still leased, it runs again when the lease expires
+        assert job is not None and job.state is JobState.RUNNING
+
+        locker.execute("ROLLBACK")
+        await _until(lambda: (j := db.jobs.get(job_id)) is not None and j.state is JobState.DONE)
+        assert runs["n"] == 2  # ran again (handlers are idempotent), then recorded
+    finally:
+        await runner.stop()
+        loop.set_exception_handler(previous_handler)
+    gc.collect()
+    await asyncio.sleep(0)
+    assert not unhandled, unhandled  # no "Task exception was never retrieved"

@@ -2,7 +2,8 @@
 
 Database failures leave here as ``core.errors`` types: a unique-key or foreign-key violation as
 ``StorageConflict`` (repositories catch it where a conflict has a defined meaning, e.g. "already
-recorded"), anything else as ``StorageError``.
+recorded"); contention and a full disk as ``StorageBusy`` (transient: the job runner retries, the
+transaction was rolled back); anything else as ``StorageError``.
 """
 
 from __future__ import annotations
@@ -11,11 +12,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ghl_desktop.adapters.storage.engine import WRITE_OPTION
-from ghl_desktop.core.errors import StorageError
+from ghl_desktop.core.errors import StorageBusy, StorageError
+
+#: SQLite messages of contention / no space (the SQLITE_BUSY, SQLITE_LOCKED and SQLITE_FULL codes)
+_SQLITE_BUSY_TEXT = ("database is locked", "database table is locked", "database schema is locked",
+                     "database or disk is full")
+#: PostgreSQL SQLSTATEs: serialization_failure, deadlock_detected, lock_not_available, disk_full,
+#: insufficient_resources, too_many_connections
+_PG_BUSY_STATES = {"40001", "40P01", "55P03", "53100", "53000", "53300"}
 
 
 class StorageConflict(StorageError):
@@ -42,6 +50,8 @@ class Transactions:
         except IntegrityError as exc:
             raise StorageConflict(_first_line(exc), detail=str(exc.orig)) from exc
         except SQLAlchemyError as exc:
+            if is_busy(exc):
+                raise StorageBusy(f"Database busy, will retry: {_first_line(exc)}", detail=str(exc)) from exc
             raise StorageError(f"Database write failed: {_first_line(exc)}", detail=str(exc)) from exc
 
     @contextmanager
@@ -51,7 +61,24 @@ class Transactions:
             with Session(bind=self.engine, expire_on_commit=False) as session, session.begin():
                 yield session
         except SQLAlchemyError as exc:
+            if is_busy(exc):
+                raise StorageBusy(f"Database busy, will retry: {_first_line(exc)}", detail=str(exc)) from exc
             raise StorageError(f"Database read failed: {_first_line(exc)}", detail=str(exc)) from exc
+
+
+def is_busy(exc: SQLAlchemyError) -> bool:
+    """Whether a database failure is contention (or a full disk): the same work can succeed later."""
+    if not isinstance(exc, DBAPIError) or isinstance(exc, IntegrityError):
+        return False
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(state, str) and state in _PG_BUSY_STATES:
+        return True
+    name = getattr(orig, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL")):
+        return True
+    text = str(orig).lower()
+    return any(marker in text for marker in _SQLITE_BUSY_TEXT)
 
 
 def _first_line(exc: SQLAlchemyError) -> str:
