@@ -218,13 +218,13 @@ class SqlMessageLog:
             return dict(payload) if isinstance(payload, dict) else None
 
     def retry_count(self, dedupe_key: str) -> int:
-        """How many jobs carry this dedupe key or a ``#retry-N`` of it."""
+        """How many retry jobs (``<dedupe_key>#retry-N``) were made of this job."""
         with self._tx.read() as s:
             keys = s.scalars(
                 select(JobRow.dedupe_key).where(JobRow.dedupe_key >= dedupe_key,
                                                 JobRow.dedupe_key < dedupe_key + "\x7f")
             ).all()
-        return sum(1 for k in keys if k == dedupe_key or (k or "").startswith(dedupe_key + "#retry-"))
+        return sum(1 for k in keys if (k or "").startswith(dedupe_key + "#retry-"))
 
     # -- filter choices --------------------------------------------------------------------------
 
