@@ -172,8 +172,8 @@ class _CredentialsPage(QWizardPage):
         self.w = wizard
         service = wizard.service
         self.setTitle("Your HighLevel marketplace app")
-        self.setSubTitle("The client ID and secret from the app's Advanced Settings → Auth. The secret goes to "
-                         f"the secret store ({service.secrets.description}), never to a file.")
+        self.setSubTitle("The client ID and secret from the app's Advanced Settings → Auth. The secret goes "
+                         f"only to the secret store — {service.secrets.description} — never to a file.")
         outer = QVBoxLayout(self)
         form = QFormLayout()
         outer.addLayout(form)
