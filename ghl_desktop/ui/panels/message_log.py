@@ -566,8 +566,10 @@ class MessageLogPanel(QWidget):
 
     def _message_logged(self, message: Any) -> None:
         self.model.apply_message(message)
-        if message.id is not None and message.id == self._details_id:
-            self._show_details(message.id)
+        current = self.selected_id()
+        if current != self._details_id or (message.id is not None and message.id == self._details_id):
+            # the shown message changed, or its row went away and the selection moved on
+            self._show_details(current)
         self._update_hint()
 
     # -- actions --------------------------------------------------------------------------------
@@ -579,7 +581,8 @@ class MessageLogPanel(QWidget):
         result = self.service.retry_message(message_id)
         self.action_label.setText(result.message)
         self.status_changed.emit(result.message)
-        self._show_details(message_id)
+        # the change came back through the bridge; the row may have left this view (a "Failed" filter)
+        self._show_details(self.selected_id())
 
     def _context_menu(self, pos: QPoint) -> QMenu | None:
         index = self.view.indexAt(pos)

@@ -1,0 +1,330 @@
+"""The message log and dead letters panels, driven through clicks and keys over a real SQLite file:
+filters (text, combos, no-match hint), sorting by header click, selection → details, retry of a
+failed row (context menu via Enter, and the button), CSV export read back, live updates applied by
+id (no reset), keyboard (Tab leaves the table) and accessible names; qtmodeltester on both models."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtWidgets import QApplication, QFileDialog, QWidget
+
+from ghl_desktop.adapters.storage import Database
+from ghl_desktop.core.events import EventBus
+from ghl_desktop.core.message_log import LogColumn
+from ghl_desktop.core.models import Direction, Message, MessageKind, MessageStatus, NewJob
+from ghl_desktop.services.bridge import MessageLogged
+from ghl_desktop.services.message_log import MessageLogService
+from ghl_desktop.ui.bridge import ServiceBridge
+from ghl_desktop.ui.message_log_models import PAGE_SIZE, DeadLettersModel, MessageLogModel, RowRole
+from ghl_desktop.ui.panels.message_log import NO_MATCH, NO_MESSAGES, DeadLettersPanel, MessageLogPanel
+from tests.fixtures.message_log import bulk_messages, seed_directory
+
+ROWS = 240
+
+
+@pytest.fixture
+def bus() -> EventBus:
+    return EventBus()
+
+
+@pytest.fixture
+def service(db: Database, bus: EventBus) -> MessageLogService:
+    seed_directory(db)
+    bulk_messages(db, ROWS)
+    return MessageLogService(db.message_log, bus=bus)
+
+
+@pytest.fixture
+def bridge(bus: EventBus) -> Iterator[ServiceBridge]:
+    instance = ServiceBridge(bus)
+    yield instance
+    instance.detach()
+
+
+def _wait(loop: asyncio.AbstractEventLoop, panel: MessageLogPanel) -> None:
+    loop.run_until_complete(asyncio.wait_for(panel.wait_idle(), 30))
+
+
+@pytest.fixture
+def panel(qtbot: Any, qloop: asyncio.AbstractEventLoop, service: MessageLogService,
+          bridge: ServiceBridge) -> MessageLogPanel:
+    widget = MessageLogPanel(service, bridge)
+    qtbot.addWidget(widget)
+    widget.resize(1280, 700)
+    widget.show()
+    qtbot.waitExposed(widget)
+    _wait(qloop, widget)
+    return widget
+
+
+def _rows(panel: MessageLogPanel) -> list[Any]:
+    model = panel.model
+    return [model.index(r, 0).data(RowRole) for r in range(model.rowCount())]
+
+
+def _click_row(qtbot: Any, panel: MessageLogPanel, row: int) -> None:
+    rect = panel.view.visualRect(panel.model.index(row, 1))
+    qtbot.mouseClick(panel.view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+
+
+def _search(qtbot: Any, loop: asyncio.AbstractEventLoop, panel: MessageLogPanel, text: str) -> None:
+    panel.search.setFocus()
+    panel.search.selectAll()
+    qtbot.keyClicks(panel.search, text)
+    qtbot.keyClick(panel.search, Qt.Key.Key_Return)
+    _wait(loop, panel)
+
+
+def _choose(qtbot: Any, combo: Any, label: str) -> None:
+    """Pick an entry with the keyboard (Home, then Down until it is current)."""
+    combo.setFocus()
+    qtbot.keyClick(combo, Qt.Key.Key_Home)
+    for _ in range(combo.count()):
+        if combo.currentText() == label:
+            return
+        qtbot.keyClick(combo, Qt.Key.Key_Down)
+    assert combo.currentText() == label
+
+
+def test_models_pass_the_model_tester(qtmodeltester: Any, qloop: asyncio.AbstractEventLoop,
+                                      service: MessageLogService, db: Database) -> None:
+    model = MessageLogModel(service, page_size=50, cache_rows=120)
+    qtmodeltester.check(model)  # empty
+    model.load_now()
+    assert model.rowCount() == ROWS
+    qtmodeltester.check(model)  # filled
+    texts = [model.index(r, len(LogColumn) - 1).data() for r in range(ROWS)]  # read every row once
+    assert all(t.startswith("message number") or t.startswith("the recipient") for t in texts)
+    assert model.cached_rows() <= 120 and model.pages_read >= ROWS // 50  # pages come and go
+    dead = DeadLettersModel()
+    qtmodeltester.check(dead)
+    db.jobs.enqueue(NewJob(kind="ghl.app_event", payload={"event": {"type": "INSTALL", "locationId": "L"}}))
+    (job,) = db.jobs.lease("w", now=datetime.now(UTC), lease_seconds=30)
+    db.jobs.dead_letter(job.id, "w", error="HighLevel said 400")
+    dead.set_records(service.dead_letters())
+    assert dead.rowCount() == 1
+    qtmodeltester.check(dead)
+
+
+def test_all_history_loads_off_the_loop_thread(qtbot: Any, qloop: asyncio.AbstractEventLoop, db: Database,
+                                               service: MessageLogService, bridge: ServiceBridge,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[str] = []
+    ids = db.message_log.ids
+
+    def spy(*args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return ids(*args)
+
+    monkeypatch.setattr(db.message_log, "ids", spy)
+    panel = MessageLogPanel(service, bridge)
+    qtbot.addWidget(panel)
+    panel.resize(1000, 500)
+    panel.show()
+    assert panel.model.loading and panel.hint.text() == "Loading messages…"
+    _wait(qloop, panel)
+    assert panel.model.rowCount() == ROWS and panel.count_label.text() == f"{ROWS} messages"
+    assert threads and threading.main_thread().name not in threads
+    qtbot.waitUntil(lambda: panel.model.cached_rows() > 0)  # painted: the visible rows were read…
+    assert panel.model.cached_rows() <= 2 * PAGE_SIZE < ROWS  # …a page at a time, not all
+    assert _rows(panel)[0].id == ROWS  # newest first
+
+
+def test_filter_by_text_and_combos_then_no_match(qtbot: Any, qloop: asyncio.AbstractEventLoop,
+                                                 panel: MessageLogPanel) -> None:
+    _search(qtbot, qloop, panel, "Maria")  # a contact's name finds her messages
+    rows = _rows(panel)
+    assert rows and {r.contact_name for r in rows} == {"Maria Lopez"}
+    assert panel.count_label.text() == f"{len(rows)} messages match"
+
+    _choose(qtbot, panel.location_box, "Northside Fitness")
+    _wait(qloop, panel)
+    rows = _rows(panel)
+    assert rows and {(r.contact_name, r.location_name) for r in rows} == {("Maria Lopez", "Northside Fitness")}
+
+    _choose(qtbot, panel.status_box, "Failed")  # Maria has no failed message in the data set
+    _wait(qloop, panel)
+    assert panel.model.rowCount() == 0
+    assert panel.stack.currentWidget() is panel.hint and panel.hint.text() == NO_MATCH != NO_MESSAGES
+
+    qtbot.mouseClick(panel.clear_button, Qt.MouseButton.LeftButton)
+    _wait(qloop, panel)
+    assert panel.model.rowCount() == ROWS and panel.stack.currentWidget() is panel.view
+
+    _choose(qtbot, panel.number_box, "+14155550199 (Northside Fitness)")
+    _choose(qtbot, panel.direction_box, "HighLevel → WhatsApp")
+    _wait(qloop, panel)
+    rows = _rows(panel)
+    assert rows and {(r.number, r.direction) for r in rows} == {("+14155550199", Direction.OUTBOUND)}
+
+    _choose(qtbot, panel.time_box, "Last hour")  # the bulk rows are one a second up to now
+    _wait(qloop, panel)
+    assert panel.model.rowCount() == len(rows)
+
+
+def test_sort_by_clicking_a_header(qtbot: Any, qloop: asyncio.AbstractEventLoop, panel: MessageLogPanel) -> None:
+    header = panel.view.horizontalHeader()
+    column = list(LogColumn).index(LogColumn.CONTACT)
+    x = header.sectionViewportPosition(column) + header.sectionSize(column) // 2
+    qtbot.mouseClick(header.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(x, header.height() // 2))
+    _wait(qloop, panel)
+    assert panel.model.log_sort.column is LogColumn.CONTACT
+    labels = [(r.contact_name or r.chat_jid).lower() for r in _rows(panel)]
+    descending = panel.model.log_sort.descending
+    assert labels == sorted(labels, reverse=descending) and labels[0] != labels[-1]
+    qtbot.mouseClick(header.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(x, header.height() // 2))
+    _wait(qloop, panel)
+    assert panel.model.log_sort.descending is not descending
+    assert [(r.contact_name or r.chat_jid).lower() for r in _rows(panel)] == sorted(labels, reverse=not descending)
+
+
+def test_select_shows_details_and_retry_a_failed_row(qtbot: Any, qloop: asyncio.AbstractEventLoop,
+                                                     panel: MessageLogPanel, db: Database) -> None:
+    _click_row(qtbot, panel, 0)
+    first = _rows(panel)[0]
+    text = panel.details.toPlainText()
+    assert f"BULK{first.id:012d}" in text and f"ghl-{first.id:012d}" in text and first.number in text
+    assert not panel.retry_button.isEnabled() or first.status is MessageStatus.FAILED
+
+    _choose(qtbot, panel.status_box, "Failed")
+    _wait(qloop, panel)
+    failed = _rows(panel)
+    assert len(failed) == ROWS // 6
+    # the reason is in the row itself, not only in a tooltip
+    text_column = list(LogColumn).index(LogColumn.TEXT)
+    assert panel.model.index(0, text_column).data().startswith("the recipient is not on WhatsApp")
+
+    panel.view.setFocus()
+    _click_row(qtbot, panel, 0)
+    assert "Failed: the recipient is not on WhatsApp" in panel.details.toPlainText()
+    assert panel.retry_button.isEnabled()
+    resets: list[int] = []
+    panel.model.modelReset.connect(lambda: resets.append(1))
+    qtbot.keyClick(panel.view, Qt.Key.Key_Return)  # Enter opens the row's actions
+    menu = panel.last_menu
+    (retry,) = [a for a in menu.actions() if a.text() == "Retry"]
+    assert retry.isEnabled()
+    retry.trigger()
+    menu.close()
+    assert db.messages.get(failed[0].id).status is MessageStatus.PENDING  # type: ignore[union-attr]
+    assert "Queued again" in panel.action_label.text()
+    # the change arrived through the bus and removed the row from the "Failed" view in place
+    assert panel.model.rowCount() == len(failed) - 1 and resets == []
+    assert panel.model.row_of(failed[0].id) is None
+
+    _click_row(qtbot, panel, 0)
+    qtbot.mouseClick(panel.retry_button, Qt.MouseButton.LeftButton)
+    assert db.messages.get(failed[1].id).status is MessageStatus.PENDING  # type: ignore[union-attr]
+    assert db.jobs.count("pending") == 2
+
+
+def test_export_the_filtered_view_to_csv(qtbot: Any, qloop: asyncio.AbstractEventLoop, panel: MessageLogPanel,
+                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _search(qtbot, qloop, panel, "john")
+    shown = [r.id for r in _rows(panel)]
+    target = tmp_path / "john.csv"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(target), "CSV files")))
+    qtbot.mouseClick(panel.export_button, Qt.MouseButton.LeftButton)
+    _wait(qloop, panel)
+    with target.open(newline="", encoding="utf-8") as handle:
+        records = list(csv.DictReader(handle))
+    assert [int(r["id"]) for r in records] == shown
+    assert {r["contact_name"] for r in records} == {"John Smith"}
+    assert panel.last_export == (str(target), len(shown))
+    assert panel.action_label.text().startswith(f"Exported {len(shown)} messages")
+
+
+def test_live_messages_apply_by_id_without_reset(qtbot: Any, qloop: asyncio.AbstractEventLoop,
+                                                 panel: MessageLogPanel, db: Database, bus: EventBus) -> None:
+    resets: list[int] = []
+    inserted: list[int] = []
+    panel.model.modelReset.connect(lambda: resets.append(1))
+    panel.model.rowsInserted.connect(lambda _p, first, _last: inserted.append(first))
+    message, _ = db.messages.record(Message(
+        location_id="loc-dental", session_id="s-dental-1", direction=Direction.INBOUND, kind=MessageKind.TEXT,
+        chat_jid="34600111222@s.whatsapp.net", wa_message_id="LIVE1", body="Can I move my appointment?"))
+    bus.publish(MessageLogged(message))
+    assert inserted == [0] and resets == [] and _rows(panel)[0].text == "Can I move my appointment?"
+    _click_row(qtbot, panel, 0)
+    assert message.id is not None
+    changed = db.messages.update(message.id, status=MessageStatus.SENT, ghl_message_id="GLIVE1")
+    bus.publish(MessageLogged(changed))
+    assert _rows(panel)[0].status is MessageStatus.SENT and "GLIVE1" in panel.details.toPlainText()
+    assert resets == [] and panel.model.rowCount() == ROWS + 1
+
+    _search(qtbot, qloop, panel, "appointment")  # a filtered view takes only what matches
+    count = panel.model.rowCount()
+    other, _ = db.messages.record(Message(
+        location_id="loc-dental", session_id="s-dental-1", direction=Direction.INBOUND, kind=MessageKind.TEXT,
+        chat_jid="34600111222@s.whatsapp.net", wa_message_id="LIVE2", body="thanks"))
+    bus.publish(MessageLogged(other))
+    assert panel.model.rowCount() == count
+
+
+def test_select_message_clears_filters_that_hide_it(qtbot: Any, qloop: asyncio.AbstractEventLoop,
+                                                    panel: MessageLogPanel) -> None:
+    _search(qtbot, qloop, panel, "Chen")
+    hidden = next(r for r in range(1, ROWS) if r % 4 != 3)  # not Chen's
+    assert panel.select_message(hidden)
+    _wait(qloop, panel)
+    assert panel.search.text() == "" and panel.selected_id() == hidden
+    assert f"BULK{hidden:012d}" in panel.details.toPlainText()
+    assert not panel.select_message(10_000_000)
+
+
+def test_tab_leaves_the_table_and_controls_have_names(qtbot: Any, panel: MessageLogPanel) -> None:
+    panel.view.setFocus()
+    _click_row(qtbot, panel, 2)
+    qtbot.keyClick(panel.view, Qt.Key.Key_Down)
+    assert panel.view.currentIndex().row() == 3  # arrows move inside
+    qtbot.keyClick(panel.view, Qt.Key.Key_Tab)
+    assert QApplication.focusWidget() is not panel.view and not panel.view.tabKeyNavigation()
+    unnamed = [w.objectName() or type(w).__name__ for w in panel.findChildren(QWidget)
+               if w.focusPolicy() != Qt.FocusPolicy.NoFocus and w.isVisibleTo(panel) and not w.accessibleName()
+               and w.parent() is not None and type(w).__name__ not in ("QWidget", "QScrollBar", "QSplitterHandle")
+               and w.parentWidget() not in (panel.view, panel.details)]
+    assert unnamed == []
+
+
+def test_dead_letters_panel_retry_one_by_keyboard_and_all(qtbot: Any, qloop: asyncio.AbstractEventLoop,
+                                                          db: Database, service: MessageLogService,
+                                                          bridge: ServiceBridge) -> None:
+    for n in range(3):
+        db.jobs.enqueue(NewJob(kind="ghl.app_event", dedupe_key=f"ghl:wh:{n}",
+                               payload={"event": {"type": "INSTALL", "locationId": f"L{n}"}}))
+    for job in db.jobs.lease("w", now=datetime.now(UTC), lease_seconds=30):
+        db.jobs.dead_letter(job.id, "w", error=f"HighLevel said 400 for job {job.id}")
+    panel = DeadLettersPanel(service, bridge, poll_ms=0)
+    qtbot.addWidget(panel)
+    panel.show()
+    counts: list[int] = []
+    panel.count_changed.connect(counts.append)
+    assert panel.model.rowCount() == 3 and panel.stack.currentWidget() is panel.view
+    reason_column = DeadLettersModel.COLUMNS.index("Reason")
+    assert panel.model.index(0, reason_column).data().startswith("HighLevel said 400")
+
+    panel.view.setFocus()
+    panel.view.setCurrentIndex(panel.model.index(0, 0))
+    first = panel.model.record(0).job_id
+    qtbot.keyClick(panel.view, Qt.Key.Key_Return)
+    (retry,) = [a for a in panel.last_menu.actions() if a.text() == "Retry"]
+    retry.trigger()
+    panel.last_menu.close()
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 2)
+    assert db.jobs.get(first).state.value == "pending"  # type: ignore[union-attr]
+    assert panel.status.text() == "1 job queued again."
+
+    qtbot.mouseClick(panel.retry_all_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 0)
+    assert panel.status.text() == "2 jobs queued again." and db.jobs.count("dead") == 0
+    assert panel.stack.currentWidget() is panel.hint and not panel.retry_all_button.isEnabled()
+    assert counts == [2, 0]
