@@ -144,6 +144,11 @@ class BridgeOptions:
     message_types: frozenset[str] = field(default_factory=lambda: frozenset({"SMS", "Custom", "WhatsApp"}))
 
 
+def part_key(ghl_message_id: str, index: int) -> str:
+    """The marker row's HighLevel-id key of part ``index`` of a multi-attachment reply."""
+    return f"{ghl_message_id}#part{index}"
+
+
 def new_wa_message_id() -> str:
     """A WhatsApp-style message id (``3EB0`` + 18 hex), chosen before sending."""
     return "3EB0" + secrets.token_hex(9).upper()
@@ -426,11 +431,12 @@ class Bridge:
         assert row.id is not None
         try:
             first_id: str | None = None
-            if media:
-                for index, (_, item) in enumerate(media):
-                    await self._sessions.pace(session.id)
-                    sent = await transport.send_media(jid, item, message_id=wa_id if index == 0 else f"{wa_id}{index}")
-                    first_id = first_id or sent.message_id
+            if len(media) > 1:
+                first_id = (await self._send_parts(row, session.id, transport, jid, media, wa_id)).wa_message_id
+            elif media:
+                await self._sessions.pace(session.id)
+                sent = await transport.send_media(jid, media[0][1], message_id=wa_id)
+                first_id = sent.message_id
             else:
                 await self._sessions.pace(session.id)
                 sent = await transport.send_text(jid, text, message_id=wa_id)
@@ -447,6 +453,38 @@ class Bridge:
         updated = messages.update(row.id, status=MessageStatus.SENT,
                                   wa_message_id=first_id if first_id and first_id != wa_id else None)
         self._logged(updated)
+
+    async def _send_parts(
+        self, row: Message, session_id: str, transport: WhatsAppTransport, jid: str,
+        media: list[tuple[str, OutgoingMedia]], wa_id: str,
+    ) -> Message:
+        """Send a multi-attachment reply one WhatsApp message per attachment, recording each part as
+        sent (a marker row ``<ghl id>#part<n>``) before the next is sent. A retry after a failure part
+        way — or after a crash — skips the parts already sent: neonize ignores our chosen message id,
+        so WhatsApp could not deduplicate a resend and the customer would get the earlier attachments
+        twice. The remaining window is a crash between WhatsApp accepting a part and its marker commit.
+
+        The first part's real id goes on the reply's own row at once (receipts match it); the marker
+        rows carry no WhatsApp id, so they never receive receipts nor push statuses to HighLevel."""
+        assert row.id is not None and row.ghl_message_id is not None
+        row_id = row.id
+        messages = self._repos.messages
+        for index, (url, item) in enumerate(media):
+            key = part_key(row.ghl_message_id, index)
+            done = messages.by_ghl_id(row.location_id, key)
+            if done is not None and done.status.rank >= MessageStatus.SENT.rank:
+                continue  # sent by an earlier attempt
+            await self._sessions.pace(session_id)
+            sent = await transport.send_media(jid, item, message_id=wa_id if index == 0 else f"{wa_id}{index}")
+            if index == 0 and sent.message_id and sent.message_id != row.wa_message_id:
+                row = messages.update(row_id, wa_message_id=sent.message_id)
+            messages.record(Message(
+                location_id=row.location_id, direction=Direction.OUTBOUND, kind=item.kind, chat_jid=row.chat_jid,
+                session_id=session_id, ghl_message_id=key, media_ref=url, media_mime=item.mimetype,
+                media_name=item.file_name, media_size=len(item.data), status=MessageStatus.SENT,
+                body=f"part {index + 1} of {len(media)} of HighLevel message {row.ghl_message_id}",
+            ))
+        return row
 
     async def _recipient_jid(
         self, location_id: str, phone: str, contact_id: object, transport: WhatsAppTransport

@@ -138,8 +138,11 @@ async def eventually(check: Callable[[], Any], limit: float = 20.0, interval: fl
 
 
 @asynccontextmanager
-async def bridge_env(runtime_options: RuntimeOptions | None = None, **sandbox_options: Any) -> AsyncIterator[Env]:
-    """Sandbox + network + a linked bridge; ``runtime_options`` default to FAST_RUNTIME."""
+async def bridge_env(runtime_options: RuntimeOptions | None = None, *,
+                     transport_factory: Callable[[str], Any] | None = None,
+                     **sandbox_options: Any) -> AsyncIterator[Env]:
+    """Sandbox + network + a linked bridge; ``runtime_options`` default to FAST_RUNTIME.
+    ``transport_factory(sandbox_url)`` replaces ``simulated_transport_factory`` (e.g. a subclass)."""
     options = {"status_race_seconds": 0.2, "webhook_retry_seconds": 0.05, "locations": 1,
                # the app's registered redirect URI on the free port FAST_RUNTIME's listener takes
                "redirect_uris": [any_port(app_registration().redirect_uri)], **sandbox_options}
@@ -150,7 +153,8 @@ async def bridge_env(runtime_options: RuntimeOptions | None = None, **sandbox_op
             webhook_ed25519_public_key=sb.public_key_pem,
         )
         app = App(settings, secrets=MemorySecretStore(), console_log=False, sandbox=True)
-        runtime = BridgeRuntime(app, simulated_transport_factory(sb.url), runtime_options or FAST_RUNTIME,
+        make_transports = (transport_factory or simulated_transport_factory)(sb.url)
+        runtime = BridgeRuntime(app, make_transports, runtime_options or FAST_RUNTIME,
                                open_url=ConsentClicker())
         http = httpx.AsyncClient(timeout=30)
         try:

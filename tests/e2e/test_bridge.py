@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ghl_desktop.adapters.whatsapp.simulated import SimulatedTransport, TransportOptions
+from ghl_desktop.core.errors import WhatsAppTransientError
 from ghl_desktop.core.models import Direction, MessageKind, MessageStatus, NewJob, utcnow
-from ghl_desktop.core.whatsapp import IncomingMessage
-from ghl_desktop.services.bridge import OUTBOUND
+from ghl_desktop.core.whatsapp import IncomingMessage, OutgoingMedia, SendResult
+from ghl_desktop.services.bridge import OUTBOUND, BridgeOptions, part_key
 from ghl_desktop.webhooks.gate import KIND_APP_EVENT, KIND_OUTBOUND_MESSAGE
-from tests.e2e.harness import PNG, Env, bridge_env, eventually
+from tests.e2e.harness import FAST_RUNTIME, PNG, Env, bridge_env, eventually
 
 ALICE = "+4915112345678"
 
@@ -251,3 +256,61 @@ async def test_an_existing_contact_keeps_the_agency_tags() -> None:
         contact = (await env.http.get(f"{env.url}/contacts/{contact_id}", headers=token_headers)).json()["contact"]
         assert contact["tags"] == ["vip", "2024"]
         assert by_alt(await env.messages())[wa_id]["contactId"] == contact_id
+
+
+def _engine_ids_transport(fail_media_sends: set[int]) -> Callable[[str], Any]:
+    """Transports that behave like neonize: the engine picks every message id (ours is ignored, so the
+    network cannot deduplicate a resend), and the media sends numbered in ``fail_media_sends`` (1-based,
+    across the run) fail once with a dropped connection."""
+    calls = {"media": 0}
+
+    class EngineIds(SimulatedTransport):
+        async def send_text(self, chat: str, text: str, *, quoted_id: str | None = None,
+                            message_id: str | None = None) -> SendResult:
+            return await super().send_text(chat, text, quoted_id=quoted_id, message_id=None)
+
+        async def send_media(self, chat: str, media: OutgoingMedia, *, quoted_id: str | None = None,
+                             message_id: str | None = None) -> SendResult:
+            calls["media"] += 1
+            if calls["media"] in fail_media_sends:
+                raise WhatsAppTransientError("connection dropped while sending")
+            return await super().send_media(chat, media, quoted_id=quoted_id, message_id=None)
+
+    return lambda url: _factory_of(EngineIds, url)
+
+
+def _factory_of(cls: type[SimulatedTransport], url: str) -> Callable[..., SimulatedTransport]:
+    def make(session: Any, handler: Any) -> SimulatedTransport:
+        return cls(session.id, url, handler, Path(session.store_path), options=TransportOptions(proxy=session.proxy))
+
+    return make
+
+
+@pytest.mark.asyncio
+async def test_a_multi_attachment_reply_failing_part_way_never_resends_the_earlier_parts() -> None:
+    """Issue 11 item 3: the second and third attachments fail once each; the customer still gets each
+    of the three exactly once (the engine ignores our ids, so only our records can prevent a resend)."""
+    options = replace(FAST_RUNTIME, bridge=BridgeOptions(session_wait_seconds=0.05))
+    async with bridge_env(options, transport_factory=_engine_ids_transport({2, 4})) as env:
+        await env.customer(ALICE, "Alice")
+        await env.send(ALICE, text="send me the photos")
+        await eventually(lambda: env.app.db.contacts.find(env.location_id, phone=ALICE))
+        contact = await env.contact_for(phone=ALICE)
+        files = [PNG + bytes([n]) * (n + 1) for n in range(3)]  # three distinct sizes
+        urls = [await env.upload_file(f"photo{n}.png", data, "image/png", contact["id"])
+                for n, data in enumerate(files)]
+        ghl_id = await env.reply(contact["id"], "three photos", attachments=urls)
+
+        def sent() -> bool:
+            row = env.app.db.messages.by_ghl_id(env.location_id, ghl_id)
+            return row is not None and row.status.rank >= MessageStatus.SENT.rank
+
+        await eventually(sent, 30)
+        inbox = [m for m in await env.inbox(ALICE) if m.get("media")]
+        assert sorted(m["media"]["size"] for m in inbox) == sorted(len(f) for f in files), inbox
+        assert inbox[0]["text"] == "three photos" and not any(m["text"] for m in inbox[1:])  # caption: 1st part
+        row = env.app.db.messages.by_ghl_id(env.location_id, ghl_id)
+        assert row is not None and row.wa_message_id == inbox[0]["id"]  # receipts match the first part
+        for index in range(3):  # each part recorded as sent
+            marker = env.app.db.messages.by_ghl_id(env.location_id, part_key(ghl_id, index))
+            assert marker is not None and marker.status is MessageStatus.SENT and marker.wa_message_id is None
