@@ -67,7 +67,14 @@ from ghl_desktop.core.ports import (
     MessageRepository,
     SessionRepository,
 )
-from ghl_desktop.core.whatsapp import IncomingMessage, OutgoingMedia, Receipt, ReceiptKind, WhatsAppTransport
+from ghl_desktop.core.whatsapp import (
+    IncomingMessage,
+    OutgoingMedia,
+    Receipt,
+    ReceiptKind,
+    SendResult,
+    WhatsAppTransport,
+)
 from ghl_desktop.services.jobs import JobHandler, RetryLater
 
 log = logging.getLogger("ghl.bridge")
@@ -95,11 +102,18 @@ class SessionAccess(Protocol):
     """The sessions service, as the bridge sees it."""
 
     def transport_for(self, session_id: str) -> WhatsAppTransport | None:
-        """The live transport of a *connected* session, else None."""
+        """The live transport of a *connected* session, else None (lookups such as is_on_whatsapp;
+        never for sending: sends go through send_text / send_media, which pace them)."""
         ...
 
-    async def pace(self, session_id: str) -> None:
-        """Wait for this session's next send slot (minimum gap + jitter)."""
+    async def send_text(self, session_id: str, chat: str, text: str, *, quoted_id: str | None = None,
+                        message_id: str | None = None) -> SendResult:
+        """Send in the number's pacing slot: one send at a time, the gap counted from the end of the
+        previous one (services/pacing.py)."""
+        ...
+
+    async def send_media(self, session_id: str, chat: str, media: OutgoingMedia, *, quoted_id: str | None = None,
+                         message_id: str | None = None) -> SendResult:
         ...
 
 
@@ -432,14 +446,12 @@ class Bridge:
         try:
             first_id: str | None = None
             if len(media) > 1:
-                first_id = (await self._send_parts(row, session.id, transport, jid, media, wa_id)).wa_message_id
+                first_id = (await self._send_parts(row, session.id, jid, media, wa_id)).wa_message_id
             elif media:
-                await self._sessions.pace(session.id)
-                sent = await transport.send_media(jid, media[0][1], message_id=wa_id)
+                sent = await self._sessions.send_media(session.id, jid, media[0][1], message_id=wa_id)
                 first_id = sent.message_id
             else:
-                await self._sessions.pace(session.id)
-                sent = await transport.send_text(jid, text, message_id=wa_id)
+                sent = await self._sessions.send_text(session.id, jid, text, message_id=wa_id)
                 first_id = sent.message_id
         except (NotOnWhatsApp, SessionLoggedOut, MediaTooLarge, UnsupportedMedia) as error:
             await self._fail(row, _readable(error))
@@ -455,8 +467,7 @@ class Bridge:
         self._logged(updated)
 
     async def _send_parts(
-        self, row: Message, session_id: str, transport: WhatsAppTransport, jid: str,
-        media: list[tuple[str, OutgoingMedia]], wa_id: str,
+        self, row: Message, session_id: str, jid: str, media: list[tuple[str, OutgoingMedia]], wa_id: str,
     ) -> Message:
         """Send a multi-attachment reply one WhatsApp message per attachment, recording each part as
         sent (a marker row ``<ghl id>#part<n>``) before the next is sent. A retry after a failure part
@@ -474,8 +485,8 @@ class Bridge:
             done = messages.by_ghl_id(row.location_id, key)
             if done is not None and done.status.rank >= MessageStatus.SENT.rank:
                 continue  # sent by an earlier attempt
-            await self._sessions.pace(session_id)
-            sent = await transport.send_media(jid, item, message_id=wa_id if index == 0 else f"{wa_id}{index}")
+            sent = await self._sessions.send_media(session_id, jid, item,
+                                                   message_id=wa_id if index == 0 else f"{wa_id}{index}")
             if index == 0 and sent.message_id and sent.message_id != row.wa_message_id:
                 row = messages.update(row_id, wa_message_id=sent.message_id)
             messages.record(Message(

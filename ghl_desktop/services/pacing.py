@@ -1,7 +1,9 @@
 """Per-number send pacing: a minimum gap plus random jitter between two messages.
 
 Why: WhatsApp's spam filters flag numbers that fire messages back to back. Every message a session
-sends goes through its :class:`PacedSender`, so a burst (a campaign, a backlog after a reconnect)
+sends goes through its :class:`PacedSender` (``SessionService.send*`` is the only send path; there
+is deliberately no "take a slot, then send yourself" call, which let sends overlap and measured the
+gap from the previous send's start), so a burst (a campaign, a backlog after a reconnect)
 leaves at a human-ish pace. The gap is measured from the END of the previous send (when WhatsApp
 accepted it) to the start of the next, so the server sees at least ``min_gap`` between them.
 """
@@ -25,13 +27,6 @@ class PacedSender:
         self._rng = rng or random.Random()
         self._lock = asyncio.Lock()
         self._last_done: float | None = None
-
-    async def pace(self) -> None:
-        """Wait for the next slot and take it (for callers that send by themselves). The gap is
-        measured from the previous slot's start, or from the end of a previous :meth:`run`."""
-        async with self._lock:
-            await self._wait_turn()
-            self._last_done = asyncio.get_running_loop().time()
 
     async def _wait_turn(self) -> None:
         if self._last_done is None:

@@ -301,10 +301,6 @@ class SessionService:
 
     # --- sending ------------------------------------------------------------------------------------
 
-    async def pace(self, session_id: str) -> None:
-        """Wait for this session's next send slot (for callers that then call the transport)."""
-        await self._pacer(session_id).pace()
-
     async def send(self, session_id: str, call: Callable[[WhatsAppTransport], Awaitable[T]]) -> T:
         """Run one send on the session's transport in its pacing slot."""
         session = self._require(session_id)

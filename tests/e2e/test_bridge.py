@@ -3,7 +3,9 @@ plays HighLevel, the simulated network plays WhatsApp and the customers' phones.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import itertools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -314,3 +316,49 @@ async def test_a_multi_attachment_reply_failing_part_way_never_resends_the_earli
         for index in range(3):  # each part recorded as sent
             marker = env.app.db.messages.by_ghl_id(env.location_id, part_key(ghl_id, index))
             assert marker is not None and marker.status is MessageStatus.SENT and marker.wa_message_id is None
+
+
+@pytest.mark.asyncio
+async def test_concurrent_replies_from_one_number_never_overlap_and_keep_the_gap() -> None:
+    """Issue 11 item 4: replies to three customers run as concurrent jobs; the first send is slow to
+    leave. Every send still goes through the number's pacer: never two at once, and WhatsApp sees at
+    least ``send_min_gap`` between two messages (counted from the end of the previous send)."""
+    gap = 0.2
+    state = {"in_flight": 0, "max_in_flight": 0}
+
+    class SlowFirstSend(SimulatedTransport):
+        async def send_text(self, chat: str, text: str, *, quoted_id: str | None = None,
+                            message_id: str | None = None) -> SendResult:
+            state["in_flight"] += 1
+            state["max_in_flight"] = max(state["max_in_flight"], state["in_flight"])
+            try:
+                if text == "reply 0":
+                    await asyncio.sleep(3 * gap)  # a slow network for the first reply
+                return await super().send_text(chat, text, quoted_id=quoted_id, message_id=message_id)
+            finally:
+                state["in_flight"] -= 1
+
+    runner = replace(FAST_RUNTIME.runner, concurrency=8)
+    options = replace(FAST_RUNTIME, runner=runner,
+                      sessions=replace(FAST_RUNTIME.sessions, send_min_gap=gap, send_jitter=0.0))
+    customers = ["+4915112345601", "+4915112345602", "+4915112345603"]
+    async with bridge_env(options, transport_factory=lambda url: _factory_of(SlowFirstSend, url)) as env:
+        contacts = []
+        for phone in customers:
+            await env.customer(phone, phone[-2:])
+            await env.send(phone, text="hello")
+            await eventually(lambda p=phone: env.app.db.contacts.find(env.location_id, phone=p))
+            contacts.append((await env.contact_for(phone=phone))["id"])
+        for n, contact in enumerate(contacts):
+            await env.reply(contact, f"reply {n}")
+
+        async def all_arrived() -> list[dict[str, Any]] | None:
+            got = [m for phone in customers for m in await env.inbox(phone) if str(m.get("text")).startswith("reply")]
+            return got if len(got) == len(customers) else None
+
+        got = await eventually(all_arrived, 30)
+        assert state["max_in_flight"] == 1  # never two sends on one number at once
+        received = sorted(m["received_at"] for m in got)
+        gaps = [b - a for a, b in itertools.pairwise(received)]
+        assert min(gaps) >= gap, gaps  # as WhatsApp (the network) saw them
+
