@@ -8,8 +8,18 @@ network run in-process exactly as ``ghl-desktop headless --sandbox`` runs them (
 ``<data dir>/sandbox/``, the same port on every start), and the window says so with the sandbox's
 address. So ``make run`` on a fresh machine lands in a window that works end to end.
 
-The process ends when the window has closed, which stops the runtime, closes the app and then the
-sandbox.
+Before anything else, :class:`~ghl_desktop.ui.single_instance.SingleInstance` checks the data dir:
+a second launch raises the first window and exits 0 — before any secret is unlocked (no passphrase
+prompt), before any server starts, and before the heavy imports (this module imports the window,
+the runtime and the database layer only inside its functions, so the hand-off takes about a
+second). Sandbox mode uses its own secret store under ``<data dir>/sandbox/`` (no keyring, no
+passphrase); real mode unlocks the keyring or the vault.
+
+The window gets a :class:`~ghl_desktop.ui.tray.Tray` following the health, a
+:class:`~ghl_desktop.ui.notify.NoticeCenter` on the platform's notification service, and the
+:class:`~ghl_desktop.ui.lifecycle.Lifecycle` (close to tray, Quit that asks, geometry remembered).
+The process ends when the window has shut down (Quit, or closing it where there is no tray), which
+stops the runtime, closes the app and then the sandbox.
 """
 
 from __future__ import annotations
@@ -20,27 +30,41 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication, QMessageBox
+from typing import TYPE_CHECKING, Any
 
 from ghl_desktop import __version__
-from ghl_desktop.app import App, with_stored_client_secret
-from ghl_desktop.config import Settings, load_settings
-from ghl_desktop.core.errors import GhlDesktopError
-from ghl_desktop.core.ports import SecretStore
-from ghl_desktop.logging_setup import LoggingSetup, configure_logging
-from ghl_desktop.runtime import BridgeRuntime, RuntimeOptions, neonize_transport_factory
-from ghl_desktop.sandbox_mode import SandboxMode, point_sandbox_webhooks, running_sandbox_mode
-from ghl_desktop.ui.main_window import MainWindow, OpenUrl, open_in_browser
-from ghl_desktop.ui.passphrase import ask_with_dialog, unlock_secret_store
-from ghl_desktop.ui.qloop import QEventLoop
-from ghl_desktop.ui.resources import app_icon
+
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QApplication
+
+    from ghl_desktop.app import App
+    from ghl_desktop.config import Settings
+    from ghl_desktop.core.ports import SecretStore
+    from ghl_desktop.logging_setup import LoggingSetup
+    from ghl_desktop.runtime import BridgeRuntime, RuntimeOptions
+    from ghl_desktop.sandbox_mode import SandboxMode
+    from ghl_desktop.ui.lifecycle import Lifecycle
+    from ghl_desktop.ui.main_window import MainWindow, OpenUrl
+    from ghl_desktop.ui.passphrase import AskPassphrase
+    from ghl_desktop.ui.single_instance import SingleInstance
+    from ghl_desktop.ui.tray import Tray
 
 log = logging.getLogger("ghl.ui")
 
 
+def __getattr__(name: str) -> Any:
+    if name == "with_stored_client_secret":  # kept importable from here (heavy: imported on use)
+        from ghl_desktop.app import with_stored_client_secret
+
+        return with_stored_client_secret
+    raise AttributeError(name)
+
+
 def create_qt_application() -> QApplication:
+    from PySide6.QtWidgets import QApplication
+
+    from ghl_desktop.ui.resources import app_icon
+
     existing = QApplication.instance()
     qt_app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
     qt_app.setApplicationName("ghl-desktop")
@@ -57,6 +81,8 @@ def build_runtime(
     app: App, mode: SandboxMode | None, open_url: OpenUrl, options: RuntimeOptions | None = None
 ) -> BridgeRuntime:
     """The runtime the window drives: simulated WhatsApp in sandbox mode, neonize otherwise."""
+    from ghl_desktop.runtime import BridgeRuntime, RuntimeOptions, neonize_transport_factory
+
     if mode is not None:
         from ghl_desktop.adapters.whatsapp.simulated import simulated_transport_factory
 
@@ -75,11 +101,25 @@ async def run_window(
     sandbox: bool = False,
     sandbox_port: int = 0,
     logging_setup: LoggingSetup | None = None,
-    open_url: OpenUrl = open_in_browser,
+    open_url: OpenUrl | None = None,
     runtime_options: RuntimeOptions | None = None,
     on_window: Callable[[MainWindow], None] | None = None,
+    instance: SingleInstance | None = None,
+    tray: Tray | None = None,
+    on_lifecycle: Callable[[Lifecycle], None] | None = None,
 ) -> str | None:
-    """Run the window until it is closed; returns None, or why the app could not start."""
+    """Run the window until it has shut down; returns None, or why the app could not start."""
+    from ghl_desktop.app import App, with_stored_client_secret
+    from ghl_desktop.core.errors import GhlDesktopError
+    from ghl_desktop.sandbox_mode import point_sandbox_webhooks, running_sandbox_mode
+    from ghl_desktop.ui.lifecycle import Lifecycle, UiState, apply_start_at_login
+    from ghl_desktop.ui.main_window import MainWindow, open_in_browser
+    from ghl_desktop.ui.notifications import DesktopNotifications
+    from ghl_desktop.ui.notify import NoticeCenter
+    from ghl_desktop.ui.resources import resources_dir
+    from ghl_desktop.ui.tray import Tray
+
+    open_url = open_url or open_in_browser
     settings = with_stored_client_secret(settings, secrets)
     use_sandbox = sandbox or not settings.has_ghl_credentials
     async with contextlib.AsyncExitStack() as stack:
@@ -96,11 +136,25 @@ async def run_window(
             log.error("cannot start: %s", exc)
             return str(exc)
         runtime = build_runtime(app, mode, open_url, runtime_options)
-        window = MainWindow(app, runtime, sandbox_url=mode.url if mode else None, open_url=open_url)
+        shown_tray = tray if tray is not None else Tray()
+        window = MainWindow(app, runtime, tray=shown_tray, sandbox_url=mode.url if mode else None, open_url=open_url)
+        notifications = DesktopNotifications("ghl-desktop", resources_dir() / "ghl-desktop.png")
+        notices = NoticeCenter(
+            notifications, balloon=lambda title, text, warning: shown_tray.notify(title, text, warning=warning),
+            reveal=lambda sid, lid: window.reveal(session_id=sid, location_id=lid), parent=window)
+        lifecycle = Lifecycle(window, shown_tray, notices, UiState(settings.home), instance=instance, parent=window)
+        lifecycle.restore()
         finished = asyncio.Event()
         window.shutdown_finished.connect(finished.set)
         if on_window is not None:
             on_window(window)
+        if on_lifecycle is not None:
+            on_lifecycle(lifecycle)
+        if settings.start_at_login:
+            try:
+                log.info("start at login: %s", apply_start_at_login(True).where)
+            except OSError as exc:
+                log.warning("could not set up start at login: %s", exc)
 
         async def start() -> None:
             await runtime.start()
@@ -111,46 +165,97 @@ async def run_window(
         window.show()
         window.start_bridge(start())
         await finished.wait()
+        await notices.drain()
+        await notifications.close()
     return None
 
 
+def open_secrets(
+    settings: Settings, sandbox: bool, ask: AskPassphrase | None = None
+) -> tuple[SecretStore | None, bool]:
+    """The secret store to run with and whether this is sandbox mode. Sandbox mode (``--sandbox`` or no
+    client ID) never touches the real keyring/vault, so it never asks for a passphrase."""
+    from ghl_desktop.ui.lifecycle import sandbox_secret_store, starts_in_sandbox
+
+    decided = starts_in_sandbox(settings, sandbox)
+    if decided is True:
+        return sandbox_secret_store(settings), True
+    from ghl_desktop.app import with_stored_client_secret
+    from ghl_desktop.ui.passphrase import ask_with_dialog, unlock_secret_store
+
+    secrets = unlock_secret_store(settings, ask or ask_with_dialog())
+    if secrets is None:
+        return None, False
+    if decided is None and not with_stored_client_secret(settings, secrets).has_ghl_credentials:
+        return sandbox_secret_store(settings), True  # a client ID but no secret anywhere: sandbox mode
+    return secrets, False
+
+
 def run_gui(sandbox: bool = False, sandbox_port: int = 0) -> int:
+    from ghl_desktop.config import load_settings
+    from ghl_desktop.logging_setup import configure_logging
+    from ghl_desktop.ui.single_instance import SingleInstance
+
     settings = load_settings()
     logging_setup = configure_logging(settings)  # before anything imports neonize
-    log.info("ghl-desktop %s starting (sandbox=%s, sandbox port=%s)", __version__, sandbox, sandbox_port or "auto")
     qt_app = create_qt_application()
 
-    secrets = unlock_secret_store(settings, ask_with_dialog())
+    instance = SingleInstance(settings.home)
+    if not instance.acquire():
+        answered = SingleInstance.hand_off(settings.home)
+        log.info("ghl-desktop already runs on %s; %s", settings.home,
+                 "its window was brought to the front" if answered else "it did not answer")
+        print(f"ghl-desktop is already running for {settings.home}"
+              + ("; its window was brought to the front." if answered else "."))
+        logging_setup.close()
+        return 0
+
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QMessageBox
+
+    from ghl_desktop.ui.qloop import QEventLoop
+
+    secrets, use_sandbox = open_secrets(settings, sandbox)
     if secrets is None:
         print("No vault passphrase was given, so ghl-desktop did not start.", file=sys.stderr)
+        instance.release()
         logging_setup.close()
         return 1
+    log.info("ghl-desktop %s starting (sandbox=%s, sandbox port=%s)", __version__, use_sandbox,
+             sandbox_port or "auto")
 
     loop = QEventLoop(qt_app)
     asyncio.set_event_loop(loop)
     windows: list[MainWindow] = []
-    # Ctrl+C in the terminal, or SIGTERM (logout, a service manager), closes the window the normal way
-    # (all work finished, database closed); the timer lets Python see the signal
+    # Ctrl+C in the terminal, or SIGTERM (logout, a service manager), shuts the window down the normal
+    # way (all work finished, database closed) — quit(), not close(): close may only hide it to the tray.
+    # The timer lets Python see the signal.
     previous_term = signal.getsignal(signal.SIGTERM)
+
+    def shut_down(*_args: object) -> None:
+        for window in windows:
+            window.quit()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: [w.close() for w in windows])
+        signal.signal(sig, shut_down)
     wake = QTimer()
     wake.start(250)
     wake.timeout.connect(lambda: None)
     try:
         with loop:
             problem = loop.run_until_complete(run_window(
-                settings, secrets, sandbox=sandbox, sandbox_port=sandbox_port, logging_setup=logging_setup,
-                on_window=windows.append,
+                settings, secrets, sandbox=use_sandbox, sandbox_port=sandbox_port, logging_setup=logging_setup,
+                on_window=windows.append, instance=instance,
             ))
     finally:
         wake.stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, previous_term)
+        instance.release()
     if problem is not None:
         QMessageBox.critical(None, "ghl-desktop cannot start", problem)
     logging_setup.close()
     return 0 if problem is None else 1
 
 
-__all__ = ["build_runtime", "create_qt_application", "run_gui", "run_window", "with_stored_client_secret"]
+__all__ = ["build_runtime", "create_qt_application", "open_secrets", "run_gui", "run_window"]
