@@ -19,6 +19,8 @@ PKGS=(
   chromium
   # the PostgreSQL server the storage contract suite also runs against
   postgresql
+  # make dist: PyInstaller refuses to run on Linux without objdump
+  binutils
 )
 command -v dpkg-query >/dev/null 2>&1 || { echo "sysdeps: not a Debian-like system; install the equivalents of: ${PKGS[*]}"; exit 0; }
 missing=()
