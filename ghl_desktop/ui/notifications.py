@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,23 @@ log = logging.getLogger("ghl.ui.notifications")
 SEND_TIMEOUT_SECONDS = 5.0
 
 
+def session_bus_reachable(environ: Mapping[str, str] | None = None, platform: str | None = None) -> bool:
+    """Linux/BSD: is there a session bus to ask (``DBUS_SESSION_BUS_ADDRESS``, or an X display whose
+    bus can be looked up)? Other platforms: True (their services are not on D-Bus)."""
+    plat = platform or sys.platform
+    if plat.startswith(("win", "darwin")):
+        return True
+    env = os.environ if environ is None else environ
+    return bool(env.get("DBUS_SESSION_BUS_ADDRESS") or env.get("DISPLAY"))
+
+
 class DesktopNotifications:
     def __init__(self, app_name: str = "ghl-desktop", icon_path: Path | None = None) -> None:
         self.app_name = app_name
         self.icon_path = icon_path
+        # desktop-notifier logs every failed send with a traceback at WARNING; one line of ours is enough
+        logging.getLogger("desktop_notifier").setLevel(logging.ERROR)
+        self._last_failure: str | None = None
         self._notifier: Any = None
         self._unusable: str | None = None
         #: the desktop-notifier backend class name ("DBusDesktopNotifier", …), once created
@@ -72,6 +87,9 @@ class DesktopNotifications:
         on_clicked: Callable[[], Any] | None = None,
     ) -> str:
         """``"service"`` when the platform's notification service took the notice, else ``"none"``."""
+        if not session_bus_reachable():
+            self._failed("no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is not set)")
+            return "none"
         notifier = self._make()
         if notifier is None:
             return "none"
@@ -84,12 +102,21 @@ class DesktopNotifications:
                 on_dispatched=dispatched.set, on_clicked=on_clicked,
             ), SEND_TIMEOUT_SECONDS)
         except TimeoutError:
-            log.warning("the notification service did not answer within %.0f s", SEND_TIMEOUT_SECONDS)
+            self._failed(f"the notification service did not answer within {SEND_TIMEOUT_SECONDS:.0f} s")
             return "none"
-        except Exception:
-            log.warning("desktop notification failed", exc_info=True)
+        except Exception as exc:
+            self._failed(f"desktop notification failed: {exc}")
             return "none"
-        return "service" if dispatched.is_set() else "none"
+        if not dispatched.is_set():
+            self._failed("the notification service did not take the notice (none on the session bus?)")
+            return "none"
+        self._last_failure = None
+        return "service"
+
+    def _failed(self, why: str) -> None:
+        if why != self._last_failure:  # once per kind of failure, not once per notice
+            log.info("desktop notifications: %s; using the tray balloon", why)
+        self._last_failure = why
 
     async def close(self) -> None:
         """Drop the D-Bus connection (the window is closing)."""
@@ -102,4 +129,4 @@ class DesktopNotifications:
                 log.debug("closing the notification bus failed", exc_info=True)
 
 
-__all__ = ["SEND_TIMEOUT_SECONDS", "DesktopNotifications"]
+__all__ = ["SEND_TIMEOUT_SECONDS", "DesktopNotifications", "session_bus_reachable"]

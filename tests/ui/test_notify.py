@@ -102,3 +102,12 @@ async def test_without_service_or_tray_the_notice_is_still_recorded(qapp: object
     center.flush()
     await center.drain()
     assert len(center.shown) == 1  # stopped: nothing more
+
+
+def test_a_session_bus_is_needed_on_linux_only() -> None:
+    from ghl_desktop.ui.notifications import session_bus_reachable
+
+    assert not session_bus_reachable({}, "linux")
+    assert session_bus_reachable({"DBUS_SESSION_BUS_ADDRESS": "unix:path=/x"}, "linux")
+    assert session_bus_reachable({"DISPLAY": ":0"}, "linux")
+    assert session_bus_reachable({}, "win32") and session_bus_reachable({}, "darwin")
