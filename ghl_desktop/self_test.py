@@ -128,6 +128,8 @@ class SelfTest:
                 raise StepFailed("no engine client after attach")
         finally:
             await transport.stop()
+        # in the bundle neonize's download.py is inside the archive, not a file doctor can read
+        version = version or str(getattr(sys.modules.get("neonize.download"), "__GONEONIZE_VERSION__", ""))
         return f"{library.name} {version or ''}".rstrip() + ", client constructed, no network"
 
     async def qr(self) -> str:
