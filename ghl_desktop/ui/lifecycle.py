@@ -205,6 +205,23 @@ def _write_or_remove(path: Path, content: bytes | None) -> None:
     tmp.replace(path)
 
 
+def store_setting(home: Path, key: str, value: Any) -> None:
+    """Change one non-secret key of ``<data dir>/settings.json`` and nothing else (the running
+    settings hold environment and sandbox values that must not be written there)."""
+    path = Path(home) / "settings.json"
+    try:
+        values = json.loads(path.read_text("utf-8"))
+        if not isinstance(values, dict):
+            values = {}
+    except (OSError, ValueError):
+        values = {}
+    values[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(values, indent=2, sort_keys=True), "utf-8")
+    tmp.replace(path)
+
+
 # --- sandbox secrets ---------------------------------------------------------------------------
 
 #: the sandbox vault's key is not a secret: it only keeps sandbox tokens apart from the real store
@@ -308,6 +325,12 @@ class Lifecycle(QObject):
         tray.reveal_requested.connect(lambda sid, lid: window.reveal(session_id=sid, location_id=lid))
         tray.pause_requested.connect(self._pause)
         tray.resume_requested.connect(self._resume)
+        settings = getattr(getattr(window, "app", None), "settings", None)
+        self.home: Path | None = getattr(settings, "home", None)
+        tray.set_start_at_login(bool(getattr(settings, "start_at_login", False)))
+        tray.start_at_login_toggled.connect(self.set_start_at_login)
+        #: the last start-at-login entry written or removed (None: untouched)
+        self.autostart: Autostart | None = None
         window.bridge.health_changed.connect(tray.apply_health)
         if instance is not None:
             instance.activated.connect(lambda: window.reveal())
@@ -342,6 +365,17 @@ class Lifecycle(QObject):
                              "Bridging goes on in the background. Open the window from the tray icon; "
                              "Quit in its menu stops ghl-desktop.")
 
+    def set_start_at_login(self, enabled: bool) -> None:
+        """The tray's check box: write/remove the login entry and keep the choice in settings.json."""
+        try:
+            self.autostart = apply_start_at_login(enabled)
+            if self.home is not None:
+                store_setting(self.home, "start_at_login", enabled)
+            log.info("start at login %s: %s", "on" if enabled else "off", self.autostart.where)
+        except OSError as exc:
+            log.warning("could not change start at login: %s", exc)
+            self.tray.set_start_at_login(not enabled)
+
     def _pause(self) -> None:
         health = self._health()
         if health is not None:
@@ -373,6 +407,7 @@ __all__ = [
     "live_numbers",
     "sandbox_secret_store",
     "starts_in_sandbox",
+    "store_setting",
     "xdg_autostart_entry",
     "xdg_autostart_file",
 ]

@@ -6,7 +6,7 @@ needs attention.
   a location needing reconnect). Distinct in shape and colour, readable at 16 px.
 - Tooltip: ``ghl-desktop — 5 numbers · 1 down · 2 messages failed`` (:meth:`HealthSnapshot.summary`).
 - Menu: the numbers/locations that need attention (clicking one → ``reveal_requested(session_id,
-  location_id)``), Pause/Resume bridging, Open window, Quit.
+  location_id)``), Pause/Resume bridging, Open window, Start at login (a check box), Quit.
 
 The decisions (which icon, which text, which entries) are plain functions over a
 :class:`HealthSnapshot` so they are tested without a tray host. Where there is no tray (no tray host
@@ -117,6 +117,7 @@ class Tray(QObject):
     reveal_requested = Signal(object, object)
     pause_requested = Signal()
     resume_requested = Signal()
+    start_at_login_toggled = Signal(bool)
 
     def __init__(self, icon: QIcon | None = None, tooltip: str = APP_NAME, parent: QObject | None = None,
                  *, show_icon: bool | None = None) -> None:
@@ -135,6 +136,9 @@ class Tray(QObject):
         self._pause.triggered.connect(self._toggle_pause)
         self._open = QAction("Open window", self)
         self._open.triggered.connect(self.show_requested.emit)
+        self._autostart = QAction("Start at login", self)
+        self._autostart.setCheckable(True)
+        self._autostart.toggled.connect(self.start_at_login_toggled.emit)
         self._quit = QAction("Quit", self)
         self._quit.triggered.connect(self.quit_requested.emit)
         #: the fixed actions are the tray's (QMenu.clear() deletes the actions the menu owns)
@@ -191,8 +195,19 @@ class Tray(QObject):
         self._pause.setText("Resume bridging" if self.paused else "Pause bridging")
         self.menu.addAction(self._pause)
         self.menu.addAction(self._open)
+        self.menu.addAction(self._autostart)
         self.menu.addSeparator()
         self.menu.addAction(self._quit)
+
+    def set_start_at_login(self, enabled: bool) -> None:
+        """Show the setting's value (without emitting ``start_at_login_toggled``)."""
+        self._autostart.blockSignals(True)
+        self._autostart.setChecked(enabled)
+        self._autostart.blockSignals(False)
+
+    @property
+    def start_at_login(self) -> bool:
+        return self._autostart.isChecked()
 
     def _toggle_pause(self) -> None:
         (self.resume_requested if self.paused else self.pause_requested).emit()

@@ -237,6 +237,23 @@ def test_windows_run_value_quotes_the_path() -> None:
     assert xdg_autostart_entry(["a", "b c"]).count("Exec=a 'b c'") == 1
 
 
+def test_the_tray_check_box_writes_the_login_entry_and_the_setting(qtbot, qloop, app: App, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    entry = tmp_path / "xdg" / "autostart" / "ghl-desktop.desktop"
+    (app.settings.home / "settings.json").write_text('{"webhook_port": 9999}', "utf-8")
+    window, tray, _, lifecycle = host_window(qtbot, app, tray_shown=False)
+    assert not tray.start_at_login
+    tray.trigger("Start at login")
+    assert tray.start_at_login and entry.exists() and "Exec=" in entry.read_text("utf-8")
+    stored = load_settings()
+    assert stored.start_at_login is True and stored.webhook_port == 9999  # the other keys are kept
+    assert lifecycle.autostart is not None and lifecycle.autostart.where == str(entry)
+    tray.trigger("Start at login")
+    assert not entry.exists() and load_settings().start_at_login is False
+    shut(qloop, window)
+
+
 def test_the_start_at_login_setting_has_an_environment_variable(tmp_path: Path) -> None:
     env = {"GHL_DESKTOP_HOME": str(tmp_path)}
     assert load_settings(env).start_at_login is False

@@ -73,7 +73,8 @@ def test_tooltip_and_menu_follow_the_snapshot(tray: Tray) -> None:
     tray.apply_health(HealthSnapshot(numbers=(number("s0001"),)))
     assert tray.state is TrayState.OK
     assert tray.tooltip == "ghl-desktop — 1 number"
-    assert tray.action_texts() == ["All numbers are bridging", "---", "Pause bridging", "Open window", "---", "Quit"]
+    assert tray.action_texts() == ["All numbers are bridging", "---", "Pause bridging", "Open window",
+                                   "Start at login", "---", "Quit"]
     tray.apply_health(five_numbers())
     assert tray.state is TrayState.DOWN
     assert tray.tooltip == "ghl-desktop — 5 numbers · 1 down · 2 messages failed"
@@ -81,7 +82,7 @@ def test_tooltip_and_menu_follow_the_snapshot(tray: Tray) -> None:
     assert texts[0] == "2 things need attention"
     assert texts[1].startswith("+15550100002 (Dental Co): Logged out")
     assert texts[2] == "2 messages failed: see Dead letters"
-    assert texts[3:] == ["---", "Pause bridging", "Open window", "---", "Quit"]
+    assert texts[3:] == ["---", "Pause bridging", "Open window", "Start at login", "---", "Quit"]
 
 
 def test_clicking_an_entry_reveals_that_row(qtbot, tray: Tray) -> None:  # type: ignore[no-untyped-def]
