@@ -12,6 +12,7 @@ stop the sessions (awaiting every engine's stop), close HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Mapping
@@ -54,6 +55,9 @@ class RuntimeOptions:
     oauth: dict[str, Any] = field(default_factory=dict)
     #: the HighLevel client's limits and retries (None: HighLevel's real ones); tests shrink them
     rate_limits: RateLimitConfig | None = None
+    #: quitting: the whole stop (webhook endpoint, relay, jobs in flight, WhatsApp numbers) ends within
+    #: about this long; jobs get most of it, the numbers the rest (both then cancel what is left)
+    stop_deadline: float = 8.0
 
 
 #: Timing knobs read from the environment by ``ghl-desktop headless`` (scripted acceptance runs, the
@@ -168,10 +172,14 @@ class BridgeRuntime:
             await self.http.aclose()
             return
         self._started = False
-        await self.webhooks.stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.stop_deadline
+        await self.webhooks.stop()  # nothing new is accepted (HighLevel retries what it could not deliver)
         if self.relay is not None:
             await self.relay.stop()
-        await self.runner.stop()
-        await self.sessions.close()
+        # jobs in flight first (they may still be sending on a number), then every number at once
+        grace = min(self.options.runner.stop_grace_seconds, deadline - loop.time() - 1.0)
+        await self.runner.stop(grace=max(0.0, grace))
+        await self.sessions.close(within=max(0.5, deadline - loop.time()))
         await self.http.aclose()
         log.info("bridge stopped")

@@ -56,6 +56,9 @@ class RunnerOptions:
     #: waits before re-trying a bookkeeping write (complete / retry / dead-letter) the database refused
     #: as busy; after the last one the job is left to its lease (RunnerProblem published)
     bookkeeping_retry_delays: tuple[float, ...] = (0.05, 0.2, 1.0)
+    #: quitting: jobs in flight get this long to finish; the rest are cancelled and released to run
+    #: again at the next start (handlers are idempotent; a release that fails leaves the lease to expire)
+    stop_grace_seconds: float = 4.0
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
@@ -113,15 +116,25 @@ class JobRunner:
             self._stopping = False
             self._main = asyncio.get_running_loop().create_task(self._loop(), name="job-runner")
 
-    async def stop(self) -> None:
-        """Stop leasing and wait for the jobs in flight to finish (their leases stay valid)."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop leasing; give the jobs in flight ``grace`` seconds (default ``stop_grace_seconds``) to
+        finish, then cancel the rest. A cancelled job is released to run again right away at the next
+        start (its handler is idempotent), so a job stuck in HTTP retries cannot hold up quitting."""
+        limit = self._options.stop_grace_seconds if grace is None else grace
         self._stopping = True
         self._wake.set()
         if self._main is not None:
             await self._main
             self._main = None
-        if self._running:
-            await asyncio.gather(*list(self._running), return_exceptions=True)
+        if not self._running:
+            return
+        _done, late = await asyncio.wait(set(self._running), timeout=max(0.0, limit))
+        if late:
+            log.warning("stopping: %d job(s) still running after %.1f s; cancelled, they run again next start",
+                        len(late), limit)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def run_until_idle(self, limit_seconds: float = 30.0) -> None:
         """Process due jobs until none is left pending or running (used by tests and shutdown)."""
@@ -202,7 +215,11 @@ class JobRunner:
     async def _run(self, job: Job) -> None:
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(job), name=f"lease-{job.id}")
         try:
-            action, write = await self._outcome(job)
+            try:
+                action, write = await self._outcome(job)
+            except asyncio.CancelledError:
+                self._release(job)
+                raise
             await self._record(job, action, write)
         finally:
             heartbeat.cancel()
@@ -247,6 +264,16 @@ class JobRunner:
                 return "retry", lambda: self._reschedule(job, reason, delay)
             return "dead-letter", lambda: self._queue.dead_letter(job.id, self._owner, error=reason)
         return "complete", lambda: self._queue.complete(job.id, self._owner)
+
+    def _release(self, job: Job) -> None:
+        """A job cancelled mid-run (shutdown): due again now, not after its lease expires; not an attempt
+        that failed. If the database refuses, the lease expiring does the same, later."""
+        try:
+            self._queue.retry_later(job.id, self._owner, error="interrupted by shutdown; runs again",
+                                    run_at=utcnow())
+        except Exception as exc:
+            log.warning("job %s (%s): could not release it at shutdown (%s); its lease will expire",
+                        job.id, job.kind, exc)
 
     async def _record(self, job: Job, action: str, write: Callable[[], object]) -> bool:
         """Run one bookkeeping write (complete / retry / dead-letter), retrying storage contention a

@@ -106,6 +106,9 @@ class SessionOptions:
     send_jitter: float = 1.5
     store_suffix: str = ".db"
     logout_timeout: float = 10.0
+    #: quitting: every number is stopped at once, and whatever is still stopping after this long is
+    #: cancelled (neonize can take ~18 s to disconnect; its store is consistent at any point)
+    close_timeout: float = 4.0
 
 
 class _Runtime:
@@ -288,16 +291,22 @@ class SessionService:
         log.info("session %s removed", session_id)
         self.bus.publish(SessionRemoved(session_id))
 
-    async def close(self) -> None:
-        """Stop every transport (awaited) and every timer; used on quit."""
-        for session_id in list(self._runtimes):
-            await self._retire(session_id)
-        if self._tasks:  # transport stops still finishing; timers were cancelled by _retire
-            _done, pending = await asyncio.wait(set(self._tasks), timeout=5.0)
-            for task in pending:
+    async def close(self, within: float | None = None) -> None:
+        """Stop every transport and timer; used on quit. All numbers stop concurrently; what has not
+        finished after ``within`` seconds (default ``options.close_timeout``) is cancelled, so quitting never
+        waits on a slow engine. Nothing is lost by that: a message is acknowledged to WhatsApp only
+        once stored, so an unacknowledged one is delivered again on the next start."""
+        limit = self.options.close_timeout if within is None else within
+        retiring = [asyncio.ensure_future(self._retire(session_id)) for session_id in list(self._runtimes)]
+        pending = {*retiring, *self._tasks}  # plus transport stops / background work still running
+        if not pending:
+            return
+        _done, late = await asyncio.wait(pending, timeout=max(0.0, limit))
+        if late:
+            log.warning("%d WhatsApp number(s) still stopping after %.1f s; cancelled", len(late), limit)
+            for task in late:
                 task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*late, return_exceptions=True)
 
     # --- sending ------------------------------------------------------------------------------------
 

@@ -362,3 +362,21 @@ async def test_concurrent_replies_from_one_number_never_overlap_and_keep_the_gap
         gaps = [b - a for a, b in itertools.pairwise(received)]
         assert min(gaps) >= gap, gaps  # as WhatsApp (the network) saw them
 
+
+
+@pytest.mark.asyncio
+async def test_stopping_with_a_job_stuck_in_http_meets_the_deadline_and_keeps_the_message() -> None:
+    """Issue 11 item 6: HighLevel hangs (30 s per request); quitting still ends within the runtime's
+    deadline, and the customer's message — acknowledged to WhatsApp — is stored with its job released."""
+    options = replace(FAST_RUNTIME, stop_deadline=1.5, runner=replace(FAST_RUNTIME.runner, stop_grace_seconds=0.3))
+    async with bridge_env(options) as env:
+        await env.customer(ALICE, "Alice")
+        await env.http.post(f"{env.url}/_sandbox/faults", json={"latency_ms": 30_000})
+        wa_id = await env.send(ALICE, text="are you open?")
+
+        await eventually(lambda: env.app.db.jobs.count("running") > 0)
+        await asyncio.wait_for(env.runtime.stop(), 10)  # liveness bound; without a deadline: 30 s+ per retry
+        stored = [m for m in env.app.db.messages.recent(50) if m.wa_message_id == wa_id]
+        assert len(stored) == 1  # the message WhatsApp was told we have is in the database
+        assert env.app.db.jobs.count("running") == 0 and env.app.db.jobs.count("pending") >= 1  # released
+        await env.http.post(f"{env.url}/_sandbox/faults", json={"latency_ms": 0})

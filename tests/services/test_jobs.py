@@ -281,3 +281,52 @@ async def test_a_bookkeeping_write_that_keeps_failing_is_surfaced_and_the_job_is
     gc.collect()
     await asyncio.sleep(0)
     assert not unhandled, unhandled  # no "Task exception was never retrieved"
+
+
+# --- issue 11 item 6: shutdown has a deadline -------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_stop_cancels_a_stuck_job_after_the_grace_and_releases_it_for_the_next_start(db: Database) -> None:
+    started = asyncio.Event()
+    runs = {"n": 0}
+
+    async def handler(job: Job) -> None:
+        runs["n"] += 1
+        if runs["n"] == 1:
+            started.set()
+            await asyncio.Event().wait()  # stuck (HighLevel retries for minutes, say)
+
+    job_id, _ = db.jobs.enqueue(NewJob(kind="k", payload={}))
+    runner = JobRunner(db.jobs, {"k": handler}, replace(FAST, lease_seconds=3600))
+    runner.start()
+    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(runner.stop(grace=0.05), 10)  # liveness bound: without a deadline it never returns
+    job = db.jobs.get(job_id)
+    assert job is not None and job.state is JobState.PENDING  # released, not waiting an hour for its lease
+    assert "interrupted by shutdown" in (job.last_error or "")
+
+    await JobRunner(db.jobs, {"k": handler}, FAST).run_until_idle(10)  # the next start runs it at once
+    assert db.jobs.get(job_id).state is JobState.DONE  # type: ignore[union-attr]
+    assert runs["n"] == 2
+
+
+@pytest.mark.asyncio
+async def test_stop_waits_for_jobs_that_finish_within_the_grace(db: Database) -> None:
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def handler(job: Job) -> None:
+        started.set()
+        await release.wait()
+
+    job_id, _ = db.jobs.enqueue(NewJob(kind="k", payload={}))
+    runner = JobRunner(db.jobs, {"k": handler}, FAST)
+    runner.start()
+    await asyncio.wait_for(started.wait(), 10)
+    stopping = asyncio.ensure_future(runner.stop(grace=30))
+    await asyncio.sleep(0.05)
+    assert not stopping.done()
+    release.set()
+    await asyncio.wait_for(stopping, 10)
+    assert db.jobs.get(job_id).state is JobState.DONE  # type: ignore[union-attr]

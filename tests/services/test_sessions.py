@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ghl_desktop.adapters.storage import Database
-from ghl_desktop.adapters.whatsapp.simulated import simulated_transport_factory
+from ghl_desktop.adapters.whatsapp.simulated import SimulatedTransport, simulated_transport_factory
 from ghl_desktop.core.errors import SessionLoggedOut, SessionNotConnected
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.models import Location, SessionState, WhatsAppSession
@@ -443,3 +443,44 @@ async def test_a_session_proxy_carries_its_connection(db: Database, tmp_path: Pa
             assert [e["text"] for e in inbox] == ["via proxy"]
     finally:
         server.close()
+
+
+@pytest.mark.asyncio
+async def test_close_stops_every_number_at_once_and_cancels_a_stuck_one(db: Database, tmp_path: Path) -> None:
+    """Issue 11 item 6: quitting stops all numbers concurrently (neonize takes up to ~18 s each) and does
+    not wait past its deadline for one whose engine never finishes stopping."""
+    stops = {"active": 0, "max": 0, "started": 0}
+    all_started = asyncio.Event()
+
+    class SlowStop(SimulatedTransport):
+        async def stop(self) -> None:
+            stops["active"] += 1
+            stops["started"] += 1
+            stops["max"] = max(stops["max"], stops["active"])
+            if stops["started"] == 3:
+                all_started.set()
+            try:
+                await all_started.wait()  # no stop finishes before all three have begun
+                if stops["started"] == 3 and self is stuck[0]:
+                    await asyncio.Event().wait()  # this engine never finishes
+            finally:
+                stops["active"] -= 1
+            await super().stop()
+
+    stuck: list[SimulatedTransport] = []
+
+    def factory(session: WhatsAppSession, handler: Any) -> SimulatedTransport:
+        transport = SlowStop(session.id, h.network.url, handler, Path(session.store_path), rpc_timeout=5.0)
+        if not stuck:
+            stuck.append(transport)
+        return transport
+
+    db.locations.upsert(Location(id=LOC, name="Dental Clinic"))
+    async with running_network(config=SLOW_QR) as network:
+        h = Harness(network, SessionService(db.sessions, factory, EventBus(), sessions_dir=tmp_path / "sessions",
+                                            options=FAST), EventBus(), db)
+        ids = [(await h.service.create_session(LOC)).id for _ in range(3)]
+        assert all(h.service.transport_for(i) is None for i in ids)  # waiting for a scan, not connected
+        await asyncio.wait_for(h.service.close(within=0.3), 10)  # liveness bound only
+        assert stops["started"] == 3 and stops["max"] == 3  # all three were stopping at the same time
+        assert stops["active"] == 0  # the stuck one was cancelled, nothing left running
