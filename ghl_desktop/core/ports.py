@@ -147,8 +147,8 @@ class MessageLogQuery(Protocol):
     @property
     def threadsafe(self) -> bool: ...
 
-    def ids(self, log_filter: LogFilter, sort: LogSort) -> array[int]:
-        """The ids of every matching message, in ``sort`` order (ties: newest first)."""
+    def ids(self, log_filter: LogFilter, sort: LogSort, limit: int | None = None) -> array[int]:
+        """The ids of every matching message (the first ``limit``), in ``sort`` order (ties in time order)."""
         ...
 
     def rows(self, message_ids: Sequence[int]) -> list[LogRow]:

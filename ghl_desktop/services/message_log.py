@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.message_log import (
     DeadLetter,
+    LogColumn,
     FilterChoice,
     LogDetails,
     LogFilter,
@@ -113,9 +114,15 @@ class MessageLogService:
             return await asyncio.to_thread(self.query.ids, log_filter, sort)
         return self.query.ids(log_filter, sort)
 
-    def ids_now(self, log_filter: LogFilter, sort: LogSort) -> array[int]:
-        """The same, on the calling thread (tests, small databases)."""
-        return self.query.ids(log_filter, sort)
+    def ids_now(self, log_filter: LogFilter, sort: LogSort, limit: int | None = None) -> array[int]:
+        """The same (the first ``limit``), on the calling thread: small databases, or the first screenful
+        of the unfiltered log in time order (an index range scan that stops after ``limit`` rows)."""
+        return self.query.ids(log_filter, sort, limit)
+
+    @staticmethod
+    def head_is_cheap(log_filter: LogFilter, sort: LogSort) -> bool:
+        """Whether the first rows of this view come straight off an index (safe on the loop thread)."""
+        return log_filter.is_empty and sort.column is LogColumn.TIME
 
     def rows(self, message_ids: Sequence[int]) -> list[LogRow]:
         return self.query.rows(message_ids)

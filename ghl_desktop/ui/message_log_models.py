@@ -69,6 +69,8 @@ DIRECTION_SHORT = {Direction.INBOUND: "→ HighLevel", Direction.OUTBOUND: "→ 
 #: rows read per page, and how many rows the cache keeps
 PAGE_SIZE = 100
 CACHE_ROWS = 2000
+#: rows shown at once when the unfiltered log opens, before all ids have arrived
+HEAD_ROWS = 200
 
 
 def format_log_time(value: datetime, *, now: datetime | None = None) -> str:
@@ -84,8 +86,19 @@ def format_log_time(value: datetime, *, now: datetime | None = None) -> str:
     return local.strftime("%d %b %Y %H:%M")
 
 
+_FAILURE_COLOR: dict[int, QColor] = {}
+
+
 def failure_color() -> QColor:
-    """The palette's "bad" colour (``ui.theme``), readable on the table's background."""
+    """The palette's "bad" colour (``ui.theme``), readable on the table's background; once per palette."""
+    key = QGuiApplication.palette().cacheKey()
+    if key not in _FAILURE_COLOR:
+        _FAILURE_COLOR.clear()
+        _FAILURE_COLOR[key] = _failure_color()
+    return _FAILURE_COLOR[key]
+
+
+def _failure_color() -> QColor:
     try:
         from ghl_desktop.ui.theme import colors
     except ImportError:  # pragma: no cover - the theme module ships with the window
@@ -123,6 +136,7 @@ class MessageLogModel(QAbstractTableModel):
         self._task: asyncio.Task[None] | None = None
         self._loading = False
         self._pending: list[int] = []  # messages logged while a query ran
+        self._head_shown = False  # the rows are only the first screenful of a query still running
         self.pages_read = 0  # how many page queries ran (tests, bench)
 
     # -- Qt API ---------------------------------------------------------------------------------
@@ -244,10 +258,15 @@ class MessageLogModel(QAbstractTableModel):
             self.reload()
 
     def reload(self) -> asyncio.Task[None]:
-        """Query the ids for the current filter and sort; the answer replaces the rows when it arrives."""
+        """Query the ids for the current filter and sort; the answer replaces the rows when it arrives.
+
+        The unfiltered log in time order (how it opens) first shows its newest ``HEAD_ROWS`` at once
+        (an index scan that stops there); the complete list then only appends the rest below."""
         self._generation += 1
         generation = self._generation
         self._set_loading(True)
+        if self._service.head_is_cheap(self._filter, self._sort):
+            self._apply(self._service.ids_now(self._filter, self._sort, HEAD_ROWS), final=False)
         task = asyncio.get_event_loop().create_task(self._load(generation), name="message-log-ids")
         self._task = task
         return task
@@ -273,11 +292,22 @@ class MessageLogModel(QAbstractTableModel):
         if generation == self._generation:
             self._apply(ids)
 
-    def _apply(self, ids: array[int]) -> None:
-        self.beginResetModel()
-        self._ids = ids
-        self._cache.clear()
-        self.endResetModel()
+    def _apply(self, ids: array[int], *, final: bool = True) -> None:
+        head = len(self._ids)
+        if self._head_shown and final and len(ids) >= head and ids[:head] == self._ids:
+            # the first rows are already on screen: append the rest, keep selection and scroll
+            if len(ids) > head:
+                self.beginInsertRows(QModelIndex(), head, len(ids) - 1)
+                self._ids = ids
+                self.endInsertRows()
+        else:
+            self.beginResetModel()
+            self._ids = ids
+            self._cache.clear()
+            self.endResetModel()
+        self._head_shown = not final
+        if not final:
+            return
         self._set_loading(False)
         pending, self._pending = self._pending, []
         for message_id in pending:
@@ -425,6 +455,7 @@ class DeadLettersModel(QAbstractTableModel):
 __all__ = [
     "CACHE_ROWS",
     "COLUMN_TITLES",
+    "HEAD_ROWS",
     "PAGE_SIZE",
     "STATUS_LABELS",
     "DeadLettersModel",

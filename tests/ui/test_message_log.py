@@ -24,7 +24,7 @@ from ghl_desktop.core.models import Direction, Message, MessageKind, MessageStat
 from ghl_desktop.services.bridge import MessageLogged
 from ghl_desktop.services.message_log import MessageLogService
 from ghl_desktop.ui.bridge import ServiceBridge
-from ghl_desktop.ui.message_log_models import PAGE_SIZE, DeadLettersModel, MessageLogModel, RowRole
+from ghl_desktop.ui.message_log_models import HEAD_ROWS, PAGE_SIZE, DeadLettersModel, MessageLogModel, RowRole
 from ghl_desktop.ui.panels.message_log import NO_MATCH, NO_MESSAGES, DeadLettersPanel, MessageLogPanel
 from tests.fixtures.message_log import bulk_messages, seed_directory
 
@@ -118,11 +118,11 @@ def test_models_pass_the_model_tester(qtmodeltester: Any, qloop: asyncio.Abstrac
 def test_all_history_loads_off_the_loop_thread(qtbot: Any, qloop: asyncio.AbstractEventLoop, db: Database,
                                                service: MessageLogService, bridge: ServiceBridge,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    threads: list[str] = []
+    calls: list[tuple[bool, int | None]] = []
     ids = db.message_log.ids
 
     def spy(*args: Any) -> Any:
-        threads.append(threading.current_thread().name)
+        calls.append((threading.current_thread() is threading.main_thread(), args[2] if len(args) > 2 else None))
         return ids(*args)
 
     monkeypatch.setattr(db.message_log, "ids", spy)
@@ -130,10 +130,16 @@ def test_all_history_loads_off_the_loop_thread(qtbot: Any, qloop: asyncio.Abstra
     qtbot.addWidget(panel)
     panel.resize(1000, 500)
     panel.show()
-    assert panel.model.loading and panel.hint.text() == "Loading messages…"
+    # the newest screenful at once (an index scan that stops), everything else still loading
+    assert panel.model.loading and panel.model.rowCount() == HEAD_ROWS < ROWS
+    assert panel.count_label.text() == "Loading messages…"
+    resets: list[int] = []
+    panel.model.modelReset.connect(lambda: resets.append(1))
     _wait(qloop, panel)
     assert panel.model.rowCount() == ROWS and panel.count_label.text() == f"{ROWS} messages"
-    assert threads and threading.main_thread().name not in threads
+    assert resets == []  # the rest was appended below the first rows
+    # all history: the full id query ran on a worker thread; only the bounded head on the loop thread
+    assert calls == [(True, HEAD_ROWS), (False, None)]
     qtbot.waitUntil(lambda: panel.model.cached_rows() > 0)  # painted: the visible rows were read…
     assert panel.model.cached_rows() <= 2 * PAGE_SIZE < ROWS  # …a page at a time, not all
     assert _rows(panel)[0].id == ROWS  # newest first

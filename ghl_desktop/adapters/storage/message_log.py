@@ -145,7 +145,7 @@ class SqlMessageLog:
 
     # -- the log -------------------------------------------------------------------------------
 
-    def ids(self, log_filter: LogFilter, sort: LogSort) -> array[int]:
+    def ids(self, log_filter: LogFilter, sort: LogSort, limit: int | None = None) -> array[int]:
         keys, sessions, locations = _sort_keys(sort)
         query = select(M.id)
         if sessions:
@@ -159,6 +159,8 @@ class SqlMessageLog:
             query = query.order_by(*(k.desc() for k in keys), M.id.desc())
         else:
             query = query.order_by(*(k.asc() for k in keys), M.id.asc())
+        if limit is not None:
+            query = query.limit(max(0, limit))
         out: array[int] = array("q")
         with self._tx.read() as s:
             result = s.connection().execute(query)

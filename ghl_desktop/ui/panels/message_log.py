@@ -97,8 +97,20 @@ SEARCH_DELAY_MS = 250
 DEAD_POLL_MS = 3000
 
 
+_COLOR_CACHE: dict[int, tuple[QColor, QColor, QColor, QColor]] = {}
+
+
 def _colors() -> tuple[QColor, QColor, QColor, QColor]:
-    """(good, bad, accent, muted) from the palette (``ui.theme`` when present)."""
+    """(good, bad, accent, muted) from the palette (``ui.theme`` when present); computed once per palette."""
+    key = QGuiApplication.palette().cacheKey()
+    cached = _COLOR_CACHE.get(key)
+    if cached is None:
+        _COLOR_CACHE.clear()
+        cached = _COLOR_CACHE[key] = _palette_colors()
+    return cached
+
+
+def _palette_colors() -> tuple[QColor, QColor, QColor, QColor]:
     try:
         from ghl_desktop.ui.theme import colors
     except ImportError:  # pragma: no cover - the theme module ships with the window

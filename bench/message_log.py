@@ -1,0 +1,178 @@
+"""The message log at scale: time to open it and scroll to the end, and the Python memory it holds.
+
+For each size (default 1,000 and 1,000,000 stored messages, generated into a real SQLite file by
+tests/fixtures/message_log.py), the real MessageLogPanel is opened offscreen on the qasync loop:
+
+  first_s     panel built → its newest rows painted (a bounded index scan, before all ids are in)
+  open_s      panel built → every id loaded (on a worker thread), applied and painted
+  scroll_s    scroll to the last row, select it and paint it (its page read from the database)
+  filter_s    search "Maria" (contact name, in SQL) → ids applied
+  sort_s      sort by contact (in SQL) → ids applied
+  mem_mb      Python memory held after open + scroll (tracemalloc, every thread)
+
+prints a table and appends one JSON line to bench/results/message_log.jsonl with log_open_s (open +
+scroll at the largest size) and log_mem_delta_mb (its memory minus the smallest size's), the commit
+and the CPU count.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python bench/message_log.py [--sizes 1000 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from ghl_desktop.adapters.storage import open_database  # noqa: E402
+from ghl_desktop.core.events import EventBus  # noqa: E402
+from ghl_desktop.core.message_log import LogColumn, LogSort  # noqa: E402
+from ghl_desktop.services.message_log import MessageLogService  # noqa: E402
+from ghl_desktop.ui.bridge import ServiceBridge  # noqa: E402
+from ghl_desktop.ui.panels.message_log import MessageLogPanel  # noqa: E402
+from ghl_desktop.ui.qloop import QEventLoop  # noqa: E402
+from tests.fixtures.message_log import bulk_messages, seed_directory  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "message_log.jsonl"
+MB = 1024 * 1024
+
+
+def _paint(app: QApplication) -> None:
+    for _ in range(3):
+        app.processEvents()
+
+
+def _open(app: QApplication, loop: asyncio.AbstractEventLoop, service: MessageLogService, bridge: ServiceBridge,
+          count: int) -> tuple[MessageLogPanel, float, float, float]:
+    """(panel, seconds to the first rows painted, seconds until every id is in and painted, seconds to
+    scroll to the last row and paint it)."""
+    start = time.perf_counter()
+    panel = MessageLogPanel(service, bridge)
+    panel.resize(1280, 720)
+    panel.show()
+    _paint(app)
+    assert panel.model.rowCount() > 0
+    first_s = time.perf_counter() - start
+    loop.run_until_complete(panel.wait_idle())
+    _paint(app)
+    open_s = time.perf_counter() - start
+    assert panel.model.rowCount() == count
+    start = time.perf_counter()
+    panel.view.scrollToBottom()
+    panel.view.selectRow(count - 1)
+    _paint(app)
+    assert panel.model.index(count - 1, 0).data()
+    return panel, first_s, open_s, time.perf_counter() - start
+
+
+def _close(panel: MessageLogPanel) -> None:
+    panel.close()
+    panel.deleteLater()
+    QApplication.processEvents()
+
+
+def measure(app: QApplication, loop: asyncio.AbstractEventLoop, path: Path, count: int) -> dict[str, float]:
+    """Timings first (tracemalloc slows every Python allocation ~10x, so it is off), then the memory
+    of a second, fresh panel opened and scrolled under tracemalloc."""
+    db = open_database(f"sqlite:///{path}")
+    try:
+        seed_directory(db)
+        start = time.perf_counter()
+        bulk_messages(db, count)
+        insert_s = time.perf_counter() - start
+        bus = EventBus()
+        bridge = ServiceBridge(bus)
+        service = MessageLogService(db.message_log, bus=bus)
+
+        panel, first_s, open_s, scroll_s = _open(app, loop, service, bridge, count)
+        start = time.perf_counter()
+        panel.search.setText("Maria")
+        panel.apply_filters()
+        loop.run_until_complete(panel.wait_idle())
+        _paint(app)
+        filter_s = time.perf_counter() - start
+        start = time.perf_counter()
+        panel.model.set_sort(LogSort(LogColumn.CONTACT, descending=False))
+        loop.run_until_complete(panel.wait_idle())
+        _paint(app)
+        sort_s = time.perf_counter() - start
+        _close(panel)
+
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        panel, _, _, _ = _open(app, loop, service, bridge, count)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        _close(panel)
+        bridge.detach()
+        return {"insert_s": insert_s, "first_s": first_s, "open_s": open_s, "scroll_s": scroll_s, "filter_s": filter_s,
+                "sort_s": sort_s, "mem_mb": held / MB}
+    finally:
+        db.close()
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 1_000_000])
+    parser.add_argument("--no-record", action="store_true", help="do not append to bench/results")
+    args = parser.parse_args()
+    logging.disable(logging.INFO)
+    app = QApplication.instance() or QApplication([])
+    loop = QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    results: dict[int, dict[str, float]] = {}
+    print(f"{'messages':>10}{'insert s':>10}{'first s':>9}{'open s':>9}{'scroll s':>10}{'filter s':>10}"
+          f"{'sort s':>9}{'mem MB':>9}")
+    with tempfile.TemporaryDirectory() as tmp:
+        measure(app, loop, Path(tmp) / "warm-up.db", 10)  # imports, fonts, the style: not the log's cost
+        for size in sorted(args.sizes):
+            r = measure(app, loop, Path(tmp) / f"log-{size}.db", size)  # type: ignore[arg-type]
+            results[size] = r
+            print(f"{size:>10,}{r['insert_s']:>10.2f}{r['first_s']:>9.3f}{r['open_s']:>9.3f}{r['scroll_s']:>10.3f}"
+                  f"{r['filter_s']:>10.3f}{r['sort_s']:>9.3f}{r['mem_mb']:>9.1f}")
+    loop.close()
+    small, big = min(results), max(results)
+    record = {
+        "bench": "message_log", "at": datetime.now(UTC).isoformat(timespec="seconds"), "commit": _commit(),
+        "cpus": os.cpu_count(), "messages": big,
+        "log_open_s": round(results[big]["open_s"] + results[big]["scroll_s"], 3),
+        "log_mem_delta_mb": round(results[big]["mem_mb"] - results[small]["mem_mb"], 1),
+        "log_first_rows_s": round(results[big]["first_s"], 3),
+        "filter_s": round(results[big]["filter_s"], 3), "sort_s": round(results[big]["sort_s"], 3),
+    }
+    print(f"log_open_s={record['log_open_s']} (open + scroll to the end at {big:,}), "
+          f"log_mem_delta_mb={record['log_mem_delta_mb']} (vs {small:,})")
+    if not args.no_record:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        with RESULTS.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(f"appended to {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
