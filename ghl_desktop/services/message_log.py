@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.message_log import (
     DeadLetter,
-    LogColumn,
     FilterChoice,
+    LogColumn,
     LogDetails,
     LogFilter,
     LogRow,

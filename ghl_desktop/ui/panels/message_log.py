@@ -334,7 +334,7 @@ class MessageLogPanel(QWidget):
         self._size_columns()
         self.view.selectionModel().currentRowChanged.connect(self._current_changed)
         self.view.customContextMenuRequested.connect(self._context_menu)
-        self.view.doubleClicked.connect(lambda _index: self.details.setFocus())
+        self.view.doubleClicked.connect(self._focus_details)
         self._keys = _RowKeys(self.view, self._context_menu)
         self.hint = QLabel(LOADING)
         self.hint.setObjectName("logHint")
@@ -477,8 +477,8 @@ class MessageLogPanel(QWidget):
         if isinstance(span, timedelta):
             since = datetime.now(UTC) - span
         elif custom:
-            since = self.since_edit.dateTime().toPython().astimezone(UTC)  # type: ignore[union-attr]
-            until = self.until_edit.dateTime().toPython().astimezone(UTC)  # type: ignore[union-attr]
+            since = _utc(self.since_edit.dateTime())
+            until = _utc(self.until_edit.dateTime())
         statuses = self.status_box.currentData()
         return LogFilter(
             location_id=self.location_box.currentData(),
@@ -557,6 +557,9 @@ class MessageLogPanel(QWidget):
         self.view.selectRow(row)
         self.view.scrollTo(index, QAbstractItemView.ScrollHint.PositionAtCenter)
         return True
+
+    def _focus_details(self, _index: QModelIndex) -> None:
+        self.details.setFocus()
 
     def selected_id(self) -> int | None:
         index = self.view.currentIndex()
@@ -653,6 +656,11 @@ class MessageLogPanel(QWidget):
         """Until the ids query and any export have finished (tests)."""
         await self.model.wait_loaded()
         await self.tasks.wait()
+
+
+def _utc(value: QDateTime) -> datetime:
+    """A local QDateTime (what the user picked) as an aware UTC datetime."""
+    return datetime.fromtimestamp(value.toSecsSinceEpoch(), UTC)
 
 
 def _esc(value: object) -> str:
