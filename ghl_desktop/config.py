@@ -36,6 +36,7 @@ ENV_MAP: dict[str, str] = {
     "webhook_rsa_public_key": "GHL_WEBHOOK_RSA_PUBLIC_KEY",
     "accept_unsigned_webhooks": "GHL_ACCEPT_UNSIGNED_WEBHOOKS",
     "relay_url": "GHL_RELAY_URL",
+    "oauth_via_relay": "GHL_OAUTH_VIA_RELAY",
     "webhook_backlog_limit": "GHL_WEBHOOK_BACKLOG_LIMIT",
     "webhook_timestamp_window_seconds": "GHL_WEBHOOK_TIMESTAMP_WINDOW",
     "webhook_max_body_bytes": "GHL_WEBHOOK_MAX_BODY_BYTES",
@@ -67,6 +68,8 @@ class Settings:
     webhook_timestamp_window_seconds: float = 7200.0
     webhook_max_body_bytes: int = 262_144
     relay_url: str | None = None
+    #: sign in through the relay's /oauth/callback (register that URI) instead of the loopback listener
+    oauth_via_relay: bool = False
     log_level: str = "INFO"
     #: a transient drop (a number reconnecting, the phone offline, the relay reconnecting) is notified
     #: only when it lasts longer than this; states that need a person are notified at once

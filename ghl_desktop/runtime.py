@@ -151,6 +151,8 @@ class BridgeRuntime:
         relay_token = app.secrets.get(RELAY_TOKEN_KEY) if settings.relay_url else None
         if settings.relay_url and relay_token:
             self.relay = RelayClient(settings.relay_url, relay_token, self.intake, bus=app.bus)
+            if settings.oauth_via_relay:  # the relay's /oauth/callback hands the code to this desktop only
+                self.oauth.relay = self.relay
         elif settings.relay_url:
             log.warning("a relay URL is set but no relay token is stored (%s); relay mode is off", RELAY_TOKEN_KEY)
         self._started = False

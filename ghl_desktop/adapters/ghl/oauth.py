@@ -23,18 +23,29 @@ listener keeps waiting for the genuine redirect until the timeout. A stray or fo
 cannot abort the user's install; when the wait ends without a good code, the ``OAuthError`` says a
 request with a wrong state was refused. A callback carrying ``error=...`` (the user denied access)
 ends the wait at once.
+
+The listener sets ``SO_REUSEADDR``: after a completed flow the browser's connection sits in
+TIME_WAIT on our port for about a minute, and without it a second sign-in could not bind (on Linux
+and macOS the option never lets two programs listen on one port, so a port really taken by another
+program is still refused — and then the message says so).
+
+Sign-in through the relay (for users who cannot register a loopback redirect URI): give the
+connector a :class:`RelayHandoff` (the desktop's ``RelayClient``). The redirect URI is then the
+relay's ``/oauth/callback``; the connector registers the ``state`` with the relay before opening the
+browser, and the relay streams the code to this desktop only, where the connector takes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import html
 import logging
 import secrets
 import webbrowser
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -71,6 +82,17 @@ DEFAULT_REDIRECT_HOST = "127.0.0.1"  # UNCONFIRMED which loopback spelling the a
 CALLBACK_PATH = "/oauth/callback"
 
 OpenUrl = Callable[[str], object]
+
+
+class RelayHandoff(Protocol):
+    """Receives the OAuth redirect on the relay and hands it to this desktop (``relay.client.RelayClient``)."""
+
+    @property
+    def oauth_redirect_uri(self) -> str: ...
+
+    async def expect_authorization(self, state: str) -> None: ...
+
+    async def wait_authorization(self, state: str, limit_seconds: float) -> str: ...
 Chooser = Callable[[Sequence[InstalledLocation]], Sequence[InstalledLocation] | Awaitable[Sequence[InstalledLocation]]]
 
 
@@ -187,16 +209,19 @@ class LoopbackReceiver:
         app.router.add_get(self.options.callback_path, self._callback)
         runner = web.AppRunner(app, access_log=None)  # the query holds the code: never log it
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", self.options.port, reuse_address=False)
+        # SO_REUSEADDR: a finished sign-in leaves connections in TIME_WAIT on this port (see above)
+        site = web.TCPSite(runner, "127.0.0.1", self.options.port, reuse_address=True)
         try:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
+            if exc.errno == errno.EADDRINUSE:
+                why = (f"port {self.options.port} is in use by another program; close it or change the "
+                       "redirect port (and the redirect URI registered for the app)")
+            else:
+                why = f"{exc.strerror or exc}"
             raise OAuthError(
-                f"cannot listen on 127.0.0.1:{self.options.port} for the HighLevel redirect ({exc.strerror}); "
-                "close the other program using that port or change the redirect port (and the "
-                "redirect URI registered for the app)"
-            ) from exc
+                f"cannot listen on 127.0.0.1:{self.options.port} for the HighLevel redirect: {why}") from exc
         self._runner = runner
         addresses = runner.addresses
         self.port = int(addresses[0][1]) if addresses else self.options.port
@@ -263,6 +288,7 @@ class OAuthConnector:
         *,
         options: OAuthOptions | None = None,
         open_url: OpenUrl = webbrowser.open,
+        relay: RelayHandoff | None = None,
     ) -> None:
         self._settings = settings
         self._tokens = tokens
@@ -270,6 +296,8 @@ class OAuthConnector:
         self._locations = locations
         self.options = options or OAuthOptions.from_settings(settings)
         self._open_url = open_url
+        #: when set, sign-ins come back through the relay instead of the loopback listener
+        self.relay = relay
         #: the listener of the flow in progress (for the UI: show the URL, cancel)
         self.receiver: LoopbackReceiver | None = None
         self.authorize_url: str | None = None
@@ -282,6 +310,8 @@ class OAuthConnector:
         if not client_id:
             raise ConfigError("GHL_CLIENT_ID is not set: the app cannot start a HighLevel sign-in")
         state = secrets.token_urlsafe(24)
+        if self.relay is not None:
+            return await self._connect_via_relay(self.relay, client_id, state, choose)
         receiver = LoopbackReceiver(self.options, state)
         self.receiver = receiver
         try:
@@ -297,6 +327,18 @@ class OAuthConnector:
         finally:
             await receiver.close()
             self.receiver = None
+        return await self.complete(code, redirect_uri, choose=choose)
+
+    async def _connect_via_relay(self, relay: RelayHandoff, client_id: str, state: str,
+                                 choose: Chooser | None) -> list[Location]:
+        redirect_uri = relay.oauth_redirect_uri
+        await relay.expect_authorization(state)  # before the browser: the relay must know whose code it is
+        self.authorize_url = build_authorize_url(self.options, client_id, redirect_uri, state)
+        try:
+            self._open_url(self.authorize_url)
+        except Exception as exc:
+            log.warning("could not open the browser (%s); the user can open the link by hand", exc)
+        code = await relay.wait_authorization(state, self.options.timeout_seconds)
         return await self.complete(code, redirect_uri, choose=choose)
 
     async def complete(self, code: str, redirect_uri: str, *, choose: Chooser | None = None) -> list[Location]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import httpx
@@ -111,3 +112,39 @@ async def test_a_busy_port_is_a_clear_error() -> None:
         with pytest.raises(OAuthError, match=f"127.0.0.1:{port}"):
             await receiver.start()
         assert not receiver.running
+
+
+@pytest.mark.asyncio
+async def test_a_second_sign_in_right_after_a_completed_one_can_listen_again() -> None:
+    """Issue 10.10: closing the listener after a flow leaves the browser's connection in TIME_WAIT on
+    our port; without SO_REUSEADDR the next sign-in failed for ~60 s, blaming another program."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    first = LoopbackReceiver(_options(port=port), state="s1")
+    redirect = await first.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)  # keep-alive, like a browser tab
+    try:
+        path = redirect.split(str(port), 1)[1]
+        writer.write(f"GET {path}?code=c&state=s1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        assert b"200 OK" in await reader.readuntil(b"\r\n\r\n")
+        assert await first.wait() == "c"
+        await first.close()  # the server side closes first: its end of the connection waits in TIME_WAIT
+        assert await reader.read() is not None  # the browser sees the close and closes too
+    finally:
+        writer.close()
+    second = LoopbackReceiver(_options(port=port), state="s2")
+    try:
+        assert await second.start() == redirect
+    finally:
+        await second.close()
+
+
+@pytest.mark.asyncio
+async def test_a_port_taken_by_another_program_says_so() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(OAuthError, match=f"port {port} is in use by another program"):
+            await LoopbackReceiver(_options(port=port), state="s").start()
