@@ -8,6 +8,8 @@ the same code the window and ``headless --sandbox`` use; nothing is mocked:
     engine      neonize's shared library loads and a WhatsApp client is constructed (no network);
                 the process runs with NEONIZE_BOT_TAG=off from its start (cli.py re-execs for it)
     qr          a QR code is rendered the way the link dialog renders it, into a Qt pixmap
+    notifications  the desktop-notification library loads and picks this OS's backend (nothing is
+                shown; a bundle missing its data files would silently fall back to the tray balloon)
     webhooks    the direct-mode webhook endpoint listens on 127.0.0.1, answers /healthz, and stops
     sandbox     the in-process HighLevel sandbox + simulated WhatsApp network start; a location is
                 connected through the OAuth loopback flow, a number is linked by a simulated QR scan,
@@ -42,7 +44,7 @@ SELF_TEST_CUSTOMER = "+15550177001"
 INBOUND_TEXT = "self-test: hello from the phone"
 OUTBOUND_TEXT = "self-test: hello from HighLevel"
 
-STEPS = ("database", "engine", "qr", "webhooks", "sandbox", "window")
+STEPS = ("database", "engine", "qr", "notifications", "webhooks", "sandbox", "window")
 
 
 class StepFailed(Exception):
@@ -145,6 +147,15 @@ class SelfTest:
         if image.pixelColor(border + 1, border + 1) != QColor("black") or image.pixelColor(1, 1) != QColor("white"):
             raise StepFailed("the rendered QR code has no finder pattern where it should")
         return f"{image.width()}x{image.height()} px"
+
+    async def notifications(self) -> str:
+        try:
+            import desktop_notifier
+            from desktop_notifier.main import get_backend_class
+        except ImportError as exc:
+            raise StepFailed(f"desktop-notifier does not load ({exc}); notices would use the tray balloon") from exc
+        backend = get_backend_class()  # chooses by platform; connects to nothing
+        return f"{desktop_notifier.__name__} loads, backend {backend.__name__}"
 
     async def webhooks(self) -> str:
         import httpx

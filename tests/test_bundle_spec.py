@@ -45,6 +45,9 @@ THIRD_PARTY_DATA = {
     # (``headless --sandbox``, the window in sandbox mode) does not start without them
     "openapi_schema_validator": "schemas",
     "openapi_spec_validator": "resources/schemas",
+    # desktop-notifier (desktop notices) resolves its default icon with importlib.resources at import:
+    # without it the frozen import fails and notices silently fall back to the tray balloon
+    "desktop_notifier": "resources",
 }
 
 
@@ -224,7 +227,7 @@ def test_the_runtime_files_exist_where_the_test_looks() -> None:
         assert path in wanted, path
     assert any(p.startswith("ghl_desktop/adapters/storage/migrations/versions/0") for p in wanted)
     for package in THIRD_PARTY_DATA:
-        assert any(p.startswith(f"{package}/") and p.endswith(".json") for p in wanted), package
+        assert any(p.startswith(f"{package}/") and p.endswith((".json", ".png")) for p in wanted), package
 
 
 def test_every_file_read_at_run_time_is_in_the_bundle(analysis: dict[str, Any]) -> None:
@@ -277,6 +280,7 @@ def test_nothing_the_app_imports_is_excluded(analysis: dict[str, Any]) -> None:
         ('(str(ROOT / "resources"), "resources"),', "resources/ghl-desktop.svg"),
         ('*collect_data_files("ghl_desktop", include_py_files=False),', "ghl_desktop/sandbox/phones.html"),
         ('*collect_data_files("openapi_schema_validator"),', "openapi_schema_validator/schemas/"),
+        ('*collect_data_files("desktop_notifier"),', "desktop_notifier/resources/python.png"),
     ],
 )
 def test_the_check_fails_when_an_entry_is_removed(needle: str, expected_missing: str, tmp_path: Path) -> None:
@@ -290,7 +294,7 @@ def test_the_check_fails_when_an_entry_is_removed(needle: str, expected_missing:
 # --- files named in the code ---------------------------------------------------------------------
 
 #: file names in the code that the app writes at run time (in the data dir), not files it ships
-WRITTEN_AT_RUN_TIME = {"settings.json", "state.json", "whatsapp-network.json", "setup.json"}
+WRITTEN_AT_RUN_TIME = {"settings.json", "state.json", "whatsapp-network.json", "setup.json", "ui-state.json"}
 DATA_SUFFIXES = ("html", "json", "png", "svg", "ico", "icns", "pem", "css", "qss", "js", "txt", "mgc", "ini",
                  "mako", "gif", "wav", "ogg", "ttf", "otf", "desktop")
 
@@ -321,6 +325,7 @@ def test_every_data_file_the_code_names_is_in_the_bundle(analysis: dict[str, Any
         if Path(name).name not in WRITTEN_AT_RUN_TIME
         and not any(path == name or path.endswith("/" + name) for path in covered)
     )
+    # ship each under ghl_desktop/ or resources/, or list it in WRITTEN_AT_RUN_TIME if the app writes it
     assert missing == []
 
 
