@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from ghl_desktop.adapters.ghl import GhlClient, OAuthConnector, OAuthOptions, TokenManager, create_http_client
 from ghl_desktop.adapters.ghl.gateway import GhlGateway, MediaDownloader
 from ghl_desktop.adapters.ghl.rate import RateLimitConfig
@@ -109,6 +111,17 @@ def neonize_transport_factory(sessions_dir: Path) -> TransportFactory:
     return make
 
 
+def sandbox_media_origins(app: App) -> tuple[str, ...]:
+    """The one loopback origin attachments may come from: the in-process sandbox's own, in sandbox mode
+    only (production refuses every non-public address, gateway.MediaDownloader)."""
+    if not app.sandbox:
+        return ()
+    url = httpx.URL(app.settings.api_base)
+    if url.host not in ("127.0.0.1", "localhost", "::1"):
+        return ()
+    return (f"{url.scheme}://{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}",)
+
+
 class BridgeRuntime:
     def __init__(
         self,
@@ -130,7 +143,8 @@ class BridgeRuntime:
             options=self.options.sessions,
         )
         self.bridge = Bridge(
-            app.db, self.gateway, self.sessions, MediaDownloader(self.http), bus=app.bus,
+            app.db, self.gateway, self.sessions,
+            MediaDownloader(self.http, test_loopback_origins=sandbox_media_origins(app)), bus=app.bus,
             options=self.options.bridge, on_enqueued=lambda: self.runner.wake(),
         )
         self.runner = JobRunner(app.db.jobs, self.bridge.handlers, self.options.runner, bus=app.bus)
