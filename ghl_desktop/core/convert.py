@@ -9,10 +9,60 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import phonenumbers
+
 from ghl_desktop.core.models import MessageKind, MessageStatus
 from ghl_desktop.core.whatsapp import IncomingMessage
 
 _PHONE_SERVERS = ("s.whatsapp.net", "c.us")
+#: E.164 allows at most 15 digits after the "+" (country code included); the shortest numbers
+#: WhatsApp uses (small national plans) have 5. THE bounds of every phone check in the product.
+E164_MAX_DIGITS = 15
+E164_MIN_DIGITS = 5
+
+
+class InvalidPhone(ValueError):
+    """Text that is not a phone number we can use (the message says why)."""
+
+
+def e164_from_digits(digits: str) -> str | None:
+    """``"4917..."`` (or ``"+4917..."``) → ``"+4917..."`` when it has E.164's 5 to 15 digits, else None."""
+    digits = digits[1:] if digits.startswith("+") else digits
+    if digits.isascii() and digits.isdigit() and E164_MIN_DIGITS <= len(digits) <= E164_MAX_DIGITS:
+        return "+" + digits
+    return None
+
+
+def normalize_phone(raw: str, default_region: str | None = None) -> str:
+    """The product's one phone normaliser: E.164 (``+4917...``) or :class:`InvalidPhone`.
+
+    Accepts ``+49 170 1234567``, ``0049...``, a phone-number JID (``4917...@s.whatsapp.net``), and
+    bare digits: those are an international number without its ``+`` (how WhatsApp JIDs carry them)
+    unless ``default_region`` (ISO country, e.g. ``"DE"``) says they are national. "Possible" (the
+    right length for the country), not "valid": the library's range data lags new allocations, and
+    refusing a real sender would lose their messages."""
+    text = (raw or "").strip()
+    if not text:
+        raise InvalidPhone("no phone number given")
+    if "@" in text:
+        phone = phone_from_jid(text)
+        if phone is None:
+            raise InvalidPhone(f"not a phone-number JID: {raw!r}")
+        return phone
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    elif text[0].isdigit() and default_region is None:
+        text = "+" + text
+    try:
+        parsed = phonenumbers.parse(text, default_region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidPhone(f"not a phone number: {raw!r}") from exc
+    if not phonenumbers.is_possible_number(parsed):
+        raise InvalidPhone(f"not a possible phone number (check the country code): {raw!r}")
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    if e164_from_digits(e164) is None:  # E.164's own bounds, whatever the library allows
+        raise InvalidPhone(f"not a phone number (at most {E164_MAX_DIGITS} digits): {raw!r}")
+    return e164
 _QUOTE_LIMIT = 120
 
 
@@ -36,9 +86,7 @@ def phone_from_jid(jid: str | None) -> str | None:
     if server not in _PHONE_SERVERS:
         return None
     user = user.split(":", 1)[0].split(".", 1)[0]
-    if not user.isdigit() or not 5 <= len(user) <= 15:
-        return None
-    return "+" + user
+    return e164_from_digits(user) if not user.startswith("+") else None
 
 
 def jid_for_phone(phone: str) -> str:

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ghl_desktop.core.convert import phone_from_jid
+from ghl_desktop.core.convert import e164_from_digits, phone_from_jid
 from ghl_desktop.core.models import MessageKind
 from ghl_desktop.core.whatsapp import (
     ClientOutdated,
@@ -182,8 +182,7 @@ def _as_phone(value: str | None) -> str | None:
         return None
     if "@" in value:
         return phone_from_jid(value)
-    digits = value[1:] if value.startswith("+") else value
-    return "+" + digits if digits.isdigit() and 5 <= len(digits) <= 16 else None
+    return e164_from_digits(value)
 
 
 def ms_to_datetime(ms: int) -> datetime:

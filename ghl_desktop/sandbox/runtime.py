@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import phonenumbers
 
 from ghl_desktop.adapters.ghl.oauth import app_registration
+from ghl_desktop.core.convert import InvalidPhone
+from ghl_desktop.core.convert import normalize_phone as core_normalize_phone
 from ghl_desktop.sandbox.state import (
     Contact,
     Conversation,
@@ -207,14 +208,12 @@ def _b64url(data: bytes) -> str:
 
 
 def normalize_phone(raw: str, country: str) -> str | None:
-    """E.164 with a leading + (how HighLevel stores and dedupes phones), or None when unparseable."""
+    """E.164 with a leading + (how HighLevel stores and dedupes phones), or None when unparseable;
+    bare digits are national numbers of the location's ``country``, as HighLevel reads them."""
     try:
-        number = phonenumbers.parse(raw, country)
-    except phonenumbers.NumberParseException:
+        return core_normalize_phone(raw, country)
+    except InvalidPhone:
         return None
-    if not phonenumbers.is_possible_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 class Sandbox:

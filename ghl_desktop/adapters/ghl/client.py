@@ -22,9 +22,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx
-import phonenumbers
 
 from ghl_desktop.config import Settings
+from ghl_desktop.core.convert import InvalidPhone
+from ghl_desktop.core.convert import normalize_phone as core_normalize_phone
 from ghl_desktop.core.errors import (
     ConfigError,
     GhlAuthError,
@@ -148,23 +149,13 @@ class UploadedAttachment:
 
 
 def normalize_phone(phone: str, default_region: str | None = None) -> str:
-    """E.164 with a leading +, or ``InvalidPhoneNumber``. Numbers without a country code need
-    ``default_region`` (falling back to the location's country is UNCONFIRMED in HighLevel, so we
-    do not rely on it)."""
-    raw = (phone or "").strip()
-    if raw.startswith("00"):
-        raw = "+" + raw[2:]
-    elif raw and raw[0].isdigit() and default_region is None:
-        raw = "+" + raw  # WhatsApp JIDs carry the full international number without '+'
+    """E.164 with a leading +, or ``InvalidPhoneNumber`` (core.convert.normalize_phone, the one
+    normaliser). Numbers without a country code need ``default_region`` (falling back to the
+    location's country is UNCONFIRMED in HighLevel, so we do not rely on it)."""
     try:
-        parsed = phonenumbers.parse(raw, default_region)
-    except phonenumbers.NumberParseException as exc:
-        raise InvalidPhoneNumber(f"not a phone number: {phone!r}", status=0) from exc
-    # "possible" (right length for the country), not "valid": the library's range metadata lags new
-    # allocations, and refusing a real WhatsApp sender would lose their messages
-    if not phonenumbers.is_possible_number(parsed):
-        raise InvalidPhoneNumber(f"not a valid phone number: {phone!r}", status=0)
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        return core_normalize_phone(phone, default_region)
+    except InvalidPhone as exc:
+        raise InvalidPhoneNumber(str(exc), status=0) from exc
 
 
 def _iso(value: datetime) -> str:

@@ -16,6 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
+from ghl_desktop.core.convert import E164_MAX_DIGITS, E164_MIN_DIGITS, e164_from_digits
+
 log = logging.getLogger("ghl.sandbox.whatsapp")
 
 WS_PATH = "/_sandbox/whatsapp/ws"
@@ -73,7 +75,6 @@ def _conflict(message: str) -> web.HTTPConflict:
 
 # --- numbers and JIDs -------------------------------------------------------------------------------
 
-_DIGITS = re.compile(r"^\d{7,15}$")
 
 
 def normalize_phone(value: object) -> str:
@@ -86,11 +87,10 @@ def normalize_phone(value: object) -> str:
         if server != PHONE_SERVER:
             raise ValueError(f"not a phone-number JID: {raw}")
         raw = user.split(":", 1)[0]
-    digits = re.sub(r"[\s\-().]", "", raw)
-    digits = digits[1:] if digits.startswith("+") else digits
-    if not _DIGITS.match(digits):
-        raise ValueError(f"not a phone number (7 to 15 digits, optional +): {value!r}")
-    return "+" + digits
+    phone = e164_from_digits(re.sub(r"[\s\-().]", "", raw))  # the product's E.164 bounds (core.convert)
+    if phone is None:
+        raise ValueError(f"not a phone number ({E164_MIN_DIGITS} to {E164_MAX_DIGITS} digits, optional +): {value!r}")
+    return phone
 
 
 def phone_to_jid(phone: str) -> str:
