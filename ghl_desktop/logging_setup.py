@@ -14,12 +14,22 @@ registered at start-up).
 Policy for our own code (reviewers hold us to it): message bodies are never logged at INFO or above
 — log ids, kinds, sizes and statuses; a body may appear only at DEBUG, which is off by default.
 
+Log injection (issue 10.9): text an outsider controls (``/oauth/callback?error=`` through the relay, a
+webhook's ``type``) may carry CR/LF or terminal escapes. :class:`SafeFormatter`, on every handler,
+escapes control characters in the message (``\r`` → ``\\r``, ESC → ``\\x1b``, U+2028 → ``\\u2028``), so
+one record is always one line, and indents every line of a traceback or stack with ``  | `` so nothing
+after the first line can pass for a record of its own.
+
+File modes (issue 10.7): the log dir is 0700 and every log file, including each rotated backup, is
+created 0600 (:class:`PrivateRotatingFileHandler` opens files with that mode, whatever the umask).
+
 Configure logging BEFORE importing neonize: its import calls ``logging.basicConfig(INFO)``, which
 is a no-op once the root logger has handlers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -27,7 +37,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from ghl_desktop.config import Settings
 
@@ -50,6 +60,58 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # key=value in query strings, form bodies and "key=value" prose
     (re.compile(r"(?i)\b(" + _SECRET_KEYS + r")=([^&\s\"',;)\]}]+)"), r"\1=" + REDACTED),
 )
+
+
+#: C0 controls, DEL, C1 controls and the Unicode line/paragraph separators, each to a visible escape
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+_CONTROL.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+_CONTROL_LINES = {c: v for c, v in _CONTROL.items() if c not in (0x0A, 0x09)}
+
+
+def escape_control(text: str) -> str:
+    """``text`` on one line: every control character written as an escape."""
+    return text.translate(_CONTROL)
+
+
+def _indent_block(text: str) -> str:
+    lines = text.translate(_CONTROL_LINES).split("\n")
+    return "\n".join("  | " + line for line in lines)
+
+
+class SafeFormatter(logging.Formatter):
+    """One record, one line: control characters in the message are escaped; exception and stack text
+    keep their lines but each is indented with ``  | `` (and its other control characters escaped)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_control(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return _indent_block(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indent_block(super().formatStack(stack_info))
+
+    def format(self, record: logging.LogRecord) -> str:
+        # exc_text may have been rendered (and redacted) by RedactingFilter without our indentation
+        if record.exc_text and not record.exc_text.startswith("  | "):
+            record.exc_text = _indent_block(record.exc_text)
+        return super().format(record)
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Every file it opens — the log and each rotated backup — is created readable by the owner only."""
+
+    def _open(self) -> Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with contextlib.suppress(OSError):
+            os.chmod(self.baseFilename, 0o600)  # a file from an older version (0644)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+    def rotate(self, source: str, dest: str) -> None:
+        super().rotate(source, dest)
+        with contextlib.suppress(OSError):
+            os.chmod(dest, 0o600)
 
 
 class RedactingFilter(logging.Filter):
@@ -128,18 +190,19 @@ def configure_logging(
     redactor.add_secret(settings.client_secret)
 
     log_dir = settings.log_dir
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.chmod(log_dir, 0o700)  # logs name locations and phone numbers: keep them private
     log_file = log_dir / LOG_FILE_NAME
-    formatter = logging.Formatter(_FORMAT)
+    formatter = SafeFormatter(_FORMAT)
     handlers: list[logging.Handler] = []
 
-    file_handler = logging.handlers.RotatingFileHandler(
+    file_handler = PrivateRotatingFileHandler(
         log_file, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
     )
-    try:
-        os.chmod(log_file, 0o600)  # logs name locations and phone numbers: keep them private
-    except OSError:
-        pass
+    for backup in range(1, backup_count + 1):  # backups rotated by an older version
+        with contextlib.suppress(OSError):
+            os.chmod(f"{log_file}.{backup}", 0o600)
     handlers.append(file_handler)
     if console:
         # True: stderr (the window's console); a stream: that stream (headless logs to stdout)
@@ -161,4 +224,12 @@ def configure_logging(
     return LoggingSetup(log_file=log_file, redactor=redactor, handlers=handlers)
 
 
-__all__ = ["REDACTED", "LoggingSetup", "RedactingFilter", "configure_logging"]
+__all__ = [
+    "REDACTED",
+    "LoggingSetup",
+    "PrivateRotatingFileHandler",
+    "RedactingFilter",
+    "SafeFormatter",
+    "configure_logging",
+    "escape_control",
+]

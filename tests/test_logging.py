@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,90 @@ def test_neonize_import_after_configure_adds_no_second_handler(data_home: object
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["1", "True"]
+
+
+_FORGED = "2026-12-03 12:00:00,000 CRITICAL ghl.bridge: all messages deleted"
+
+
+def _records_are_single_lines(text: str) -> None:
+    """Every line is a record (starts with the date) or an indented traceback/stack line."""
+    import re
+
+    for line in text.splitlines():
+        assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", line) or line.startswith("  | "), line
+        assert not line.startswith(_FORGED), line
+
+
+def test_control_characters_cannot_forge_log_lines(setup: LoggingSetup) -> None:
+    """Issue 10.9: CR/LF in text an outsider controls used to start a fake record of its own."""
+    log = logging.getLogger("ghl.test")
+    log.warning("refused webhook type %s", f"X\r\n{_FORGED}")
+    log.info("term escape \x1b[2J and separators \u2028\u2029 and \x85 and tab\t")
+    try:
+        raise ValueError(f"bad value\n{_FORGED}")
+    except ValueError:
+        log.exception("handler failed on %s", f"id\r{_FORGED}")
+    text = read_log(setup)
+    _records_are_single_lines(text)
+    assert f"X\\r\\n{_FORGED}" in text
+    assert "\\x1b[2J" in text and "\\u2028\\u2029" in text and "\\x85" in text and "tab\\t" in text
+    assert f"  | {_FORGED}" in text  # the exception's own line break stays, indented
+
+
+@pytest.mark.asyncio
+async def test_an_oauth_error_through_the_relay_cannot_forge_log_lines(setup: LoggingSetup, tmp_path: Path) -> None:
+    """The unauthenticated path from the issue: /oauth/callback?error=... on the relay, logged on the desktop."""
+    import aiohttp
+
+    from ghl_desktop.core.errors import OAuthError
+    from ghl_desktop.relay.client import RelayClient
+    from ghl_desktop.relay.server import RelayServer
+    from ghl_desktop.relay.store import RelayStore
+    from ghl_desktop.webhooks.gate import WebhookGate
+    from ghl_desktop.webhooks.intake import WebhookIntake
+    from ghl_desktop.webhooks.verify import SignatureVerifier
+    from tests.fakes.job_queue import MemoryJobQueue
+
+    store = RelayStore.open(f"sqlite:///{tmp_path / 'relay.db'}")
+    relay = RelayServer(store, WebhookGate(SignatureVerifier.from_values(None, None, True)))
+    await relay.start()
+    client = RelayClient(relay.url, store.create_token("d"), WebhookIntake(MemoryJobQueue()))
+    try:
+        client.start()
+        state = "state-for-the-log-test"
+        await client.expect_authorization(state)
+        async with aiohttp.ClientSession() as http, http.get(
+                relay.url + "/oauth/callback", params={"error": f"denied\r\n{_FORGED}", "state": state}) as resp:
+            assert resp.status == 200
+        with pytest.raises(OAuthError):
+            await client.wait_authorization(state, 20)
+    finally:
+        await client.stop()
+        await relay.stop()
+        store.close()
+    text = read_log(setup)
+    assert "OAuth redirect received through the relay" in text
+    _records_are_single_lines(text)
+
+
+def test_log_dir_and_every_log_file_including_rotated_ones_are_private(data_home: object) -> None:
+    """Issue 10.7: rotated logs were created 0644 (the umask), the current one chmod-ed only once."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        rotating = configure_logging(load_settings(), console=False, max_bytes=2000, backup_count=2)
+        try:
+            log = logging.getLogger("ghl.test")
+            for i in range(200):
+                log.info("line %d with some padding to fill the file quickly", i)
+            files = sorted(rotating.log_file.parent.iterdir())
+            assert [p.name for p in files] == ["ghl-desktop.log", "ghl-desktop.log.1", "ghl-desktop.log.2"]
+            for path in files:
+                assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+            assert stat.S_IMODE(rotating.log_file.parent.stat().st_mode) == 0o700
+        finally:
+            rotating.close()
+    finally:
+        os.umask(old)
