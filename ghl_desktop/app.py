@@ -27,8 +27,10 @@ from ghl_desktop.adapters.secrets import open_secret_store
 from ghl_desktop.adapters.storage import Database, open_database
 from ghl_desktop.config import Settings, load_settings
 from ghl_desktop.core.events import EventBus
+from ghl_desktop.core.files import ensure_private_dir
 from ghl_desktop.core.models import JobState
 from ghl_desktop.core.ports import SecretStore
+from ghl_desktop.core.tasks import BackgroundTasks
 from ghl_desktop.logging_setup import LoggingSetup, configure_logging
 
 log = logging.getLogger("ghl.app")
@@ -90,6 +92,7 @@ class App:
     ) -> None:
         self.settings = settings if settings is not None else load_settings()
         self.sandbox = sandbox or not self.settings.has_ghl_credentials
+        ensure_private_dir(self.settings.home)  # message bodies, phone numbers, maybe the file vault
         self._owns_logging = logging_setup is None
         self.logging = (
             logging_setup if logging_setup is not None else configure_logging(self.settings, console=console_log)
@@ -106,7 +109,7 @@ class App:
                 self.logging.close()
             raise
         self.bus = EventBus()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks(log)
         self._started = False
         self._closed = False
         log.info(
@@ -131,7 +134,7 @@ class App:
 
     @property
     def tasks(self) -> frozenset[asyncio.Task[Any]]:
-        return frozenset(self._tasks)
+        return self._tasks.snapshot()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Run background work owned by the app: the task is kept (so it is not garbage collected),
@@ -139,18 +142,7 @@ class App:
         if self._closed:
             coro.close()
             raise RuntimeError("the app is closed")
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error("background task %s failed", task.get_name(), exc_info=exc)
+        return self._tasks.spawn(coro, name=name)
 
     async def start(self) -> None:
         """Start background work. Later issues add the services here (OAuth, sessions, bridge)."""
@@ -176,14 +168,8 @@ class App:
         if self._closed:
             return
         self._closed = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            for task, result in zip(tasks, results, strict=True):
-                if isinstance(result, Exception):
-                    log.warning("task %s ended with %r during shutdown", task.get_name(), result)
+        for task, result in await self._tasks.cancel_all():
+            log.warning("task %s ended with %r during shutdown", task.get_name(), result)
         await self.bus.drain()
         if self._owns_db:
             self.db.close()

@@ -8,12 +8,13 @@ never stops the others.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+
+from ghl_desktop.core.tasks import BackgroundTasks
 
 log = logging.getLogger("ghl.events")
 
@@ -24,7 +25,7 @@ Handler = Callable[[Any], "Awaitable[None] | None"]
 class EventBus:
     def __init__(self) -> None:
         self._handlers: dict[type, list[Handler]] = defaultdict(list)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks(log, "async event handler")
 
     def subscribe(self, event_type: type[E], handler: Callable[[E], Awaitable[None] | None]) -> Callable[[], None]:
         """Call ``handler`` for every published event that is an instance of ``event_type``.
@@ -55,18 +56,10 @@ class EventBus:
 
     def _track(self, awaitable: Awaitable[None]) -> None:
         async def run() -> None:
-            try:
-                await awaitable
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("async event handler failed")
+            await awaitable
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(run())
 
     async def drain(self) -> None:
         """Wait for every async handler started so far (used on shutdown and in tests)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.drain()

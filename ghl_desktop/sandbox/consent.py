@@ -11,8 +11,11 @@ import asyncio
 import html
 import logging
 import re
+from typing import Any
 
 import httpx
+
+from ghl_desktop.core.tasks import BackgroundTasks
 
 log = logging.getLogger("ghl.sandbox.consent")
 
@@ -30,20 +33,15 @@ class ConsentClicker:
     def __init__(self, *, index: int = 0, location_id: str | None = None) -> None:
         self.index = index
         self.location_id = location_id
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks(log, "sandbox consent click", on_error=self._failed)
         self.error: BaseException | None = None
 
     def __call__(self, url: str) -> bool:
-        task = asyncio.get_running_loop().create_task(self._visit(url))
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
+        self._tasks.spawn(self._visit(url))
         return True
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.error = task.exception()
-            log.error("sandbox consent click failed: %s", self.error)
+    def _failed(self, _task: asyncio.Task[Any], error: BaseException) -> None:
+        self.error = error
 
     async def _visit(self, url: str) -> None:
         async with httpx.AsyncClient(follow_redirects=False, timeout=30) as http:

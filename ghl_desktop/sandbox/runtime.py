@@ -23,6 +23,7 @@ import aiohttp
 from ghl_desktop.adapters.ghl.oauth import app_registration
 from ghl_desktop.core.convert import InvalidPhone
 from ghl_desktop.core.convert import normalize_phone as core_normalize_phone
+from ghl_desktop.core.tasks import BackgroundTasks
 from ghl_desktop.sandbox.state import (
     Contact,
     Conversation,
@@ -227,7 +228,7 @@ class Sandbox:
         self.validator = SpecValidator()
         self.limiter = RateLimiter()
         self.webhooks = WebhookSender(self)
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = BackgroundTasks(log, "sandbox background task")
         #: set whenever state changes; ``await sandbox.wait_until(pred)`` waits on it (tests, demos)
         self._changed = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
@@ -306,22 +307,10 @@ class Sandbox:
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run in the background, keeping a reference and logging failures."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-
-        def _done(t: asyncio.Task[Any]) -> None:
-            self.tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("sandbox background task failed", exc_info=t.exception())
-
-        task.add_done_callback(_done)
-        return task
+        return self.tasks.spawn(coro)
 
     async def close(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.tasks.cancel_all()
         if self._session is not None:
             await self._session.close()
         self.state.save()

@@ -42,6 +42,7 @@ from ghl_desktop.core.errors import (
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.models import SessionState, WhatsAppSession, can_transition
 from ghl_desktop.core.ports import SessionRepository
+from ghl_desktop.core.tasks import BackgroundTasks
 from ghl_desktop.core.whatsapp import (
     ClientOutdated,
     Connected,
@@ -153,7 +154,7 @@ class SessionService:
         self._rng = rng or random.Random()
         self._runtimes: dict[str, _Runtime] = {}
         self._pacers: dict[str, PacedSender] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks(log, "sessions background task")
 
     # --- reading ------------------------------------------------------------------------------------
 
@@ -394,16 +395,7 @@ class SessionService:
             self._schedule_reconnect(rt, f"could not connect: {exc}")
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("sessions background task failed", exc_info=t.exception())
-
-        task.add_done_callback(done)
-        return task
+        return self._tasks.spawn(coro)
 
     def _delete_store(self, store_path: str) -> None:
         base = Path(store_path)
