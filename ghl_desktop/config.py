@@ -14,6 +14,8 @@ from typing import Any
 
 import platformdirs
 
+from ghl_desktop.core.files import ensure_private_dir
+
 APP_NAME = "ghl-desktop"
 DEFAULT_API_BASE = "https://services.leadconnectorhq.com"
 DEFAULT_MARKETPLACE_BASE = "https://marketplace.gohighlevel.com"
@@ -146,7 +148,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
 
 def save_settings(settings: Settings) -> Path:
     """Persist the non-secret settings atomically (write + rename)."""
-    settings.home.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(settings.home)
     target = settings.settings_file
     tmp = target.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(settings.persistable(), indent=2, sort_keys=True), "utf-8")

@@ -55,6 +55,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ghl_desktop.core.errors import ConfigError, StorageError
+from ghl_desktop.core.files import ensure_private_dir, ensure_private_sqlite
 
 TOKEN_PREFIX = "ghlr_"
 SEEN_RETENTION = timedelta(days=7)
@@ -176,7 +177,9 @@ class RelayStore:
         of 200 to HighLevel must survive a power cut."""
         try:
             if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-                Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                path = Path(url.removeprefix("sqlite:///")).expanduser()
+                ensure_private_dir(path.parent)  # the queue holds message bodies and phone numbers
+                ensure_private_sqlite(path)
             engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
         except (SQLAlchemyError, ValueError, OSError) as exc:
             raise ConfigError(f"relay database URL is not usable: {exc}") from exc

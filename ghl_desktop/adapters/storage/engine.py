@@ -24,6 +24,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
 from ghl_desktop.core.errors import StorageError
+from ghl_desktop.core.files import ensure_private_dir, ensure_private_sqlite
 
 log = logging.getLogger("ghl.storage")
 
@@ -60,7 +61,9 @@ def create_storage_engine(url: str | URL, *, echo: bool = False) -> Engine:
             if not database.startswith("file:"):
                 path = Path(database).expanduser()
                 try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
+                    # data dir 0700, database 0600 before SQLite creates it (-wal/-shm inherit the mode)
+                    ensure_private_dir(path.parent)
+                    ensure_private_sqlite(path)
                 except OSError as exc:
                     raise StorageError(
                         f"Cannot create the database folder {path.parent}: {exc.strerror or exc}. "
