@@ -1,6 +1,7 @@
-"""Capped, jittered exponential backoff.
+"""Capped, jittered exponential backoff with a retry count (the reconnect timer of a number).
 
 Why jitter: fifty numbers dropped by the same network blip must not all redial in the same second.
+The arithmetic is the product's one backoff function, :func:`ghl_desktop.core.backoff.backoff_delay`.
 """
 
 from __future__ import annotations
@@ -8,11 +9,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from ghl_desktop.core.backoff import backoff_delay
+
 
 @dataclass
 class Backoff:
-    """``initial * multiplier**n``, capped at ``maximum``, each delay scaled by a random factor in
-    ``[1 - jitter, 1 + jitter]`` (and capped again)."""
+    """``initial * multiplier**n``, capped at ``maximum``, each delay drawn from
+    ``[(1 - jitter) × step, step]`` (full jitter with a floor; jitter 0 = the exact step)."""
 
     initial: float = 2.0
     maximum: float = 300.0
@@ -26,10 +29,10 @@ class Backoff:
             raise ValueError("backoff needs 0 < initial <= maximum, multiplier >= 1, 0 <= jitter < 1")
 
     def next_delay(self) -> float:
-        base = min(self.maximum, self.initial * self.multiplier**self.attempts)
+        delay = backoff_delay(self.attempts, self.initial, self.maximum, multiplier=self.multiplier,
+                              min_fraction=1.0 - self.jitter, rng=self.rng)
         self.attempts += 1
-        factor = 1.0 + self.rng.uniform(-self.jitter, self.jitter)
-        return min(self.maximum, base * factor)
+        return delay
 
     def reset(self) -> None:
         self.attempts = 0

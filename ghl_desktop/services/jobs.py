@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from ghl_desktop.core.backoff import backoff_delay as core_backoff_delay
 from ghl_desktop.core.errors import GhlDesktopError, GhlRateLimited, StorageBusy
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.models import Job, utcnow
@@ -62,9 +62,9 @@ class RunnerOptions:
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
-    """Capped exponential backoff with full jitter (attempt counts from 1)."""
-    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
-    return random.uniform(ceiling / 2, ceiling)
+    """A job's retry wait (attempt counts from 1): the product's backoff (core.backoff), full jitter
+    with a floor of a tenth of the step so a failing job never spins."""
+    return core_backoff_delay(attempt - 1, base, cap, min_fraction=0.1)
 
 
 class JobRunner:

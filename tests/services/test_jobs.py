@@ -22,11 +22,15 @@ FAST = RunnerOptions(concurrency=4, lease_seconds=5, poll_interval=0.01, max_att
                      backoff_base=0.001, backoff_cap=0.005)
 
 
-def test_backoff_is_capped_and_jittered() -> None:
-    delays = [backoff_delay(n, 1.0, 30.0) for n in range(1, 12)]
-    assert all(0.5 <= d <= 30.0 for d in delays)
+def test_backoff_is_capped_and_fully_jittered() -> None:
+    for attempt in range(1, 12):
+        ceiling = min(30.0, 2.0 ** (attempt - 1))
+        sample = [backoff_delay(attempt, 1.0, 30.0) for _ in range(200)]
+        assert all(0.1 * ceiling <= d <= ceiling for d in sample)
+        if attempt >= 3:  # full jitter: the draws cover the lower half of the step too (equal jitter never did)
+            assert min(sample) < ceiling / 2 and max(sample) > ceiling / 2
     assert max(backoff_delay(20, 1.0, 30.0) for _ in range(50)) <= 30.0
-    assert len({backoff_delay(3, 1.0, 30.0) for _ in range(20)}) > 1
+    assert backoff_delay(10_000, 1.0, 30.0) <= 30.0  # no overflow for a job retried for days
 
 
 @pytest.mark.asyncio

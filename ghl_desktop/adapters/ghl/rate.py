@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from ghl_desktop.core.backoff import backoff_delay
 from ghl_desktop.core.errors import GhlRateLimited
 
 log = logging.getLogger("ghl.api.rate")
@@ -54,16 +55,16 @@ class RateLimitConfig:
 
 
 class RetryPolicy:
-    """Capped exponential backoff with full jitter: attempt n waits uniform(0, min(cap, base*2**n))."""
+    """Capped exponential backoff with full jitter: attempt n waits uniform(0.1·c, c), c = min(cap, base*2**n)."""
 
     def __init__(self, config: RateLimitConfig, rng: random.Random | None = None) -> None:
         self.config = config
         self._rng = rng or random.Random()
 
     def delay(self, attempt: int) -> float:
-        ceiling = min(self.config.backoff_cap_seconds, self.config.backoff_base_seconds * (2 ** attempt))
-        # never zero: a zero wait turns a flapping server into a tight loop
-        return float(max(ceiling * 0.1, self._rng.uniform(0.0, ceiling)))
+        # the product's backoff (core.backoff); never zero: a zero wait turns a flapping server into a tight loop
+        return backoff_delay(attempt, self.config.backoff_base_seconds, self.config.backoff_cap_seconds,
+                             min_fraction=0.1, rng=self._rng)
 
 
 @dataclass(frozen=True, slots=True)
