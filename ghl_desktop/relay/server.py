@@ -28,14 +28,21 @@ import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
 
 from ghl_desktop.core.errors import WebhookBacklogFull
 from ghl_desktop.relay.store import MAX_EVENT_ID, Install, RelayStore
-from ghl_desktop.webhooks.endpoint import HEALTH_PATH, add_webhook_routes
+from ghl_desktop.webhooks.endpoint import (
+    GUARD_KEY,
+    HEALTH_PATH,
+    ConnectionLimits,
+    GuardedSite,
+    add_webhook_routes,
+    install_guard,
+)
 from ghl_desktop.webhooks.gate import VerifiedEvent, WebhookGate
 
 log = logging.getLogger("ghl.relay")
@@ -60,6 +67,8 @@ class RelayConfig:
     maintenance_seconds: float = 60.0
     #: how often open streams are checked against revoked tokens
     reauth_seconds: float = 30.0
+    #: header/body timeouts and the connection cap (slowloris)
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     stream_window: int = STREAM_WINDOW
     #: run store calls on a worker thread (the server's default). Off = inline on the loop, for hosts
     #: whose loop cannot take completions from foreign threads safely (the tests' qasync loop).
@@ -280,9 +289,10 @@ async def _expect_authorization(request: web.Request) -> web.Response:
     if install is None:
         return _unauthorized()
     try:
-        data = await request.json()
+        async with asyncio.timeout(state.config.limits.body_timeout):
+            data = await request.json()
         oauth_state = data.get("state") if isinstance(data, dict) else None
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError, TimeoutError):
         oauth_state = None
     if not isinstance(oauth_state, str) or not 16 <= len(oauth_state) <= 1024:
         return web.json_response({"error": "state must be a string of 16-1024 characters"}, status=400)
@@ -374,6 +384,7 @@ def create_relay_app(store: RelayStore, gate: WebhookGate, config: RelayConfig |
     state = RelayState(store, config or RelayConfig())
     app = web.Application(client_max_size=gate.max_body_bytes + 1)
     app[STATE_KEY] = state
+    install_guard(app, state.config.limits)
     add_webhook_routes(app, gate, RelaySink(state))
     app.router.add_get(STREAM_PATH, _stream)
     app.router.add_get(OAUTH_CALLBACK_PATH, _oauth_callback)
@@ -407,7 +418,7 @@ class RelayServer:
     async def start(self) -> str:
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
+        site = GuardedSite(runner, self.host, self.port, self.app[GUARD_KEY])
         try:
             await site.start()
         except OSError:

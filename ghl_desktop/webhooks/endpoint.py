@@ -6,14 +6,25 @@ chose another address. The relay mounts the same handlers, so both modes answer 
 
 No request path ever answers 5xx on purpose: HighLevel treats anything but 429 as final, so an
 unexpected failure while handling a delivery answers 429 (it will come again) and logs the bug.
+
+Slow and idle clients (issue 10.5, slowloris): both this endpoint and the relay listen through a
+:class:`GuardedSite`. A connection must deliver a complete request head within ``header_timeout``
+of connecting (or of its previous response) and the body within ``body_timeout`` (408), else it is
+closed. At most ``max_connections`` are open at once (by default well under the process's file
+descriptor limit); when a new connection would pass the cap, the oldest connection that has not yet
+sent a request head is closed to make room — so idle attackers are what gets dropped, a genuine
+delivery still gets in. Only when every connection is busy with a request is the newcomer refused.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+import resource
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -30,6 +41,176 @@ APP_PATH = "/ghl/app/webhook"
 HEALTH_PATH = "/healthz"
 #: what HighLevel is told to wait before retrying a 429 (it retries about every 10 minutes anyway)
 RETRY_AFTER_SECONDS = 600
+
+
+def _default_max_connections() -> int:
+    """Well under the file-descriptor limit (the database, logs and outgoing HTTP need some too)."""
+    try:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return 512
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 1024
+    return max(16, min(1024, soft * 3 // 4 - 16))
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_connections: int = field(default_factory=_default_max_connections)
+    #: from connecting (or the end of the previous response) to a complete request head
+    header_timeout: float = 10.0
+    #: to read a whole request body once its head arrived
+    body_timeout: float = 30.0
+
+
+class WebhookTimeout(WebhookError):
+    http_status = 408
+
+
+class _GuardedProtocol(asyncio.Protocol):
+    """Stands between the event loop and aiohttp's protocol for one connection (see ConnectionGuard)."""
+
+    def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
+        self.guard = guard
+        self.inner = inner
+        self.transport: asyncio.Transport | None = None
+        self.busy = 0
+        self.idle_since = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.admitted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if not self.guard.admit(self):
+            transport.abort()
+            return
+        self.admitted = True
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.admitted:
+            self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.admitted else None
+
+    def pause_writing(self) -> None:
+        if self.admitted:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.admitted:
+            self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.forget(self)
+        if self.admitted:
+            self.inner.connection_lost(exc)
+
+
+class ConnectionGuard:
+    """Header timeout, connection cap and idle eviction for one listening site."""
+
+    def __init__(self, limits: ConnectionLimits | None = None) -> None:
+        self.limits = limits or ConnectionLimits()
+        self._conns: dict[asyncio.BaseTransport, _GuardedProtocol] = {}
+        self.evicted = 0  # idle connections closed to make room
+        self.refused = 0  # connections refused because every slot was busy
+        self.timed_out = 0  # connections closed for not sending a request head in time
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._conns)
+
+    def wrap(self, factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
+        return lambda: _GuardedProtocol(self, factory())
+
+    def admit(self, conn: _GuardedProtocol) -> bool:
+        assert conn.transport is not None
+        if len(self._conns) >= self.limits.max_connections:
+            idle = [c for c in self._conns.values() if c.busy == 0]
+            if not idle:
+                self.refused += 1
+                log.warning("connection cap (%d) reached with every connection busy; refusing one",
+                            self.limits.max_connections)
+                return False
+            oldest = min(idle, key=lambda c: c.idle_since)
+            self.evicted += 1
+            self._drop(oldest)
+        self._conns[conn.transport] = conn
+        self._arm(conn)
+        return True
+
+    def _arm(self, conn: _GuardedProtocol) -> None:
+        loop = asyncio.get_running_loop()
+        conn.idle_since = loop.time()
+        if conn.timer is not None:
+            conn.timer.cancel()
+        conn.timer = loop.call_later(self.limits.header_timeout, self._expire, conn)
+
+    def _expire(self, conn: _GuardedProtocol) -> None:
+        if conn.busy == 0 and conn.transport is not None and conn.transport in self._conns:
+            self.timed_out += 1
+            self._drop(conn)
+
+    def _drop(self, conn: _GuardedProtocol) -> None:
+        if conn.timer is not None:
+            conn.timer.cancel()
+        if conn.transport is not None:
+            self._conns.pop(conn.transport, None)
+            conn.transport.abort()
+
+    def forget(self, conn: _GuardedProtocol) -> None:
+        if conn.timer is not None:
+            conn.timer.cancel()
+        if conn.transport is not None and self._conns.get(conn.transport) is conn:
+            del self._conns[conn.transport]
+
+    @web.middleware
+    async def middleware(self, request: web.Request,
+                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        conn = self._conns.get(request.transport) if request.transport is not None else None
+        if conn is None:
+            return await handler(request)
+        conn.busy += 1
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        try:
+            return await handler(request)
+        finally:
+            conn.busy -= 1
+            if conn.busy == 0 and conn.transport is not None and conn.transport in self._conns:
+                self._arm(conn)  # keep-alive: the next request head must come in time too
+
+
+class GuardedSite(web.TCPSite):
+    """``web.TCPSite`` whose connections pass through a :class:`ConnectionGuard`."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard,
+                 **kwargs: Any) -> None:
+        super().__init__(runner, host, port, **kwargs)
+        self.guard = guard
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            self.guard.wrap(server), self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+
+
+def install_guard(app: web.Application, limits: ConnectionLimits | None = None) -> ConnectionGuard:
+    """Create the guard of ``app`` (before it is frozen) and register its middleware."""
+    guard = ConnectionGuard(limits)
+    app.middlewares.append(guard.middleware)
+    app[GUARD_KEY] = guard
+    return guard
+
+
+GUARD_KEY = web.AppKey("connection_guard", ConnectionGuard)
 
 
 class WebhookSink(Protocol):
@@ -55,23 +236,27 @@ class IntakeSink:
         self.intake.refused(route, status, reason)
 
 
-async def read_body(request: web.BaseRequest, limit: int) -> bytes:
-    """Read the raw body, refusing (413) as soon as it passes ``limit`` — never buffering more."""
+async def read_body(request: web.BaseRequest, limit: int, within_seconds: float | None = None) -> bytes:
+    """Read the raw body, refusing (413) as soon as it passes ``limit`` — never buffering more — and
+    (408) when it has not all arrived within ``within_seconds``."""
     if request.content_length is not None and request.content_length > limit:
         raise WebhookTooLarge(f"body is over {limit} bytes")
     chunks: list[bytes] = []
     total = 0
     try:
-        while True:
-            chunk = await request.content.read(64 * 1024)
-            if not chunk:
-                break
-            total += len(chunk)
-            if total > limit:
-                raise WebhookTooLarge(f"body is over {limit} bytes")
-            chunks.append(chunk)
+        async with asyncio.timeout(within_seconds):
+            while True:
+                chunk = await request.content.read(64 * 1024)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > limit:
+                    raise WebhookTooLarge(f"body is over {limit} bytes")
+                chunks.append(chunk)
     except WebhookError:
         raise
+    except TimeoutError as exc:
+        raise WebhookTimeout("the request body did not arrive in time") from exc
     except Exception as exc:  # broken chunked encoding, bad gzip, client gone
         raise MalformedWebhook("the request body could not be read") from exc
     return b"".join(chunks)
@@ -83,8 +268,9 @@ def _answer(status: int, payload: dict[str, object], headers: Mapping[str, str] 
 
 async def handle_delivery(route: Route, request: web.BaseRequest, gate: WebhookGate, sink: WebhookSink) -> web.Response:
     """Check, store, answer. The answer is sent only after ``sink.accept`` returned."""
+    guard = request.app.get(GUARD_KEY) if isinstance(request, web.Request) else None
     try:
-        body = await read_body(request, gate.max_body_bytes)
+        body = await read_body(request, gate.max_body_bytes, guard.limits.body_timeout if guard else None)
         event = gate.check(route, body, request.headers)
         created = await sink.accept(event)
     except WebhookBacklogFull as exc:
@@ -115,9 +301,11 @@ def add_webhook_routes(app: web.Application, gate: WebhookGate, sink: WebhookSin
     app.router.add_post(APP_PATH, app_event)
 
 
-def create_webhook_app(gate: WebhookGate, sink: WebhookSink) -> web.Application:
+def create_webhook_app(gate: WebhookGate, sink: WebhookSink,
+                       limits: ConnectionLimits | None = None) -> web.Application:
     # aiohttp's own body limit sits above ours so that our handler answers 413 itself
     app = web.Application(client_max_size=gate.max_body_bytes + 1)
+    install_guard(app, limits)
     add_webhook_routes(app, gate, sink)
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -138,6 +326,7 @@ class WebhookServer:
         gate: WebhookGate | None = None,
         host: str | None = None,
         port: int | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.gate = gate or WebhookGate(
             SignatureVerifier.from_settings(settings),
@@ -146,7 +335,8 @@ class WebhookServer:
         )
         self.host = host or settings.webhook_host
         self.port = settings.webhook_port if port is None else port
-        self.app = create_webhook_app(self.gate, IntakeSink(intake))
+        self.app = create_webhook_app(self.gate, IntakeSink(intake), limits)
+        self.guard = self.app[GUARD_KEY]
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
 
@@ -167,7 +357,7 @@ class WebhookServer:
             return self.url
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
+        site = GuardedSite(runner, self.host, self.port, self.guard)
         try:
             await site.start()
         except OSError as exc:
@@ -191,13 +381,19 @@ class WebhookServer:
 
 __all__ = [
     "APP_PATH",
+    "GUARD_KEY",
     "HEALTH_PATH",
     "PROVIDER_PATH",
+    "ConnectionGuard",
+    "ConnectionLimits",
+    "GuardedSite",
     "IntakeSink",
     "WebhookServer",
     "WebhookSink",
+    "WebhookTimeout",
     "add_webhook_routes",
     "create_webhook_app",
     "handle_delivery",
+    "install_guard",
     "read_body",
 ]
