@@ -19,6 +19,13 @@ main{flex:1;display:flex;flex-direction:column;padding:.5em}
 small{color:#666} a.sel{font-weight:bold} form{display:flex;gap:.5em} textarea{flex:1}"""
 
 
+def _attachment_link(url: str) -> str:
+    """A link only for http(s) URLs; anything else (``javascript:``, ``data:``…) is shown as text."""
+    if url.strip().lower().startswith(("http://", "https://")):
+        return f' <a href="{html.escape(url.strip())}" rel="noopener noreferrer">attachment</a>'
+    return f" <small>attachment (not a web link): {html.escape(url)}</small>"
+
+
 async def inbox(request: web.Request) -> web.Response:
     sandbox = sandbox_of(request)
     state = sandbox.state
@@ -44,7 +51,7 @@ async def inbox(request: web.Request) -> web.Response:
         rows = []
         for m in sorted((m for m in state.messages.values() if m.conversation_id == conv.id),
                         key=lambda m: m.date_added):
-            links = "".join(f' <a href="{html.escape(a)}">attachment</a>' for a in m.attachments)
+            links = "".join(_attachment_link(a) for a in m.attachments)
             hook = deliveries.get(m.id)
             hook_text = f" · webhook {hook.status}" if hook else ""
             rows.append(f'<div class="m {m.direction}">{html.escape(m.body)}{links}<br>'
