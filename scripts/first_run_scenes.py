@@ -27,7 +27,8 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 Save = Callable[[Any, str], Path]
+Settle = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,30 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _settle() -> None:
+async def _settle() -> None:
+    """Let Qt paint (standalone runs; on the window, screenshots.py's ``Stage.settle`` is used)."""
     from PySide6.QtWidgets import QApplication
 
-    for _ in range(5):
+    for _ in range(3):
         QApplication.processEvents()
+        await asyncio.sleep(0.05)
+
+
+class _LoopThread:
+    """An asyncio loop in a thread of its own."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="scene-endpoint", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout: float = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
 
 
 class _NoQueue:
@@ -81,7 +102,7 @@ def _gate() -> Any:
     return WebhookGate(SignatureVerifier.from_values(pem, None))
 
 
-async def render_first_run(save: Save, sb: SandboxApp) -> None:
+async def render_first_run(save: Save, sb: SandboxApp, settle: Settle = _settle) -> None:
     from ghl_desktop.adapters.secrets import ScryptParams, VaultSecretStore
     from ghl_desktop.config import Settings
     from ghl_desktop.services.setup_checks import SetupService
@@ -103,7 +124,7 @@ async def render_first_run(save: Save, sb: SandboxApp) -> None:
         page.client_id.setText("65f0c1a2b3c4d5e6f7a8b9c0-lx1abcd2")
         page.client_secret.setText("not-a-real-secret")
         page.result.show_outcome(await offline.check_credentials(page.client_id.text(), page.client_secret.text()))
-        _settle()
+        await settle()
         save(wizard, "30-first-run-wizard-credentials")
         wizard.close()
 
@@ -111,7 +132,9 @@ async def render_first_run(save: Save, sb: SandboxApp) -> None:
         settings = Settings(home=home / "real", api_base=sb.url, webhook_port=_free_port())
         service = SetupService(settings, secrets, timeout=5.0)
         server = WebhookServer(settings, WebhookIntake(_NoQueue()), gate=_gate(), host="127.0.0.1")  # type: ignore[arg-type]
-        url = await server.start()
+        # the endpoint runs on a loop of its own: stopping it must not hold up the window's loop
+        endpoint_loop = _LoopThread()
+        url = endpoint_loop.run(server.start())
         try:
             wizard = FirstRunWizard(service, clipboard=lambda _text: None)
             wizard.resize(760, 560)
@@ -119,14 +142,12 @@ async def render_first_run(save: Save, sb: SandboxApp) -> None:
             page = wizard.credentials
             page.client_id.setText(sb.client_id)
             page.client_secret.setText(sb.client_secret)
-            page.check.click()  # the real Check button: the probe runs on this loop
-            for _ in range(200):
-                if page.isComplete():
-                    break
-                await asyncio.sleep(0.05)
-                _settle()
+            page.check.click()  # the real Check button: the probe runs as a task on this loop
+            await asyncio.wait_for(asyncio.gather(*wizard.tasks.running), 30)
+            await settle()
             if not page.isComplete():
-                raise SystemExit(f"the credentials probe did not pass: {page.result.text()}")
+                print(f"screenshots: the credentials probe did not pass: {page.result.text()}", file=sys.stderr)
+                return
             wizard.next()
             wizard.provider.provider_id.setText(sb.provider_id)
             wizard.next()
@@ -136,22 +157,19 @@ async def render_first_run(save: Save, sb: SandboxApp) -> None:
             delivery.direct_mode.setChecked(True)
             delivery.public_url.setText(url)
             delivery.test.click()
-            for _ in range(200):
-                if delivery.result.outcome is not None:
-                    break
-                await asyncio.sleep(0.05)
-                _settle()
-            _settle()
+            await asyncio.wait_for(asyncio.gather(*wizard.tasks.running), 30)
+            await settle()
             save(wizard, "31-first-run-wizard-delivery")
             wizard.close()
         finally:
-            await server.stop()
+            endpoint_loop.run(server.stop())
+            endpoint_loop.close()
 
         service._save_settings(provider_id=None)  # one step open: the checklist as the window shows it
         checklist = SetupChecklist(service)
         checklist.resize(1000, checklist.sizeHint().height())
         checklist.show()
-        _settle()
+        await settle()
         save(checklist, "32-first-run-checklist")
         checklist.close()
 
@@ -254,14 +272,15 @@ async def render_phone_page(out: Path, url: str) -> list[Path]:
 # -- the scenes scripts/screenshots.py runs on its window --------------------------------------------
 
 
-def _sandbox_app(stage: Any) -> SandboxApp:
-    settings = stage.window.app.settings  # sandbox mode: pointed at the in-process sandbox
-    return SandboxApp(stage.url, settings.client_id, settings.client_secret, settings.provider_id)
+async def _sandbox_app(stage: Any) -> SandboxApp:
+    """The app registration of the window's sandbox, from its control API."""
+    app = (await stage.http.get(f"{stage.url}/_sandbox/state")).json()["app"]
+    return SandboxApp(stage.url, app["client_id"], app["client_secret"], app["provider_id"])
 
 
 async def first_run_wizard(stage: Any) -> None:
     """The real-mode first run (the window itself runs in sandbox mode, which has none)."""
-    await render_first_run(stage.save, _sandbox_app(stage))
+    await render_first_run(stage.save, await _sandbox_app(stage), stage.settle)
 
 
 async def sandbox_phone_page(stage: Any) -> None:
