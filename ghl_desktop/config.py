@@ -45,6 +45,7 @@ ENV_MAP: dict[str, str] = {
     "log_level": "GHL_DESKTOP_LOG_LEVEL",
     "notify_grace_seconds": "GHL_DESKTOP_NOTIFY_GRACE_SECONDS",
     "start_at_login": "GHL_DESKTOP_START_AT_LOGIN",
+    "api_versions": "GHL_API_VERSIONS",
 }
 
 
@@ -78,6 +79,9 @@ class Settings:
     notify_grace_seconds: float = 60.0
     #: open ghl-desktop (in the tray) when the user logs in (XDG autostart / HKCU Run / LaunchAgent)
     start_at_login: bool = False
+    #: ``Version`` header overrides per API path prefix, e.g. ``*=2023-02-21`` or
+    #: ``/conversations=2023-02-21,/contacts=2023-02-21`` (adapters/ghl/transport.py VERSION_TABLE)
+    api_versions: str = ""
 
     @property
     def database_url(self) -> str:

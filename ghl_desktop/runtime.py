@@ -22,9 +22,17 @@ from typing import Any
 
 import httpx
 
-from ghl_desktop.adapters.ghl import GhlClient, OAuthConnector, OAuthOptions, TokenManager, create_http_client
+from ghl_desktop.adapters.ghl import (
+    ClientOptions,
+    GhlClient,
+    OAuthConnector,
+    OAuthOptions,
+    TokenManager,
+    create_http_client,
+)
 from ghl_desktop.adapters.ghl.gateway import GhlGateway, MediaDownloader
 from ghl_desktop.adapters.ghl.rate import RateLimitConfig
+from ghl_desktop.adapters.ghl.transport import parse_version_overrides
 from ghl_desktop.app import App
 from ghl_desktop.core.models import WhatsAppSession
 from ghl_desktop.core.whatsapp import EventHandler, WhatsAppTransport
@@ -135,8 +143,10 @@ class BridgeRuntime:
         self.options = options or RuntimeOptions()
         settings = app.settings
         self.http = create_http_client(settings)
-        self.tokens = TokenManager(app.secrets, app.db.locations, self.http, settings)
-        self.client = GhlClient(settings, self.tokens, self.http, rate=self.options.rate_limits)
+        versions = parse_version_overrides(settings.api_versions)  # the same overrides for both
+        self.tokens = TokenManager(app.secrets, app.db.locations, self.http, settings, version_overrides=versions)
+        self.client = GhlClient(settings, self.tokens, self.http, rate=self.options.rate_limits,
+                                options=ClientOptions(version_overrides=versions))
         self.gateway = GhlGateway(self.client)
         self.sessions = SessionService(
             app.db.sessions, transport_factory, app.bus, sessions_dir=settings.sessions_dir,

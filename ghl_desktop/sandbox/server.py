@@ -111,8 +111,12 @@ async def _gate(sandbox: Sandbox, request: web.Request, meta: RouteMeta,
     if outcome.errors:
         sandbox.record_validation_failure(request.method, request.path, outcome.errors, True)
         raise ApiError(422, {"statusCode": 422, "message": outcome.errors, "error": "Unprocessable Entity"})
-    if outcome.deviations:
-        sandbox.record_validation_failure(request.method, request.path, outcome.deviations, False)
+    deviations = outcome.deviations
+    if sandbox.config.strict_versions:
+        # the old values are declared retired: a newer published Version is what a client must send
+        deviations = [d for d in deviations if not d.startswith("Version ")]
+    if deviations:
+        sandbox.record_validation_failure(request.method, request.path, deviations, False)
     result: web.StreamResponse = await handler(request)
     if faults.lost_response_rate > 0 and sandbox.random.random() < faults.lost_response_rate:
         # the work is done but the client never hears so: a retry must not duplicate it

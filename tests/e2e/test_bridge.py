@@ -380,3 +380,25 @@ async def test_stopping_with_a_job_stuck_in_http_meets_the_deadline_and_keeps_th
         assert len(stored) == 1  # the message WhatsApp was told we have is in the database
         assert env.app.db.jobs.count("running") == 0 and env.app.db.jobs.count("pending") >= 1  # released
         await env.http.post(f"{env.url}/_sandbox/faults", json={"latency_ms": 0})
+
+
+@pytest.mark.asyncio
+async def test_the_whole_bridge_runs_against_retired_versions_with_one_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11 item 10: the day HighLevel retires 2021-04-15 / 2021-07-28, GHL_API_VERSIONS=*=2023-02-21
+    switches every call the running bridge makes (install, inbound, contacts, replies, statuses)."""
+    monkeypatch.setenv("GHL_API_VERSIONS", "*=2023-02-21")
+    async with bridge_env(strict_versions=True) as env:
+        await env.customer(ALICE, "Alice")
+        await env.send(ALICE, text="hello under the new version")
+        await eventually(lambda: env.app.db.contacts.find(env.location_id, phone=ALICE))
+        contact = await env.contact_for(phone=ALICE)
+        await env.reply(contact["id"], "answered under the new version")
+        await eventually(lambda: _inbox_has(env, ALICE, "answered under the new version"), 30)
+        stats = (await env.state())["stats"]
+        assert "retired_version_refused" not in stats
+        used = {key.split(" ")[1] for key in stats if key.startswith("version ")}
+        assert used == {"2023-02-21"}, used
+
+
+async def _inbox_has(env: Env, phone: str, text: str) -> bool:
+    return any(m.get("text") == text for m in await env.inbox(phone))

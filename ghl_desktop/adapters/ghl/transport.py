@@ -15,6 +15,7 @@ import httpx
 
 from ghl_desktop.config import Settings
 from ghl_desktop.core.errors import (
+    ConfigError,
     GhlAuthError,
     GhlBadRequest,
     GhlContactNotFound,
@@ -59,6 +60,21 @@ VERSION_TABLE: Mapping[str, str] = MappingProxyType({
 def _longest_prefix(table: Mapping[str, str], path: str) -> str | None:
     matches = [prefix for prefix in table if path.startswith(prefix)]
     return table[max(matches, key=len)] if matches else None
+
+
+def parse_version_overrides(text: str) -> dict[str, str]:
+    """``"*=2023-02-21"`` (every path) or ``"/conversations=2023-02-21, /contacts=2023-02-21"`` →
+    the ``version_overrides`` mapping (Settings.api_versions, GHL_API_VERSIONS); ConfigError if malformed."""
+    out: dict[str, str] = {}
+    for item in (part.strip() for part in text.replace(";", ",").split(",")):
+        if not item:
+            continue
+        prefix, sep, version = (x.strip() for x in item.partition("="))
+        if not sep or not version or not (prefix == "*" or prefix.startswith("/")):
+            raise ConfigError(f"GHL_API_VERSIONS: {item!r} is not PREFIX=VERSION (e.g. *=2023-02-21 or "
+                              "/contacts=2023-02-21)")
+        out["/" if prefix == "*" else prefix] = version
+    return out
 
 
 def version_for(path: str, overrides: Mapping[str, str] | None = None) -> str:
@@ -178,6 +194,7 @@ __all__ = [
     "create_http_client",
     "is_version_header_error",
     "map_error",
+    "parse_version_overrides",
     "request_was_sent",
     "transport_error",
     "version_for",
