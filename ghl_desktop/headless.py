@@ -102,7 +102,11 @@ async def _main(*, sandbox: bool, sandbox_port: int) -> int:
         if sandbox_url is not None:
             # runs before runtime.stop (LIFO): replies made while the endpoint closes wait for the next run
             stack.push_async_callback(hold_sandbox_webhooks, sandbox_url)
-        await runtime.start()
+        try:
+            await runtime.start()
+        except GhlDesktopError as exc:  # e.g. the webhook port is taken: say so, no traceback
+            print(f"headless: {exc}", file=sys.stderr)
+            return 2
         try:
             if sandbox_url is not None:
                 await point_sandbox_webhooks(sandbox_url, runtime.webhooks.url)

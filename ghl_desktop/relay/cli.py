@@ -22,7 +22,7 @@ from pathlib import Path
 
 import platformdirs
 
-from ghl_desktop.core.errors import GhlDesktopError
+from ghl_desktop.core.errors import ConfigError, GhlDesktopError
 from ghl_desktop.relay.logs import configure_json_logging
 from ghl_desktop.relay.server import DEFAULT_BACKLOG_LIMIT, RelayConfig, RelayServer
 from ghl_desktop.relay.store import RelayStore, default_db_url
@@ -83,7 +83,12 @@ async def _serve(args: argparse.Namespace, db_url: str) -> int:
     )
     config = RelayConfig(backlog_limit=int(os.environ.get("GHL_RELAY_BACKLOG_LIMIT") or DEFAULT_BACKLOG_LIMIT))
     server = RelayServer(store, WebhookGate(verifier), host=args.host, port=args.port, config=config)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:
+        store.close()
+        raise ConfigError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
+                          "is another relay running? choose another --port") from exc
     print(f"relay: {server.url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
