@@ -112,6 +112,8 @@ async def run_window(
     from ghl_desktop.app import App, with_stored_client_secret
     from ghl_desktop.core.errors import GhlDesktopError
     from ghl_desktop.sandbox_mode import point_sandbox_webhooks, running_sandbox_mode
+    from ghl_desktop.services.setup_checks import SetupService
+    from ghl_desktop.ui.first_run import install_first_run
     from ghl_desktop.ui.lifecycle import Lifecycle, UiState, apply_start_at_login
     from ghl_desktop.ui.main_window import MainWindow, open_in_browser
     from ghl_desktop.ui.notifications import DesktopNotifications
@@ -138,6 +140,8 @@ async def run_window(
         runtime = build_runtime(app, mode, open_url, runtime_options)
         shown_tray = tray if tray is not None else Tray()
         window = MainWindow(app, runtime, tray=shown_tray, sandbox_url=mode.url if mode else None, open_url=open_url)
+        # real mode: the first-run checklist above the panels (and the wizard on the very first start)
+        install_first_run(window, SetupService(settings, secrets), sandbox=use_sandbox, parent=window)
         notifications = DesktopNotifications("ghl-desktop", resources_dir() / "ghl-desktop.png")
         notices = NoticeCenter(
             notifications, balloon=lambda title, text, warning: shown_tray.notify(title, text, warning=warning),

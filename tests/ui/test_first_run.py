@@ -219,3 +219,40 @@ async def test_the_very_first_start_opens_the_wizard_and_continue_reopens_it(qtb
     assert again is not None and again.wizard is None and not again.isHidden()
     assert again.rows[Step.REDIRECT_URI].text().startswith("✓")
     assert again.rows[Step.CREDENTIALS].text().startswith("○")
+
+
+@pytest.mark.asyncio
+async def test_a_real_mode_window_shows_the_checklist_and_opens_the_wizard_once(
+    qtbot, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    from ghl_desktop.ui.main import run_window
+    from ghl_desktop.ui.main_window import MainWindow
+    from tests.e2e.harness import eventually
+
+    monkeypatch.setenv("GHL_API_BASE", sandbox.url)
+    monkeypatch.setenv("GHL_CLIENT_ID", sandbox.client_id)
+    monkeypatch.setenv("GHL_CLIENT_SECRET", sandbox.client_secret)
+    monkeypatch.setenv("GHL_WEBHOOK_PORT", str(free_port()))
+    monkeypatch.setenv("GHL_OAUTH_REDIRECT_PORT", str(free_port()))
+    windows: list[MainWindow] = []
+
+    def keep(window: MainWindow) -> None:
+        qtbot.addWidget(window)
+        windows.append(window)
+
+    task = asyncio.get_running_loop().create_task(run_window(
+        load_settings(), MemorySecretStore(), open_url=lambda _url: True, on_window=keep))
+    try:
+        await eventually(lambda: windows and windows[0].findChild(SetupChecklist) is not None, 20)
+        checklist = windows[0].findChild(SetupChecklist)
+        assert checklist is not None and not checklist.isHidden()
+        assert checklist.title.text() == "Finish setting up HighLevel — 0 of 4 done"
+        # the very first start opens the wizard with the configured client ID filled in
+        await eventually(lambda: checklist.wizard is not None and checklist.wizard.isVisible(), 20)
+        assert checklist.wizard is not None
+        assert checklist.wizard.credentials.client_id.text() == sandbox.client_id
+        checklist.wizard.reject()
+    finally:
+        if windows:
+            await asyncio.wait_for(windows[0].wait_shutdown(), 20)
+        assert await asyncio.wait_for(task, 20) is None
