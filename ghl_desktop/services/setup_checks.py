@@ -333,11 +333,9 @@ class SetupStatus:
 
 def registered_redirect_uri(settings: Settings) -> str:
     """The redirect URI to register, from the one place the OAuth flow takes it from."""
-    from ghl_desktop.adapters.ghl.oauth import OAuthOptions
+    from ghl_desktop.adapters.ghl.oauth import app_registration
 
-    options = OAuthOptions.from_settings(settings)
-    # the same parts LoopbackReceiver.redirect_uri joins (tests/services/test_setup_checks.py holds them equal)
-    return f"http://{options.redirect_host}:{options.port}{options.callback_path}"
+    return app_registration(settings).redirect_uri
 
 
 class SetupService:
@@ -494,10 +492,12 @@ class PortCheck:
 
 
 def port_free(host: str, port: int) -> tuple[bool, str]:
-    """Can this process listen on ``host:port``? (bind and close at once, no SO_REUSEADDR, like the
-    app's own listeners)"""
+    """Can this process listen on ``host:port``? (bind and close at once, with SO_REUSEADDR like the
+    app's own listeners: connections still in TIME_WAIT do not make a port busy, a listener does)"""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
+    if os.name != "nt":  # on Windows SO_REUSEADDR would let two listeners share the port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
