@@ -338,6 +338,13 @@ def registered_redirect_uri(settings: Settings) -> str:
     return app_registration(settings).redirect_uri
 
 
+def registered_scopes(settings: Settings) -> str:
+    """The scopes the consent request asks for (the marketplace app must have exactly these)."""
+    from ghl_desktop.adapters.ghl.oauth import app_registration
+
+    return app_registration(settings).scope_text
+
+
 class SetupService:
     """The first-run steps for one data dir: status, checks and saving the answers.
 
@@ -364,6 +371,10 @@ class SetupService:
     @property
     def redirect_uri(self) -> str:
         return registered_redirect_uri(self.settings)
+
+    @property
+    def scopes(self) -> str:
+        return registered_scopes(self.settings)
 
     def client_secret(self) -> str | None:
         return self.settings.client_secret or self._secret(CLIENT_SECRET_KEY)
@@ -535,5 +546,6 @@ __all__ = [
     "port_free",
     "probe_credentials",
     "registered_redirect_uri",
+    "registered_scopes",
     "send_test_delivery",
 ]

@@ -147,6 +147,7 @@ def _copy_row(field_name: str, value: str, clipboard: Clipboard, what: str) -> t
     box = QLineEdit(value)
     box.setObjectName(field_name)
     box.setReadOnly(True)
+    box.setCursorPosition(0)  # show the start of a long value
     box.setAccessibleName(what)
     button = QPushButton("Copy")
     button.setObjectName(field_name + "Copy")
@@ -286,9 +287,13 @@ class _RedirectPage(QWizardPage):
         layout.addWidget(_hint(f"The port ({service.settings.oauth_redirect_port}) is the setting "
                                "<code>GHL_OAUTH_REDIRECT_PORT</code>; changing it means registering the new "
                                "address too."))
-        self.registered = QCheckBox("I added this redirect URI to the marketplace app")
+        layout.addWidget(QLabel("Scopes the app must have (Advanced Settings → Auth → Scopes), exactly these:"))
+        scopes_row, self.scopes, self.copy_scopes = _copy_row("appScopes", service.scopes, wizard.clipboard,
+                                                              "scopes")
+        layout.addWidget(scopes_row)
+        self.registered = QCheckBox("I added this redirect URI (and these scopes) to the marketplace app")
         self.registered.setObjectName("redirectRegistered")
-        self.registered.setAccessibleName("I added this redirect URI to the marketplace app")
+        self.registered.setAccessibleName(self.registered.text())
         self.registered.setChecked(service.status().step(Step.REDIRECT_URI).done)
         layout.addWidget(self.registered)
         layout.addStretch(1)

@@ -145,6 +145,9 @@ async def test_the_wizard_walks_every_step_and_the_checklist_follows(
     assert wizard.redirect.uri.text() == listening
     qtbot.mouseClick(wizard.redirect.copy, Qt.MouseButton.LeftButton)
     assert clip.copied == [listening]
+    qtbot.mouseClick(wizard.redirect.copy_scopes, Qt.MouseButton.LeftButton)
+    assert clip.copied[-1] == " ".join(OAuthOptions.from_settings(service.settings).scopes)
+    assert "conversations/message.write" in clip.copied[-1]
     qtbot.mouseClick(wizard.redirect.registered, Qt.MouseButton.LeftButton)
     qtbot.mouseClick(wizard.button(QWizard.WizardButton.NextButton), Qt.MouseButton.LeftButton)
 
