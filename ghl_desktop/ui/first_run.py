@@ -556,6 +556,7 @@ def install_first_run(window: _Window, service: SetupService, *, sandbox: bool, 
             wizard = FirstRunWizard(service, parent)
             wizard.check_finished.connect(lambda _step, _ok: checklist.refresh())
             wizard.finished.connect(lambda _result: checklist.refresh())
+            wizard.rejected.connect(service.dismiss)  # cancelled: the next start does not push it again
             checklist.wizard = wizard
         wizard.show()
         wizard.raise_()

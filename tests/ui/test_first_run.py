@@ -214,7 +214,16 @@ async def test_the_very_first_start_opens_the_wizard_and_continue_reopens_it(qtb
     qtbot.mouseClick(checklist.continue_button, Qt.MouseButton.LeftButton)
     assert checklist.wizard is not None and checklist.wizard.isVisible()
     checklist.wizard.reject()
-    # a later start with one step done does not push the wizard again; the checklist stays
+    assert service.progress().dismissed
+    # cancelled once: a later start does not push the wizard again, but the checklist stays
+    later_start = Host()
+    qtbot.addWidget(later_start)
+    after_cancel = install_first_run(later_start, service, sandbox=False)
+    assert after_cancel is not None and not after_cancel.isHidden()
+    await asyncio.sleep(0.1)
+    assert after_cancel.wizard is None
+    # nor does one with a step done
+    service._update(dismissed=False)
     service.confirm_redirect_registered()
     later = Host()
     qtbot.addWidget(later)
