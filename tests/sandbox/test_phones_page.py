@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -108,6 +109,9 @@ async def test_scan_chat_pictures_and_log_out_from_the_page(sb: RunningSandbox, 
             await page.goto(sb.url + PHONES_PATH)
             # the code the app shows is listed; one click scans it as the chosen number
             await page.wait_for("document.querySelector('#qr-list .row.qr .session')?.textContent === 's1'")
+            # the code's remaining lifetime, as the app's countdown shows it (the first code lasts 60 s)
+            left = await page.evaluate("document.querySelector('#qr-list .row.qr .mono').textContent")
+            assert re.fullmatch(r"code …\S{8} · \d+ s left", left) and 0 < int(left.split("·")[1].split()[0]) <= 60
             await page.type_into("#qr-list .row.qr input", LINK_AS)
             await page.click("#qr-list .row.qr button.scan")
             connected = await rec.next(Connected)

@@ -156,6 +156,7 @@ class _Conn:
         self.session = session
         self.phone: str | None = None  # the linked number once attached
         self.qr_code: str | None = None
+        self.qr_expires_at: float | None = None  # epoch seconds the current code stops working
         self.qr_task: asyncio.Task[None] | None = None
         self.sent_qids: set[str] = set()
         self.lock = asyncio.Lock()

@@ -140,7 +140,9 @@ class NetworkState:
                 for p in self.phones.values()
             ],
             "pending_qr": [
-                {"session": c.session, "code": c.qr_code} for c in self._conns if c.qr_code is not None
+                {"session": c.session, "code": c.qr_code,
+                 "expires_in": round(max(0.0, c.qr_expires_at - time.time()), 1) if c.qr_expires_at else None}
+                for c in self._conns if c.qr_code is not None
             ],
             "pair_codes": [{"phone": phone, "session": c.session} for phone, (_, c) in self._pair_codes.items()],
         }

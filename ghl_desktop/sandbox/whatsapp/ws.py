@@ -147,6 +147,7 @@ class ClientProtocol(NetworkState):
             if conn.qr_code is not None:
                 self._qr_index.pop(conn.qr_code, None)
             conn.qr_code = code
+            conn.qr_expires_at = time.time() + lifetime
             self._qr_index[code] = conn
             await conn.send({"op": "qr", "code": code, "expires_in": lifetime})
             await asyncio.sleep(lifetime)
