@@ -302,9 +302,11 @@ class MainWindow(QMainWindow):
             return
         url = self.sandbox_url
         phones = getattr(self, "sandbox_phones_url", None) or f"{url}/phones"
+        link = theme.colors().link
         self.mode_banner.setText(
             f"<b>Sandbox mode</b> — HighLevel and WhatsApp are simulated on this computer at "
-            f"{rich_link(url + '/', url)}. Open {rich_link(phones, 'the sandbox phones')} to scan the QR code "
+            f"{rich_link(url + '/', url, link)}. Open {rich_link(phones, 'the sandbox phones', link)} "
+            "to scan the QR code "
             "or write as a customer; the sandbox inbox replies as a HighLevel user. "
             "Enter a HighLevel client ID and secret in Settings to use your real account."
         )
@@ -423,6 +425,7 @@ class MainWindow(QMainWindow):
             self._restyling = True
             try:
                 self.setStyleSheet(theme.stylesheet())
+                self._show_mode()
                 for model in (self.locations.model, self.numbers.model):
                     model.refresh_all()
             finally:

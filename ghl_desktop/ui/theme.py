@@ -72,6 +72,7 @@ class Colors:
     problem_bg: QColor  # the problem banner: a red tint
     problem_fg: QColor
     problem_border: QColor
+    link: QColor  # links on the banner
     dark: bool
 
 
@@ -95,7 +96,8 @@ def colors(palette: QPalette | None = None) -> Colors:
         good=good, warn=warn, bad=bad, muted=muted, border=border,
         banner_bg=banner_bg, banner_fg=readable(text, banner_bg, 7.0), banner_border=mix(banner_bg, amber, 0.5),
         problem_bg=problem_bg, problem_fg=readable(_hue(0, 160, 200 if dark else 60), problem_bg),
-        problem_border=mix(problem_bg, red, 0.5), dark=dark,
+        problem_border=mix(problem_bg, red, 0.5),
+        link=readable(pal.color(QPalette.ColorRole.Link), banner_bg), dark=dark,
     )
 
 
@@ -119,6 +121,7 @@ QLabel#problemBanner {{ background: {_css(c.problem_bg)}; color: {_css(c.problem
 QLabel#qrView {{ border: 1px dashed {_css(c.border)}; border-radius: 6px; background: palette(base); }}
 QLabel#pairCode {{ font-size: 22pt; font-weight: 700; letter-spacing: 3px; }}
 QLabel#countdown {{ font-weight: 600; }}
+QScrollArea#linkScroll, QWidget#linkBody {{ background: transparent; }}
 """
 
 

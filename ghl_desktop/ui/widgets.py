@@ -11,7 +11,7 @@ from typing import Any
 import qrcode
 import qrcode.constants
 from PySide6.QtCore import QAbstractItemModel, QEvent, QModelIndex, QPersistentModelIndex, QPoint, QSize, Qt
-from PySide6.QtGui import QContextMenuEvent, QKeyEvent, QMouseEvent, QPainter, QPalette, QPixmap, QResizeEvent
+from PySide6.QtGui import QColor, QContextMenuEvent, QKeyEvent, QMouseEvent, QPainter, QPalette, QPixmap, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -354,13 +354,14 @@ class QrView(QLabel):
 _HREF_SAFE = ":/?#[]@!$&()*+,;=%~-._"
 
 
-def rich_link(url: str, text: str) -> str:
+def rich_link(url: str, text: str, color: QColor | None = None) -> str:
     """``<a href=…>text</a>`` for a QLabel: the text HTML-escaped, the href percent-encoded and never
     HTML-escaped (Qt hands an href over verbatim: ``&amp;`` would reach the browser as such)."""
     import html
     from urllib.parse import quote
 
-    return f'<a href="{quote(url, safe=_HREF_SAFE)}">{html.escape(text)}</a>'
+    style = f' style="color:{color.name()}"' if color is not None else ""
+    return f'<a href="{quote(url, safe=_HREF_SAFE)}"{style}>{html.escape(text)}</a>'
 
 
 def link_targets(rich_text: str) -> list[str]:

@@ -111,6 +111,7 @@ class LinkPanel(QWidget):
         self.countdown = QLabel()
         self.countdown.setObjectName("countdown")
         self.countdown.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.countdown.setWordWrap(True)
         self.countdown.setAccessibleName("Code countdown")
         self.countdown.setVisible(False)
         col.addWidget(self.countdown)
@@ -176,12 +177,15 @@ class LinkPanel(QWidget):
         self.scroller.setWidget(body)
         self.scroller.setWidgetResizable(True)
         self.scroller.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroller.viewport().setAutoFillBackground(False)
+        body.setAutoFillBackground(False)
         self.scroller.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         body.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.MinimumExpanding)
         layout.addWidget(self.scroller, 1)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(frame)
+        self.setMinimumWidth(300)
 
         self._tick = QTimer(self)
         self._tick.setInterval(1000)
@@ -224,6 +228,7 @@ class LinkPanel(QWidget):
         self.countdown.setVisible(phase in ("qr", "expired"))
         self.renew_button.setVisible(phase == "expired")
         self.pair_box.setVisible(phase == "pair_code")
+        self.qr_view.setVisible(phase != "pair_code")  # the code to type is what matters then
         if phase != "qr":
             self._tick.stop()
             self._deadline = None
@@ -331,7 +336,7 @@ class LinkPanel(QWidget):
             return
         left = round(self._deadline - self._now())
         if left > 0:
-            self.countdown.setText(f"This code is valid for {left} s — a new one follows by itself.")
+            self.countdown.setText(f"This code is valid for {left} s; a new one follows by itself.")
             return
         self.qr_view.mark_stale()
         self.countdown.setText("This code has expired.")
