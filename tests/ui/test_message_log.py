@@ -334,3 +334,29 @@ def test_dead_letters_panel_retry_one_by_keyboard_and_all(qtbot: Any, qloop: asy
     assert panel.status.text() == "2 jobs queued again." and db.jobs.count("dead") == 0
     assert panel.stack.currentWidget() is panel.hint and not panel.retry_all_button.isEnabled()
     assert counts == [2, 0]
+
+
+def test_rendered_log_with_details_pane_keeps_labels_whole(qtbot: Any, qloop: asyncio.AbstractEventLoop,
+                                                          panel: MessageLogPanel) -> None:
+    """The log as a user sees it (saved to test-artifacts/ to look at): a failed row selected, the details
+    pane beside the table; the status labels and the time are not elided at the default column widths."""
+    import os
+
+    _choose(qtbot, panel.status_box, "Any status")
+    target = next(r for r in range(ROWS) if _rows(panel)[r].status is MessageStatus.FAILED)
+    _click_row(qtbot, panel, target)
+    assert "Failed: the recipient is not on WhatsApp" in panel.details.toPlainText()
+    header = panel.view.horizontalHeader()
+    metrics = panel.view.fontMetrics()
+    status = list(LogColumn).index(LogColumn.STATUS)
+    for label in ("Delivered", "Received", "Queued", "Failed", "Read", "Sent"):
+        assert metrics.horizontalAdvance(label) + 16 + 14 <= header.sectionSize(status), label
+    time_column = list(LogColumn).index(LogColumn.TIME)
+    for row in range(3):
+        shown = panel.model.index(row, time_column).data()
+        assert metrics.horizontalAdvance(shown) + 8 <= header.sectionSize(time_column), shown
+    sizes = panel.splitter.sizes()
+    assert sizes[0] > sizes[1] > 200  # the table keeps most of the width, the pane stays readable
+    out = Path(os.environ.get("GHL_TEST_ARTIFACTS") or Path(__file__).resolve().parents[2] / "test-artifacts")
+    out.mkdir(parents=True, exist_ok=True)
+    assert panel.grab().save(str(out / "message-log-details.png"))

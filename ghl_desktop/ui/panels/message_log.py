@@ -443,8 +443,8 @@ class MessageLogPanel(QWidget):
             LogColumn.DIRECTION: metrics.horizontalAdvance("→ WhatsApp") + 14,
             LogColumn.NUMBER: metrics.horizontalAdvance("+14155550123") + 14,
             LogColumn.LOCATION: metrics.horizontalAdvance("Bright Smiles") + 14,
-            LogColumn.CONTACT: metrics.horizontalAdvance("Maria Lopez (+3460011)") + 14,
-            LogColumn.KIND: metrics.horizontalAdvance("document") + 14,
+            LogColumn.CONTACT: metrics.horizontalAdvance("Maria Lopez (+34600111222)") + 14,
+            LogColumn.KIND: metrics.horizontalAdvance("sticker") + 14,
             LogColumn.STATUS: metrics.horizontalAdvance("Delivered") + StatusDelegate.ICON + 22,
         }
         header = self.view.horizontalHeader()
