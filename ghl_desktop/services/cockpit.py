@@ -16,7 +16,7 @@ readable error in seconds, not a 300 s wait), :meth:`cancel_connect`, :meth:`rec
 :meth:`retry_number`, :meth:`link_again`, :meth:`renew_code`.
 
 ``cockpit.log`` is the message log service and ``cockpit.health`` the health monitor; both are
-built here (one place) when their modules exist.
+built here (one place).
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ghl_desktop.core.errors import GhlDesktopError
 from ghl_desktop.core.models import Location, LocationState, SessionState, WhatsAppSession
 from ghl_desktop.services.health import HealthLevel, HealthMonitor, HealthSnapshot
+from ghl_desktop.services.message_log import MessageLogService
 
 if TYPE_CHECKING:
     from ghl_desktop.app import App
@@ -74,16 +75,8 @@ class Cockpit:
         self.probe_timeout = probe_timeout
         self._connect_task: asyncio.Task[list[Location]] | None = None
         #: H2's MessageLogService and H1's HealthMonitor, built here once their modules exist
-        self.log: Any = self._build_log()
+        self.log: MessageLogService = MessageLogService.for_app(app, runtime)
         self.health: HealthMonitor = self._build_health()
-
-    def _build_log(self) -> Any:
-        try:
-            from ghl_desktop.services.message_log import MessageLogService  # type: ignore[import-not-found]
-        except ImportError:
-            return None
-        return MessageLogService.for_app(self.app, self.runtime) if hasattr(MessageLogService, "for_app") \
-            else None
 
     def _build_health(self) -> HealthMonitor:
         return HealthMonitor.for_app(self.app, self.runtime)

@@ -47,6 +47,7 @@ from ghl_desktop.ui.panels.base import Confirm, Tasks, readable_error
 from ghl_desktop.ui.panels.base import OpenUrl as OpenUrl  # main.py imports it from here
 from ghl_desktop.ui.panels.link import LinkPanel, normalize_phone
 from ghl_desktop.ui.panels.locations import LocationsPanel
+from ghl_desktop.ui.panels.message_log import DeadLettersPanel, MessageLogPanel
 from ghl_desktop.ui.panels.numbers import NumbersPanel
 from ghl_desktop.ui.resources import app_icon
 from ghl_desktop.ui.tray import Tray
@@ -193,33 +194,24 @@ class MainWindow(QMainWindow):
 
     # -- the log area (H2's panels; the old mixin panel until they land) --
 
-    def _build_log(self) -> tuple[QWidget, Any, QWidget | None]:
+    def _build_log(self) -> tuple[QTabWidget, MessageLogPanel, DeadLettersPanel]:
         """(the log area, the message log panel, the dead letters panel)."""
-        from ghl_desktop.ui.panels import message_log
+        tabs = QTabWidget()
+        tabs.setObjectName("logTabs")
+        tabs.setAccessibleName("Message log")
+        tabs.setDocumentMode(True)
+        log_panel = MessageLogPanel(self.cockpit.log, self.bridge)
+        dead_panel = DeadLettersPanel(self.cockpit.log, self.bridge)
+        tabs.addTab(log_panel, "Messages")
+        tabs.addTab(dead_panel, "Dead letters")
 
-        dead_panel_type = getattr(message_log, "DeadLettersPanel", None)
-        if dead_panel_type is not None and self.cockpit.log is not None:
-            tabs = QTabWidget()
-            tabs.setObjectName("logTabs")
-            tabs.setAccessibleName("Message log")
-            tabs.setDocumentMode(True)
-            log_panel: QWidget = message_log.MessageLogPanel(self.cockpit.log, self.bridge)
-            dead_panel: QWidget = dead_panel_type(self.cockpit.log, self.bridge)
-            tabs.addTab(log_panel, "Messages")
-            tabs.addTab(dead_panel, "Dead letters")
-            count_changed = getattr(dead_panel, "count_changed", None)
-            if count_changed is not None:
-                count_changed.connect(lambda n: tabs.setTabText(1, f"Dead letters ({n})" if n else "Dead letters"))
-                count = dead_panel.model.rowCount() if hasattr(dead_panel, "model") else 0
-                tabs.setTabText(1, f"Dead letters ({count})" if count else "Dead letters")
-            message_requested = getattr(dead_panel, "message_requested", None)
-            if message_requested is not None:
-                message_requested.connect(lambda message_id: self.reveal(message_id=message_id))
-            return tabs, log_panel, dead_panel
-        from ghl_desktop.ui.panels._legacy_log import LegacyLog
+        def dead_count(count: int) -> None:
+            tabs.setTabText(1, f"Dead letters ({count})" if count else "Dead letters")
 
-        legacy = LegacyLog(self.app, self.runtime, self.bridge, self.tasks)
-        return legacy.frame, legacy, None
+        dead_panel.count_changed.connect(dead_count)
+        dead_count(dead_panel.model.rowCount())
+        dead_panel.message_requested.connect(lambda message_id: self.reveal(message_id=message_id))
+        return tabs, log_panel, dead_panel
 
     # -- hooks --
 
@@ -242,11 +234,8 @@ class MainWindow(QMainWindow):
         elif location_id is not None:
             self.locations.select(location_id)
         elif message_id is not None:
-            select = getattr(self.log_panel, "select_message", None)
-            if callable(select):
-                if isinstance(self.log_tabs, QTabWidget):
-                    self.log_tabs.setCurrentIndex(0)
-                select(message_id)
+            self.log_tabs.setCurrentIndex(0)
+            self.log_panel.select_message(message_id)
 
     def request_quit(self) -> None:
         """Quit from the menu or the tray: ``confirm_quit()`` first, then :meth:`quit`."""
@@ -373,9 +362,7 @@ class MainWindow(QMainWindow):
             return
         self.locations.refresh()
         self.numbers.refresh()
-        refresh_log = getattr(self.log_panel, "refresh", None)
-        if callable(refresh_log):
-            refresh_log()
+        self.log_panel.refresh_choices()  # the location/number filters
         self._apply_health(self.cockpit.refresh_health())
         self.refresh_status()
 
@@ -388,9 +375,6 @@ class MainWindow(QMainWindow):
         if self.app.closed:
             return
         self.locations.refresh()
-        poll_log = getattr(self.log_panel, "poll", None)
-        if callable(poll_log):
-            poll_log()
         self._apply_health(self.cockpit.refresh_health())
         self.refresh_status()
 
