@@ -270,6 +270,27 @@ def check_data_dir(settings: Settings) -> CheckResult:
     return _ok(name, str(home))
 
 
+#: below this much free space in the data dir, storing messages soon fails ("disk full")
+MIN_FREE_BYTES = 100 * 1024 * 1024
+
+
+def check_disk_space(settings: Settings) -> CheckResult:
+    """Free space where the database and logs live (issue 10.8: a full disk stops message storage)."""
+    import shutil
+
+    name = "disk space"
+    path = settings.home if settings.home.exists() else settings.home.parent
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError as exc:
+        return _warn(name, f"{path}: {exc.strerror or exc}")
+    shown = f"{free / (1024 * 1024):.0f} MB free in {path}"
+    if free < MIN_FREE_BYTES:
+        return _fail(name, f"disk full or nearly: {shown}",
+                     "free some disk space; messages that cannot be stored wait (unacknowledged) until then")
+    return _ok(name, shown)
+
+
 def check_database(settings: Settings) -> CheckResult:
     name = "database migrates"
     url = settings.database_url
@@ -524,6 +545,7 @@ CHECKS: tuple[Callable[[Settings], CheckResult], ...] = (
     check_libmagic,
     check_ffmpeg,
     check_data_dir,
+    check_disk_space,
     check_database,
     check_secrets,
     check_credentials,

@@ -161,6 +161,7 @@ class BridgeRuntime:
         self.sessions.on_message = self.bridge.on_message
         self.sessions.on_receipt = self.bridge.on_receipt
         self.intake = WebhookIntake(app.db.jobs, backlog_limit=settings.webhook_backlog_limit, bus=app.bus)
+        self.sessions.storage = self.intake.monitor  # one "disk full" state for webhooks and WhatsApp
         # a stored webhook wakes the runner at once instead of at its next poll
         app.bus.subscribe(WebhookReceived, lambda _event: self.runner.wake())
         self.webhooks = WebhookServer(settings, self.intake, port=self.options.webhook_port)

@@ -41,6 +41,7 @@ CHECK_NAMES = [
     "libmagic",
     "ffmpeg/ffprobe",
     "data dir writable",
+    "disk space",
     "database migrates",
     "secret store",
     "HighLevel credentials",

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from aiohttp import WSMsgType, web
 
 from ghl_desktop.core.errors import WebhookBacklogFull
+from ghl_desktop.core.storage_health import StorageMonitor
 from ghl_desktop.relay.store import MAX_EVENT_ID, Install, RelayStore
 from ghl_desktop.webhooks.endpoint import (
     GUARD_KEY,
@@ -86,6 +87,7 @@ class RelayState:
         self._wake: dict[int, set[asyncio.Event]] = {}
         self.connections: dict[int, web.WebSocketResponse] = {}
         self.installs: dict[int, Install] = {}
+        self.monitor = StorageMonitor()
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call on the DB thread: keeps the loop responsive, serialises SQLite writers."""
@@ -139,7 +141,9 @@ class RelaySink:
                                          event.location_id)
         except Exception as exc:
             log.exception("relay could not store %s", event.dedupe_key)
-            raise WebhookBacklogFull("the relay's database is unavailable; try later") from exc
+            problem = self.state.monitor.failed(exc)
+            raise WebhookBacklogFull(f"relay {problem.text}; try later") from exc
+        self.state.monitor.ok()
         if not result.matched:
             # Nobody would ever receive it: keep HighLevel retrying until a desktop is registered.
             log.warning("no desktop install takes location %s; deferring %s", event.location_id, event.dedupe_key)
@@ -315,6 +319,8 @@ async def _healthz(request: web.Request) -> web.Response:
     except Exception:
         log.exception("health check: database unavailable")
         return web.json_response({"ok": False, "error": "database unavailable"}, status=503)
+    if state.monitor.problem is not None:  # the last write failed (disk full…): deliveries get 429
+        return web.json_response({"ok": False, "storage": state.monitor.problem.text}, status=503)
     return web.json_response({"ok": True})
 
 

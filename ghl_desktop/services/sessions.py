@@ -37,11 +37,13 @@ from ghl_desktop.core.errors import (
     GhlDesktopError,
     SessionLoggedOut,
     SessionNotConnected,
+    StorageError,
     WhatsAppError,
 )
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.models import SessionState, WhatsAppSession, can_transition
 from ghl_desktop.core.ports import SessionRepository
+from ghl_desktop.core.storage_health import StorageMonitor, is_disk_full
 from ghl_desktop.core.tasks import BackgroundTasks
 from ghl_desktop.core.whatsapp import (
     ClientOutdated,
@@ -147,6 +149,8 @@ class SessionService:
         self.repo = repo
         self.transport_factory = transport_factory
         self.bus = bus
+        #: durable-write health, shared with the webhook intake by the runtime (core.storage_health)
+        self.storage = StorageMonitor(bus)
         self.sessions_dir = Path(sessions_dir)
         self.options = options or SessionOptions()
         self.on_message: MessageSink | None = None
@@ -564,7 +568,26 @@ class SessionService:
             return
         if self.on_message is None:
             raise NoMessageSink("no message sink registered; leaving the message on WhatsApp")
-        await self.on_message(session, message)
+        await self._store_retrying(rt, lambda: self.on_message(session, message))  # type: ignore[misc]
+
+    async def _store_retrying(self, rt: _Runtime, store: Callable[[], Awaitable[None]]) -> None:
+        """Storage failures (disk full, database unavailable) are retried until the write works — the
+        message is held here, unacknowledged, meanwhile (issue 10.8) — instead of waiting for a restart.
+        The problem is announced on the bus (core.storage_health)."""
+        delay = 1.0
+        while True:
+            try:
+                await store()
+            except StorageError as exc:
+                if rt.closed or not (exc.transient or is_disk_full(exc)):
+                    raise
+                self.storage.failed(exc)
+                log.warning("session %s: storing an incoming event failed; retrying in %.0f s", rt.session_id, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            self.storage.ok()
+            return
 
     async def _deliver_receipt(self, rt: _Runtime, receipt: Receipt) -> None:
         session = self.repo.get(rt.session_id)
@@ -572,4 +595,4 @@ class SessionService:
             return
         if self.on_receipt is None:
             raise NoMessageSink("no receipt sink registered; leaving the receipt on WhatsApp")
-        await self.on_receipt(session, receipt)
+        await self._store_retrying(rt, lambda: self.on_receipt(session, receipt))  # type: ignore[misc]

@@ -301,14 +301,17 @@ def add_webhook_routes(app: web.Application, gate: WebhookGate, sink: WebhookSin
     app.router.add_post(APP_PATH, app_event)
 
 
-def create_webhook_app(gate: WebhookGate, sink: WebhookSink,
-                       limits: ConnectionLimits | None = None) -> web.Application:
+def create_webhook_app(gate: WebhookGate, sink: WebhookSink, limits: ConnectionLimits | None = None,
+                       storage_problem: Callable[[], str | None] | None = None) -> web.Application:
     # aiohttp's own body limit sits above ours so that our handler answers 413 itself
     app = web.Application(client_max_size=gate.max_body_bytes + 1)
     install_guard(app, limits)
     add_webhook_routes(app, gate, sink)
 
     async def healthz(_request: web.Request) -> web.Response:
+        problem = storage_problem() if storage_problem is not None else None
+        if problem is not None:  # e.g. disk full: deliveries get 429 until it is fixed
+            return _answer(503, {"ok": False, "storage": problem})
         return _answer(200, {"ok": True})
 
     app.router.add_get(HEALTH_PATH, healthz)
@@ -335,7 +338,9 @@ class WebhookServer:
         )
         self.host = host or settings.webhook_host
         self.port = settings.webhook_port if port is None else port
-        self.app = create_webhook_app(self.gate, IntakeSink(intake), limits)
+        monitor = intake.monitor
+        self.app = create_webhook_app(self.gate, IntakeSink(intake), limits,
+                                      lambda: monitor.problem.text if monitor.problem else None)
         self.guard = self.app[GUARD_KEY]
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None

@@ -20,6 +20,7 @@ from ghl_desktop.core.errors import WebhookBacklogFull
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.models import NewJob, utcnow
 from ghl_desktop.core.ports import JobQueue
+from ghl_desktop.core.storage_health import StorageMonitor
 from ghl_desktop.webhooks.gate import VerifiedEvent, classify_kind
 from ghl_desktop.webhooks.verify import SignatureScheme
 
@@ -76,8 +77,11 @@ class WebhookIntake:
         pending_count: Callable[[], int] | None = None,
         backlog_recount_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        monitor: StorageMonitor | None = None,
     ) -> None:
         self._queue = queue
+        #: whether durable writes currently fail (disk full…): the 429 body and /healthz say it
+        self.monitor = monitor or StorageMonitor(bus)
         self.backlog_limit = backlog_limit
         self._bus = bus
         self._pending_count = pending_count or (lambda: queue.count("pending"))
@@ -120,7 +124,9 @@ class WebhookIntake:
             raise
         except Exception as exc:  # a storage failure must become a 429, never a lost delivery
             log.exception("could not store webhook %s", event.dedupe_key)
-            raise WebhookStoreUnavailable("the event store is unavailable; try later") from exc
+            problem = self.monitor.failed(exc)
+            raise WebhookStoreUnavailable(f"{problem.text}; try later") from exc
+        self.monitor.ok()
         if created:
             self._pending += 1
         event_type = event.event.get("type")
@@ -169,7 +175,7 @@ class WebhookIntake:
                     self._queue.dead_letter(job.id, "quarantine", error=f"quarantined: {reason}")
         except Exception as exc:
             log.exception("could not keep a quarantined event")
-            raise WebhookStoreUnavailable("the event store is unavailable; try later") from exc
+            raise WebhookStoreUnavailable(f"{self.monitor.failed(exc).text}; try later") from exc
         return job_id
 
     def refused(self, route: str, status: int, reason: str) -> None:
