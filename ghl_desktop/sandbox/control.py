@@ -5,7 +5,7 @@ POST /_sandbox/reset                               forget data, keep app credent
 POST /_sandbox/faults        {error_rate, lost_response_rate, latency_ms, status_race_seconds,
                               rate_limit_per_10s, rate_limit_daily, rate_limit_window_seconds}  (partial)
 POST /_sandbox/config        {webhook_url, app_webhook_url, hold_webhooks, strict_versions,
-                              retired_versions}   (partial update; a new URL
+                              retired_versions, installed_locations_page_cap}   (partial update; a new URL
                              resumes deliveries a killed run left unfinished; hold_webhooks: true keeps
                              new ones pending while the receiver shuts down)
 POST /_sandbox/oauth/refresh_failures {kind? | status+body?, count?, locationId?, company?}
@@ -100,6 +100,11 @@ async def config(request: web.Request) -> web.Response:
         sandbox.holding_webhooks = bool(data["hold_webhooks"])
     if "strict_versions" in data:
         sandbox.config.strict_versions = bool(data["strict_versions"])
+    if "installed_locations_page_cap" in data:
+        cap = data["installed_locations_page_cap"]
+        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+            return web.json_response({"error": "installed_locations_page_cap must be a positive number"}, status=400)
+        sandbox.config.installed_locations_page_cap = cap
     if "retired_versions" in data:
         retired = data["retired_versions"]
         if not isinstance(retired, list) or not all(isinstance(v, str) for v in retired):
@@ -112,6 +117,7 @@ async def config(request: web.Request) -> web.Response:
                               "app_webhook_url": sandbox.state.app_webhook_url,
                               "hold_webhooks": sandbox.holding_webhooks,
                               "strict_versions": sandbox.config.strict_versions,
+                              "installed_locations_page_cap": sandbox.config.installed_locations_page_cap,
                               "retired_versions": sandbox.config.retired_versions})
 
 

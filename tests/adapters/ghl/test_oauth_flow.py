@@ -105,6 +105,11 @@ async def test_installed_locations_pages_on_count_with_a_server_side_page_cap(gh
         for page_size in (100, 20, 7):
             listed = await ghl.client.installed_locations(ghl.sandbox.company_id, page_size=page_size)
             assert sorted(loc.id for loc in listed) == sorted(ghl.sandbox.location_ids)
+        # the cap can change while running (control API): still every location
+        answer = await ghl.control("POST", "/_sandbox/config", {"installed_locations_page_cap": 3})
+        assert answer["installed_locations_page_cap"] == 3
+        listed = await ghl.client.installed_locations(ghl.sandbox.company_id)
+        assert sorted(loc.id for loc in listed) == sorted(ghl.sandbox.location_ids)
 
 
 @pytest.mark.asyncio
