@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select
+from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from ghl_desktop.adapters.storage.engine import is_memory_sqlite
@@ -295,6 +295,7 @@ class SqlMessageLog:
             row = s.get(M, message_id)
             if row is None or not _reset_failed(row):
                 return None
+            _forget_not_on_whatsapp(s, row)
             insert_job(s, job)
             s.flush()
             return _message(row)
@@ -309,6 +310,18 @@ def _reset_failed(row: MessageRow) -> bool:
     row.error = None
     row.updated_at = utcnow()
     return True
+
+
+def _forget_not_on_whatsapp(s: Session, row: MessageRow) -> None:
+    """A retry asks WhatsApp again: a cached "not on WhatsApp" for the recipient is dropped (the person
+    may have joined since), so the bridge checks the number afresh instead of failing from its cache."""
+    user = row.chat_jid.partition("@")[0].split(":", 1)[0]
+    if row.direction != Direction.OUTBOUND.value or not user.isdigit():
+        return
+    link = ContactLinkRow
+    s.execute(update(link).where(link.location_id == row.location_id, link.phone == "+" + user,
+                                 link.on_whatsapp.is_(False))
+              .values(on_whatsapp=None, updated_at=utcnow()).execution_options(synchronize_session=False))
 
 
 def _rows(s: Session, message_ids: Iterable[int]) -> list[LogRow]:
