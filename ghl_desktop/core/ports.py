@@ -151,8 +151,9 @@ class MessageLogQuery(Protocol):
         """The ids of every matching message (the first ``limit``), in ``sort`` order (ties in time order)."""
         ...
 
-    def rows(self, message_ids: Sequence[int]) -> list[LogRow]:
-        """The rows of these ids (any order; ids that no longer exist are left out)."""
+    def rows(self, message_ids: Sequence[int], *, full_text: bool = False) -> list[LogRow]:
+        """The rows of these ids (any order; ids that no longer exist are left out); ``text`` is the first
+        ``ROW_TEXT_CHARS`` on one line, or with ``full_text`` the whole message as written."""
         ...
 
     def matches(self, message_id: int, log_filter: LogFilter) -> bool: ...

@@ -177,7 +177,7 @@ class MessageLogService:
             writer.writerow(CSV_COLUMNS)
             for start in range(0, len(order), EXPORT_BATCH):
                 chunk = list(order[start:start + EXPORT_BATCH])
-                by_id = {row.id: row for row in self.query.rows(chunk)}
+                by_id = {row.id: row for row in self.query.rows(chunk, full_text=True)}
                 for message_id in chunk:
                     row = by_id.get(message_id)
                     if row is None:

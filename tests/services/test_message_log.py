@@ -171,10 +171,10 @@ async def test_export_streams_the_filtered_view_on_a_worker_thread(
     threads: set[str] = set()
     rows_of = db.message_log.rows
 
-    def rows(ids):  # type: ignore[no-untyped-def]
+    def rows(ids, **options):  # type: ignore[no-untyped-def]
         threads.add(threading.current_thread().name)
         assert len(ids) <= 700  # batches, never the whole view
-        return rows_of(ids)
+        return rows_of(ids, **options)
 
     monkeypatch.setattr(db.message_log, "rows", rows)
     log_filter = LogFilter(text="john", statuses=frozenset({MessageStatus.FAILED}))
@@ -191,3 +191,19 @@ async def test_export_streams_the_filtered_view_on_a_worker_thread(
     assert all(r[11] == "the recipient is not on WhatsApp" for r in records[1:])
     assert threading.main_thread().name not in threads and not (tmp_path / "export.csv.part").exists()
     await asyncio.sleep(0)
+
+
+@pytest.mark.asyncio
+async def test_export_writes_the_whole_text_not_the_row_preview(db: Database, service: MessageLogService,
+                                                                 tmp_path: Path) -> None:
+    seed_directory(db)
+    long_text = "Line one\nline two, " + "x" * 1000
+    db.messages.record(Message(location_id="loc-dental", session_id="s-dental-1", direction=Direction.INBOUND,
+                               kind=MessageKind.TEXT, chat_jid="34600111222@s.whatsapp.net", wa_message_id="LONG",
+                               body=long_text))
+    (row,) = service.rows(list(db.message_log.ids(LogFilter(), LogSort())))
+    assert len(row.text) == 300 and "\n" not in row.text  # the table's one-line preview
+    assert await service.export_csv(tmp_path / "long.csv", LogFilter(), LogSort()) == 1
+    with (tmp_path / "long.csv").open(newline="", encoding="utf-8") as handle:
+        (record,) = list(csv.DictReader(handle))
+    assert record["text"] == long_text and record["contact_name"] == "Maria Lopez"

@@ -360,3 +360,28 @@ def test_rendered_log_with_details_pane_keeps_labels_whole(qtbot: Any, qloop: as
     out = Path(os.environ.get("GHL_TEST_ARTIFACTS") or Path(__file__).resolve().parents[2] / "test-artifacts")
     out.mkdir(parents=True, exist_ok=True)
     assert panel.grab().save(str(out / "message-log-details.png"))
+
+
+def test_custom_time_range_and_new_numbers_in_the_filter(qtbot: Any, qloop: asyncio.AbstractEventLoop,
+                                                         panel: MessageLogPanel, db: Database, bus: EventBus) -> None:
+    from PySide6.QtCore import QDateTime
+
+    _choose(qtbot, panel.time_box, "Custom range…")
+    assert panel.range_row.isVisibleTo(panel)
+    newest = _rows(panel)[0].time if panel.model.rowCount() else None
+    assert newest is not None
+    # the 60 seconds before the newest message (one message a second)
+    panel.until_edit.setDateTime(QDateTime.fromSecsSinceEpoch(int(newest.timestamp())))
+    panel.since_edit.setDateTime(QDateTime.fromSecsSinceEpoch(int(newest.timestamp()) - 60))
+    _wait(qloop, panel)
+    rows = _rows(panel)
+    assert 55 <= len(rows) <= 61 and all(newest.timestamp() - 61 <= r.time.timestamp() < newest.timestamp()
+                                         for r in rows)
+
+    from ghl_desktop.core.models import SessionState, WhatsAppSession
+    from ghl_desktop.services.events import SessionChanged
+
+    session = db.sessions.create(WhatsAppSession(id="s-new", location_id="loc-dental", state=SessionState.CONNECTED,
+                                                 store_path="s-new.db", phone="+14155550777"))
+    bus.publish(SessionChanged(session))
+    assert panel.number_box.findData("s-new") > 0

@@ -179,11 +179,11 @@ class SqlMessageLog:
         with self._tx.read() as s:
             return s.execute(query).first() is not None
 
-    def rows(self, message_ids: Sequence[int]) -> list[LogRow]:
+    def rows(self, message_ids: Sequence[int], *, full_text: bool = False) -> list[LogRow]:
         if not message_ids:
             return []
         with self._tx.read() as s:
-            return _rows(s, message_ids)
+            return _rows(s, message_ids, full_text=full_text)
 
     def details(self, message_id: int) -> LogDetails | None:
         with self._tx.read() as s:
@@ -324,12 +324,13 @@ def _forget_not_on_whatsapp(s: Session, row: MessageRow) -> None:
               .values(on_whatsapp=None, updated_at=utcnow()).execution_options(synchronize_session=False))
 
 
-def _rows(s: Session, message_ids: Iterable[int]) -> list[LogRow]:
+def _rows(s: Session, message_ids: Iterable[int], *, full_text: bool = False) -> list[LogRow]:
+    body = M.body if full_text else func.substr(M.body, 1, ROW_TEXT_CHARS)
     query = (
         select(
             M.id, M.created_at, M.direction, M.kind, M.status, M.location_id, M.chat_jid, M.session_id,
             SessionRow.phone, LocationRow.name, _contact_name(), _contact_phone(),
-            func.substr(M.body, 1, ROW_TEXT_CHARS), M.media_name, M.error,
+            body, M.media_name, M.error,
         )
         .outerjoin(SessionRow, SessionRow.id == M.session_id)
         .outerjoin(LocationRow, LocationRow.id == M.location_id)
@@ -342,7 +343,8 @@ def _rows(s: Session, message_ids: Iterable[int]) -> list[LogRow]:
             id=id_, time=created, direction=Direction(direction), kind=MessageKind(kind),
             status=MessageStatus(status), location_id=location_id, chat_jid=chat, session_id=session_id,
             number=number, location_name=location_name, contact_name=contact_name, contact_phone=contact_phone,
-            text=(body or media_name or "").replace("\n", " ")[:ROW_TEXT_CHARS], error=error,
+            text=(body or media_name or "") if full_text else
+            (body or media_name or "").replace("\n", " ")[:ROW_TEXT_CHARS], error=error,
         ))
     return out
 

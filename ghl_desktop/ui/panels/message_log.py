@@ -413,6 +413,9 @@ class MessageLogPanel(QWidget):
         self.model.rowsInserted.connect(lambda *_: self._update_hint())
         self.model.rowsRemoved.connect(lambda *_: self._update_hint())
         bridge.message_logged.connect(self._message_logged)
+        bridge.locations_changed.connect(lambda _event: self.refresh_choices())
+        bridge.session_changed.connect(self._session_changed)
+        bridge.session_removed.connect(lambda _session_id: self.refresh_choices())
         self.refresh_choices()
         self.model.reload()
         self._update_hint()
@@ -450,6 +453,15 @@ class MessageLogPanel(QWidget):
         header = self.view.horizontalHeader()
         for column, width in widths.items():
             header.resizeSection(LOG_COLUMNS.index(column), width)
+
+    def refresh(self) -> None:
+        """The window's refresh: the filter entries (locations and numbers come and go); the rows
+        themselves stay current through ``message_logged``."""
+        self.refresh_choices()
+
+    def _session_changed(self, session: Any) -> None:
+        if self.number_box.findData(getattr(session, "id", None)) < 0 or getattr(session, "phone", None):
+            self.refresh_choices()
 
     def refresh_choices(self) -> None:
         """The location and number filter entries (keeps the current choice)."""
