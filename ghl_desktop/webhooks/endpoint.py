@@ -8,9 +8,10 @@ No request path ever answers 5xx on purpose: HighLevel treats anything but 429 a
 unexpected failure while handling a delivery answers 429 (it will come again) and logs the bug.
 
 Slow and idle clients (issue 10.5, slowloris): both this endpoint and the relay listen through a
-:class:`GuardedSite`. A connection must deliver a complete request head within ``header_timeout``
-of connecting (or of its previous response) and the body within ``body_timeout`` (408), else it is
-closed. At most ``max_connections`` are open at once (by default well under the process's file
+:class:`GuardedSite`. A new connection must deliver a complete request head within ``header_timeout``
+and the body within ``body_timeout`` (408), else it is closed; after its first request a keep-alive
+connection is left to aiohttp's keep-alive timeout (closing it early would race a reverse proxy's
+next request on it). At most ``max_connections`` are open at once (by default well under the process's file
 descriptor limit); when a new connection would pass the cap, the oldest connection that has not yet
 sent a request head is closed to make room — so idle attackers are what gets dropped, a genuine
 delivery still gets in. Only when every connection is busy with a request is the newcomer refused.
@@ -57,7 +58,7 @@ def _default_max_connections() -> int:
 @dataclass(frozen=True)
 class ConnectionLimits:
     max_connections: int = field(default_factory=_default_max_connections)
-    #: from connecting (or the end of the previous response) to a complete request head
+    #: from connecting to a complete first request head
     header_timeout: float = 10.0
     #: to read a whole request body once its head arrived
     body_timeout: float = 30.0
@@ -78,6 +79,7 @@ class _GuardedProtocol(asyncio.Protocol):
         self.idle_since = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.admitted = False
+        self.served = 0  # requests completed on this connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -135,7 +137,8 @@ class ConnectionGuard:
                 log.warning("connection cap (%d) reached with every connection busy; refusing one",
                             self.limits.max_connections)
                 return False
-            oldest = min(idle, key=lambda c: c.idle_since)
+            # never-served connections first (slowloris), then the longest idle keep-alive one
+            oldest = min(idle, key=lambda c: (c.served > 0, c.idle_since))
             self.evicted += 1
             self._drop(oldest)
         self._conns[conn.transport] = conn
@@ -181,8 +184,12 @@ class ConnectionGuard:
             return await handler(request)
         finally:
             conn.busy -= 1
-            if conn.busy == 0 and conn.transport is not None and conn.transport in self._conns:
-                self._arm(conn)  # keep-alive: the next request head must come in time too
+            conn.served += 1
+            conn.idle_since = asyncio.get_running_loop().time()
+            # A connection that completed a request (HighLevel, a reverse proxy) is left to aiohttp's
+            # keep-alive timeout: closing it early would race the proxy's next request on it (a 502,
+            # which HighLevel treats as final). Under pressure it is still evicted, after the idle
+            # never-served ones.
 
 
 class GuardedSite(web.TCPSite):

@@ -154,3 +154,35 @@ async def test_a_body_that_trickles_in_too_slowly_gets_408_and_nothing_is_stored
     finally:
         await server.stop()
     assert queue.count() == 0
+
+
+@pytest.mark.asyncio
+async def test_a_keep_alive_connection_that_served_a_request_is_not_cut_by_the_head_timeout(
+        signing_keys: SigningKeys) -> None:
+    """A reverse proxy (Render, a tunnel) reuses its upstream connection; closing it at the head timeout
+    would race its next request (a 502, which HighLevel treats as final)."""
+    queue = MemoryJobQueue()
+    server = WebhookServer(_settings(signing_keys), WebhookIntake(queue),
+                           limits=ConnectionLimits(header_timeout=0.2))
+    url = await server.start()
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for n in range(2):
+            raw = dump(outbound_message())
+            head = "".join(f"{k}: {v}\r\n" for k, v in signing_keys.headers(raw).items())
+            writer.write(f"POST {PROVIDER_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(raw)}\r\n{head}\r\n"
+                         .encode() + raw)
+            status = await asyncio.wait_for(reader.readline(), 20)
+            assert status.startswith(b"HTTP/1.1 200"), status
+            response_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+            length = int(next(line.split(b":")[1] for line in response_head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            await reader.readexactly(length)
+            if n == 0:
+                await asyncio.sleep(0.6)  # three head timeouts: the connection must still be open
+        writer.close()
+        assert server.guard.timed_out == 0
+    finally:
+        await server.stop()
+    assert queue.count() == 2
