@@ -282,6 +282,8 @@ class MessageLogModel(QAbstractTableModel):
         self._apply(self._service.ids_now(self._filter, self._sort))
 
     async def _load(self, generation: int) -> None:
+        if generation != self._generation:
+            return  # superseded before it started (typing, clicking sorts): no query at all
         try:
             ids = await self._service.ids(self._filter, self._sort)
         except Exception:

@@ -385,3 +385,22 @@ def test_custom_time_range_and_new_numbers_in_the_filter(qtbot: Any, qloop: asyn
                                                  store_path="s-new.db", phone="+14155550777"))
     bus.publish(SessionChanged(session))
     assert panel.number_box.findData("s-new") > 0
+
+
+def test_a_superseded_query_never_runs_and_a_stale_answer_is_dropped(
+        qtbot: Any, qloop: asyncio.AbstractEventLoop, panel: MessageLogPanel, db: Database,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    ids = db.message_log.ids
+
+    def spy(log_filter: Any, *rest: Any) -> Any:
+        seen.append(log_filter.text)
+        return ids(log_filter, *rest)
+
+    monkeypatch.setattr(db.message_log, "ids", spy)
+    for text in ("M", "Ma", "Mar", "Maria"):  # as if typed faster than the queries run
+        panel.search.setText(text)
+        panel.apply_filters()
+    _wait(qloop, panel)
+    assert seen == ["Maria"]
+    assert {r.contact_name for r in _rows(panel)} == {"Maria Lopez"}
