@@ -68,11 +68,9 @@ class Stage:
         return dict(answer.json())
 
     async def settle(self, seconds: float = SETTLE) -> None:
-        from PySide6.QtWidgets import QApplication
-
-        QApplication.processEvents()
+        """Let Qt lay out and paint. Never QApplication.processEvents() inside a coroutine: it would
+        run other asyncio tasks re-entrantly (the job runner's wake-up gets lost)."""
         await asyncio.sleep(seconds)
-        QApplication.processEvents()
 
     def save(self, widget: Any, name: str) -> Path:
         path = self.out / f"{name}.png"
@@ -123,13 +121,7 @@ async def connected_and_linked(stage: Stage) -> None:
         state = (await stage.http.get(f"{stage.url}/_sandbox/state")).json()
         return next((c for c in state["contacts"] if c["phone"] == alice), None)
 
-    try:
-        contact = await stage.until(alice_contact)
-    except AssertionError:
-        state = (await stage.http.get(f"{stage.url}/_sandbox/state")).json()
-        print("contacts:", state.get("contacts"), "messages:", w.app.db.messages.recent(5),
-              "jobs:", w.app.db.jobs.list(limit=5), file=sys.stderr)
-        raise
+    contact = await stage.until(alice_contact)
     await stage.post(f"/_sandbox/locations/{location_id}/reply",
                      {"contactId": contact["id"], "message": "Of course — Thursday 3:30 pm works. See you then!"})
     await stage.post(f"/_sandbox/phones/{alice}/send", {"to": LINKED, "text": "Perfect, thank you"})
@@ -250,7 +242,7 @@ register("message_log_scenes", "message_log_details")
 # H4: the first-run wizard and the sandbox phone page
 register("first_run_scenes", "first_run_wizard", "sandbox_phone_page")
 # H1: the tray icons and menu, a dropped number's desktop notice
-register("tray_scenes", "tray_icons", "tray_menu", "dropped_number_notice")
+register("tray_scenes", "tray_icons", "dropped_number_notice", "tray_menu")
 
 #: one scene may take this long (a hung scene is reported and the next one runs)
 SCENE_TIMEOUT = float(os.environ.get("GHL_SCREENSHOT_SCENE_TIMEOUT", "120"))

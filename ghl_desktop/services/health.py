@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
@@ -313,6 +314,7 @@ class HealthMonitor:
         self._relay_was_connected = False
         self._first_seen: dict[str, datetime] = {}
         self._seen: set[str] = set()
+        self._lock = threading.RLock()
         self._notified: set[str] = set()
         self._snapshot = HealthSnapshot()
         self._unsubscribe: list[Callable[[], None]] = []
@@ -447,7 +449,14 @@ class HealthMonitor:
     # --- the computation -----------------------------------------------------------------------
 
     def refresh(self) -> HealthSnapshot:
-        """Re-compute; publish HealthChanged when it changed and NoticeRequested for what is due."""
+        """Re-compute; publish HealthChanged when it changed and NoticeRequested for what is due.
+
+        One computation at a time (a read from another thread waits), so the debounce memory is never
+        updated by two computations at once (which could make a condition look cleared)."""
+        with self._lock:
+            return self._refresh()
+
+    def _refresh(self) -> HealthSnapshot:
         if self._closed():
             self.stop()
             return self._snapshot
@@ -593,6 +602,12 @@ class HealthMonitor:
                 "outdated", "ghl-desktop needs an update",
                 f"WhatsApp refuses this version of ghl-desktop for {who}: install the latest version{long_wait}.",
                 HealthLevel.NEEDS_YOU, transient=False)
+
+        if state is SessionState.FAILED and not (session.jid or session.phone):
+            # a link that never finished (the code expired, the pairing was cancelled): the person is at
+            # the linking screen already — shown on the row, never a desktop notice
+            return Health(HealthLevel.DEGRADED, f"Linking did not finish: {session.detail or 'stopped'}",
+                          HealthAction.LINK_AGAIN, self._since(f"session:{sid}:unlinked", now)), None
 
         if state is SessionState.FAILED:
             detail = session.detail or "it could not start"

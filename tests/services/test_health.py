@@ -395,3 +395,31 @@ async def test_started_monitor_follows_bus_events_and_fires_after_the_grace(db: 
         assert [n.key for n in seen] == ["session:s1:down"]
     finally:
         monitor.stop()
+
+
+def test_a_link_that_never_finished_is_not_a_desktop_notice(db: Database, bus: EventBus, clock: Clock,
+                                                            events: list[object]) -> None:
+    db.locations.upsert(Location(id=LOC, name="Agency"))
+    db.sessions.create(WhatsAppSession(id="new", location_id=LOC, state=SessionState.FAILED,
+                                       store_path="/tmp/new", detail="QR code expired"))
+    health = make_monitor(db, bus, clock).refresh().number("new").health  # type: ignore[union-attr]
+    assert health.level is HealthLevel.DEGRADED and health.action is HealthAction.LINK_AGAIN
+    assert health.reason == "Linking did not finish: QR code expired"
+    assert notices(events) == []
+
+
+def test_reads_from_threads_never_make_a_condition_notify_twice(db: Database, bus: EventBus, clock: Clock,
+                                                                events: list[object]) -> None:
+    import threading
+
+    add_number(db)
+    add_number(db, "s2", "+15550100002")
+    db.sessions.set_state("s1", SessionState.LOGGED_OUT)
+    db.sessions.set_state("s2", SessionState.REPLACED)
+    monitor = make_monitor(db, bus, clock)
+    threads = [threading.Thread(target=lambda: [monitor.refresh() for _ in range(20)]) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(n.key for n in notices(events)) == ["session:s1:logged_out", "session:s2:replaced"]
