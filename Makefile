@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: run test sysdeps venv venv-test venv-build lint typecheck sandbox headless bench dist build dist-self-test clean
+.PHONY: run test sysdeps venv venv-test venv-build lint typecheck sandbox headless bench dist build dist-self-test screenshots clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ build: dist
 ## The built bundle's self-test from a folder outside the tree with a clean environment (CI runs it).
 dist-self-test:
 	@scripts/dist-self-test.sh
+
+## Every screen of the app into docs/screenshots/ (under Xvfb when installed; see scripts/screenshots.py).
+screenshots: sysdeps venv-test
+	$(PY) scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -20,9 +20,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QSizePolicy,
     QStackedWidget,
-    QStyle,
     QStyledItemDelegate,
-    QStyleOptionButton,
     QStyleOptionViewItem,
     QTableView,
     QWidget,
@@ -89,14 +87,16 @@ class _ActionsDelegate(QStyledItemDelegate):
         names = self._view.action_names(index.row())
         if not names:
             return
-        button = QStyleOptionButton()
-        button.rect = option.rect.adjusted(3, 3, -3, -3)  # type: ignore[attr-defined]
-        button.text = names[0] + (" ▾" if len(names) > 1 else "")  # type: ignore[attr-defined]
-        button.state = QStyle.StateFlag.State_Enabled | QStyle.StateFlag.State_Raised  # type: ignore[attr-defined]
-        button.palette = option.palette  # type: ignore[attr-defined]
-        button.fontMetrics = option.fontMetrics  # type: ignore[attr-defined]
-        style = self._view.style()
-        style.drawControl(QStyle.ControlElement.CE_PushButton, button, painter, self._view)
+        rect = option.rect.adjusted(3, 3, -3, -3)  # type: ignore[attr-defined]
+        palette = option.palette  # type: ignore[attr-defined]
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(theme.colors(palette).border)
+        painter.setBrush(palette.color(QPalette.ColorRole.Button))
+        painter.drawRoundedRect(rect, 4, 4)
+        painter.setPen(palette.color(QPalette.ColorRole.ButtonText))
+        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, names[0] + (" ▾" if len(names) > 1 else ""))
+        painter.restore()
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
         names = self._view.action_names(index.row())

@@ -107,7 +107,7 @@ class LinkPanel(QWidget):
         col.addWidget(self.steps)
 
         self.qr_view = QrView()
-        col.addWidget(self.qr_view, 1)
+        col.addWidget(self.qr_view, 1000)
         self.countdown = QLabel()
         self.countdown.setObjectName("countdown")
         self.countdown.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -171,6 +171,7 @@ class LinkPanel(QWidget):
         self.status = StatusLabel("linkStatus")
         self.status.setAccessibleName("Linking status")
         col.addWidget(self.status)
+        col.addStretch(1)  # packs the rest at the top while the QR area is hidden
 
         self.scroller = QScrollArea()
         self.scroller.setObjectName("linkScroll")
@@ -387,7 +388,8 @@ class LinkPanel(QWidget):
 
     def _on_removed(self, session_id: str) -> None:
         if session_id == self.session_id:
-            self._idle("That number was removed. Press “Link WhatsApp number…” to link a number.")
+            self._idle(QrView.IDLE_TEXT)
+            self.status.say("The number being linked was removed.")
 
 
 __all__ = ["EXPIRED_TEXT", "LinkPanel", "normalize_phone"]
