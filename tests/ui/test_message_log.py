@@ -360,6 +360,20 @@ def test_rendered_log_with_details_pane_keeps_labels_whole(qtbot: Any, qloop: as
     out = Path(os.environ.get("GHL_TEST_ARTIFACTS") or Path(__file__).resolve().parents[2] / "test-artifacts")
     out.mkdir(parents=True, exist_ok=True)
     assert panel.grab().save(str(out / "message-log-details.png"))
+    from ghl_desktop.ui import theme
+
+    before = QApplication.palette()
+    QApplication.setPalette(theme.dark_palette())
+    try:
+        QApplication.processEvents()
+        bad = theme.colors().bad
+        text_column = list(LogColumn).index(LogColumn.TEXT)
+        brush = panel.model.index(target, text_column).data(Qt.ItemDataRole.ForegroundRole)
+        assert brush.color() == bad  # the failure colour follows the scheme, in the table and the pane
+        assert bad.name() in panel.details.toHtml()
+        assert panel.grab().save(str(out / "message-log-details-dark.png"))
+    finally:
+        QApplication.setPalette(before)
 
 
 def test_custom_time_range_and_new_numbers_in_the_filter(qtbot: Any, qloop: asyncio.AbstractEventLoop,

@@ -34,6 +34,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QAction, QColor, QGuiApplication, QKeyEvent, QPainter, QPainterPath, QPalette, QPen
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QComboBox,
     QDateTimeEdit,
     QFileDialog,
@@ -135,7 +136,7 @@ class StatusDelegate(QStyledItemDelegate):
         self.initStyleOption(opt, index)
         text = opt.text
         opt.text = ""
-        style = opt.widget.style() if opt.widget is not None else QGuiApplication.instance().style()  # type: ignore[attr-defined]
+        style = opt.widget.style() if opt.widget is not None else QApplication.style()
         style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
         if status is None:
             return
@@ -275,6 +276,7 @@ class MessageLogPanel(QWidget):
         self.tasks = _Tasks()
         self.model = MessageLogModel(log, self)
         self._details_id: int | None = None
+        self.current_details: LogDetails | None = None
         self._select_after_load: int | None = None
         self.last_export: tuple[str, int] | None = None
 
@@ -590,6 +592,12 @@ class MessageLogPanel(QWidget):
             self.details.clear()
             return
         self.details.setHtml(details_html(details, self.palette()))
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        details = getattr(self, "current_details", None)  # (a palette change can come during __init__)
+        if event.type() == QEvent.Type.PaletteChange and details is not None:
+            self.details.setHtml(details_html(details, self.palette()))  # colours follow the scheme
 
     def _message_logged(self, message: Any) -> None:
         self.model.apply_message(message)
