@@ -38,7 +38,7 @@ async def render(window: MainWindow, app: App, out: Path) -> None:
     print(f"saved {empty}", flush=True)
     seed(app.db)
     window.refresh()
-    window.qr_view.show_qr("2@Vx8kq3LmZt0pQr7sYb2wNc5dFg,1AbCdEfGhIjKlMnOpQrStUvWxYz=,9zYxWvUtSrQpOnMlKjIhGf=")
+    window.link.qr_view.show_qr("2@Vx8kq3LmZt0pQr7sYb2wNc5dFg,1AbCdEfGhIjKlMnOpQrStUvWxYz=,9zYxWvUtSrQpOnMlKjIhGf=")
     await asyncio.sleep(SETTLE_SECONDS)  # let the window map and paint under a real X server
     grab = out / "main-window.png"
     if not window.grab().save(str(grab)):

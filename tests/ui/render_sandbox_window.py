@@ -43,22 +43,22 @@ async def drive(window: MainWindow, out: Path) -> None:
     url = window.sandbox_url
     assert url is not None
     async with httpx.AsyncClient(timeout=30) as http:
-        window.start_connect()
-        await eventually(lambda: window.locations_model.rowCount() >= 1, 30)
+        window.locations.start_connect()
+        await eventually(lambda: window.locations.model.rowCount() >= 1, 30)
         await post(http, f"{url}/_sandbox/phones", {"phone": LINKED, "name": "Front desk"})
-        window.start_link()
-        await eventually(lambda: window.qr_view.code is not None, 30)
-        await post(http, f"{url}/_sandbox/whatsapp/scan", {"qr": window.qr_view.code, "phone": LINKED})
+        window.link.start_link()
+        await eventually(lambda: window.link.qr_view.code is not None, 30)
+        await post(http, f"{url}/_sandbox/whatsapp/scan", {"qr": window.link.qr_view.code, "phone": LINKED})
         await eventually(lambda: any(s.phone == LINKED and s.state.value == "connected"
-                                     for s in window.sessions_model.records()), 30)
+                                     for s in window.numbers.model.records()), 30)
         alice, ben = CUSTOMERS
         for phone, name in CUSTOMERS.items():
             await post(http, f"{url}/_sandbox/phones", {"phone": phone, "name": name})
         await post(http, f"{url}/_sandbox/phones/{alice}/send",
                    {"to": LINKED, "text": "Hi! Can I move my cleaning to Thursday afternoon?"})
         await post(http, f"{url}/_sandbox/phones/{ben}/send", {"to": LINKED, "text": "Do you have parking nearby?"})
-        await eventually(lambda: window.messages_model.rowCount() >= 2, 30)
-        location_id = window.locations_model.record(0).id
+        await eventually(lambda: len(window.app.db.messages.recent(100)) >= 2, 30)
+        location_id = window.locations.model.record(0).id
 
         async def alice_contact() -> dict[str, Any] | None:
             state = (await http.get(f"{url}/_sandbox/state")).json()
@@ -67,12 +67,12 @@ async def drive(window: MainWindow, out: Path) -> None:
         contact = await eventually(alice_contact, 30)
         await post(http, f"{url}/_sandbox/locations/{location_id}/reply",
                    {"contactId": contact["id"], "message": "Of course — Thursday 3:30 pm works. See you then!"})
-        await eventually(lambda: window.messages_model.rowCount() >= 3, 30)
+        await eventually(lambda: len(window.app.db.messages.recent(100)) >= 3, 30)
         await post(http, f"{url}/_sandbox/phones/{alice}/send", {"to": LINKED, "text": "Perfect, thank you"})
-        await eventually(lambda: window.messages_model.rowCount() >= 4, 30)
+        await eventually(lambda: len(window.app.db.messages.recent(100)) >= 4, 30)
         # a second number being linked: its QR code is on screen
-        window.start_link()
-        await eventually(lambda: window.qr_view.code is not None, 30)
+        window.link.start_link()
+        await eventually(lambda: window.link.qr_view.code is not None, 30)
         await asyncio.sleep(SETTLE_SECONDS)
     grab = out / "sandbox-window.png"
     if not window.grab().save(str(grab)):
@@ -84,9 +84,9 @@ async def drive(window: MainWindow, out: Path) -> None:
         await proc.wait()
         if proc.returncode == 0:
             print(f"saved {x11}", flush=True)
-    sessions = " ".join(f"{s.phone or '-'}:{s.state.value}" for s in window.sessions_model.records())
-    print(f"state: {window.locations_model.rowCount()} location(s); {sessions}; "
-          f"{window.messages_model.rowCount()} messages; banner={'Sandbox mode' in window.mode_banner.text()}",
+    sessions = " ".join(f"{s.phone or '-'}:{s.state.value}" for s in window.numbers.model.records())
+    print(f"state: {window.locations.model.rowCount()} location(s); {sessions}; "
+          f"{len(window.app.db.messages.recent(100))} messages; banner={'Sandbox mode' in window.mode_banner.text()}",
           flush=True)
 
 
