@@ -7,6 +7,7 @@ QSystemTrayIcon.isSystemTrayAvailable() is False."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from PySide6.QtGui import QImage
@@ -155,3 +156,48 @@ def test_the_real_tray_icon_shows_the_state(qapp: object) -> None:
         assert not tray.icon.icon().isNull()
     finally:
         tray.hide()
+
+
+TRAY_HOST_CHECK = """
+import sys, time
+from PySide6.QtWidgets import QApplication, QSystemTrayIcon
+app = QApplication([])
+deadline = time.monotonic() + 20
+while not QSystemTrayIcon.isSystemTrayAvailable() and time.monotonic() < deadline:
+    app.processEvents(); time.sleep(0.1)
+if not QSystemTrayIcon.isSystemTrayAvailable():
+    print("no tray"); sys.exit(3)
+from tests.ui.test_tray import five_numbers
+from ghl_desktop.ui.tray import Tray
+tray = Tray()
+tray.apply_health(five_numbers())
+for _ in range(20):
+    app.processEvents(); time.sleep(0.05)
+icon = tray.icon
+print("visible", icon.isVisible(), "|", icon.toolTip(), "|", tray.state.value, "|", icon.geometry().isValid())
+"""
+
+
+def test_a_real_tray_host_shows_the_icon(tmp_path: object) -> None:
+    """Xvfb + trayer (a real system tray host) in a process of its own, Qt on xcb."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.ui.dbus_session import need, private_display
+
+    trayer = need("trayer")
+    with private_display() as display:
+        env = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb"}
+        host = subprocess.Popen([trayer, "--edge", "top", "--align", "right", "--widthtype", "pixel",
+                                 "--width", "120", "--height", "24"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            result = subprocess.run([sys.executable, "-c", TRAY_HOST_CHECK], env=env, capture_output=True, text=True,
+                                    timeout=120, cwd=str(Path(__file__).resolve().parents[2]))
+        finally:
+            host.terminate()
+            host.wait(10)
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    assert line == "visible True | ghl-desktop — 5 numbers · 1 down · 2 messages failed | down | True", line
