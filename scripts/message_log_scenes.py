@@ -44,12 +44,16 @@ async def message_log_details(stage: Any) -> None:
 
     message_id = await stage.until(a_failure)
     w.log_tabs.setCurrentWidget(panel)
+    # as a user looking into a failure would: the log dragged taller (the splitter is restored after)
+    sizes = w.main_splitter.sizes()
+    w.main_splitter.setSizes([sum(sizes) - max(sizes[1], 520), max(sizes[1], 520)])
     await panel.wait_idle()
     panel.select_message(message_id)
     await panel.wait_idle()
     panel.select_message(message_id)
     await stage.settle()
     stage.save(w.log_tabs, "25-message-log-details")
+    w.main_splitter.setSizes(sizes)
 
 
 __all__ = ["message_log_details"]

@@ -447,7 +447,7 @@ class MessageLogPanel(QWidget):
             LogColumn.TIME: metrics.horizontalAdvance("28 Dec 00:00") + 14,
             LogColumn.DIRECTION: metrics.horizontalAdvance("→ WhatsApp") + 14,
             LogColumn.NUMBER: metrics.horizontalAdvance("+14155550123") + 14,
-            LogColumn.LOCATION: metrics.horizontalAdvance("Bright Smiles") + 14,
+            LogColumn.LOCATION: metrics.horizontalAdvance("Sandbox Location") + 14,
             LogColumn.CONTACT: metrics.horizontalAdvance("Maria Lopez (+34600111222)") + 14,
             LogColumn.KIND: metrics.horizontalAdvance("sticker") + 14,
             LogColumn.STATUS: metrics.horizontalAdvance("Delivered") + StatusDelegate.ICON + 22,
@@ -731,7 +731,8 @@ def details_html(d: LogDetails, palette: QPalette) -> str:
         kind = JOB_KIND_LABELS.get(job.kind, job.kind)
         error = f"<br><span style='color:{bad.name()}'>{_esc(job.last_error)}</span>" if job.last_error else ""
         parts.append(f"<h4>Job #{job.id} — {_esc(kind)} ({_esc(job.state)}, {job.attempts} attempt"
-                     f"{'s' * (job.attempts != 1)})</h4>{error}<pre>{_esc(job.payload)}</pre>")
+                     f"{'s' * (job.attempts != 1)})</h4>{error}"
+                     f"<pre style='white-space:pre-wrap'>{_esc(job.payload)}</pre>")  # wraps: no sideways scrolling
     if not d.jobs:
         parts.append(f"<p style='color:{muted.name()}'>No job payload stored (finished jobs are purged after a "
                      "week).</p>")
