@@ -1,5 +1,6 @@
-"""Table models for the three panels. They hold domain records (never ORM rows) and are filled by the
-window from the repositories; the message log adds a filter proxy as in Picard's log view.
+"""Table models of the locations and numbers panels. They hold domain records (never ORM rows),
+filled through the Cockpit, and show each row's computed health (HealthSnapshot) in its State cell.
+The message log's models are in :mod:`ghl_desktop.ui.message_log_models`.
 
 Every model here passes ``qtmodeltester``; the column set is fixed per model (``COLUMNS``).
 """
@@ -15,18 +16,13 @@ from PySide6.QtCore import (
     QModelIndex,
     QObject,
     QPersistentModelIndex,
-    QSortFilterProxyModel,
     Qt,
 )
 from PySide6.QtGui import QBrush, QColor
 
 from ghl_desktop.core.models import (
-    Direction,
-    Job,
     Location,
     LocationState,
-    Message,
-    MessageStatus,
     SessionState,
     WhatsAppSession,
 )
@@ -79,15 +75,6 @@ SESSION_STATE_LABELS: dict[SessionState, str] = {
     SessionState.FAILED: "Failed",
 }
 
-STATUS_LABELS: dict[MessageStatus, str] = {
-    MessageStatus.RECEIVED: "Received",
-    MessageStatus.PENDING: "Pending",
-    MessageStatus.SENT: "Sent",
-    MessageStatus.DELIVERED: "Delivered",
-    MessageStatus.READ: "Read",
-    MessageStatus.PLAYED: "Played",
-    MessageStatus.FAILED: "Failed",
-}
 
 
 def format_time(value: datetime | None, *, now: datetime | None = None, seconds: bool = True) -> str:
@@ -122,17 +109,6 @@ def format_expiry(value: datetime | None, *, now: datetime | None = None) -> str
     if value <= current:
         return f"expired {_span(current - value)} ago"
     return f"in {_span(value - current)}"
-
-
-def chat_label(jid: str) -> str:
-    """A chat as people read it: +phone for a person, "group …" for a group, else the JID."""
-    user, _, server = jid.partition("@")
-    user = user.split(":", 1)[0]
-    if server == "s.whatsapp.net" and user.isdigit():
-        return "+" + user
-    if server == "g.us":
-        return f"group {user}"
-    return jid
 
 
 class RecordTableModel(QAbstractTableModel, Generic[T]):
@@ -359,116 +335,12 @@ def health_maps(snapshot: HealthSnapshot) -> tuple[dict[str, Health], dict[str, 
             {n.session_id: n.health for n in snapshot.numbers})
 
 
-class MessageLogModel(RecordTableModel[Message]):
-    """The most recent messages, newest first; :meth:`upsert` applies live changes in place."""
-
-    COLUMNS = ("Time", "Direction", "Kind", "Chat", "Status", "Text")
-
-    def __init__(self, parent: QObject | None = None, *, limit: int = 1000) -> None:
-        super().__init__(parent)
-        self.limit = limit
-
-    def upsert(self, message: Message) -> None:
-        """Update the row of this message (same id), or insert it at the top."""
-        for row, existing in enumerate(self._rows):
-            if message.id is not None and existing.id == message.id:
-                self._rows[row] = message
-                self.dataChanged.emit(self.index(row, 0), self.index(row, len(self.COLUMNS) - 1))
-                return
-        self.beginInsertRows(QModelIndex(), 0, 0)
-        self._rows.insert(0, message)
-        self.endInsertRows()
-        if len(self._rows) > self.limit:
-            self.beginRemoveRows(QModelIndex(), self.limit, len(self._rows) - 1)
-            del self._rows[self.limit :]
-            self.endRemoveRows()
-
-    def display(self, record: Message, column: int) -> str:
-        if column == 0:
-            return format_time(record.sent_at or record.created_at)
-        if column == 1:
-            return "→ HighLevel" if record.direction is Direction.INBOUND else "→ WhatsApp"
-        if column == 2:
-            return str(record.kind)
-        if column == 3:
-            return chat_label(record.chat_jid)
-        if column == 4:
-            return STATUS_LABELS.get(record.status, str(record.status))
-        text = record.body or record.media_name or ""
-        return text.replace("\n", " ")[:200]
-
-    def tooltip(self, record: Message, column: int) -> str | None:
-        if record.error:
-            return f"Error: {record.error}"
-        if column == 3:
-            return record.chat_jid
-        if column == 5 and record.body and len(record.body) > 200:
-            return record.body[:2000]
-        return None
-
-    def color(self, record: Message, column: int) -> QColor | None:
-        if column == 4 and record.status is MessageStatus.FAILED:
-            return _bad()
-        return None
-
-
-JOB_KIND_LABELS: dict[str, str] = {
-    "wa.inbound": "WhatsApp → HighLevel",
-    "ghl.outbound_message": "HighLevel → WhatsApp",
-    "ghl.status": "Status to HighLevel",
-    "ghl.app_event": "Install/uninstall",
-}
-
-
-class DeadJobsModel(RecordTableModel[Job]):
-    """Dead letters (``db.jobs.list("dead")``): work that gave up, with its reason, to retry by hand."""
-
-    COLUMNS = ("Job", "What", "Gave up", "Attempts", "Reason", "")
-    ACTIONS_COLUMN = 5
-
-    def display(self, record: Job, column: int) -> str:
-        if column == 0:
-            return f"#{record.id}"
-        if column == 1:
-            return JOB_KIND_LABELS.get(record.kind, record.kind)
-        if column == 2:
-            return format_time(record.updated_at)
-        if column == 3:
-            return str(record.attempts)
-        if column == 4:
-            return (record.last_error or "").replace("\n", " ")[:300]
-        return ""
-
-    def tooltip(self, record: Job, column: int) -> str | None:
-        return record.last_error if column == 4 and record.last_error else None
-
-    def color(self, record: Job, column: int) -> QColor | None:
-        return _bad() if column == 4 else None
-
-
-class MessageLogFilter(QSortFilterProxyModel):
-    """Case-insensitive text filter over every column of the message log (Picard's log-view shape)."""
-
-    def __init__(self, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        self.setFilterKeyColumn(-1)
-
-    def set_text(self, text: str) -> None:
-        self.setFilterFixedString(text.strip())
-
-
 __all__ = [
-    "JOB_KIND_LABELS",
     "LOCATION_STATE_LABELS",
     "SESSION_STATE_LABELS",
-    "DeadJobsModel",
     "LocationsModel",
-    "MessageLogFilter",
-    "MessageLogModel",
     "RecordRole",
     "SessionsModel",
-    "chat_label",
     "format_expiry",
     "format_time",
     "health_maps",

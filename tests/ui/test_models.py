@@ -1,61 +1,37 @@
-"""Every table model obeys Qt's model contract (qtmodeltester), empty and filled."""
+"""The locations and numbers models obey Qt's model contract (qtmodeltester) — empty, filled, with
+health applied, with rows changed and removed — and show the computed health, not the raw state."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from ghl_desktop.adapters.storage import Database
-from ghl_desktop.core.models import Direction, Message, MessageKind
-from ghl_desktop.ui.models import (
-    LocationsModel,
-    MessageLogFilter,
-    MessageLogModel,
-    SessionsModel,
-    format_expiry,
-)
+from ghl_desktop.core.models import SessionState
+from ghl_desktop.services.health import Health, HealthAction, HealthLevel
+from ghl_desktop.ui.models import LocationsModel, SessionsModel, format_expiry
 from tests.ui.seed import seed
 
+STALLED = Health(HealthLevel.NEEDS_YOU, "bridging stalled: location needs reconnect — 2 waiting",
+                 HealthAction.RECONNECT_LOCATION)
 
-def test_models_pass_the_model_tester_empty_and_filled(qtmodeltester, db: Database) -> None:  # type: ignore[no-untyped-def]
-    locations, sessions, messages = LocationsModel(), SessionsModel(), MessageLogModel()
-    proxy = MessageLogFilter()
-    proxy.setSourceModel(messages)
-    for model in (locations, sessions, messages, proxy):
+
+def test_models_pass_the_model_tester_empty_filled_and_with_health(qtmodeltester, db: Database) -> None:  # type: ignore[no-untyped-def]
+    locations, sessions = LocationsModel(), SessionsModel()
+    for model in (locations, sessions):
         qtmodeltester.check(model)
     seed(db)
     locations.set_records(db.locations.list())
     sessions.set_location_names(locations.names())
     sessions.set_records(db.sessions.list())
-    messages.set_records(db.messages.recent())
-    proxy.set_text("thursday")
-    for model in (locations, sessions, messages, proxy):
+    for model in (locations, sessions):
         qtmodeltester.check(model)
-    assert locations.rowCount() == 2 and sessions.rowCount() == 2 and messages.rowCount() == 4
-    assert proxy.rowCount() == 2
-
-
-def test_message_log_upsert_caps_rows(qtmodeltester) -> None:  # type: ignore[no-untyped-def]
-    model = MessageLogModel(limit=3)
-    qtmodeltester.check(model)
-    for i in range(5):
-        model.upsert(
-            Message(
-                location_id="L",
-                direction=Direction.INBOUND,
-                kind=MessageKind.TEXT,
-                chat_jid="c",
-                body=f"m{i}",
-                id=i + 1,
-            )
-        )
-    assert [model.index(r, 5).data() for r in range(model.rowCount())] == ["m4", "m3", "m2"]
-    model.upsert(
-        Message(
-            location_id="L", direction=Direction.INBOUND, kind=MessageKind.TEXT, chat_jid="c", body="m3 edited", id=4
-        )
-    )
-    assert model.rowCount() == 3 and model.index(1, 5).data() == "m3 edited"
-    qtmodeltester.check(model)
+    assert locations.rowCount() == 2 and sessions.rowCount() == 2
+    sessions.set_health({"s-dental": STALLED})
+    qtmodeltester.check(sessions)
+    assert sessions.index(0, 2).data() == "Bridging stalled"
+    assert sessions.index(0, 3).data() == STALLED.reason
+    assert sessions.index(1, 2).data() == "Waiting for QR scan"  # no health known: its own state
 
 
 def test_expiry_text() -> None:
@@ -66,13 +42,8 @@ def test_expiry_text() -> None:
     assert format_expiry(now + timedelta(minutes=30), now=now) == "in 30 min"
 
 
-def test_sessions_upsert_remove_and_dead_jobs_pass_the_model_tester(qtmodeltester, db: Database) -> None:  # type: ignore[no-untyped-def]
-    from dataclasses import replace
-
-    from ghl_desktop.core.models import JobState, NewJob, SessionState
-    from ghl_desktop.ui.models import DeadJobsModel
-
-    seeded = seed(db)
+def test_sessions_upsert_and_remove_pass_the_model_tester(qtmodeltester, db: Database) -> None:  # type: ignore[no-untyped-def]
+    seed(db)
     sessions = SessionsModel()
     qtmodeltester.check(sessions)
     records = db.sessions.list()
@@ -87,16 +58,3 @@ def test_sessions_upsert_remove_and_dead_jobs_pass_the_model_tester(qtmodelteste
     sessions.remove("unknown")
     assert sessions.rowCount() == 1 and sessions.row_of(records[1].id) == 0
     qtmodeltester.check(sessions)
-
-    dead = DeadJobsModel()
-    qtmodeltester.check(dead)
-    job_id, _ = db.jobs.enqueue(NewJob(kind="wa.inbound", payload={"session_id": "s", "message": {"id": "x"}}))
-    leased = db.jobs.lease("test", now=datetime.now(UTC), lease_seconds=30, limit=1)
-    assert [j.id for j in leased] == [job_id]
-    db.jobs.dead_letter(job_id, "test", error="GhlTransientError: HighLevel answered 503")
-    dead.set_records(db.jobs.list(JobState.DEAD.value))
-    assert dead.rowCount() == 1
-    assert [dead.index(0, c).data() for c in (0, 1, 3, 4)] == [
-        f"#{job_id}", "WhatsApp → HighLevel", "1", "GhlTransientError: HighLevel answered 503"]
-    qtmodeltester.check(dead)
-    assert seeded["sessions"]

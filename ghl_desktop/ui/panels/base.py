@@ -1,34 +1,17 @@
 """What the panels of the main window share: :class:`Tasks` (every action is an asyncio task owned by
 the window, cancelled when it closes; a failure becomes a sentence where the panel says), panel
-frames, and :func:`readable_error`.
-
-``PanelBase`` (the old mixin view of the window) remains only for the old message-log panel until
-its standalone replacement lands; the other panels are standalone QWidgets."""
+frames, and :func:`readable_error`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from PySide6.QtCore import QAbstractItemModel
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QMainWindow, QPushButton, QTableView, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from ghl_desktop.app import App
 from ghl_desktop.core.errors import GhlDesktopError
-from ghl_desktop.ui.models import (
-    DeadJobsModel,
-    LocationsModel,
-    MessageLogFilter,
-    MessageLogModel,
-    RecordTableModel,
-    SessionsModel,
-)
-from ghl_desktop.ui.notify import NoticeCoalescer, NoticePolicy
-
-if TYPE_CHECKING:
-    from ghl_desktop.runtime import BridgeRuntime
 
 log = logging.getLogger("ghl.ui")
 
@@ -111,112 +94,3 @@ def _panel(title: str, *header_widgets: QWidget) -> tuple[QFrame, QVBoxLayout]:
         header.addWidget(widget)
     layout.addLayout(header)
     return frame, layout
-
-
-def _status_label(name: str) -> QLabel:
-    from ghl_desktop.ui.widgets import StatusLabel
-
-    return StatusLabel(name)
-
-
-class PanelBase(QMainWindow):
-    """The main window as its panels see it; :class:`~ghl_desktop.ui.main_window.MainWindow` sets it up."""
-
-    app: App
-    runtime: BridgeRuntime | None
-    open_url: OpenUrl
-    confirm: Confirm
-    locations_model: LocationsModel
-    sessions_model: SessionsModel
-    messages_model: MessageLogModel
-    messages_filter: MessageLogFilter
-    dead_model: DeadJobsModel
-    notices: NoticeCoalescer
-    policy: NoticePolicy
-    _tasks: set[asyncio.Task[Any]]
-
-    if TYPE_CHECKING:
-
-        def refresh(self) -> None:
-            """Reload every panel from the database (the window's)."""
-
-    # -- row actions --
-
-    def _row_actions(
-        self,
-        view: QTableView,
-        model: RecordTableModel[Any],
-        actions_for: Callable[[Any], list[tuple[str, Callable[[], object]]]],
-    ) -> None:
-        """Buttons in the model's ACTIONS_COLUMN of every row, rebuilt when the row changes."""
-        column = model.ACTIONS_COLUMN
-
-        def install(*_args: object) -> None:
-            for row in range(model.rowCount()):
-                record = model.record(row)
-                actions = actions_for(record)
-                signature = (getattr(record, "id", None), tuple(name for name, _ in actions))
-                index = model.index(row, column)
-                current = view.indexWidget(index)
-                if current is not None and current.property("signature") == repr(signature):
-                    continue
-                holder = QWidget()
-                holder.setProperty("signature", repr(signature))
-                row_layout = QHBoxLayout(holder)
-                row_layout.setContentsMargins(2, 1, 2, 1)
-                row_layout.setSpacing(4)
-                for name, callback in actions:
-                    button = QPushButton(name)
-                    button.setObjectName("rowAction")
-                    button.clicked.connect(callback)
-                    row_layout.addWidget(button)
-                row_layout.addStretch(1)
-                view.setIndexWidget(index, holder)
-            view.resizeColumnToContents(column)
-
-        source: QAbstractItemModel = model
-        for signal in (source.modelReset, source.rowsInserted, source.rowsRemoved, source.dataChanged):
-            signal.connect(install)
-
-    @staticmethod
-    def row_button(view: QTableView, row: int, text: str) -> QPushButton | None:
-        """The action button ``text`` in ``row`` (None when the row offers no such action)."""
-        model = view.model()
-        holder = view.indexWidget(model.index(row, getattr(model, "ACTIONS_COLUMN", -1)))
-        if holder is None:
-            return None
-        return next((b for b in holder.findChildren(QPushButton) if b.text() == text), None)
-
-    # -- tasks --
-
-    def _spawn(
-        self, coro: Coroutine[Any, Any, Any], *, on_error: Callable[[str], None], name: str
-    ) -> asyncio.Task[Any]:
-        """Run a window action: kept until done, its failure shown where ``on_error`` puts it."""
-
-        async def guarded() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("%s failed: %s", name, readable_error(exc), exc_info=not isinstance(exc, GhlDesktopError))
-                on_error(readable_error(exc))
-
-        task = asyncio.get_event_loop().create_task(guarded(), name=f"ui-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    @property
-    def tasks(self) -> frozenset[asyncio.Task[Any]]:
-        return frozenset(self._tasks)
-
-    def _say(self, label: QLabel, text: str | None, *, error: bool = False) -> None:
-        from ghl_desktop.ui.widgets import StatusLabel
-
-        if isinstance(label, StatusLabel):
-            label.say(text, error=error)
-            return
-        label.setText(text or "")
-        label.setVisible(bool(text))
