@@ -45,6 +45,40 @@ class SandboxMode:
         return f"{self.url}/phones"
 
 
+#: the sandbox vault's key is not a secret: it only keeps sandbox tokens apart from the real store
+SANDBOX_VAULT_KEY = "ghl-desktop sandbox (not a secret: sandbox tokens only)"
+
+
+class SandboxSecretStore:
+    """A SecretStore over ``<data dir>/sandbox/secrets.vault`` (the vault format, a fixed key)."""
+
+    def __init__(self, path: Path) -> None:
+        from ghl_desktop.adapters.secrets import ScryptParams, VaultSecretStore
+
+        self.path = path
+        self._vault = VaultSecretStore(path, SANDBOX_VAULT_KEY, params=ScryptParams(log2_n=10))
+
+    @property
+    def description(self) -> str:
+        return "sandbox secrets in <data dir>/sandbox (apart from the real keyring)"
+
+    def get(self, key: str) -> str | None:
+        return self._vault.get(key)
+
+    def set(self, key: str, value: str) -> None:
+        self._vault.set(key, value)
+
+    def delete(self, key: str) -> None:
+        self._vault.delete(key)
+
+
+def sandbox_secret_store(settings: Settings) -> SandboxSecretStore:
+    """The sandbox's own secret store: no keyring, no passphrase, never the real secrets."""
+    folder = settings.home / "sandbox"
+    folder.mkdir(parents=True, exist_ok=True)
+    return SandboxSecretStore(folder / "secrets.vault")
+
+
 def sandbox_port_file(home: Path) -> Path:
     return home / "sandbox" / "port"
 
@@ -105,9 +139,12 @@ async def point_sandbox_webhooks(sandbox_url: str, webhook_base: str) -> None:
 
 __all__ = [
     "SANDBOX_LOCATIONS",
+    "SANDBOX_VAULT_KEY",
     "SandboxMode",
+    "SandboxSecretStore",
     "point_sandbox_webhooks",
     "running_sandbox_mode",
     "sandbox_port_file",
+    "sandbox_secret_store",
     "sandbox_settings",
 ]

@@ -36,6 +36,7 @@ from PySide6.QtCore import QByteArray, QObject
 
 from ghl_desktop.config import Settings
 from ghl_desktop.core.models import SessionState
+from ghl_desktop.sandbox_mode import SANDBOX_VAULT_KEY, SandboxSecretStore, sandbox_secret_store
 from ghl_desktop.ui.single_instance import HAND_OFF_SECONDS, SingleInstance, instance_name
 
 log = logging.getLogger("ghl.ui.lifecycle")
@@ -222,40 +223,7 @@ def store_setting(home: Path, key: str, value: Any) -> None:
     tmp.replace(path)
 
 
-# --- sandbox secrets ---------------------------------------------------------------------------
-
-#: the sandbox vault's key is not a secret: it only keeps sandbox tokens apart from the real store
-SANDBOX_VAULT_KEY = "ghl-desktop sandbox (not a secret: sandbox tokens only)"
-
-
-class SandboxSecretStore:
-    """A SecretStore over ``<data dir>/sandbox/secrets.vault`` (the vault format, a fixed key)."""
-
-    def __init__(self, path: Path) -> None:
-        from ghl_desktop.adapters.secrets import ScryptParams, VaultSecretStore
-
-        self.path = path
-        self._vault = VaultSecretStore(path, SANDBOX_VAULT_KEY, params=ScryptParams(log2_n=10))
-
-    @property
-    def description(self) -> str:
-        return "sandbox secrets in <data dir>/sandbox (apart from the real keyring)"
-
-    def get(self, key: str) -> str | None:
-        return self._vault.get(key)
-
-    def set(self, key: str, value: str) -> None:
-        self._vault.set(key, value)
-
-    def delete(self, key: str) -> None:
-        self._vault.delete(key)
-
-
-def sandbox_secret_store(settings: Settings) -> SandboxSecretStore:
-    """The sandbox's own secret store: no keyring, no passphrase, never the real secrets."""
-    folder = settings.home / "sandbox"
-    folder.mkdir(parents=True, exist_ok=True)
-    return SandboxSecretStore(folder / "secrets.vault")
+# --- sandbox secrets (sandbox_mode.py: shared with headless) ------------------------------------
 
 
 def starts_in_sandbox(settings: Settings, sandbox_flag: bool) -> bool | None:
@@ -395,6 +363,7 @@ class Lifecycle(QObject):
 
 __all__ = [
     "HAND_OFF_SECONDS",
+    "SANDBOX_VAULT_KEY",
     "Autostart",
     "Lifecycle",
     "SandboxSecretStore",
