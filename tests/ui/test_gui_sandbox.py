@@ -366,3 +366,35 @@ async def test_an_expired_code_offers_a_new_one_that_the_phone_can_scan(qtbot: A
             await eventually(lambda: window.link.phase == "linked", 20)
         finally:
             await asyncio.wait_for(window.wait_shutdown(), 20)
+
+
+@pytest.mark.asyncio
+async def test_real_mode_connect_with_highlevel_unreachable_says_so_at_once(qtbot: Any) -> None:
+    import socket
+
+    from ghl_desktop.app import App
+    from ghl_desktop.runtime import BridgeRuntime
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens: like a machine whose network cannot reach HighLevel
+    settings = replace(load_settings(), client_id="real-id", client_secret="real-secret",
+                       api_base=f"http://127.0.0.1:{port}", marketplace_base=f"http://127.0.0.1:{port}",
+                       oauth_redirect_port=0)
+    app = App(settings, secrets=MemorySecretStore(), console_log=False)
+    browser = NeverApproves()
+    runtime = BridgeRuntime(app, transport_factory=lambda *_: None, open_url=browser)  # type: ignore[arg-type,return-value]
+    window = MainWindow(app, runtime)
+    qtbot.addWidget(window)
+    window.show()
+    try:
+        qtbot.mouseClick(window.locations.connect_button, Qt.MouseButton.LeftButton)
+        # the old window waited for the browser (300 s) before saying anything
+        await eventually(lambda: not window.locations.connecting, 30)
+        status = window.locations.connect_status
+        assert status.error and "cannot be reached" in status.text() and "internet connection" in status.text()
+        assert browser.opened == []  # no sign-in page was opened for a network that is down
+        assert window.locations.connect_button.isEnabled()
+    finally:
+        await asyncio.wait_for(window.wait_shutdown(), 20)
