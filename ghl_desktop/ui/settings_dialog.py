@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from ghl_desktop.config import ENV_MAP, Settings, load_settings, save_settings
 from ghl_desktop.core.ports import SecretStore
+from ghl_desktop.ui.widgets import StatusLabel
 
 CLIENT_SECRET_KEY = "app:client_secret"
 RELAY_TOKEN_KEY = "relay:token"
@@ -87,6 +88,14 @@ class SettingsDialog(QDialog):
         self.relay_token.setPlaceholderText(self._secret_hint(RELAY_TOKEN_KEY))
         form.addRow("Relay token:", self.relay_token)
         layout.addLayout(form)
+        for row in range(form.rowCount()):  # every field is named by its label (screen readers)
+            label_item = form.itemAt(row, QFormLayout.ItemRole.LabelRole)
+            field_item = form.itemAt(row, QFormLayout.ItemRole.FieldRole)
+            field = field_item.widget() if field_item is not None else None
+            label = label_item.widget() if label_item is not None else None
+            if field is not None:
+                text = label.text() if isinstance(label, QLabel) else ""
+                field.setAccessibleName(text.rstrip(":") or str(getattr(field, "text", lambda: "")()))
 
         overridden = sorted(var for name, var in ENV_MAP.items()
                             if os.environ.get(var) and name in self._edited_fields())
@@ -96,8 +105,8 @@ class SettingsDialog(QDialog):
         self.env_note.setWordWrap(True)
         self.env_note.setVisible(bool(overridden))
         layout.addWidget(self.env_note)
-        self.error = QLabel()
-        self.error.setStyleSheet("color: #c62828;")
+        self.error = StatusLabel("settingsError")
+        self.error.setAccessibleName("Settings problem")
         self.error.setWordWrap(True)
         self.error.setVisible(False)
         layout.addWidget(self.error)
@@ -105,6 +114,8 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         self.save_button = buttons.button(QDialogButtonBox.StandardButton.Save)
+        self.save_button.setAccessibleName("Save settings")
+        buttons.button(QDialogButtonBox.StandardButton.Cancel).setAccessibleName("Cancel")
         layout.addWidget(buttons)
 
     @staticmethod
@@ -141,14 +152,12 @@ class SettingsDialog(QDialog):
     def accept(self) -> None:
         problem = self.problem()
         if problem:
-            self.error.setText(problem)
-            self.error.setVisible(True)
+            self.error.say(problem, error=True)
             return
         try:
             self.save()
         except Exception as exc:  # a full disk, a locked keyring: say it, keep the dialog open
-            self.error.setText(f"Could not save: {exc}")
-            self.error.setVisible(True)
+            self.error.say(f"Could not save: {exc}", error=True)
             return
         super().accept()
 

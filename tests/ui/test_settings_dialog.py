@@ -92,3 +92,17 @@ def test_environment_overrides_are_named(qtbot, data_home: Path, secrets: Memory
     assert dialog.webhook_port.value() == 8787  # the saved value is edited, not the environment's
     dialog.accept()
     assert json.loads((data_home / "settings.json").read_text())["webhook_port"] == 8787
+
+
+def test_every_settings_control_has_an_accessible_name(window: MainWindow) -> None:
+    from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox, QLineEdit, QWidget
+
+    dialog = window.open_settings()
+    try:
+        missing = [f"{type(w).__name__} {w.objectName()!r}" for w in dialog.findChildren(QWidget)
+                   if isinstance(w, (QAbstractButton, QLineEdit, QAbstractSpinBox)) and w.isVisibleTo(dialog)
+                   and not w.accessibleName() and not isinstance(w.parentWidget(), QAbstractSpinBox)]
+        assert missing == []
+        assert dialog.client_id.accessibleName() == "HighLevel client ID"  # type: ignore[attr-defined]
+    finally:
+        dialog.close()
