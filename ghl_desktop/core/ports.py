@@ -135,6 +135,11 @@ class JobQueue(Protocol):
 
     def get(self, job_id: int) -> Job | None: ...
     def count(self, state: str | None = None) -> int: ...
+    def count_backlog(self) -> int:
+        """Pending jobs that will run by themselves: not those waiting for a person or time
+        (``last_error`` starts with ``models.WAITING_PREFIX``). Drives the webhook 429."""
+        ...
+
     def list(self, state: str | None = None, limit: int = 100) -> list[Job]: ...
 
 
@@ -164,6 +169,10 @@ class MessageLogQuery(Protocol):
 
     def dead_letters(self, limit: int = 500) -> list[DeadLetter]:
         """Dead jobs, the most recent failure first."""
+        ...
+
+    def dead_letters_stamp(self) -> tuple[int, int, str]:
+        """Changes whenever the dead letters change (count, newest id, latest change): cheap to poll."""
         ...
 
     def dead_jobs_of(self, message_id: int) -> list[int]:

@@ -227,6 +227,10 @@ class MessageLogService:
         return [replace(d, reason=self._redact(d.reason), summary=self._redact(d.summary))
                 for d in self.query.dead_letters(limit)]
 
+    def dead_letters_stamp(self) -> tuple[int, int, str]:
+        """Poll this (one aggregate query) and read :meth:`dead_letters` only when it changed."""
+        return self.query.dead_letters_stamp()
+
     def retry_dead(self, job_ids: Sequence[int]) -> RetryResult:
         """Requeue these dead jobs (their failed messages back to where they started)."""
         requeued, messages = self.query.requeue_dead(list(job_ids))

@@ -303,7 +303,8 @@ def test_tab_leaves_the_table_and_controls_have_names(qtbot: Any, panel: Message
 
 def test_dead_letters_panel_retry_one_by_keyboard_and_all(qtbot: Any, qloop: asyncio.AbstractEventLoop,
                                                           db: Database, service: MessageLogService,
-                                                          bridge: ServiceBridge) -> None:
+                                                          bridge: ServiceBridge, monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
     for n in range(3):
         db.jobs.enqueue(NewJob(kind="ghl.app_event", dedupe_key=f"ghl:wh:{n}",
                                payload={"event": {"type": "INSTALL", "locationId": f"L{n}"}}))
@@ -329,11 +330,27 @@ def test_dead_letters_panel_retry_one_by_keyboard_and_all(qtbot: Any, qloop: asy
     assert db.jobs.get(first).state.value == "pending"  # type: ignore[union-attr]
     assert panel.status.text() == "1 job queued again."
 
+    # the poll reads the list again only when something changed
+    reads: list[int] = []
+    original = service.dead_letters
+    monkeypatch.setattr(service, "dead_letters", lambda *a: reads.append(1) or original(*a))
+    panel.poll()
+    assert reads == []
+    db.jobs.requeue_dead(panel.model.record(0).job_id)
+    panel.poll()
+    assert reads == [1] and panel.model.rowCount() == 1
+    db.jobs.enqueue(NewJob(kind="ghl.app_event", dedupe_key="ghl:wh:again",
+                           payload={"event": {"type": "INSTALL", "locationId": "L9"}}))
+    for job in db.jobs.lease("w", now=datetime.now(UTC), lease_seconds=30):  # every pending one
+        db.jobs.dead_letter(job.id, "w", error="HighLevel said 400 again")
+    panel.poll()
+    assert reads == [1, 1] and panel.model.rowCount() == 4  # + the one retried above, dead again
+
     qtbot.mouseClick(panel.retry_all_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: panel.model.rowCount() == 0)
-    assert panel.status.text() == "2 jobs queued again." and db.jobs.count("dead") == 0
+    assert panel.status.text() == "4 jobs queued again." and db.jobs.count("dead") == 0
     assert panel.stack.currentWidget() is panel.hint and not panel.retry_all_button.isEnabled()
-    assert counts == [2, 0]
+    assert counts == [2, 1, 4, 0]
 
 
 def test_rendered_log_with_details_pane_keeps_labels_whole(qtbot: Any, qloop: asyncio.AbstractEventLoop,

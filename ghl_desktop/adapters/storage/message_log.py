@@ -259,6 +259,14 @@ class SqlMessageLog:
                 for j in jobs
             ]
 
+    def dead_letters_stamp(self) -> tuple[int, int, str]:
+        """(how many, newest id, latest change) of the dead jobs: one indexed aggregate, for pollers."""
+        with self._tx.read() as s:
+            count, top, latest = s.execute(
+                select(func.count(), func.max(JobRow.id), func.max(JobRow.updated_at))
+                .where(JobRow.state == JobState.DEAD.value)).one()
+        return int(count or 0), int(top or 0), str(latest or "")
+
     def dead_jobs_of(self, message_id: int) -> list[int]:
         with self._tx.read() as s:
             row = s.get(M, message_id)

@@ -792,17 +792,24 @@ class DeadLettersPanel(QWidget):
         self.view.selectionModel().currentRowChanged.connect(lambda *_: self._update_buttons())
         self._timer = QTimer(self)
         self._timer.setInterval(poll_ms)
-        self._timer.timeout.connect(self.refresh)
+        self._timer.timeout.connect(self.poll)
+        self._stamp: tuple[int, int, str] | None = None
         if poll_ms > 0:
             self._timer.start()
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(300)
-        self._debounce.timeout.connect(self.refresh)
+        self._debounce.timeout.connect(self.poll)
         bridge.message_logged.connect(lambda _m: self._debounce.start())
         self.refresh()
 
+    def poll(self) -> None:
+        """Reload the list only when the dead letters changed (one aggregate query otherwise)."""
+        if self.service.dead_letters_stamp() != self._stamp:
+            self.refresh()
+
     def refresh(self) -> None:
+        self._stamp = self.service.dead_letters_stamp()
         current = self.view.currentIndex()
         job_id = current.data(IdRole) if current.isValid() else None
         before = self.model.rowCount()
