@@ -321,7 +321,7 @@ def test_no_hard_coded_colours_outside_the_theme() -> None:
     from pathlib import Path
 
     ui = Path(__file__).resolve().parents[2] / "ghl_desktop" / "ui"
-    mine = [ui / "main_window.py", ui / "models.py", ui / "widgets.py", ui / "resources.py",
+    mine = [ui / "main_window.py", ui / "models.py", ui / "widgets.py", ui / "resources.py", ui / "settings_dialog.py",
             ui / "panels" / "locations.py", ui / "panels" / "numbers.py", ui / "panels" / "link.py",
             ui / "panels" / "base.py"]
     offenders = [f"{path.name}: {match}" for path in mine
@@ -329,14 +329,17 @@ def test_no_hard_coded_colours_outside_the_theme() -> None:
     assert offenders == []
 
 
-@pytest.mark.asyncio
-async def test_follow_system_scheme_switches_the_palette(qapp: QApplication) -> None:
+def test_the_window_follows_the_desktops_colour_scheme(window: MainWindow, qapp: QApplication) -> None:
     before = qapp.palette()
+    hints = qapp.styleHints()
     try:
-        theme.apply_scheme(Qt.ColorScheme.Dark)
+        light_sheet = window.styleSheet()
+        hints.colorSchemeChanged.emit(Qt.ColorScheme.Dark)  # what the platform sends when the desktop switches
+        QApplication.processEvents()
         assert theme.is_dark(qapp.palette())
-        theme.apply_scheme(Qt.ColorScheme.Light)
+        assert window.styleSheet() != light_sheet and theme.colors().banner_bg.name() in window.styleSheet()
+        hints.colorSchemeChanged.emit(Qt.ColorScheme.Light)
+        QApplication.processEvents()
         assert not theme.is_dark(qapp.palette())
-        await asyncio.sleep(0)
     finally:
         QApplication.setPalette(before)
