@@ -46,6 +46,7 @@ ENV_MAP: dict[str, str] = {
     "notify_grace_seconds": "GHL_DESKTOP_NOTIFY_GRACE_SECONDS",
     "start_at_login": "GHL_DESKTOP_START_AT_LOGIN",
     "api_versions": "GHL_API_VERSIONS",
+    "max_wait_seconds": "GHL_DESKTOP_MAX_WAIT_SECONDS",
 }
 
 
@@ -77,6 +78,9 @@ class Settings:
     #: a transient drop (a number reconnecting, the phone offline, the relay reconnecting) is notified
     #: only when it lasts longer than this; states that need a person are notified at once
     notify_grace_seconds: float = 60.0
+    #: a message held up by a location to reconnect / a banned number is dead-lettered with that reason
+    #: after waiting this long (0: waits forever); services/jobs.RunnerOptions.max_wait_seconds
+    max_wait_seconds: float = 24 * 3600.0
     #: open ghl-desktop (in the tray) when the user logs in (XDG autostart / HKCU Run / LaunchAgent)
     start_at_login: bool = False
     #: ``Version`` header overrides per API path prefix, e.g. ``*=2023-02-21`` or

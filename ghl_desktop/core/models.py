@@ -140,6 +140,13 @@ _STATUS_RANK = {
 }
 
 
+#: A job held up by something only a person or time fixes (its HighLevel location needs reconnecting or
+#: was uninstalled, its WhatsApp number is banned) keeps ``last_error = WAITING_PREFIX + reason`` while it
+#: waits: the health rows and the message log read the reason (``Job.waiting_reason``), and such jobs do
+#: not count toward the webhook backlog that answers HighLevel 429 (``JobQueue.count_backlog``).
+WAITING_PREFIX = "waiting: "
+
+
 class JobState(StrEnum):
     PENDING = "pending"  # waiting for ``next_attempt_at``
     RUNNING = "running"  # leased by a worker until ``lease_until``
@@ -252,3 +259,12 @@ class Job:
     last_error: str | None = None
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def waiting_reason(self) -> str | None:
+        """Why this pending job is held up (a location to reconnect, a banned number), else None."""
+        if self.state is not JobState.PENDING or not self.last_error:
+            return None
+        if not self.last_error.startswith(WAITING_PREFIX):
+            return None
+        return self.last_error[len(WAITING_PREFIX):]

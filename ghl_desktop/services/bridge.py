@@ -263,8 +263,9 @@ class Bridge:
         if row.ghl_message_id:
             return  # already in HighLevel
         location_id = row.location_id
-        if not self._location_usable(location_id):
-            raise RetryLater("HighLevel location needs reconnecting", delay=60.0)
+        blocked = self._location_blocked(location_id)
+        if blocked:
+            raise RetryLater(blocked, delay=60.0, blocked=True)
 
         contact_id = await self._resolve_contact(location_id, msg)
         if job.attempts > 1:
@@ -411,6 +412,9 @@ class Bridge:
             await self._fail(row, session)
             return
         if session is None:
+            banned = self._banned_reason(location_id)
+            if banned:
+                raise RetryLater(banned, self._options.session_wait_seconds, blocked=True)
             raise RetryLater("no connected WhatsApp number for this location yet", self._options.session_wait_seconds)
         transport = self._sessions.transport_for(session.id)
         if transport is None:
@@ -536,6 +540,17 @@ class Bridge:
                     return next(s for s in live if s.id == m.session_id)
         return live[0]
 
+    def _banned_reason(self, location_id: str) -> str | None:
+        """When every number of the location that could still send is banned by WhatsApp: the ban, as
+        the waiting reason (the replies wait for it to end, or for ``max_wait_seconds``)."""
+        sessions = self._repos.sessions.list(location_id)
+        hopeful = [s for s in sessions if not s.state.is_final or s.state is SessionState.TEMPORARILY_BANNED]
+        if not hopeful or any(s.state is not SessionState.TEMPORARILY_BANNED for s in hopeful):
+            return None
+        ends = [s.state_until for s in hopeful if s.state_until is not None]
+        until = f" until {max(ends).strftime('%Y-%m-%d %H:%M')} UTC" if len(ends) == len(hopeful) else ""
+        return f"the WhatsApp number is temporarily banned{until}"
+
     async def _fail(self, row: Message, reason: str) -> None:
         assert row.id is not None
         updated = self._repos.messages.update(row.id, status=MessageStatus.FAILED, error=reason)
@@ -572,9 +587,14 @@ class Bridge:
 
     # --- helpers ----------------------------------------------------------------------------------
 
-    def _location_usable(self, location_id: str) -> bool:
+    def _location_blocked(self, location_id: str) -> str | None:
+        """Why inbound work for this location cannot reach HighLevel until a person acts, else None."""
         location = self._repos.locations.get(location_id)
-        return location is None or location.state is LocationState.CONNECTED
+        if location is None or location.state is LocationState.CONNECTED:
+            return None
+        if location.state is LocationState.UNINSTALLED:
+            return "the app was uninstalled from this HighLevel location"
+        return "location needs reconnect"
 
     def _logged(self, message: Message) -> None:
         self._bus.publish(MessageLogged(message))

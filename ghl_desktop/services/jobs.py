@@ -19,7 +19,7 @@ from datetime import timedelta
 from ghl_desktop.core.backoff import backoff_delay as core_backoff_delay
 from ghl_desktop.core.errors import GhlDesktopError, GhlRateLimited, StorageBusy
 from ghl_desktop.core.events import EventBus
-from ghl_desktop.core.models import Job, utcnow
+from ghl_desktop.core.models import WAITING_PREFIX, Job, utcnow
 from ghl_desktop.core.ports import JobQueue
 from ghl_desktop.services.events import RunnerProblem
 
@@ -29,12 +29,22 @@ JobHandler = Callable[[Job], Awaitable[None]]
 
 
 class RetryLater(Exception):
-    """Raised by a handler that cannot make progress yet (e.g. the number is reconnecting)."""
+    """Raised by a handler that cannot make progress yet (e.g. the number is reconnecting).
 
-    def __init__(self, reason: str, delay: float | None = None) -> None:
+    ``blocked=True``: held up by something only a person or time fixes (the location needs reconnecting
+    or was uninstalled, the number is banned). The job then carries the reason visibly
+    (``Job.waiting_reason``), does not count toward the webhook backlog, and is dead-lettered with the
+    reason once it has waited ``RunnerOptions.max_wait_seconds``."""
+
+    def __init__(self, reason: str, delay: float | None = None, *, blocked: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.delay = delay
+        self.blocked = blocked
+
+
+#: how long a blocked job (see RetryLater) waits before it is dead-lettered with its reason
+DEFAULT_MAX_WAIT_SECONDS = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -59,12 +69,25 @@ class RunnerOptions:
     #: quitting: jobs in flight get this long to finish; the rest are cancelled and released to run
     #: again at the next start (handlers are idempotent; a release that fails leaves the lease to expire)
     stop_grace_seconds: float = 4.0
+    #: a job blocked on a person or time (RetryLater(blocked=True)) is dead-lettered with its reason once
+    #: it is this old; 0: waits forever. None: DEFAULT_MAX_WAIT_SECONDS (the runtime passes the
+    #: setting ``max_wait_seconds`` / GHL_DESKTOP_MAX_WAIT_SECONDS)
+    max_wait_seconds: float | None = None
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
     """A job's retry wait (attempt counts from 1): the product's backoff (core.backoff), full jitter
     with a floor of a tenth of the step so a failing job never spins."""
     return core_backoff_delay(attempt - 1, base, cap, min_fraction=0.1)
+
+
+def _duration(seconds: float) -> str:
+    """``25 h``, ``90 min``, ``40 s``: a wait as a person reads it."""
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.0f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
 
 
 class JobRunner:
@@ -235,6 +258,14 @@ class JobRunner:
             delay = later.delay if later.delay is not None else backoff_delay(
                 job.attempts, opts.backoff_base, opts.backoff_cap)
             reason = later.reason
+            if later.blocked:
+                limit = DEFAULT_MAX_WAIT_SECONDS if opts.max_wait_seconds is None else opts.max_wait_seconds
+                waited = (utcnow() - job.created_at).total_seconds()
+                if limit > 0 and waited >= limit:
+                    reason = f"gave up after waiting {_duration(waited)} — {reason}"
+                    log.warning("job %s (%s) dead-lettered: %s", job.id, job.kind, reason)
+                    return "dead-letter", lambda: self._queue.dead_letter(job.id, self._owner, error=reason)
+                reason = WAITING_PREFIX + reason
             return "retry", lambda: self._reschedule(job, reason, delay, counted=False)
         except GhlRateLimited as limited:
             reason, delay = str(limited), max(limited.retry_after, 0.1)

@@ -84,7 +84,8 @@ class WebhookIntake:
         self.monitor = monitor or StorageMonitor(bus)
         self.backlog_limit = backlog_limit
         self._bus = bus
-        self._pending_count = pending_count or (lambda: queue.count("pending"))
+        # jobs waiting for a reconnect / a ban to end never run by themselves: not backlog (issue 11 item 2)
+        self._pending_count = pending_count or queue.count_backlog
         #: counting pending jobs costs O(backlog); recount at most this often and add our own inserts
         #: in between. The limit is a soft guard against a runaway backlog, so that is precise enough.
         self.backlog_recount_seconds = backlog_recount_seconds

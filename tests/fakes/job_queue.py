@@ -117,6 +117,12 @@ class MemoryJobQueue:
     def count(self, state: str | None = None) -> int:
         return sum(1 for j in self._jobs.values() if state is None or j.state == state)
 
+    def count_backlog(self) -> int:
+        held = {j.ordering_key: j.id for j in sorted(self._jobs.values(), key=lambda j: -j.id)
+                if j.waiting_reason is not None and j.ordering_key is not None}
+        return sum(1 for j in self._jobs.values() if j.state is JobState.PENDING and j.waiting_reason is None
+                   and not (j.ordering_key in held and held[j.ordering_key] < j.id))
+
     def list(self, state: str | None = None, limit: int = 100) -> list[Job]:
         jobs = [j for j in sorted(self._jobs.values(), key=lambda j: j.id) if state is None or j.state == state]
         return jobs[:limit]

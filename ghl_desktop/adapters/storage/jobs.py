@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, aliased
 
 from ghl_desktop.adapters.storage.orm import JobRow
 from ghl_desktop.adapters.storage.tx import StorageConflict, Transactions
-from ghl_desktop.core.models import Job, JobState, NewJob, utcnow
+from ghl_desktop.core.models import WAITING_PREFIX, Job, JobState, NewJob, utcnow
 
 log = logging.getLogger("ghl.storage.jobs")
 
@@ -227,6 +227,45 @@ class SqlJobQueue:
             query = query.where(JobRow.state == JobState(state).value)
         with self._tx.read() as s:
             return int(s.scalar(query) or 0)
+
+    def count_backlog(self) -> int:
+        """Pending jobs that run by themselves: not those waiting for a reconnect / a ban to end, nor
+        the ones queued behind such a job on its ``ordering_key`` (they wait for the same thing)."""
+        waiting = JobRow.last_error.startswith(WAITING_PREFIX, autoescape=True)
+        ahead = aliased(JobRow)
+        behind_waiting = exists().where(
+            ahead.ordering_key == JobRow.ordering_key, ahead.id < JobRow.id,
+            ahead.state == JobState.PENDING.value, ahead.last_error.startswith(WAITING_PREFIX, autoescape=True),
+        )
+        query = select(func.count()).select_from(JobRow).where(
+            JobRow.state == JobState.PENDING.value,
+            or_(JobRow.last_error.is_(None), ~waiting),
+            or_(JobRow.ordering_key.is_(None), ~behind_waiting),
+        )
+        with self._tx.read() as s:
+            return int(s.scalar(query) or 0)
+
+    def waiting_by_payload(self, kind: str, path: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Pending jobs of ``kind`` held up for a reason (``Job.waiting_reason``), per value of the payload
+        field at ``path`` (as ``count_by_payload``): ``{value: {reason: n}}`` — for the health rows'
+        "3 messages waiting: location needs reconnect"."""
+        keys = tuple(path)
+        field_ = JobRow.payload[keys[0] if len(keys) == 1 else keys].as_string()
+        query = (
+            select(field_, JobRow.last_error, func.count())
+            .where(JobRow.kind == kind, JobRow.state == JobState.PENDING.value,
+                   JobRow.last_error.startswith(WAITING_PREFIX, autoescape=True))
+            .group_by(field_, JobRow.last_error)
+        )
+        out: dict[str, dict[str, int]] = {}
+        with self._tx.read() as s:
+            for value, error, n in s.execute(query):
+                if value is None or error is None:
+                    continue
+                reasons = out.setdefault(str(value), {})
+                reason = str(error)[len(WAITING_PREFIX):]
+                reasons[reason] = reasons.get(reason, 0) + int(n)
+        return out
 
     def count_by_payload(self, kind: str, path: Sequence[str], states: Sequence[str] = _UNFINISHED) -> dict[str, int]:
         """How many jobs of ``kind`` in ``states`` (default: unfinished) there are per value of the
