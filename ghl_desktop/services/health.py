@@ -190,6 +190,9 @@ class NoticeRequested:
 
 # --- the monitor ---------------------------------------------------------------------------------
 
+#: bus events re-compute the health at most this often (bursts of messages are coalesced)
+EVENT_COALESCE_SECONDS = 0.5
+
 #: the job kinds that carry one message each (services.bridge's INBOUND / OUTBOUND)
 INBOUND_KIND = "wa.inbound"
 OUTBOUND_KIND = "ghl.outbound_message"
@@ -319,7 +322,10 @@ class HealthMonitor:
         self._snapshot = HealthSnapshot()
         self._unsubscribe: list[Callable[[], None]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._soon: asyncio.Handle | None = None
+        self._soon: asyncio.TimerHandle | None = None
+        self._last_refresh = float("-inf")
+        #: how many times the health was computed (a burst of events must not mean a burst of queries)
+        self.refreshes = 0
         self._poll: asyncio.Task[None] | None = None
         #: every notice requested so far (the window's history, tests)
         self.notices: list[NoticeRequested] = []
@@ -429,7 +435,10 @@ class HealthMonitor:
             except RuntimeError:
                 self.refresh()
                 return
-            self._soon = loop.call_soon(self._refresh_soon)
+            # at most one re-computation per EVENT_COALESCE_SECONDS however many events arrive (a burst
+            # of messages); the first one after a quiet spell runs on the next loop iteration
+            wait = max(0.0, self._last_refresh + EVENT_COALESCE_SECONDS - loop.time())
+            self._soon = loop.call_later(wait, self._refresh_soon)
 
     def _refresh_soon(self) -> None:
         self._soon = None
@@ -460,6 +469,11 @@ class HealthMonitor:
         if self._closed():
             self.stop()
             return self._snapshot
+        self.refreshes += 1
+        try:
+            self._last_refresh = asyncio.get_running_loop().time()
+        except RuntimeError:
+            pass
         self._ensure_poll()
         now = self._clock()
         self._seen = set()

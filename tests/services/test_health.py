@@ -423,3 +423,34 @@ def test_reads_from_threads_never_make_a_condition_notify_twice(db: Database, bu
     for thread in threads:
         thread.join(60)
     assert sorted(n.key for n in notices(events)) == ["session:s1:logged_out", "session:s2:replaced"]
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_events_is_one_computation(db: Database, bus: EventBus) -> None:
+    import asyncio
+
+    from ghl_desktop.services.bridge import MessageLogged
+
+    add_number(db)
+    monitor = HealthMonitor(locations=db.locations, sessions=db.sessions, jobs=db.jobs, bus=bus, poll_seconds=0)
+    monitor.start()
+    try:
+        await asyncio.sleep(0.6)
+        before = monitor.refreshes
+        for _ in range(300):  # 300 messages logged at once
+            bus.publish(MessageLogged(None))  # type: ignore[arg-type]
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if monitor.refreshes > before:
+                break
+        assert monitor.refreshes - before == 1
+        for _ in range(300):  # right after: waits for the coalescing window, then once
+            bus.publish(MessageLogged(None))  # type: ignore[arg-type]
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if monitor.refreshes - before >= 2:
+                break
+        await asyncio.sleep(0.6)  # nothing more comes of the 600 events
+        assert monitor.refreshes - before == 2
+    finally:
+        monitor.stop()
