@@ -343,3 +343,23 @@ def test_the_window_follows_the_desktops_colour_scheme(window: MainWindow, qapp:
         assert not theme.is_dark(qapp.palette())
     finally:
         QApplication.setPalette(before)
+
+
+def test_widgets_never_touch_the_database_or_job_payloads() -> None:
+    """The window and its panels read and act through the Cockpit only."""
+    import ast
+    from pathlib import Path
+
+    ui = Path(__file__).resolve().parents[2] / "ghl_desktop" / "ui"
+    offenders: list[str] = []
+    for path in [ui / "main_window.py", *sorted((ui / "panels").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            # the log's details pane shows the service's already redacted payload text; nothing decodes one
+            decoded = node.value if isinstance(node, ast.Subscript) else None
+            if isinstance(decoded, ast.Attribute) and decoded.attr == "payload":
+                offenders.append(f"{path.name}:{node.lineno} decodes .payload")
+            if isinstance(node, ast.Attribute) and node.attr in ("db", "repo"):
+                offenders.append(f"{path.name}:{node.lineno} .{node.attr}")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ghl_desktop.adapters"):
+                offenders.append(f"{path.name}:{node.lineno} imports {node.module}")
+    assert offenders == []
