@@ -343,7 +343,8 @@ def _wait_log(home: Path, needle: str, proc: subprocess.Popen[bytes], seconds: f
 @pytest.fixture
 def first_instance(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     home = tmp_path / "data"
-    proc = subprocess.Popen([sys.executable, "-m", "ghl_desktop", "--sandbox"], env=_gui_env(home),
+    # no --sandbox: no credentials on this machine make it sandbox mode (and the log must say so)
+    proc = subprocess.Popen([sys.executable, "-m", "ghl_desktop"], env=_gui_env(home),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     try:
         yield proc, home
@@ -363,7 +364,7 @@ def test_second_launch_raises_the_first_and_exits_0_without_a_passphrase(
     # sandbox mode on a machine without a keyring: the window opens, no passphrase dialog (which
     # would block an offscreen process forever)
     _wait_log(home, "bridge running", proc)
-    assert "sandbox=True" in _log_text(home)
+    assert "starting (sandbox=True" in _log_text(home) and "sandbox=False" not in _log_text(home)
     # the second launch looks like real mode (a client ID, secret only in the vault): unlocking would
     # ask for a passphrase; it must hand off before that
     env = {**_gui_env(home), "GHL_CLIENT_ID": "real-client-id"}
