@@ -113,6 +113,13 @@ def _public(address: str) -> bool:
     return bool(ip.is_global) and not ip.is_multicast
 
 
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def safe_file_name(raw: str) -> str:
     """A file name a phone may show and save: the last path segment only, no separators, control or
     reserved characters, no leading dots, at most 120 characters; "attachment" when nothing is left."""
@@ -164,7 +171,7 @@ class MediaDownloader:
         if not addresses:
             raise GhlTransientError(f"attachment host {host!r} has no address")
         origin = f"{url.scheme}://{host}:{port}".lower()
-        if origin in self._test_origins and all(ipaddress.ip_address(a).is_loopback for a in addresses):
+        if origin in self._test_origins and all(_loopback(a) for a in addresses):
             allowed = True
         else:
             allowed = all(_public(a) for a in addresses)
