@@ -90,7 +90,7 @@ async def _main(*, sandbox: bool, sandbox_port: int) -> int:
             runtime = BridgeRuntime(app, simulated_transport_factory(sandbox_url),
                                     replace(options, webhook_port=0, oauth={"port": 0}), open_url=ConsentClicker())
         else:
-            from ghl_desktop.adapters.whatsapp.neonize_executor import ensure_executor
+            from ghl_desktop.adapters.whatsapp.neonize import ensure_executor
 
             ensure_executor(loop, 50)
             def show_url(url: str) -> bool:

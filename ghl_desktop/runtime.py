@@ -112,7 +112,7 @@ def neonize_transport_factory(sessions_dir: Path) -> TransportFactory:
     """Real WhatsApp: one neonize client per linked number, its store under the data dir."""
 
     def make(session: WhatsAppSession, handler: EventHandler) -> WhatsAppTransport:
-        from ghl_desktop.adapters.whatsapp.neonize_transport import NeonizeTransport
+        from ghl_desktop.adapters.whatsapp.neonize import NeonizeTransport
 
         return NeonizeTransport(session.id, Path(session.store_path), handler, proxy=session.proxy)
 

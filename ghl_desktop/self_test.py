@@ -110,7 +110,7 @@ class SelfTest:
         return f"schema {revision}"
 
     async def engine(self) -> str:
-        from ghl_desktop.adapters.whatsapp.neonize_transport import NeonizeTransport, bot_tag_disabled
+        from ghl_desktop.adapters.whatsapp.neonize import NeonizeTransport, bot_tag_disabled
         from ghl_desktop.doctor import neonize_library_path
 
         if not bot_tag_disabled():

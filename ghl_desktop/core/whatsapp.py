@@ -1,7 +1,7 @@
 """The WhatsApp side in domain terms: what a transport emits and what it can be asked to do.
 
 Two transports implement :class:`WhatsAppTransport`: the real engine (neonize, in
-``adapters/whatsapp/neonize_transport.py``) and the simulated network client used by the sandbox
+``adapters/whatsapp/neonize/``) and the simulated network client used by the sandbox
 and the tests. Everything above them sees only these types.
 """
 

@@ -88,7 +88,7 @@ def build_runtime(
 
         return BridgeRuntime(app, simulated_transport_factory(mode.url),
                              options or RuntimeOptions(webhook_port=0, oauth={"port": 0}), open_url=open_url)
-    from ghl_desktop.adapters.whatsapp.neonize_executor import ensure_executor
+    from ghl_desktop.adapters.whatsapp.neonize import ensure_executor
 
     ensure_executor(asyncio.get_running_loop(), 50)
     return BridgeRuntime(app, neonize_transport_factory(app.settings.sessions_dir), options, open_url=open_url)

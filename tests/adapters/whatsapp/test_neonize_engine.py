@@ -20,10 +20,11 @@ import pytest
 import qasync
 from PySide6.QtWidgets import QApplication
 
-from ghl_desktop.adapters.whatsapp.neonize_executor import RESERVE_THREADS, ensure_executor
-from ghl_desktop.adapters.whatsapp.neonize_transport import (
+from ghl_desktop.adapters.whatsapp.neonize import (
+    RESERVE_THREADS,
     BotTagNotDisabled,
     NeonizeTransport,
+    ensure_executor,
     quote_store_path,
 )
 from ghl_desktop.core.whatsapp import IncomingMessage, TransportEvent
@@ -37,7 +38,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 logging.basicConfig(level=logging.WARNING)
 from PySide6.QtWidgets import QApplication
 import qasync
-from ghl_desktop.adapters.whatsapp.neonize_transport import NeonizeTransport
+from ghl_desktop.adapters.whatsapp.neonize import NeonizeTransport
 app = QApplication([])
 loop = qasync.QEventLoop(app)
 asyncio.set_event_loop(loop)
@@ -209,7 +210,7 @@ def test_trap2_startup_env_is_what_counts(tmp_path: Path) -> None:
     rc, result, stderr = run_script(
         """
         os.environ["NEONIZE_BOT_TAG"] = "off"   # too late for Go
-        from ghl_desktop.adapters.whatsapp.neonize_transport import bot_tag_disabled
+        from ghl_desktop.adapters.whatsapp.neonize import bot_tag_disabled
         out(disabled=bot_tag_disabled())
         """,
         env={"NEONIZE_BOT_TAG": "on"},

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ghl_desktop.adapters.whatsapp.neonize_transport import MESSAGE_CODE, NeonizeTransport
+from ghl_desktop.adapters.whatsapp.neonize import MESSAGE_CODE, NeonizeTransport
 from ghl_desktop.core.errors import SessionNotConnected, WhatsAppError
 from ghl_desktop.core.models import MessageKind
 from ghl_desktop.core.whatsapp import (

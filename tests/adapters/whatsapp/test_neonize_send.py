@@ -15,7 +15,7 @@ from neonize.proto import Neonize_pb2 as N
 from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as E
 from neonize.utils.enum import ChatPresence, ChatPresenceMedia, ReceiptType
 
-from ghl_desktop.adapters.whatsapp.neonize_transport import EngineStatus, NeonizeTransport
+from ghl_desktop.adapters.whatsapp.neonize import EngineStatus, NeonizeTransport
 from ghl_desktop.core.errors import NotOnWhatsApp, SessionLoggedOut, SessionNotConnected, WhatsAppError
 from ghl_desktop.core.models import MessageKind
 from ghl_desktop.core.whatsapp import (

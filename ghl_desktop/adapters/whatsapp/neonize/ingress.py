@@ -1,0 +1,321 @@
+"""Incoming events: the engine's callbacks → journal (write-ahead, fsynced on the Go thread) → one
+ordered pump → normalized domain events for the handler; QR codes and their timeout.
+
+The journal: Write-ahead journal for incoming WhatsApp events (durability at the engine edge).
+
+Why: whatsmeow acknowledges a message to WhatsApp's server before neonize hands it to Python (see
+the module docstring of ``neonize.transport``). Writing the raw event bytes here, fsynced, on the
+Go callback thread — before the event is scheduled on the event loop — means a crash anywhere
+after this point is recovered on the next start: rows are deleted only after the app's handler
+(the durable database write) returned, and leftover rows are replayed. Delivery becomes
+at-least-once; the handler deduplicates by WhatsApp message id.
+
+SQLite with ``synchronous=FULL`` (one fsync per append) in its own file, mode 0600 (message
+content is personal data). Thread-safe: appends come from Go threads, deletes from the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ghl_desktop.adapters.whatsapp.neonize.engine import MESSAGE_CODE, RECEIPT_CODE, EngineStatus
+from ghl_desktop.core import wa_normalize as wn
+from ghl_desktop.core.whatsapp import (
+    Connected,
+    ConnectFailed,
+    EventHandler,
+    IncomingMessage,
+    LoggedOut,
+    Paired,
+    QrCode,
+    StreamReplaced,
+    TransportEvent,
+)
+
+
+class EventJournal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+        os.chmod(path, 0o600)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection, (re)opened on first use (a stopped transport may be started again)."""
+        if self._conn is None:
+            conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=DELETE")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "code INTEGER NOT NULL, payload BLOB NOT NULL)"
+            )
+            self._conn = conn
+        return self._conn
+
+    def append(self, code: int, payload: bytes) -> int:
+        with self._lock:
+            cursor = self._db.execute("INSERT INTO pending (code, payload) VALUES (?, ?)", (code, payload))
+            return int(cursor.lastrowid or 0)
+
+    def done(self, row_id: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM pending WHERE id = ?", (row_id,))
+
+    def pending(self) -> list[tuple[int, int, bytes]]:
+        """Rows whose handler never finished, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, code, payload FROM pending ORDER BY id").fetchall()
+        return [(int(r[0]), int(r[1]), bytes(r[2])) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+class Ingress:
+    """The transport's incoming side (mixed into ``NeonizeTransport``, which sets these attributes)."""
+
+    session_id: str
+    log: logging.Logger
+    status: EngineStatus
+    _handler: EventHandler
+    _journal: EventJournal | None
+    _loop: asyncio.AbstractEventLoop | None
+    _inbox: asyncio.Queue[tuple[int, Any, int | None]] | None
+    _qr_timer: asyncio.TimerHandle | None
+    _qr_timeout: float
+    _qr_index: int
+    _qr_task: asyncio.Task[None] | None
+    _logged_in: bool
+    _stopping: bool
+    _last_event_at: float
+    _busy: bool
+    _pending_row: threading.local
+
+    if TYPE_CHECKING:
+        async def get_me(self) -> str | None: ...
+        async def resolve_lid(self, lid: str) -> str | None: ...
+        async def stop(self) -> None: ...
+
+
+    def _install_journal_hook(self, client: Any) -> None:
+        """Journal message/receipt bytes on the Go callback thread before neonize schedules them."""
+        event = client.event
+        original = type(event).execute.__get__(event)
+        journal = self._journal
+        transport = self
+
+        def execute(uuid: int, binary: int, size: int, code: int) -> None:
+            row_id: int | None = None
+            if journal is not None and code in (MESSAGE_CODE, RECEIPT_CODE):
+                import ctypes
+
+                try:
+                    row_id = journal.append(code, ctypes.string_at(binary, size))
+                except Exception:
+                    transport.log.exception("could not journal an incoming event")
+            transport._pending_row.row_id = row_id
+            try:
+                original(uuid, binary, size, code)
+            except Exception:
+                transport.log.exception("neonize failed to dispatch event code %s", code)
+                raise
+            finally:
+                transport._pending_row.row_id = None
+
+        event.execute = execute
+
+    def _register_handlers(self, client: Any, ev: Any) -> None:
+        """Every handler before connect (the subscription mask goes to Go at connect)."""
+        for ev_type in (
+            ev.MessageEv,
+            ev.ReceiptEv,
+            ev.ConnectedEv,
+            ev.DisconnectedEv,
+            ev.LoggedOutEv,
+            ev.StreamReplacedEv,
+            ev.TemporaryBanEv,
+            ev.ClientOutdatedEv,
+            ev.ConnectFailureEv,
+            ev.KeepAliveTimeoutEv,
+            ev.KeepAliveRestoredEv,
+            ev.PairStatusEv,
+            ev.StreamErrorEv,
+        ):
+            client.event(ev_type)(self._make_handler(ev_type))
+        client.event.qr(self._guard(self._on_qr))
+
+    def _guard(self, fn: Callable[..., Awaitable[None]]) -> Callable[..., Coroutine[Any, Any, None]]:
+        """Handler exceptions vanish inside neonize (nobody reads the future): log them."""
+
+        async def guarded(*args: Any) -> None:
+            try:
+                await fn(*args)
+            except Exception:
+                self.log.exception("WhatsApp event handler failed")
+
+        return guarded
+
+    def _make_handler(self, ev_type: type) -> Callable[[Any, Any], Awaitable[None]]:
+        from neonize.events import EVENT_TO_INT
+
+        code = EVENT_TO_INT[ev_type]
+
+        async def on_event(event: Any, row_id: int | None) -> None:
+            # a task on our loop, started in Go's order; enqueueing before any await keeps that order
+            self._enqueue(code, event, row_id)
+
+        guarded = self._guard(on_event)
+
+        def schedule(_client: Any, event: Any) -> Awaitable[None]:
+            # called on the Go callback thread by neonize to build the coroutine it schedules:
+            # pick up the journal row written for this very event on this thread
+            return guarded(event, getattr(self._pending_row, "row_id", None))
+
+        return schedule
+
+    def _enqueue(self, code: int, event: Any, row_id: int | None) -> None:
+        assert self._loop is not None
+        self._last_event_at = self._loop.time()
+        if self._inbox is None:
+            self.log.warning("event code %s arrived before attach; dropped", code)
+            return
+        self._inbox.put_nowait((code, event, row_id))
+
+    def _enqueue_raw(self, code: int, payload: bytes, row_id: int) -> None:
+        from neonize.events import INT_TO_EVENT
+
+        try:
+            event = INT_TO_EVENT[code].FromString(payload)
+        except Exception:
+            self.log.exception("journal entry %d is unreadable; dropping it", row_id)
+            if self._journal is not None:
+                self._journal.done(row_id)
+            return
+        self._enqueue(code, event, row_id)
+
+    async def _pump(self) -> None:
+        """One event at a time, in arrival order; the journal row is cleared after the handler."""
+        assert self._inbox is not None
+        inbox = self._inbox
+        while True:
+            code, event, row_id = await inbox.get()
+            self._busy = True
+            try:
+                ok = await self._process(code, event)
+            except Exception:
+                self.log.exception("failed to process WhatsApp event code %s", code)
+                ok = False
+            finally:
+                self._busy = False
+            if row_id is not None and self._journal is not None and ok:
+                self._journal.done(row_id)
+
+    async def _process(self, code: int, event: Any) -> bool:
+        """Normalize and hand one event to the handler; False keeps its journal row for a replay."""
+        name = event.DESCRIPTOR.name
+        if code == MESSAGE_CODE:
+            message = await self._normalize_message(event)
+            if message is None:
+                return True
+            return await self._emit(message)
+        if code == RECEIPT_CODE:
+            receipt = wn.normalize_receipt(event)
+            return True if receipt is None else await self._emit(receipt)
+        if name == "StreamError":
+            self.log.warning("stream error from WhatsApp: code %s", getattr(event, "Code", "?"))
+            return True
+        domain = wn.normalize_connection_event(event)
+        if domain is None:
+            return True
+        self._track_state(domain)
+        if isinstance(domain, Connected):
+            # logged in now, so the store may be read: tell the service which number this is
+            try:
+                domain = Connected(jid=await self.get_me())
+            except Exception:
+                self.log.warning("could not read our own number after connecting", exc_info=True)
+        return await self._emit(domain)
+
+    def _track_state(self, event: TransportEvent) -> None:
+        if isinstance(event, Connected):
+            self._logged_in = True
+            self._cancel_qr_timer()
+            self.status = EngineStatus.CONNECTED
+        elif isinstance(event, Paired):
+            self._cancel_qr_timer()
+        elif isinstance(event, LoggedOut):
+            self._logged_in = False
+            self.status = EngineStatus.LOGGED_OUT
+        elif isinstance(event, StreamReplaced):
+            self.status = EngineStatus.RECONNECTING
+        elif type(event).__name__ in ("Disconnected", "KeepAliveLost"):
+            if self.status is EngineStatus.CONNECTED:
+                self.status = EngineStatus.RECONNECTING
+        elif type(event).__name__ == "KeepAliveRestored" and self._logged_in:
+            self.status = EngineStatus.CONNECTED
+
+    async def _normalize_message(self, event: Any) -> IncomingMessage | None:
+        source = event.Info.MessageSource
+        lids: dict[str, str | None] = {}
+        for jid in (source.Sender, source.Chat):
+            text = wn.jid_to_str(jid)
+            has_alt = wn.jid_to_str(source.SenderAlt) or wn.jid_to_str(source.RecipientAlt)
+            if text and wn.is_lid(text) and not has_alt and text not in lids:
+                lids[text] = await self.resolve_lid(text)
+        return wn.normalize_message(event, resolve_lid=lids.get)
+
+    async def _emit(self, event: TransportEvent) -> bool:
+        try:
+            await self._handler(event)
+        except Exception:
+            self.log.exception("handler failed for %s", type(event).__name__)
+            return False
+        return True
+
+    async def _on_qr(self, _client: Any, data: bytes) -> None:
+        code = data.decode() if isinstance(data, bytes) else str(data)
+        lifetime = wn.qr_lifetime(self._qr_index)
+        if self._qr_index == 0:
+            self._arm_qr_timer()
+        self._qr_index += 1
+        self.status = EngineStatus.WAITING_FOR_SCAN
+        await self._emit(QrCode(code=code, expires_in=lifetime))
+
+    def _arm_qr_timer(self) -> None:
+        """whatsmeow's own QR timeout only reaches neonize's no-op login-status hook: use ours."""
+        assert self._loop is not None
+        self._cancel_qr_timer()
+        self._qr_timer = self._loop.call_later(self._qr_timeout, self._on_qr_timeout)
+
+    def _cancel_qr_timer(self) -> None:
+        if self._qr_timer is not None:
+            self._qr_timer.cancel()
+            self._qr_timer = None
+
+    def _on_qr_timeout(self) -> None:
+        self._qr_timer = None
+        if self._logged_in or self._stopping:
+            return
+        self.log.info("QR code not scanned within %.0fs; stopping the session", self._qr_timeout)
+        assert self._loop is not None
+
+        async def timeout() -> None:
+            await self._emit(ConnectFailed(reason="QR code not scanned in time", permanent=True))
+            await self.stop()
+
+        self._qr_task = self._loop.create_task(self._guard(timeout)())
