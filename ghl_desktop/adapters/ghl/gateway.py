@@ -190,7 +190,9 @@ class MediaDownloader:
             for _hop in range(MAX_MEDIA_REDIRECTS + 1):
                 target, extensions = await self._pinned(current)
                 host_header = current.netloc.decode("ascii")
-                request = self._http.build_request("GET", target, headers={"Host": host_header},
+                # Connection: close — the pool is keyed by the IP we dialled, and a TLS connection made
+                # for one name must never be reused for another name on the same address
+                request = self._http.build_request("GET", target, headers={"Host": host_header, "Connection": "close"},
                                                    extensions=extensions)
                 response = await self._http.send(request, stream=True, follow_redirects=False)
                 try:
