@@ -73,6 +73,7 @@ class Colors:
     problem_fg: QColor
     problem_border: QColor
     link: QColor  # links on the banner
+    field_border: QColor  # the outline of text fields (visible on panels of the same colour)
     dark: bool
 
 
@@ -97,7 +98,8 @@ def colors(palette: QPalette | None = None) -> Colors:
         banner_bg=banner_bg, banner_fg=readable(text, banner_bg, 7.0), banner_border=mix(banner_bg, amber, 0.5),
         problem_bg=problem_bg, problem_fg=readable(_hue(0, 160, 200 if dark else 60), problem_bg),
         problem_border=mix(problem_bg, red, 0.5),
-        link=readable(pal.color(QPalette.ColorRole.Link), banner_bg), dark=dark,
+        link=readable(pal.color(QPalette.ColorRole.Link), banner_bg), field_border=mix(base, text, 0.35),
+        dark=dark,
     )
 
 
@@ -122,6 +124,9 @@ QLabel#qrView {{ border: 1px dashed {_css(c.border)}; border-radius: 6px; backgr
 QLabel#pairCode {{ font-size: 22pt; font-weight: 700; letter-spacing: 3px; }}
 QLabel#countdown {{ font-weight: 600; }}
 QScrollArea#linkScroll, QWidget#linkBody {{ background: transparent; }}
+QLineEdit {{ border: 1px solid {_css(c.field_border)}; border-radius: 3px; padding: 3px 4px;
+            background: palette(base); }}
+QLineEdit:focus {{ border: 1px solid palette(highlight); }}
 """
 
 

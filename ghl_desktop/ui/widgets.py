@@ -316,13 +316,25 @@ class QrView(QLabel):
     def clear_qr(self) -> None:
         self.show_message(self.IDLE_TEXT)
 
-    def show_message(self, text: str) -> None:
-        """No code: a sentence in its place (linking finished, expired, a pairing code shown)."""
+    def show_message(self, text: str, *, success: bool = False) -> None:
+        """No code: a sentence in its place (linking finished, expired, a pairing code shown);
+        ``success`` shows it larger, in the palette's "ok" colour (a number was just linked)."""
         self.code = None
         self.stale = False
         self._source = QPixmap()
         self.setPixmap(QPixmap())
         self.setToolTip("")
+        font = self.font()
+        font.setPointSizeF(QApplication.font().pointSizeF() * (1.35 if success else 1.0))
+        font.setBold(success)
+        self.setFont(font)
+        if success:
+            pal = QPalette(self.palette())
+            pal.setColor(QPalette.ColorRole.WindowText, theme.colors().good)
+            self.setPalette(pal)
+            self.setForegroundRole(QPalette.ColorRole.WindowText)
+        else:
+            self.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         self.setText(text)
         self.setAccessibleDescription(text)
 

@@ -364,7 +364,7 @@ class LinkPanel(QWidget):
         who = session.phone or "the number"
         state = session.state
         if state is SessionState.CONNECTED:
-            self.qr_view.show_message(f"✓ Linked {who} — messages now cross the bridge.")
+            self.qr_view.show_message(f"✓ Linked {who} — messages now cross the bridge.", success=True)
             self.title.setText("Linked")
             self.status.say(None)
             self._set_phase("linked")
