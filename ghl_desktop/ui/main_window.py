@@ -217,7 +217,7 @@ class MainWindow(QMainWindow):
 
     def splitters(self) -> list[QSplitter]:
         """The window's splitters, each with a stable objectName (their sizes are remembered)."""
-        return [self.main_splitter, self.top_splitter, self.left_splitter]
+        return [self.main_splitter, self.top_splitter, self.left_splitter, self.log_panel.splitter]
 
     def add_top_widget(self, widget: QWidget) -> None:
         """A slot above the panels (banners, the first-run checklist)."""

@@ -166,7 +166,7 @@ def test_hooks_top_widget_and_splitters(window: MainWindow, qtbot) -> None:  # t
     assert banner.parent() is not None and banner.isVisible()
     assert banner.geometry().bottom() < window.main_splitter.geometry().top()
     names = [s.objectName() for s in window.splitters()]
-    assert names == ["mainSplitter", "topSplitter", "leftSplitter"] and len(set(names)) == 3
+    assert names == ["mainSplitter", "topSplitter", "leftSplitter", "messageLogSplitter"] and len(set(names)) == 4
 
 
 @pytest.mark.asyncio

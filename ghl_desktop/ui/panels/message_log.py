@@ -351,7 +351,7 @@ class MessageLogPanel(QWidget):
         self.details.setObjectName("messageDetails")
         self.details.setAccessibleName("Message details")
         self.details.setOpenLinks(False)
-        self.details.setPlaceholderText("Select a message to see its ids, times, error and payload.")
+        self.details.setPlaceholderText("Select a message to see its details.")
         self.retry_button = QPushButton("Retry")
         self.retry_button.setObjectName("logRetry")
         self.retry_button.setAccessibleName("Retry the selected message")
