@@ -47,6 +47,7 @@ from ghl_desktop.core.message_log import (
 from ghl_desktop.core.models import Direction, MessageStatus, NewJob
 from ghl_desktop.core.ports import MessageLogQuery
 from ghl_desktop.services.bridge import OUTBOUND, MessageLogged
+from ghl_desktop.webhooks.intake import KIND_QUARANTINED
 
 if TYPE_CHECKING:
     from ghl_desktop.app import App
@@ -84,6 +85,10 @@ def _redact_payload(value: Any) -> Any:
     if isinstance(value, list):
         return [_redact_payload(v) for v in value]
     return value
+
+
+#: dead-letter kinds that no handler can run again (a relay event quarantined as unreadable)
+UNRETRYABLE_KINDS = frozenset({KIND_QUARANTINED})
 
 
 class MessageLogService:
@@ -232,8 +237,17 @@ class MessageLogService:
         return self.query.dead_letters_stamp()
 
     def retry_dead(self, job_ids: Sequence[int]) -> RetryResult:
-        """Requeue these dead jobs (their failed messages back to where they started)."""
-        requeued, messages = self.query.requeue_dead(list(job_ids))
+        """Requeue these dead jobs (their failed messages back to where they started).
+
+        A quarantined relay event (:data:`UNRETRYABLE_KINDS`) is kept only for the user to read: no
+        handler can process it, so requeueing it would leave it pending forever and count toward the
+        webhook backlog. It stays where it is and the answer says why."""
+        kinds = {d.job_id: d.kind for d in self.query.dead_letters(limit=100_000)}
+        wanted = [job_id for job_id in job_ids if kinds.get(job_id) not in UNRETRYABLE_KINDS]
+        if job_ids and not wanted:
+            return RetryResult(0, "This event could not be read when it arrived, so it cannot be retried; "
+                                  "it is kept here for you to look at.")
+        requeued, messages = self.query.requeue_dead(wanted)
         self._publish(messages)
         if requeued:
             self._wake()

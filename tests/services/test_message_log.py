@@ -27,6 +27,7 @@ from ghl_desktop.logging_setup import RedactingFilter
 from ghl_desktop.services import message_log as service_module
 from ghl_desktop.services.bridge import OUTBOUND, MessageLogged
 from ghl_desktop.services.message_log import CSV_COLUMNS, MessageLogService
+from ghl_desktop.webhooks.intake import KIND_QUARANTINED
 from tests.fixtures.message_log import bulk_messages, seed_directory
 
 EVENT = {"type": "SMS", "locationId": "loc-a", "messageId": "G9", "phone": "+34600111222", "contactId": "ct-9",
@@ -207,3 +208,20 @@ async def test_export_writes_the_whole_text_not_the_row_preview(db: Database, se
     with (tmp_path / "long.csv").open(newline="", encoding="utf-8") as handle:
         (record,) = list(csv.DictReader(handle))
     assert record["text"] == long_text and record["contact_name"] == "Maria Lopez"
+
+
+def test_a_quarantined_relay_event_is_shown_but_never_requeued(db: Database, service: MessageLogService) -> None:
+    """No handler can run a quarantined event: requeued, it would stay pending forever and count toward the
+    webhook backlog. Retry leaves it where it is and says why; Retry all requeues only the others."""
+    db.jobs.enqueue(NewJob(kind=KIND_QUARANTINED, payload={"reason": "nested too deep", "excerpt": "[[[["},
+                           dedupe_key="relay:q:1"))
+    db.jobs.enqueue(NewJob(kind="ghl.app_event", payload={"event": {"type": "INSTALL", "locationId": "L9"}},
+                           dedupe_key="ghl:wh:9"))
+    for job in db.jobs.lease("w", now=datetime.now(UTC), lease_seconds=30):
+        db.jobs.dead_letter(job.id, "w", error="quarantined: nested too deep")
+    quarantined = next(d for d in service.dead_letters() if d.kind == KIND_QUARANTINED)
+    alone = service.retry_dead([quarantined.job_id])
+    assert alone.requeued == 0 and "cannot be retried" in alone.message
+    assert service.retry_all_dead().requeued == 1
+    assert [j.kind for j in db.jobs.list("pending")] == ["ghl.app_event"]
+    assert [d.kind for d in service.dead_letters()] == [KIND_QUARANTINED]
