@@ -49,7 +49,6 @@ async def shutdown_round(tasks: int) -> float:
         os.environ["GHL_DESKTOP_HOME"] = home
         app = App(load_settings(), secrets=MemorySecretStore(), console_log=False)
         seed(app.db)
-        await app.start()
         for i in range(tasks):
             app.spawn(asyncio.Event().wait(), name=f"idle-{i}")
         window = MainWindow(app)

@@ -1,13 +1,18 @@
-"""The composition root: the one place that builds settings, logging, the secret store, the database,
-the event bus and (as later issues add them) the services — each exactly once, handed to whoever
-needs it. No module globals: tests build as many :class:`App` objects as they like, each with its own
-data dir, and the window and the headless runner share the same construction.
+"""The process's resources, built once: settings, logging, the secret store, the database, the event
+bus and the background tasks — each exactly once, handed to whoever needs it. No module globals:
+tests build as many :class:`App` objects as they like, each with its own data dir.
+
+The services are composed in one place over an App: ``runtime.BridgeRuntime`` (HighLevel client,
+WhatsApp sessions, bridge, job runner, webhook intake/endpoint, relay link). The window
+(``ui/main.py``), ``headless`` and the self-test all build ``App`` + ``BridgeRuntime`` and nothing else.
 
 Lifecycle::
 
     app = App(settings)            # synchronous: logging, secrets (may raise VaultLocked), database
-    await app.start()              # starts background work (services) on the running loop
+    runtime = BridgeRuntime(app, transports)
+    await runtime.start()          # the services, on the running loop
     ...
+    await runtime.stop()
     await app.aclose()             # cancels and awaits every task, drains the bus, closes the database
 
 Construction order matters: logging is configured before anything imports neonize (its import calls
@@ -110,7 +115,6 @@ class App:
             raise
         self.bus = EventBus()
         self._tasks = BackgroundTasks(log)
-        self._started = False
         self._closed = False
         log.info(
             "ghl-desktop ready: data dir %s, database %s, secrets in %s%s",
@@ -143,15 +147,6 @@ class App:
             coro.close()
             raise RuntimeError("the app is closed")
         return self._tasks.spawn(coro, name=name)
-
-    async def start(self) -> None:
-        """Start background work. Later issues add the services here (OAuth, sessions, bridge)."""
-        if self._closed:
-            raise RuntimeError("the app is closed")
-        if self._started:
-            return
-        self._started = True
-        log.info("started")
 
     def status(self) -> AppStatus:
         return AppStatus(

@@ -202,7 +202,6 @@ class SelfTest:
                                     RuntimeOptions(webhook_port=0, oauth={"port": 0}), open_url=ConsentClicker())
             stack.push_async_callback(runtime.stop)
             stack.push_async_callback(hold_sandbox_webhooks, mode.url)
-            await app.start()
             await runtime.start()
             await point_sandbox_webhooks(mode.url, runtime.webhooks.url)
             await ensure_linked(runtime, mode.url, asyncio.Event())
@@ -249,7 +248,7 @@ class SelfTest:
             windows.append(window)
 
             async def close_when_shown() -> None:
-                # run_window shows the window right after app.start(); a Qt property, no signal for it
+                # run_window shows the window once it is built; a Qt property, no signal for it
                 while not window.isVisible():  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
                 shown.set()

@@ -93,7 +93,6 @@ def test_stored_client_secret_is_redacted_from_logs(made: list[App]) -> None:
 @pytest.mark.asyncio
 async def test_aclose_cancels_and_awaits_tasks_and_closes_the_database(made: list[App]) -> None:
     app = build(made, secrets=MemorySecretStore())
-    await app.start()
     cleaned = asyncio.Event()
 
     async def long_running() -> None:
@@ -117,8 +116,6 @@ async def test_aclose_cancels_and_awaits_tasks_and_closes_the_database(made: lis
     await app.aclose()  # idempotent
     with pytest.raises(RuntimeError):
         app.spawn(asyncio.sleep(0), name="late")
-    with pytest.raises(RuntimeError):
-        await app.start()
 
 
 def test_display_database_url_hides_passwords() -> None:

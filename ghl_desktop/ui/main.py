@@ -165,7 +165,6 @@ async def run_window(
             if mode is not None:
                 await point_sandbox_webhooks(mode.url, runtime.webhooks.url)
 
-        await app.start()
         window.show()
         window.start_bridge(start())
         await finished.wait()

@@ -29,7 +29,6 @@ SETTLE_SECONDS = float(os.environ.get("GHL_SCREENSHOT_SETTLE", "0.8"))
 
 
 async def render(window: MainWindow, app: App, out: Path) -> None:
-    await app.start()
     window.show()
     await asyncio.sleep(SETTLE_SECONDS)
     empty = out / "main-window-empty.png"

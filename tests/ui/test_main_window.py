@@ -195,7 +195,6 @@ async def test_closing_the_window_shuts_the_app_down(qtbot) -> None:  # type: ig
         window = MainWindow(app)
         qtbot.addWidget(window)
         window.show()
-        await app.start()
         stopped = asyncio.Event()
 
         async def worker() -> None:
