@@ -1,21 +1,20 @@
 """How the app lives on the desktop: one instance per data dir, close-to-tray, Quit that asks, the
 window's geometry and splitters remembered, start at login, and sandbox secrets without a passphrase.
 
-- **Single instance** (:class:`SingleInstance`): a ``QLockFile`` in the data dir decides who is first
-  (a dead holder's lock is stale and taken over); the first instance listens on a ``QLocalServer``
-  whose name is derived from the data dir's path. A second launch on the same data dir finds the lock
-  held, tells the first one "show" over the local socket (the first raises its window) and exits 0 —
-  before it unlocks any secret, so it never asks for a passphrase, and before it starts any server,
-  so no "[Errno 98] address already in use".
+- **Single instance** (:class:`~ghl_desktop.ui.single_instance.SingleInstance`, a light module of its
+  own): a ``QLockFile`` in the data dir decides who is first; a second launch on the same data dir
+  tells the first one "show" over a ``QLocalSocket`` and exits 0 — before it unlocks any secret (no
+  passphrase prompt) and before it starts any server (no "[Errno 98] address already in use").
+  :class:`Lifecycle` raises the window when told.
 - **Close to tray** (:class:`Lifecycle`): with a system tray, closing the window hides it and the
   bridge goes on; the first time, a notice says so. Quit (tray or menu) asks when numbers are live.
 - **Window state** (:class:`UiState`): geometry and splitter sizes in ``<data dir>/ui-state.json``
   (non-secret UI state), saved when the window hides or quits and restored at start.
 - **Start at login** (:func:`apply_start_at_login`): an XDG autostart ``.desktop`` file on Linux
   (``$XDG_CONFIG_HOME/autostart``), a LaunchAgent plist on macOS, the HKCU ``Run`` key on Windows.
-- **Sandbox secrets** (:func:`sandbox_secret_store`): sandbox mode keeps its (sandbox) tokens in
-  ``<data dir>/sandbox/secrets.vault`` under a fixed key — apart from the real keyring/vault, and with
-  no passphrase to ask.
+- **Sandbox secrets** (:func:`~ghl_desktop.sandbox_mode.sandbox_secret_store`): sandbox mode keeps its
+  (sandbox) tokens in ``<data dir>/sandbox/secrets.vault`` under a fixed key — apart from the real
+  keyring/vault, and with no passphrase to ask.
 """
 
 from __future__ import annotations
