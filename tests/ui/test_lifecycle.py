@@ -125,6 +125,22 @@ def test_quit_asks_when_numbers_are_live_and_a_no_keeps_running(qtbot, qloop, ap
     assert app.closed
 
 
+def test_the_menus_quit_asks_too(qtbot, qloop, app: App) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtGui import QAction
+
+    add_live_number(app)
+    window, _, _, lifecycle = host_window(qtbot, app, tray_shown=True)
+    answers = Answers(False)
+    lifecycle.confirm = answers
+    [quit_action] = [a for a in window.findChildren(QAction) if a.text().replace("&", "") == "Quit"]
+    quit_action.trigger()
+    assert answers.asked == [1] and not shutting_down(window)
+    answers.answer = True
+    quit_action.trigger()
+    assert shutting_down(window)
+    shut(qloop, window)
+
+
 def test_quit_does_not_ask_when_nothing_is_live(qtbot, qloop, app: App) -> None:  # type: ignore[no-untyped-def]
     window, tray, _, lifecycle = host_window(qtbot, app, tray_shown=True)
     answers = Answers(False)
