@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +120,11 @@ async def dropped_number_notice(stage: Any) -> None:
 
     w = stage.window
     center = _notice_center(w)
-    with private_session_bus(stage.out.parent / ".screenshot-bus") as address:
+    folder = Path(tempfile.mkdtemp(prefix="ghl-screenshot-bus-"))
+    with private_session_bus(folder) as address:
         previous = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
         os.environ["DBUS_SESSION_BUS_ADDRESS"] = address
-        config = stage.out.parent / ".screenshot-bus" / "dunstrc"
+        config = folder / "dunstrc"
         config.write_text(DUNSTRC, "utf-8")
         daemon = subprocess.Popen(["dunst", "-config", str(config)], env=dict(os.environ),  # noqa: ASYNC220
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -160,6 +162,7 @@ async def dropped_number_notice(stage: Any) -> None:
                 os.environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
             else:
                 os.environ["DBUS_SESSION_BUS_ADDRESS"] = previous
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _session_of(window: Any, phone: str) -> str | None:
