@@ -63,7 +63,8 @@ class HeadlessProcess:
 
     def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
-        with open(self.log_path, "w", encoding="utf-8") as log:
+        # the with blocks close the pipe at EOF (an unclosed pipe is a ResourceWarning, an error in the suite)
+        with open(self.log_path, "w", encoding="utf-8") as log, self._proc.stdout:
             for line in self._proc.stdout:
                 log.write(line)
                 log.flush()

@@ -77,10 +77,13 @@ async def rig(tmp_path: Path, signing_keys: SigningKeys) -> AsyncIterator[Rig]:
     config = RelayConfig(backlog_limit=1000, stream_window=8, db_thread=DB_THREAD)
     relay = RelayServer(store, _gate(signing_keys), config=config)
     await relay.start()
-    async with aiohttp.ClientSession() as http:
-        yield Rig(relay, store, token, http, signing_keys)
-    await relay.stop()
-    store.close()
+    try:
+        async with aiohttp.ClientSession() as http:
+            rig = Rig(relay, store, token, http, signing_keys)
+            yield rig
+    finally:
+        await rig.relay.stop()  # the relay the test left (a restart test replaces rig.relay)
+        store.close()
 
 
 @pytest.mark.asyncio

@@ -118,9 +118,14 @@ async def test_reset_forgets_data_but_keeps_credentials(sandbox: RunningSandbox)
 
 def test_cli_prints_the_url_first_and_stops_on_sigterm(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "ghl_desktop", "sandbox", "--port", "0", "--locations", "3",
-                             "--state-dir", str(tmp_path / "s")], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the with block closes the pipes (an unclosed pipe is a ResourceWarning, an error under filterwarnings)
+    with subprocess.Popen([sys.executable, "-m", "ghl_desktop", "sandbox", "--port", "0", "--locations", "3",
+                           "--state-dir", str(tmp_path / "s")], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
+        _stop_on_sigterm(proc)
+
+
+def _stop_on_sigterm(proc: subprocess.Popen[str]) -> None:
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline().strip()
