@@ -1,0 +1,56 @@
+"""The bridge: WhatsApp ⇄ HighLevel, durable and exactly-once as the user sees it.
+
+Edges (called from the transports and the webhook intake) only *store*: a message row plus the job
+that will carry it across, in one transaction, before anything is acknowledged. Workers (job
+handlers run by :class:`~ghl_desktop.services.jobs.JobRunner`) do the network work and are
+idempotent, so a job that runs twice — after a crash, a lease expiry, or a manual retry — never makes
+a second message appear:
+
+- ``wa.inbound``: resolve the HighLevel contact, upload media, post the provider message with
+  ``altId`` = WhatsApp id. On a retry it first asks HighLevel whether that ``altId`` already exists.
+- ``ghl.outbound_message``: an agent's reply from a provider webhook. The WhatsApp message id is
+  chosen and stored *before* sending, so a retry re-sends the same id (deduplicated by WhatsApp / the
+  simulated network; neonize cannot take our id — see the transport's notes for the remaining window).
+- ``ghl.status``: push delivered / read / failed to HighLevel, ordered per message.
+- ``ghl.app_event``: INSTALL / UNINSTALL.
+"""
+
+from __future__ import annotations
+
+from ghl_desktop.core.ports import FetchedMedia
+from ghl_desktop.services.bridge.common import (
+    APP_EVENT,
+    INBOUND,
+    OUTBOUND,
+    STATUS,
+    BridgeOptions,
+    LocationsChanged,
+    MessageLogged,
+    Repositories,
+    SessionAccess,
+    new_wa_message_id,
+    part_key,
+)
+from ghl_desktop.services.bridge.inbound import InboundWork
+from ghl_desktop.services.bridge.outbound import OutboundWork
+from ghl_desktop.services.bridge.status import StatusWork
+from ghl_desktop.services.jobs import JobHandler
+
+
+class Bridge(InboundWork, OutboundWork, StatusWork):
+    """The three kinds of work over one set of neighbours (``BridgeWork.__init__``)."""
+
+    @property
+    def handlers(self) -> dict[str, JobHandler]:
+        return {
+            INBOUND: self._handle_inbound,
+            OUTBOUND: self._handle_outbound,
+            STATUS: self._handle_status,
+            APP_EVENT: self._handle_app_event,
+        }
+
+
+__all__ = [
+    "APP_EVENT", "INBOUND", "OUTBOUND", "STATUS", "Bridge", "BridgeOptions", "FetchedMedia", "LocationsChanged",
+    "MessageLogged", "Repositories", "SessionAccess", "new_wa_message_id", "part_key",
+]

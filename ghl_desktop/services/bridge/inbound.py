@@ -1,0 +1,202 @@
+"""Inbound work: a WhatsApp message is stored with its job before it is acknowledged (``on_message``),
+then posted to HighLevel (``wa.inbound``: contact resolved, media uploaded, ``altId`` = WhatsApp id; a
+retry first asks HighLevel whether that ``altId`` exists)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ghl_desktop.core.convert import (
+    inbound_text,
+    incoming_from_payload,
+    incoming_to_payload,
+    is_group_jid,
+    jid_for_phone,
+    media_note,
+    phone_from_jid,
+)
+from ghl_desktop.core.errors import (
+    GhlContactNotFound,
+    GhlDesktopError,
+    GhlPayloadTooLarge,
+    MediaTooLarge,
+    UnsupportedMedia,
+    WhatsAppError,
+)
+from ghl_desktop.core.models import (
+    ContactLink,
+    Direction,
+    Job,
+    Message,
+    MessageStatus,
+    NewJob,
+    WhatsAppSession,
+)
+from ghl_desktop.core.whatsapp import (
+    IncomingMessage,
+)
+from ghl_desktop.services.bridge.common import (
+    INBOUND,
+    MEDIA_KINDS,
+    BridgeWork,
+    extension_for,
+    megabytes,
+)
+from ghl_desktop.services.jobs import RetryLater
+
+
+class InboundWork(BridgeWork):
+    async def on_message(self, session: WhatsAppSession, msg: IncomingMessage) -> None:
+        """Called by the sessions service for every WhatsApp message, before it is acknowledged."""
+        row = Message(
+            location_id=session.location_id,
+            direction=Direction.OUTBOUND if msg.from_me else Direction.INBOUND,
+            kind=msg.kind,
+            chat_jid=msg.chat,
+            session_id=session.id,
+            wa_message_id=msg.id,
+            sender_jid=msg.sender,
+            body=msg.text,
+            media_mime=msg.media.mimetype if msg.media else None,
+            media_name=msg.media.file_name if msg.media else None,
+            media_size=msg.media.size if msg.media else None,
+            quoted_wa_id=msg.target_id or msg.quoted_id,
+            from_me=msg.from_me,
+            status=MessageStatus.RECEIVED,
+            sent_at=msg.timestamp,
+        )
+        job = NewJob(
+            kind=INBOUND,
+            payload={"session_id": session.id, "message": incoming_to_payload(msg)},
+            dedupe_key=f"wa:{session.id}:{msg.id}",
+            ordering_key=f"chat:{session.location_id}:{msg.chat}",
+        )
+        stored, created = self._repos.messages.record(row, job)
+        if created:
+            self._logged(stored)
+            self._on_enqueued()
+
+    async def _handle_inbound(self, job: Job) -> None:
+        session_id = str(job.payload["session_id"])
+        msg = incoming_from_payload(dict(job.payload["message"]))
+        messages = self._repos.messages
+        row = messages.by_wa_id(session_id, msg.id)
+        if row is None or row.id is None:
+            raise GhlDesktopError(f"message {msg.id} vanished from the database")
+        if row.ghl_message_id:
+            return  # already in HighLevel
+        location_id = row.location_id
+        blocked = self._location_blocked(location_id)
+        if blocked:
+            raise RetryLater(blocked, delay=60.0, blocked=True)
+
+        contact_id = await self._resolve_contact(location_id, msg)
+        if job.attempts > 1:
+            # The previous attempt may have posted before the process died: ask HighLevel first.
+            existing = await self._ghl.find_message_by_alt_id(location_id, contact_id=contact_id, alt_id=msg.id)
+            if existing:
+                self._logged(messages.update(row.id, ghl_message_id=existing, status=MessageStatus.SENT))
+                return
+
+        target_text = self._target_text(session_id, msg)
+        sender_name = msg.push_name or msg.sender_phone or (msg.sender.split("@")[0] if msg.sender else None)
+        text = inbound_text(msg, target_text=target_text, sender_name=sender_name, options=self._options.notes)
+        if text is None:
+            self._logged(messages.update(row.id, status=MessageStatus.SENT,
+                                         error="not forwarded (turned off in settings)"))
+            return
+
+        attachments: list[str] = []
+        if msg.kind in MEDIA_KINDS and msg.media is not None:
+            url, note = await self._upload_inbound_media(session_id, location_id, contact_id, msg)
+            if url:
+                attachments.append(url)
+            if note:
+                text = f"{text}\n{note}" if text else note
+        if not text and not attachments:
+            text = f"[{msg.kind.value}]"
+
+        direction = "outbound" if msg.from_me else "inbound"
+        try:
+            posted = await self._ghl.post_message(
+                location_id, contact_id=contact_id, text=text, attachments=attachments,
+                alt_id=msg.id, direction=direction, date=msg.timestamp,
+            )
+        except GhlContactNotFound:
+            # HighLevel merged or deleted the contact: forget it, resolve again, post once more.
+            self._repos.contacts.forget_ghl_contact(location_id, contact_id)
+            contact_id = await self._resolve_contact(location_id, msg)
+            posted = await self._ghl.post_message(
+                location_id, contact_id=contact_id, text=text, attachments=attachments,
+                alt_id=msg.id, direction=direction, date=msg.timestamp,
+            )
+        self._logged(messages.update(row.id, ghl_message_id=posted.message_id, status=MessageStatus.SENT))
+
+    async def _upload_inbound_media(
+        self, session_id: str, location_id: str, contact_id: str, msg: IncomingMessage
+    ) -> tuple[str | None, str | None]:
+        """(url, note): the uploaded attachment, or a note saying why it could not be attached."""
+        assert msg.media is not None
+        limit = self._options.max_inbound_media_bytes
+        if msg.media.size is not None and msg.media.size > limit:
+            return None, media_note(msg, f"too large ({megabytes(msg.media.size)}, limit {megabytes(limit)})")
+        transport = self._sessions.transport_for(session_id)
+        if transport is None:
+            raise RetryLater("WhatsApp number not connected; media download waits", self._options.session_wait_seconds)
+        try:
+            data = await transport.download(msg.media)
+        except WhatsAppError as error:
+            if error.transient:
+                raise
+            return None, media_note(msg, f"WhatsApp would not hand it over ({error})")
+        if len(data) > limit:
+            return None, media_note(msg, f"too large ({megabytes(len(data))}, limit {megabytes(limit)})")
+        name = msg.media.file_name or f"{msg.kind.value}-{msg.id}{extension_for(msg.media.mimetype)}"
+        try:
+            url = await self._ghl.upload(
+                location_id, contact_id=contact_id, conversation_id=None, filename=name, data=data,
+                content_type=msg.media.mimetype or "application/octet-stream",
+            )
+        except (GhlPayloadTooLarge, MediaTooLarge, UnsupportedMedia) as error:
+            return None, media_note(msg, f"HighLevel refused it ({error})")
+        return url, None
+
+    async def _resolve_contact(self, location_id: str, msg: IncomingMessage) -> str:
+        contacts = self._repos.contacts
+        if msg.is_group or is_group_jid(msg.chat):
+            link = contacts.find(location_id, wa_jid=msg.chat)
+            if link and link.ghl_contact_id:
+                return link.ghl_contact_id
+            name = f"WhatsApp group {msg.chat.split('@')[0]}"
+            contact_id = await self._ghl.upsert_contact(
+                location_id, phone=None, name=name, tags=[*self._options.contact_tags, self._options.group_tag])
+            contacts.save(ContactLink(location_id=location_id, phone=None, wa_jid=msg.chat, ghl_contact_id=contact_id,
+                                      name=name, is_group=True, on_whatsapp=True, id=link.id if link else None))
+            return contact_id
+
+        chat_is_lid = msg.chat.endswith("@lid")
+        lid = msg.chat if chat_is_lid else (msg.sender_lid if not msg.from_me else None)
+        phone = phone_from_jid(msg.chat) or (msg.sender_phone if not msg.from_me else None)
+        jid: str | None = msg.chat if not chat_is_lid else (jid_for_phone(phone) if phone else None)
+        link = contacts.find(location_id, phone=phone, wa_jid=jid, wa_lid=lid)
+        if link and link.ghl_contact_id:
+            if (phone and not link.phone) or (lid and not link.wa_lid) or (jid and not link.wa_jid):
+                contacts.save(replace(link, phone=link.phone or phone, wa_lid=link.wa_lid or lid,
+                                      wa_jid=link.wa_jid or jid))
+            return link.ghl_contact_id
+        # a LID-only sender gets a contact without a phone (never an invented number), tagged as such
+        contact_name = msg.push_name if not msg.from_me else None
+        tags = list(self._options.contact_tags) + ([] if phone else ["whatsapp-lid"])
+        contact_id = await self._ghl.upsert_contact(location_id, phone=phone, name=contact_name, tags=tags)
+        contacts.save(ContactLink(
+            location_id=location_id, phone=phone or (link.phone if link else None), wa_jid=jid, wa_lid=lid,
+            ghl_contact_id=contact_id, name=contact_name, on_whatsapp=True, id=link.id if link else None,
+        ))
+        return contact_id
+
+    def _target_text(self, session_id: str, msg: IncomingMessage) -> str | None:
+        target = msg.target_id or msg.quoted_id
+        if not target:
+            return None
+        row = self._repos.messages.by_wa_id(session_id, target)
+        return row.body if row else None
