@@ -123,7 +123,15 @@ async def dropped_number_notice(stage: Any) -> None:
     folder = Path(tempfile.mkdtemp(prefix="ghl-screenshot-bus-"))
     with private_session_bus(folder) as address:
         previous = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+        if previous and shutil.which("dunstctl"):
+            # a notification daemon on the bus this run was started with shows the earlier scenes'
+            # notices on the same display: clear them, and send the next one to our own daemon
+            await asyncio.to_thread(subprocess.run, ["dunstctl", "close-all"], env=dict(os.environ),
+                                    capture_output=True, check=False, timeout=10)
         os.environ["DBUS_SESSION_BUS_ADDRESS"] = address
+        notifications = getattr(center, "_notifications", None)
+        if notifications is not None and hasattr(notifications, "reset"):
+            await notifications.reset()
         config = folder / "dunstrc"
         config.write_text(DUNSTRC, "utf-8")
         daemon = subprocess.Popen(["dunst", "-config", str(config)], env=dict(os.environ),  # noqa: ASYNC220
@@ -162,6 +170,8 @@ async def dropped_number_notice(stage: Any) -> None:
                 os.environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
             else:
                 os.environ["DBUS_SESSION_BUS_ADDRESS"] = previous
+            if notifications is not None and hasattr(notifications, "reset"):
+                await notifications.reset()  # later notices: the bus the run was started with again
     shutil.rmtree(folder, ignore_errors=True)
 
 

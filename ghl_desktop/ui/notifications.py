@@ -118,6 +118,12 @@ class DesktopNotifications:
             log.info("desktop notifications: %s; using the tray balloon", why)
         self._last_failure = why
 
+    async def reset(self) -> None:
+        """Forget the connection: the next notice connects again (to the session bus of that moment)."""
+        await self.close()
+        self._notifier = None
+        self._unusable = None
+
     async def close(self) -> None:
         """Drop the D-Bus connection (the window is closing)."""
         backend = getattr(self._notifier, "_backend", None)
