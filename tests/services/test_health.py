@@ -454,3 +454,9 @@ async def test_a_burst_of_events_is_one_computation(db: Database, bus: EventBus)
         assert monitor.refreshes - before == 2
     finally:
         monitor.stop()
+
+
+def test_the_counted_job_kinds_are_the_bridges() -> None:
+    from ghl_desktop.services.bridge import INBOUND, OUTBOUND
+
+    assert (INBOUND_KIND, OUTBOUND_KIND) == (INBOUND, OUTBOUND)
