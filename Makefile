@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: run test sysdeps venv venv-test venv-build lint typecheck sandbox headless bench dist build dist-self-test screenshots clean
+.PHONY: run test sysdeps venv venv-test venv-build lint typecheck sandbox headless bench dist build dist-self-test screenshots faults clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ dist-self-test:
 ## Every screen of the app into docs/screenshots/ (under Xvfb when installed; see scripts/screenshots.py).
 screenshots: sysdeps venv-test
 	$(PY) scripts/screenshots.py
+
+## The fault suite (faults/run.py): SIGKILLs, HighLevel 5xx/latency, a 429 storm, token expiry, relay
+## restarts, a full disk; prints one table and fails on any lost or duplicated message. QUICK=1: CI size.
+faults: sysdeps venv-test
+	QT_QPA_PLATFORM=offscreen $(PY) -m faults.run $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
