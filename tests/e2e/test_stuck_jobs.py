@@ -14,6 +14,7 @@ from sqlalchemy import update
 from ghl_desktop.adapters.storage.orm import JobRow
 from ghl_desktop.core.models import WAITING_PREFIX, Job, JobState, LocationState, SessionState, utcnow
 from ghl_desktop.services.bridge import INBOUND, OUTBOUND
+from ghl_desktop.services.health import HealthMonitor
 from ghl_desktop.webhooks.intake import WebhookIntake
 from tests.e2e.harness import FAST_RUNTIME, Env, bridge_env, eventually
 
@@ -36,7 +37,7 @@ def _age(env: Env, job_id: int, seconds: float) -> None:
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("state", "reason"), [
     (LocationState.NEEDS_RECONNECT, "location needs reconnect"),
-    (LocationState.UNINSTALLED, "the app was uninstalled from this HighLevel location"),
+    (LocationState.UNINSTALLED, "the app was uninstalled from its location"),
 ])
 async def test_inbound_for_a_stalled_location_waits_visibly_outside_the_backlog_then_dead_letters(
     state: LocationState, reason: str,
@@ -57,6 +58,13 @@ async def test_inbound_for_a_stalled_location_waits_visibly_outside_the_backlog_
         assert jobs.count("pending") >= 1 and jobs.count_backlog() == 0  # not backlog: HighLevel gets no 429
         session_id = str(job.payload["session_id"])
         assert jobs.waiting_by_payload(INBOUND, ("session_id",)) == {session_id: {reason: 1}}
+        # the number's health row says the same: "bridging stalled: <the job's reason> — 1 waiting"
+        monitor = HealthMonitor.for_app(env.app, env.runtime)
+        try:
+            row = next(n for n in monitor.refresh().numbers if n.session_id == session_id)
+        finally:
+            monitor.stop()
+        assert row.health.reason == f"bridging stalled: {reason} — 1 waiting" and row.waiting == 1
 
         # older than the maximum wait: dead-lettered with the reason, for a person to see and retry
         _age(env, job.id, 3601)

@@ -182,7 +182,7 @@ class BridgeWork:
         if location is None or location.state is LocationState.CONNECTED:
             return None
         if location.state is LocationState.UNINSTALLED:
-            return "the app was uninstalled from this HighLevel location"
+            return "the app was uninstalled from its location"  # the health row's words (services/health.py)
         return "location needs reconnect"
 
     def _logged(self, message: Message) -> None:
