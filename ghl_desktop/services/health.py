@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.models import Location, LocationState, SessionState, WhatsAppSession, utcnow
+from ghl_desktop.core.storage_health import StorageProblem, StorageRecovered
 
 log = logging.getLogger("ghl.health")
 
@@ -119,6 +120,8 @@ class HealthSnapshot:
     paused: bool = False  # bridging paused by the user (no new jobs leased)
     #: the link to ghl-relay (None in direct mode / not known yet)
     relay: Health | None = None
+    #: the local database cannot be written (disk full…): nothing new is stored until it clears
+    storage: Health | None = None
     taken_at: datetime | None = field(default=None, compare=False)
 
     @property
@@ -126,6 +129,8 @@ class HealthSnapshot:
         levels = [n.health.level for n in self.numbers] + [loc.health.level for loc in self.locations]
         if self.relay is not None:
             levels.append(self.relay.level)
+        if self.storage is not None:
+            levels.append(self.storage.level)
         if self.failed_messages:
             levels.append(HealthLevel.DEGRADED)
         if self.paused:
@@ -158,6 +163,8 @@ class HealthSnapshot:
             parts.append(f"{self.failed_messages} message{'s' if self.failed_messages != 1 else ''} failed")
         if self.relay is not None and not self.relay.ok:
             parts.append("relay down")
+        if self.storage is not None and not self.storage.ok:
+            parts.append("disk full" if "disk full" in self.storage.reason.lower() else "storage failing")
         if self.paused:
             parts.append("paused")
         return " · ".join(parts)
@@ -315,6 +322,7 @@ class HealthMonitor:
         self._relay_state: str | None = None
         self._relay_detail: str | None = None
         self._relay_was_connected = False
+        self._storage_problem: str | None = None
         self._first_seen: dict[str, datetime] = {}
         self._seen: set[str] = set()
         self._lock = threading.RLock()
@@ -391,6 +399,11 @@ class HealthMonitor:
             self._relay_was_connected = True
         self.refresh()
 
+    def set_storage_problem(self, text: str | None) -> None:
+        """Durable writes fail (``text`` says why, e.g. disk full), or work again (None)."""
+        self._storage_problem = text
+        self.refresh()
+
     # --- wiring --------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -402,6 +415,10 @@ class HealthMonitor:
                 self.set_relay_state(event.state.value, event.detail)
 
             self._unsubscribe.append(self._bus.subscribe(RelayStateChanged, relay))
+            self._unsubscribe.append(self._bus.subscribe(
+                StorageProblem, lambda event: self.set_storage_problem(event.text)))
+            self._unsubscribe.append(self._bus.subscribe(
+                StorageRecovered, lambda _event: self.set_storage_problem(None)))
             self._unsubscribe.append(self._bus.subscribe(object, self._on_event))
         self.refresh()
 
@@ -508,6 +525,7 @@ class HealthMonitor:
                 conditions.append(condition)
 
         relay = self._relay_health(now, conditions)
+        storage = self._storage_health(now, conditions)
         if failed:
             conditions.append(_Condition(
                 "failed", f"{_plural(failed, 'message')} failed",
@@ -518,7 +536,7 @@ class HealthMonitor:
         # the "since" of a health is when its condition began (as this monitor saw it)
         snapshot = HealthSnapshot(
             numbers=tuple(numbers), locations=tuple(location_health), failed_messages=failed,
-            paused=self._paused, relay=relay, taken_at=now,
+            paused=self._paused, relay=relay, storage=storage, taken_at=now,
         )
         changed = snapshot != self._snapshot
         self._snapshot = snapshot
@@ -690,6 +708,18 @@ class HealthMonitor:
         if self._relay_was_connected:
             conditions.append(_Condition("relay:down", "Relay connection lost", reason, HealthLevel.DEGRADED, True))
         return Health(HealthLevel.DEGRADED, reason, HealthAction.WAIT, self._since("relay:down", now))
+
+    def _storage_health(self, now: datetime, conditions: list[_Condition]) -> Health | None:
+        if self._storage_problem is None:
+            return None
+        disk_full = "disk full" in self._storage_problem.lower() or "no space" in self._storage_problem.lower()
+        reason = (f"The disk holding ghl-desktop's data is full ({self._storage_problem}): free some space — "
+                  "nothing is lost, messages wait and are stored as soon as there is room"
+                  if disk_full else
+                  f"ghl-desktop cannot write its database ({self._storage_problem}); messages wait until it can")
+        conditions.append(_Condition("storage", "Disk full" if disk_full else "Storage failing", reason,
+                                     HealthLevel.NEEDS_YOU, transient=False))
+        return Health(HealthLevel.NEEDS_YOU, reason, HealthAction.WAIT, self._since("storage", now))
 
     def _debounce(self, conditions: list[_Condition], now: datetime) -> list[_Condition]:
         present = {c.key for c in conditions}

@@ -160,6 +160,7 @@ class MainWindow(QMainWindow):
         self.mode_banner.linkActivated.connect(self.open_url)
         self.mode_banner.setVisible(False)
         outer.addWidget(self.mode_banner)
+        self._storage_banner = False  # the problem banner shows the storage problem (cleared with it)
         self.problem_banner = QLabel()
         self.problem_banner.setObjectName("problemBanner")
         self.problem_banner.setAccessibleName("Problem")
@@ -331,6 +332,13 @@ class MainWindow(QMainWindow):
     def _health_changed(self, snapshot: HealthSnapshot) -> None:
         self.locations.apply_health(snapshot)
         self.numbers.apply_health(snapshot)
+        # a failing disk affects the whole app: the problem banner says so until writes work again
+        if snapshot.storage is not None:
+            self._storage_banner = True
+            self.show_problem(snapshot.storage.reason + ".")
+        elif self._storage_banner:
+            self._storage_banner = False
+            self.show_problem(None)
         self._status_timer.start()
 
     def _notice(self, notice: NoticeRequested) -> None:

@@ -12,6 +12,7 @@ from ghl_desktop.adapters.storage import Database
 from ghl_desktop.config import load_settings
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.models import Job, Location, LocationState, NewJob, SessionState, WhatsAppSession
+from ghl_desktop.core.storage_health import StorageProblem, StorageRecovered
 from ghl_desktop.services.health import (
     INBOUND_KIND,
     OUTBOUND_KIND,
@@ -460,3 +461,26 @@ def test_the_counted_job_kinds_are_the_bridges() -> None:
     from ghl_desktop.services.bridge import INBOUND, OUTBOUND
 
     assert (INBOUND_KIND, OUTBOUND_KIND) == (INBOUND, OUTBOUND)
+
+
+def test_a_full_disk_needs_you_at_once_and_clears_when_writes_work_again(
+        db: Database, bus: EventBus, clock: Clock, events: list[object]) -> None:
+    """The storage layer announces a full disk on the bus; the health says so (tray, banner), notifies once."""
+    add_number(db)
+    monitor = make_monitor(db, bus, clock)
+    monitor.start()
+    try:
+        bus.publish(StorageProblem("disk full: [Errno 28] No space left on device", disk_full=True))
+        monitor.refresh()
+        snap = monitor.snapshot
+        assert snap.storage is not None and snap.storage.level is HealthLevel.NEEDS_YOU
+        assert "free some space" in snap.storage.reason and "nothing is lost" in snap.storage.reason
+        assert snap.worst is HealthLevel.NEEDS_YOU and snap.summary() == "1 number · disk full"
+        bus.publish(StorageProblem("disk full: [Errno 28] No space left on device", disk_full=True))
+        monitor.refresh()
+        assert [n.key for n in notices(events)] == ["storage"]  # once, not per failed write
+        bus.publish(StorageRecovered())
+        monitor.refresh()
+        assert monitor.snapshot.storage is None and monitor.snapshot.worst is HealthLevel.OK
+    finally:
+        monitor.stop()

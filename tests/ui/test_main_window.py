@@ -228,3 +228,16 @@ def test_link_asks_for_the_location_only_when_there_is_a_choice(window: MainWind
     window.refresh()
     assert not box.isHidden()
     assert [box.itemText(i) for i in range(box.count())] == ["Bright Smiles Dental", "Westside Physio"]
+
+
+def test_a_full_disk_is_a_banner_until_writes_work_again(window: MainWindow, qtbot) -> None:  # type: ignore[no-untyped-def]
+    """Disk full affects the whole app: the window says so in words (not only in the log's tracebacks)."""
+    from ghl_desktop.core.storage_health import StorageProblem, StorageRecovered
+
+    window.cockpit.health.start()
+    window.app.bus.publish(StorageProblem("disk full: [Errno 28] No space left on device", disk_full=True))
+    qtbot.waitUntil(lambda: window.problem_banner.isVisible(), timeout=5000)
+    assert "disk holding ghl-desktop's data is full" in window.problem_banner.text()
+    assert "free some space" in window.problem_banner.text()
+    window.app.bus.publish(StorageRecovered())
+    qtbot.waitUntil(lambda: not window.problem_banner.isVisible(), timeout=5000)
