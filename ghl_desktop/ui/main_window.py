@@ -468,6 +468,7 @@ class MainWindow(QMainWindow):
         try:
             self.cockpit.close()
             await self.tasks.cancel_all()
+            await self.log_panel.model.aclose()
             if self.runtime is not None:
                 await self.runtime.stop()
             await self.app.aclose()

@@ -135,6 +135,7 @@ class MessageLogModel(QAbstractTableModel):
         self._generation = 0
         self._task: asyncio.Task[None] | None = None
         self._loading = False
+        self._queries: set[asyncio.Task[None]] = set()  # id queries in flight (cancelled by aclose)
         self._pending: list[int] = []  # messages logged while a query ran
         self._head_shown = False  # the rows are only the first screenful of a query still running
         self.pages_read = 0  # how many page queries ran (tests, bench)
@@ -269,7 +270,18 @@ class MessageLogModel(QAbstractTableModel):
             self._apply(self._service.ids_now(self._filter, self._sort, HEAD_ROWS), final=False)
         task = asyncio.get_event_loop().create_task(self._load(generation), name="message-log-ids")
         self._task = task
+        self._queries.add(task)
+        task.add_done_callback(self._queries.discard)
         return task
+
+    async def aclose(self) -> None:
+        """Cancel the queries still running (the window is closing); their threads finish on their own."""
+        self._generation += 1
+        queries = list(self._queries)
+        for task in queries:
+            task.cancel()
+        if queries:
+            await asyncio.gather(*queries, return_exceptions=True)
 
     async def wait_loaded(self) -> None:
         """Until the last query's answer is applied (tests and the bench run the loop with this)."""
