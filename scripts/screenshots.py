@@ -302,16 +302,15 @@ async def _run(out: Path, only: set[str]) -> list[Path]:
 
 
 def inner(out: Path, only: set[str]) -> int:
-    import qasync
-
     from ghl_desktop.ui.main import create_qt_application
+    from ghl_desktop.ui.qloop import QEventLoop  # the app's own loop (qasync's runs callbacks while stopped)
 
     qt_app = create_qt_application()
     qt_app.setStyle("Fusion")  # the same look on every machine the screenshots are made on
     from ghl_desktop.ui import theme
 
     qt_app.setPalette(theme.light_palette())
-    loop = qasync.QEventLoop(qt_app)
+    loop = QEventLoop(qt_app)
     asyncio.set_event_loop(loop)
     with loop:
         saved = loop.run_until_complete(_run(out, only))
