@@ -333,6 +333,8 @@ class PrivateBus:
             self._conn.close()  # type: ignore[attr-defined]
         self.proc.terminate()
         self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()  # an unclosed pipe is a ResourceWarning (an error in the suite)
 
 
 @pytest.fixture
