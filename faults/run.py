@@ -203,7 +203,8 @@ def _full_disk(base: Path) -> Iterator[tuple[Path, Callable[[], None], Callable[
     """(dir, fill, free, how): a real tmpfs when mount is permitted, else a plain dir (simulated)."""
     mount = base / "disk"
     mount.mkdir()
-    mounted = os.geteuid() == 0 and subprocess.run(
+    # FAULTS_SIMULATE_ENOSPC=1: the fallback even where mount works (to check it)
+    mounted = os.geteuid() == 0 and not os.environ.get("FAULTS_SIMULATE_ENOSPC") and subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mount)],
         capture_output=True, check=False).returncode == 0
     filler = mount / "filler"
@@ -244,7 +245,8 @@ async def case_disk_full(quick: bool) -> Row:
                     import sqlite3
 
                     def refuse(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-                        if simulated["full"] and not statement.lstrip().upper().startswith(("SELECT", "PRAGMA")):
+                        writes = ("INSERT", "UPDATE", "DELETE", "REPLACE")  # what a full disk refuses
+                        if simulated["full"] and statement.lstrip().upper().startswith(writes):
                             raise sqlite3.OperationalError("database or disk is full")
 
                     event.listen(env.app.db.engine, "before_cursor_execute", refuse)
