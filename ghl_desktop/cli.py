@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from ghl_desktop import __version__
 
 #: neonize adds a bot tag to every 1:1 message unless the *process* started with this set (Go reads
-#: the environment it was started with; setting os.environ later has no effect). See neonize-notes.
+#: the environment it was started with; setting os.environ later has no effect). See docs/neonize.md §0 item 2.
 BOT_TAG_ENV = ("NEONIZE_BOT_TAG", "off")
 
 

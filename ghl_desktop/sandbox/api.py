@@ -1,5 +1,5 @@
 """The HighLevel API paths a conversation provider uses: contacts, provider messages, status updates,
-uploads, conversation search/listing and location details (ghl-api §2-§4). Request shapes are already
+uploads, conversation search/listing and location details (docs/highlevel-api.md §2-§4). Request shapes are already
 spec-validated by the middleware; these handlers add HighLevel's behaviour."""
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def _phone(sandbox: Sandbox, location_id: str, raw: str | None) -> str | None:
 
 @_route("POST", "/contacts/upsert", RouteMeta(auth="location", scope="contacts.write"))
 async def upsert_contact(request: web.Request) -> web.Response:
-    """Find-or-create by phone (E.164), then email; given fields overwrite, tags replace (ghl-api §3)."""
+    """Find-or-create by phone (E.164), then email; given fields overwrite, tags replace (docs/highlevel-api.md §3)."""
     sandbox = sandbox_of(request)
     data = json_body(request)
     location_id = require_location(request, data.get("locationId"))
@@ -259,7 +259,7 @@ async def search_conversations(request: web.Request) -> web.Response:
 
 @_route("POST", "/conversations/", RouteMeta(auth="location", scope="conversations.write"))
 async def create_conversation(request: web.Request) -> web.Response:
-    """201 with the new conversation; 400 "already exists" when the contact has one (ghl-api §2.7)."""
+    """201 with the new conversation; 400 "already exists" when the contact has one (docs/highlevel-api.md §2.7)."""
     sandbox = sandbox_of(request)
     data = json_body(request)
     location_id = require_location(request, data.get("locationId"))

@@ -1,5 +1,5 @@
 """OAuth: the consent page, the code/refresh exchange with rotating refresh tokens, Company -> Location
-tokens and the installed-locations list (ghl-api §1)."""
+tokens and the installed-locations list (docs/highlevel-api.md §1)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def _exchange_code(sandbox: Sandbox, form: dict[str, str]) -> dict[str, Any]:
         raise invalid_grant("redirect_uri does not match the authorization request")
     code.used = True
     # HighLevel answers with the install's type whatever user_type asks (a bulk/agency install gives a
-    # Company token even with user_type=Location; ghl-api §1.2 pitfall).
+    # Company token even with user_type=Location; docs/highlevel-api.md §1.2 pitfall).
     if code.install_type == "Company":
         return sandbox.token_response("Company", None, code.scopes, approved=code.location_ids,
                                       approve_all=len(code.location_ids) == len(sandbox.state.locations))
@@ -60,7 +60,7 @@ def _exchange_code(sandbox: Sandbox, form: dict[str, str]) -> dict[str, Any]:
 
 def _refresh(sandbox: Sandbox, form: dict[str, str]) -> dict[str, Any]:
     """Rotation with a grace window: reuse within the grace returns the same new pair, later reuse
-    is invalid_grant (ghl-api §1.3, CHANGELOG "Smarter Refresh Token Handling")."""
+    is invalid_grant (docs/highlevel-api.md §1.3, CHANGELOG "Smarter Refresh Token Handling")."""
     state = sandbox.state
     now = state.now()
     old = state.tokens.get(form.get("refresh_token", ""))

@@ -69,7 +69,7 @@ def unauthorized(message: str = "Invalid JWT") -> ApiError:
 
 
 def invalid_grant(description: str) -> ApiError:
-    # UNCONFIRMED exact body (ghl-api §1.2): {"error":"invalid_grant","error_description":...} with 400.
+    # UNCONFIRMED exact body (docs/highlevel-api.md §1.2): {"error":"invalid_grant","error_description":...} with 400.
     return ApiError(400, {"error": "invalid_grant", "error_description": description})
 
 
@@ -362,7 +362,7 @@ class Sandbox:
 
     def token_response(self, auth_class: str, location_id: str | None, scopes: list[str],
                        approved: list[str] | None = None, approve_all: bool = False) -> dict[str, Any]:
-        """Mint an access/refresh pair and answer like POST /oauth/token (ghl-api §1.2)."""
+        """Mint an access/refresh pair and answer like POST /oauth/token (docs/highlevel-api.md §1.2)."""
         access = self._mint("access", auth_class, location_id, scopes, self.config.access_token_lifetime)
         refresh = self._mint("refresh", auth_class, location_id, scopes, self.config.refresh_token_lifetime)
         body: dict[str, Any] = {
@@ -418,7 +418,7 @@ class Sandbox:
         return None
 
     def create_pit(self, location_id: str) -> str:
-        """A Private Integration Token: all scopes, but not the provider-owning app (ghl-api §2.1)."""
+        """A Private Integration Token: all scopes, but not the provider-owning app (docs/highlevel-api.md §2.1)."""
         self.location(location_id)
         token = self._mint("access", "Location", location_id, list(APP_SCOPES), 10 * 365 * 86400,
                            source="PRIVATE_INTEGRATION")
@@ -504,7 +504,7 @@ class Sandbox:
         return conv
 
     def merge_contacts(self, keep_id: str, merge_id: str) -> Contact:
-        """HighLevel's dedupe/merge: the merged contact id and its conversation id die (ghl-api §2.3)."""
+        """HighLevel's dedupe/merge: the merged contact id and its conversation id die (docs/highlevel-api.md §2.3)."""
         keep = self.state.live_contact(keep_id)
         gone = self.state.live_contact(merge_id)
         if keep is None or gone is None or keep.location_id != gone.location_id or keep.id == gone.id:

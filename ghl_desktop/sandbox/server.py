@@ -78,7 +78,7 @@ def _check_access(sandbox: Sandbox, token: Token, meta: RouteMeta) -> None:
     if meta.scope and meta.scope not in token.scopes:
         raise unauthorized("The token is not authorized for this scope.")
     if meta.auth == "provider" and (token.source != "INTEGRATION" or token.client_id != sandbox.state.app.client_id):
-        # Only the provider-owning app may post provider messages (ghl-api §2.1); which field carries the
+        # Only the provider-owning app may post provider messages (docs/highlevel-api.md §2.1); which field carries the
         # code is UNCONFIRMED: message and canonicalCode both do.
         raise ApiError(401, {"statusCode": 401, "message": NO_PROVIDER_ACCESS, "canonicalCode": NO_PROVIDER_ACCESS,
                              "error": "Unauthorized"})

@@ -4,7 +4,7 @@ The sandbox exists so that a client which passes against it sends what the real 
 specs (copied unmodified into ``openapi/``) are loaded with openapi-core with spec validation switched
 off (the files are not strictly valid OpenAPI) and each request is validated as written, except for
 the errata below: the ONE place where the sandbox departs from the published files, each entry naming
-its evidence (see /work/shared/ghl-api.md, quoted as "ghl-api §n").
+its evidence (see docs/highlevel-api.md in this repository, quoted as "docs/highlevel-api.md §n").
 
 Two kinds of erratum:
 
@@ -31,7 +31,7 @@ from openapi_core.datatypes import RequestParameters
 SPEC_DIR = Path(__file__).parent / "openapi"
 #: The host the specs declare; requests are validated as if they had been sent there.
 SPEC_HOST = "https://services.leadconnectorhq.com"
-#: Version header values HighLevel publishes; any of them is accepted on the pre-v3 paths (ghl-api §0).
+#: Version header values HighLevel publishes; any of them is accepted on the pre-v3 paths (docs/highlevel-api.md §0).
 PUBLISHED_VERSIONS = ("2021-04-15", "2021-07-28", "2023-02-21", "v3")
 #: Path prefix -> spec file.
 SPEC_FILES = {
@@ -96,22 +96,23 @@ def _any_published_version(spec: Spec) -> None:
 ERRATA: tuple[Erratum, ...] = (
     Erratum("conversations.json", "fix",
             "ProcessMessageBodyDto.direction is a string 'inbound'|'outbound' (default outbound), not an object",
-            "ghl-api §2.3/§2.4 (ISSUE #70, #107, #271 bodies send \"direction\":\"inbound\"); "
+            "docs/highlevel-api.md §2.3/§2.4 (ISSUE #70, #107, #271 bodies send \"direction\":\"inbound\"); "
             "ghl-openapi/README.md", _direction_is_a_string),
     Erratum("conversations.json", "fix",
             "ProcessMessageBodyDto: conversationId is not required when contactId is given",
-            "ghl-api §2.3 (HELP 155000007340; ISSUE #149, #169 comments, since 2025-08)", _contact_id_alone_works),
+            "docs/highlevel-api.md §2.3 (HELP 155000007340; ISSUE #149, #169 comments, since 2025-08)",
+            _contact_id_alone_works),
     Erratum("conversations.json", "lenient",
             "ProcessMessageBodyDto: a missing conversationProviderId is accepted (201, empty body, message "
             "dropped) instead of 422",
-            "ghl-api §2.3 failure modes and §8.1 (ISSUE #70)", _provider_id_not_enforced),
+            "docs/highlevel-api.md §2.3 failure modes and §8.1 (ISSUE #70)", _provider_id_not_enforced),
     Erratum("conversations.json", "fix",
             "ProcessMessageResponseDto.message is optional",
             "ghl-openapi/README.md (live responses seen without it)", _inbound_response_message_optional),
     Erratum("*", "lenient",
             "Version header: every published version is accepted on the pre-v3 paths, not only the one the "
             "spec declares",
-            "ghl-api §0 (GREEN sends 2021-07-28 on conversations; SDK 3.0 sends 2023-02-21 everywhere)",
+            "docs/highlevel-api.md §0 (GREEN sends 2021-07-28 on conversations; SDK 3.0 sends 2023-02-21 everywhere)",
             _any_published_version),
 )
 

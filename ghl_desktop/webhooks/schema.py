@@ -48,7 +48,7 @@ def _opt_id(body: Mapping[str, Any], name: str) -> None:
 
 
 def validate_provider_outbound(body: Mapping[str, Any]) -> None:
-    """ProviderOutboundMessage (ghl-api.md §2.2): an agent's reply for us to deliver."""
+    """ProviderOutboundMessage (docs/highlevel-api.md §2.2): an agent's reply for us to deliver."""
     for name in ("locationId", "messageId", "contactId"):
         _req_id(body, name)
     kind = body.get("type")
@@ -81,7 +81,7 @@ def _validate_app_common(body: Mapping[str, Any]) -> None:
 
 
 def validate_install(body: Mapping[str, Any]) -> None:
-    """INSTALL (ghl-api.md §5): agency installs carry companyId only; auto-installs may lack userId."""
+    """INSTALL (docs/highlevel-api.md §5): agency installs carry companyId only; auto-installs may lack userId."""
     _validate_app_common(body)
     install_type = body.get("installType")
     if install_type is not None and install_type not in ("Location", "Company"):

@@ -165,7 +165,7 @@ async def test_agency_install_gives_company_token_that_mints_location_tokens(san
         page = await client.get("/oauth/chooselocation", params=consent_query(sandbox))
         assert f"companyId={sandbox.company_id}" in page.text
         url = await approve(client, sandbox, companyId=sandbox.company_id)
-        # asked for a Location token, the agency install still yields a Company token (ghl-api §1.2)
+        # asked for a Location token, the agency install still yields a Company token (docs/highlevel-api.md §1.2)
         r = await exchange(client, sandbox, url.params["code"], user_type="Location")
         company = r.json()
         assert company["userType"] == "Company" and "locationId" not in company

@@ -196,7 +196,7 @@ def _message_from(data: Mapping[str, Any]) -> ConversationMessage:
 class ClientOptions:
     """Behaviour switches. Defaults are the production values."""
 
-    #: inbound ``type``: real bridges post "Custom" with the provider id (ghl-api.md §2.1)
+    #: inbound ``type``: real bridges post "Custom" with the provider id (docs/highlevel-api.md §2.1)
     inbound_message_type: str = "Custom"
     #: total time a status update keeps retrying the 403 race (ISSUE #4: 5-10 s in production)
     status_race_total_seconds: float = 20.0
@@ -210,7 +210,7 @@ class ClientOptions:
     alt_id_max_pages: int = 20
     #: send the conversationProviderId with provider messages. True for a custom conversation provider
     #: (the product's setup); False only for an app that REPLACES the default SMS provider, where HighLevel
-    #: does not require it (ghl-api.md §2.1). A custom provider's message without it is dropped.
+    #: does not require it (docs/highlevel-api.md §2.1). A custom provider's message without it is dropped.
     send_provider_id: bool = True
     #: ``Version`` header per path prefix, overriding the spec's values (transport.VERSION_TABLE; e.g. to
     #: move to 2023-02-21 when HighLevel retires an old version). Longest matching prefix wins. Give the
@@ -703,7 +703,7 @@ class GhlClient:
         self, company_id: str, *, app_id: str | None = None, page_size: int = 100
     ) -> list[InstalledLocation]:
         """Locations of the agency where this app is installed (``GET /oauth/installedLocations``,
-        company token). ``app_id`` defaults to the client id's part before the '-' (ghl-api.md §0)."""
+        company token). ``app_id`` defaults to the client id's part before the '-' (docs/highlevel-api.md §0)."""
         if app_id is None:
             if not self._settings.client_id:
                 raise ConfigError("GHL_CLIENT_ID is not set")

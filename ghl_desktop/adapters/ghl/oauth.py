@@ -8,7 +8,7 @@ location token per chosen location (``/oauth/locationToken``), the company token
 → each location is saved (name from ``GET /locations/{id}``), tokens in the SecretStore, expiry in
 the database.
 
-UNCONFIRMED facts, each a setting of ``OAuthOptions`` (ghl-api.md §1.1, §8.11):
+UNCONFIRMED facts, each a setting of ``OAuthOptions`` (docs/highlevel-api.md §1.1, §8.11):
   * loopback redirect URIs are accepted by HighLevel: seen in public integrations, never documented.
     HighLevel needs the exact URI registered, so the port is fixed (``oauth_redirect_port``) and the
     host name written into the URI is configurable (``redirect_host``: 127.0.0.1 or localhost);
@@ -60,7 +60,7 @@ from .tokens import TokenGrant, TokenManager
 
 log = logging.getLogger("ghl.oauth")
 
-#: what a conversation provider needs (ghl-api.md §1.1), plus the optional read scopes we use
+#: what a conversation provider needs (docs/highlevel-api.md §1.1), plus the optional read scopes we use
 PROVIDER_SCOPES: tuple[str, ...] = (
     "conversations/message.write",
     "conversations/message.readonly",

@@ -29,7 +29,7 @@ from ghl_desktop.core.errors import GhlRateLimited
 
 log = logging.getLogger("ghl.api.rate")
 
-#: documented defaults (ghl-api.md §6): per app per location/company
+#: documented defaults (docs/highlevel-api.md §6): per app per location/company
 DEFAULT_WINDOW_SECONDS = 10.0
 DEFAULT_MAX_PER_WINDOW = 100
 DEFAULT_DAILY_LIMIT = 200_000

@@ -74,7 +74,7 @@ class TokenGrant:
 
     @property
     def is_company(self) -> bool:
-        """An agency token: locations must be minted from it (ghl-api.md §1.2 pitfall)."""
+        """An agency token: locations must be minted from it (docs/highlevel-api.md §1.2 pitfall)."""
         return self.user_type == "Company" or self.is_bulk_installation or not self.location_id
 
     @classmethod

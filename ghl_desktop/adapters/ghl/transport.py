@@ -32,13 +32,13 @@ from .rate import RateHeaders
 
 log = logging.getLogger("ghl.api")
 
-#: ``Version`` header values per API area (ghl-api.md §0; the specs declare these)
+#: ``Version`` header values per API area (docs/highlevel-api.md §0; the specs declare these)
 VERSION_CONVERSATIONS = "2021-04-15"
 VERSION_DEFAULT = "2021-07-28"  # oauth (except /oauth/token), contacts, locations, users
 
 CONTACT_NOT_FOUND_CODE = "CONVERSATIONS_CONTACT_NOT_FOUND"
 
-#: 401 messages that no token refresh can fix (scope / auth class / provider ownership), ghl-api.md §7
+#: 401 messages that no token refresh can fix (scope / auth class / provider ownership), docs/highlevel-api.md §7
 _PERMISSION_401_MARKERS = (
     "not authorized for this scope",
     "authclass type is not allowed",

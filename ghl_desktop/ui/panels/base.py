@@ -15,7 +15,7 @@ from ghl_desktop.core.errors import GhlDesktopError
 
 log = logging.getLogger("ghl.ui")
 
-#: opens a URL in the user's browser; the return value is not trusted (see qt-headless.md §4)
+#: opens a URL in the user's browser; the return value is not trusted (see docs/qt-headless.md §4)
 OpenUrl = Callable[[str], bool]
 #: asks the user to confirm a destructive action: (title, question) -> yes
 Confirm = Callable[[str, str], bool]

@@ -1,5 +1,5 @@
 """The engine running for real (no network here): connect/retry/stop behaviour and the five traps
-of /work/shared/neonize-notes.md. Anything that starts Go's connect, or could panic the Go runtime,
+of docs/neonize.md. Anything that starts Go's connect, or could panic the Go runtime,
 runs in a subprocess so a SIGABRT cannot take pytest down."""
 
 from __future__ import annotations

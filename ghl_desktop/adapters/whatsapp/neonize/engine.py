@@ -3,7 +3,7 @@ lock, the bot-tag check, the lazy import, JID/error mapping, and the default exe
 
 A default executor big enough for many linked numbers, whose threads never hold the app open.
 
-Why (neonize-notes §0.3 and §0.5): every live neonize session keeps one executor thread blocked in
+Why (docs/neonize.md §0.3 and §0.5): every live neonize session keeps one executor thread blocked in
 the Go ``Neonize()`` call for as long as it runs, and neonize routes *every* engine call through
 ``asyncio.to_thread``. qasync's default ``QThreadExecutor(10)`` is therefore exhausted by ten numbers,
 after which every ``to_thread`` in the app hangs. We size the pool ``numbers + 16``.
@@ -156,7 +156,7 @@ RECEIPT_CODE = 18
 # --- process-wide engine state --------------------------------------------------------------------
 
 #: session id -> NewAClient. Never dropped: a discarded client's finalizer calls Go ``Stop`` on the
-#: same uuid and would kill the live session (neonize-notes §1).
+#: same uuid and would kill the live session (docs/neonize.md §1).
 CLIENTS: dict[str, Any] = {}
 CLIENT_STORES: dict[str, str] = {}
 #: Go's clients/eventChannel/StopSignal maps have no mutex: serialize our Stop and store calls.
