@@ -1,7 +1,8 @@
 """Webhooks the sandbox sends: ProviderOutboundMessage to the delivery URL, INSTALL/UNINSTALL to the app URL.
 
 Signed like HighLevel's current scheme: Ed25519 over the raw body bytes, base64, in ``x-ghl-signature``
-(docs/highlevel-api.md §5). Delivery follows HighLevel's documented policy (docs/highlevel-api.md §2.2, HELP 155000007071): a 2xx is
+(docs/highlevel-api.md §5). Delivery follows HighLevel's documented policy (docs/highlevel-api.md §2.2,
+HELP 155000007071): a 2xx is
 delivered; a 429 is retried later (up to 6 times, ~10 min apart with jitter; the interval is
 configurable so tests stay fast); anything else (other status, timeout, refused connection) is final and
 the event is lost. Every outcome is recorded on the delivery.

@@ -1,7 +1,7 @@
 """The real WhatsApp engine (neonize 0.5.2 / whatsmeow) behind the ``WhatsAppTransport`` port.
 
-This module owns every neonize quirk so nothing above it has to know them (see
-docs/neonize.md; "trap N" below is item N of its §0): one ``NewAClient`` per number for the life of the process, a quoted
+This module owns every neonize quirk so nothing above it has to know them (see docs/neonize.md;
+"trap N" below is item N of its §0): one ``NewAClient`` per number for the life of the process, a quoted
 0600 store path, handlers registered before ``connect`` and wrapped so failures are logged, Go
 callbacks hopped onto the running (qasync) loop, store calls only while logged in, verbatim text
 (no accidental mentions), a big default executor, ``stop()`` awaited (never a task cancel) and our
