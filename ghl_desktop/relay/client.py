@@ -37,6 +37,7 @@ from typing import Any
 
 import aiohttp
 
+from ghl_desktop.core.backoff import backoff_ceiling
 from ghl_desktop.core.errors import MalformedWebhook, OAuthError, WebhookBacklogFull
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.relay.server import CLOSE_REVOKED, OAUTH_AUTHORIZATIONS_PATH, OAUTH_CALLBACK_PATH, STREAM_PATH
@@ -165,9 +166,9 @@ class RelayClient:
         self._set_state(RelayLinkState.STOPPED)
 
     def backoff(self, attempt: int) -> float:
-        """Capped exponential backoff with jitter (50–100 % of the step) so desktops do not stampede."""
-        step: float = min(self.backoff_max, self.backoff_initial * 2.0 ** min(attempt, 30))
-        return step * (0.5 + self._rng() / 2)
+        """The product's capped exponential step (core.backoff) with jitter over 50–100 % of it, so
+        desktops do not stampede and a flapping relay is never redialled in a tight loop."""
+        return backoff_ceiling(attempt, self.backoff_initial, self.backoff_max) * (0.5 + self._rng() / 2)
 
     async def run(self) -> None:
         attempt = 0
