@@ -12,7 +12,6 @@ import asyncio
 import time
 from collections.abc import Callable
 
-import phonenumbers
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
@@ -28,6 +27,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ghl_desktop.core.convert import InvalidPhone
+from ghl_desktop.core.convert import normalize_phone as core_normalize_phone
 from ghl_desktop.core.models import Location, SessionState, WhatsAppSession
 from ghl_desktop.services.cockpit import NO_RUNTIME, Cockpit
 from ghl_desktop.services.events import SessionPairCode, SessionQr
@@ -45,17 +46,15 @@ QR_EXPIRED_DETAIL = "QR code expired"
 
 
 def normalize_phone(text: str) -> str:
-    """E.164 (+CCNUMBER) or ValueError with a sentence saying what is wrong."""
+    """E.164 (+CCNUMBER) through the product's one normaliser, or ValueError with a sentence saying
+    what is wrong."""
     raw = text.strip()
     if not raw:
         raise ValueError("Enter the phone number of the WhatsApp account, with its country code (+1 555…).")
     try:
-        number = phonenumbers.parse(raw if raw.startswith("+") else "+" + raw.lstrip("0"), None)
-    except phonenumbers.NumberParseException as exc:
-        raise ValueError(f"“{raw}” is not a phone number: {exc}") from exc
-    if not phonenumbers.is_possible_number(number):
-        raise ValueError(f"“{raw}” is not a possible phone number (include the country code).")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return core_normalize_phone(raw if raw.startswith(("+", "00")) else "+" + raw.lstrip("0"))
+    except InvalidPhone as exc:
+        raise ValueError(f"“{raw}” is not a possible phone number (include the country code): {exc}.") from exc
 
 
 class LinkPanel(QWidget):
