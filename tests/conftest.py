@@ -60,6 +60,32 @@ class MemoryKeyring(KeyringBackend):
 ENGINE_MODULES = ("tests/core/test_wa_normalize.py", "tests/adapters/whatsapp/test_neonize_")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """In the engine process (``-m engine``), import neonize once before anything else, with its
+    import-time leak silenced: neonize/utils/platform.py runs ``os.popen("uname -a").read()`` and never
+    closes the pipe (an unclosed file, a still-running subprocess: ResourceWarnings, errors under the
+    suite's ``filterwarnings = error``). Nothing of ours is silenced; the Qt process never loads Go."""
+    if config.option.markexpr != "engine":
+        return
+    import gc
+    import subprocess
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        import neonize.client  # noqa: F401
+
+        # the dropped Popen parks itself in subprocess._active with its pipe; reap it here, not at the
+        # next test's Popen
+        for proc in list(getattr(subprocess, "_active", None) or []):
+            proc.wait(10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        proc = None  # the last reference goes inside the block
+        subprocess._cleanup()  # type: ignore[attr-defined]
+        gc.collect()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         path = item.nodeid.split("::", 1)[0]
