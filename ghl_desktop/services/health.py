@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any, Protocol
 
+from ghl_desktop.core import jobs
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.models import Location, LocationState, SessionState, WhatsAppSession, utcnow
 from ghl_desktop.core.storage_health import StorageProblem, StorageRecovered
@@ -201,8 +202,8 @@ class NoticeRequested:
 EVENT_COALESCE_SECONDS = 0.5
 
 #: the job kinds that carry one message each (services.bridge's INBOUND / OUTBOUND)
-INBOUND_KIND = "wa.inbound"
-OUTBOUND_KIND = "ghl.outbound_message"
+INBOUND_KIND = jobs.INBOUND
+OUTBOUND_KIND = jobs.OUTBOUND
 
 #: states a number leaves and comes back from by itself: notified only after the grace period
 _TRANSIENT = frozenset({SessionState.RECONNECTING, SessionState.PHONE_OFFLINE, SessionState.CONNECTING})
@@ -554,10 +555,10 @@ class HealthMonitor:
     def _counts(self) -> tuple[dict[str, int], dict[str, int], int]:
         if self._jobs is None:
             return {}, {}, 0
-        inbound = self._jobs.count_by_payload(INBOUND_KIND, ("session_id",))
-        outbound = self._jobs.count_by_payload(OUTBOUND_KIND, ("event", "locationId"))
-        failed = sum(self._jobs.count_by_payload(INBOUND_KIND, ("session_id",), ("dead",)).values())
-        failed += sum(self._jobs.count_by_payload(OUTBOUND_KIND, ("event", "locationId"), ("dead",)).values())
+        inbound = self._jobs.count_by_payload(INBOUND_KIND, jobs.INBOUND_SESSION_PATH)
+        outbound = self._jobs.count_by_payload(OUTBOUND_KIND, jobs.OUTBOUND_LOCATION_PATH)
+        failed = sum(self._jobs.count_by_payload(INBOUND_KIND, jobs.INBOUND_SESSION_PATH, ("dead",)).values())
+        failed += sum(self._jobs.count_by_payload(OUTBOUND_KIND, jobs.OUTBOUND_LOCATION_PATH, ("dead",)).values())
         return inbound, outbound, failed
 
     def _since(self, key: str, now: datetime) -> datetime:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ghl_desktop.core.events import EventBus
+from ghl_desktop.core.jobs import ProviderPayload
 from ghl_desktop.core.message_log import (
     DeadLetter,
     FilterChoice,
@@ -211,8 +212,7 @@ class MessageLogService:
         payload = self.query.job_payload(base) or _outbound_payload(message.location_id, message.ghl_message_id,
                                                                     message.chat_jid, message.body,
                                                                     message.media_ref)
-        event = payload.get("event") if isinstance(payload.get("event"), dict) else payload
-        contact = event.get("contactId") if isinstance(event, dict) else None
+        contact = ProviderPayload.from_json(payload).contact_id
         attempt = self.query.retry_count(base) + 1
         job = NewJob(
             kind=OUTBOUND,

@@ -18,6 +18,7 @@ from typing import Any
 
 from ghl_desktop.core.errors import WebhookBacklogFull
 from ghl_desktop.core.events import EventBus
+from ghl_desktop.core.jobs import ProviderPayload
 from ghl_desktop.core.models import NewJob, utcnow
 from ghl_desktop.core.ports import JobQueue
 from ghl_desktop.core.storage_health import StorageMonitor
@@ -111,12 +112,10 @@ class WebhookIntake:
             job_id, created = self._queue.enqueue(
                 NewJob(
                     kind=event.kind,
-                    payload={
-                        "event": event.event,
+                    payload=ProviderPayload(event.event, via, {
                         "received_at": event.received_at.isoformat(),
                         "signature": str(event.scheme),
-                        "via": via,
-                    },
+                    }).to_json(),
                     dedupe_key=event.dedupe_key,
                     ordering_key=event.ordering_key,
                 )

@@ -28,6 +28,7 @@ from ghl_desktop.adapters.storage.jobs import insert_job
 from ghl_desktop.adapters.storage.orm import ContactLinkRow, JobRow, LocationRow, MessageRow, SessionRow
 from ghl_desktop.adapters.storage.repositories import _message
 from ghl_desktop.adapters.storage.tx import Transactions
+from ghl_desktop.core import jobs
 from ghl_desktop.core.message_log import (
     ROW_TEXT_CHARS,
     DeadLetter,
@@ -50,9 +51,9 @@ _C = aliased(ContactLinkRow, name="c")
 _STATUS_ORDER = {s.value: s.rank for s in MessageStatus}
 
 #: job kinds (the services' names, repeated here so storage does not import services)
-KIND_INBOUND = "wa.inbound"
-KIND_OUTBOUND = "ghl.outbound_message"
-KIND_STATUS = "ghl.status"
+KIND_INBOUND = jobs.INBOUND
+KIND_OUTBOUND = jobs.OUTBOUND
+KIND_STATUS = jobs.STATUS
 
 
 def _contact_of_message() -> ColumnElement[bool]:
@@ -381,21 +382,23 @@ def _carries(job: JobRow, message: Message) -> bool:
 
 
 def _event(payload: dict[str, Any]) -> dict[str, Any]:
-    event = payload.get("event")
-    return dict(event) if isinstance(event, dict) else payload
+    return jobs.ProviderPayload.from_json(payload).event
 
 
 def _message_id_of_job(s: Session, kind: str, payload: dict[str, Any]) -> int | None:
     """The message a job carries (by its unique keys), or None."""
-    if kind == KIND_INBOUND and isinstance(payload.get("message"), dict) and payload.get("session_id"):
-        wa_id = payload["message"].get("id")
-        if wa_id:
-            return s.scalar(select(M.id).where(M.session_id == str(payload["session_id"]),
-                                               M.wa_message_id == str(wa_id)))
+    try:
+        if kind == KIND_INBOUND:
+            inbound = jobs.InboundPayload.from_json(payload)
+            wa_id = inbound.message.get("id")
+            return s.scalar(select(M.id).where(M.session_id == inbound.session_id,
+                                               M.wa_message_id == str(wa_id))) if wa_id else None
+        if kind == KIND_STATUS:
+            status = jobs.StatusPayload.from_json(payload)
+            return s.scalar(select(M.id).where(M.location_id == status.location_id,
+                                               M.ghl_message_id == status.message_id))
+    except jobs.PayloadError:
         return None
-    if kind == KIND_STATUS and payload.get("location_id") and payload.get("message_id"):
-        return s.scalar(select(M.id).where(M.location_id == str(payload["location_id"]),
-                                           M.ghl_message_id == str(payload["message_id"])))
     event = _event(payload)
     if event.get("messageId") and event.get("locationId"):
         return s.scalar(select(M.id).where(M.location_id == str(event["locationId"]),

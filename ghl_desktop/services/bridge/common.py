@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ghl_desktop.core import jobs
 from ghl_desktop.core.convert import (
     NoteOptions,
     ghl_status,
@@ -45,10 +46,11 @@ from ghl_desktop.core.whatsapp import (
 
 log = logging.getLogger("ghl.bridge")
 
-INBOUND = "wa.inbound"
-OUTBOUND = "ghl.outbound_message"
-STATUS = "ghl.status"
-APP_EVENT = "ghl.app_event"
+# the job kinds (their payloads are typed in core.jobs)
+INBOUND = jobs.INBOUND
+OUTBOUND = jobs.OUTBOUND
+STATUS = jobs.STATUS
+APP_EVENT = jobs.APP_EVENT
 
 MEDIA_KINDS = {
     MessageKind.IMAGE, MessageKind.VIDEO, MessageKind.AUDIO, MessageKind.VOICE,
@@ -169,8 +171,7 @@ class BridgeWork:
             return
         self._repos.jobs.enqueue(NewJob(
             kind=STATUS,
-            payload={"location_id": row.location_id, "message_id": row.ghl_message_id, "status": word,
-                     "error": error},
+            payload=jobs.StatusPayload(row.location_id, row.ghl_message_id, word, error).to_json(),
             dedupe_key=f"status:{row.location_id}:{row.ghl_message_id}:{word}",
             ordering_key=f"status:{row.location_id}:{row.ghl_message_id}",
         ))

@@ -23,6 +23,7 @@ from ghl_desktop.core.errors import (
     UnsupportedMedia,
     WhatsAppError,
 )
+from ghl_desktop.core.jobs import InboundPayload
 from ghl_desktop.core.models import (
     ContactLink,
     Direction,
@@ -67,7 +68,7 @@ class InboundWork(BridgeWork):
         )
         job = NewJob(
             kind=INBOUND,
-            payload={"session_id": session.id, "message": incoming_to_payload(msg)},
+            payload=InboundPayload(session.id, incoming_to_payload(msg)).to_json(),
             dedupe_key=f"wa:{session.id}:{msg.id}",
             ordering_key=f"chat:{session.location_id}:{msg.chat}",
         )
@@ -77,8 +78,9 @@ class InboundWork(BridgeWork):
             self._on_enqueued()
 
     async def _handle_inbound(self, job: Job) -> None:
-        session_id = str(job.payload["session_id"])
-        msg = incoming_from_payload(dict(job.payload["message"]))
+        payload = InboundPayload.from_json(job.payload)
+        session_id = payload.session_id
+        msg = incoming_from_payload(payload.message)
         messages = self._repos.messages
         row = messages.by_wa_id(session_id, msg.id)
         if row is None or row.id is None:

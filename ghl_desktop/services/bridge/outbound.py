@@ -15,6 +15,7 @@ from ghl_desktop.core.errors import (
     UnsupportedMedia,
     WhatsAppError,
 )
+from ghl_desktop.core.jobs import ProviderPayload
 from ghl_desktop.core.models import (
     ContactLink,
     Direction,
@@ -42,8 +43,7 @@ from ghl_desktop.services.jobs import RetryLater
 
 class OutboundWork(BridgeWork):
     async def _handle_outbound(self, job: Job) -> None:
-        event = dict(job.payload.get("event", job.payload)) if isinstance(job.payload.get("event"), dict) \
-            else dict(job.payload)
+        event = ProviderPayload.from_json(job.payload).event
         message_type = str(event.get("type", "SMS"))
         if message_type not in self._options.message_types:
             log.info("ignoring provider webhook of type %s", message_type)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from ghl_desktop.core.jobs import ProviderPayload, StatusPayload
 from ghl_desktop.core.models import (
     Direction,
     Job,
@@ -44,13 +45,11 @@ class StatusWork(BridgeWork):
                 self._enqueue_status(updated, new_status, None)
 
     async def _handle_status(self, job: Job) -> None:
-        p = job.payload
-        await self._ghl.update_status(str(p["location_id"]), str(p["message_id"]), str(p["status"]),
-                                      p.get("error") if isinstance(p.get("error"), str) else None)
+        p = StatusPayload.from_json(job.payload)
+        await self._ghl.update_status(p.location_id, p.message_id, p.status, p.error)
 
     async def _handle_app_event(self, job: Job) -> None:
-        event = dict(job.payload.get("event", job.payload)) if isinstance(job.payload.get("event"), dict) \
-            else dict(job.payload)
+        event = ProviderPayload.from_json(job.payload).event
         kind = str(event.get("type", ""))
         location_id = event.get("locationId")
         if kind == "UNINSTALL" and location_id and self._repos.locations.get(str(location_id)):
