@@ -60,6 +60,8 @@ def private_session_bus(folder: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()  # an unclosed pipe is a ResourceWarning (an error in the suite)
 
 
 @contextlib.contextmanager
