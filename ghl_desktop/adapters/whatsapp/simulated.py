@@ -406,6 +406,9 @@ class SimulatedTransport:
         finally:
             self._forget_identity()
             await self._close_connection()
+            if self._http is not None:  # a logged-out transport is not used again: release its session
+                await self._http.close()
+                self._http = None
 
     async def pair_phone(self, phone: str) -> str:
         return str(await self._call("pair_phone", phone=phone))
