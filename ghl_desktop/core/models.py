@@ -110,6 +110,8 @@ class MessageKind(StrEnum):
     REACTION = "reaction"
     EDIT = "edit"
     REVOKE = "revoke"
+    POLL = "poll"  # poll creation: IncomingMessage.poll_name / poll_options
+    POLL_VOTE = "poll_vote"  # a vote: target_id = the poll's message id, poll_selected = option names
     UNSUPPORTED = "unsupported"
 
 

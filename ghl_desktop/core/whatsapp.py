@@ -120,6 +120,66 @@ class IncomingMessage:
     contact_name: str | None = None
     from_me: bool = False
     is_group: bool = False
+    #: group subject when known (``chat`` is the group JID; ``sender``/``sender_phone``/``push_name``
+    #: name the member who wrote)
+    group_name: str | None = None
+    #: POLL: the question and its option names; POLL_VOTE: the option names selected (decrypted by the
+    #: engine; an empty tuple means the vote was withdrawn) and ``target_id`` = the poll's message id
+    poll_name: str | None = None
+    poll_options: tuple[str, ...] = ()
+    poll_selected: tuple[str, ...] = ()
+    #: view-once media (the media is carried once; WhatsApp will not show it again)
+    view_once: bool = False
+    #: sent in a chat with disappearing messages on; ``expiration`` = seconds the message lives (0/None
+    #: when unknown)
+    ephemeral: bool = False
+    expiration: int | None = None
+    #: True when this message came from a history sync (not live); see :class:`HistorySync`
+    from_history: bool = False
+
+
+class CallOutcome(StrEnum):
+    OFFERED = "offered"  # ringing now (CallOffer); a later event for the same call_id settles it
+    MISSED = "missed"  # ended without being answered (CallTerminate, reason timeout / caller hung up)
+    REJECTED = "rejected"  # declined (by the phone, or by us through ``reject_call``)
+    ANSWERED = "answered"  # taken on a linked device
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """A WhatsApp voice/video call to the linked number. Several events per ``call_id`` (offered, then
+    missed/rejected/answered); consumers carry one line per call (dedupe on ``call_id``)."""
+
+    call_id: str
+    caller: str  # caller JID as WhatsApp gave it (may be ...@lid)
+    caller_phone: str | None  # E.164 when known
+    video: bool
+    outcome: CallOutcome
+    timestamp: datetime
+    is_group: bool = False
+    push_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryChat:
+    chat: str  # chat JID
+    phone: str | None  # E.164 of the other side (person chats), when known
+    name: str | None
+    #: messages oldest first, each an IncomingMessage with ``from_history=True``, original timestamp
+    #: and ``from_me`` for what the linked phone sent
+    messages: tuple[IncomingMessage, ...]
+    is_group: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HistorySync:
+    """One history-sync batch offered after linking. Batches arrive in ``chunk_order``; ``progress``
+    is 0..100 when WhatsApp says it (None otherwise). Messages may overlap live ones: dedupe on id."""
+
+    chats: tuple[HistoryChat, ...]
+    sync_type: str = ""  # e.g. "INITIAL_BOOTSTRAP", "RECENT", "FULL", "ON_DEMAND"
+    chunk_order: int = 0
+    progress: int | None = None
 
 
 class ReceiptKind(StrEnum):
@@ -152,6 +212,8 @@ TransportEvent = (
     | KeepAliveRestored
     | IncomingMessage
     | Receipt
+    | CallEvent
+    | HistorySync
 )
 
 #: Called on the event loop for every event. For IncomingMessage the handler must be idempotent per
@@ -221,3 +283,6 @@ class WhatsAppTransport(Protocol):
         ...
 
     async def download(self, media: MediaInfo) -> bytes: ...
+    async def reject_call(self, caller: str, call_id: str) -> None:
+        """Decline a ringing call (``CallEvent.caller`` / ``call_id``)."""
+        ...

@@ -460,6 +460,9 @@ class SimulatedTransport:
         result = await self._call("is_on_whatsapp", phone=phone)
         return str(result) if result else None
 
+    async def reject_call(self, caller: str, call_id: str) -> None:
+        await self._call("reject_call", caller=_to_jid(caller), call_id=call_id)
+
     async def download(self, media: MediaInfo) -> bytes:
         if not media.handle:
             raise WhatsAppError("this media has no download handle")

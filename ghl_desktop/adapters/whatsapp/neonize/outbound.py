@@ -238,6 +238,13 @@ class Outbound:
             raise NotOnWhatsApp(f"{phone} has no WhatsApp account")
         return jid
 
+    async def reject_call(self, caller: str, call_id: str) -> None:
+        client = self._require_logged_in("reject call")
+        try:
+            await client.reject_call(to_jid(caller), call_id)
+        except Exception as exc:
+            raise map_error(exc, "reject call") from exc
+
     async def download(self, media: MediaInfo) -> bytes:
         from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
 
