@@ -27,6 +27,8 @@ Rules the rest of the product relies on:
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,10 +36,14 @@ from typing import Any
 from ghl_desktop.core.convert import e164_from_digits, phone_from_jid
 from ghl_desktop.core.models import MessageKind
 from ghl_desktop.core.whatsapp import (
+    CallEvent,
+    CallOutcome,
     ClientOutdated,
     Connected,
     ConnectFailed,
     Disconnected,
+    HistoryChat,
+    HistorySync,
     IncomingMessage,
     KeepAliveLost,
     KeepAliveRestored,
@@ -242,11 +248,57 @@ def _content_fields(msg: Any) -> list[str]:
     return [descriptor.name for descriptor, _value in list_fields()]
 
 
-def normalize_message(ev: Any, *, resolve_lid: LidResolver | None = None) -> IncomingMessage | None:
+_POLL_CREATION_FIELDS = (
+    "pollCreationMessage",
+    "pollCreationMessageV2",
+    "pollCreationMessageV3",
+    "pollCreationMessageV4",
+    "pollCreationMessageV5",
+    "pollCreationMessageV6",
+)
+
+
+def _wrapped_by(msg: Any, names: tuple[str, ...]) -> bool:
+    """True when ``msg`` (or a wrapper inside it) uses one of the wrapper fields ``names``."""
+    for _ in range(4):
+        if msg is None:
+            return False
+        for name in names:
+            if _has(msg, name):
+                return True
+        for name in _WRAPPERS:
+            if _has(msg, name):
+                msg = getattr(getattr(msg, name), "message", None)
+                break
+        else:
+            return False
+    return False
+
+
+def poll_option_hash(name: str) -> bytes:
+    """WhatsApp identifies a voted option by SHA-256 of its name (whatsmeow's HashPollOptions)."""
+    return hashlib.sha256(name.encode("utf-8")).digest()
+
+
+#: the option hashes a PollUpdateMessage's encrypted vote holds (the engine decrypts: neonize
+#: ``client.decrypt_poll_vote(message_ev)`` → ``PollVoteMessage.selectedOptions``)
+PollVoteDecrypter = Callable[[Any], "list[bytes] | None"]
+#: the option names of a poll the transport saw earlier, by the poll's message id
+PollOptionsLookup = Callable[[str], "list[str] | None"]
+
+
+def normalize_message(
+    ev: Any,
+    *,
+    resolve_lid: LidResolver | None = None,
+    decrypt_poll_vote: PollVoteDecrypter | None = None,
+    poll_options: PollOptionsLookup | None = None,
+) -> IncomingMessage | None:
     """A neonize ``MessageEv`` as an :class:`IncomingMessage`; None for engine plumbing."""
     info = ev.Info
     source = info.MessageSource
-    msg = _unwrap(ev.Message)
+    raw = ev.Message
+    msg = _unwrap(raw)
 
     is_group = bool(getattr(source, "IsGroup", False))
     from_me = bool(getattr(source, "IsFromMe", False))
@@ -291,6 +343,45 @@ def normalize_message(ev: Any, *, resolve_lid: LidResolver | None = None) -> Inc
     }
     ctx = _context_of(msg)
     quoted = _str(ctx, "stanzaID")
+
+    # view-once / disappearing: whatsmeow unwraps the wrapper and sets IsViewOnce*/IsEphemeral on the
+    # event; history sync keeps the wrapper. The disappearing timer is contextInfo.expiration (seconds).
+    view_once = bool(
+        getattr(ev, "IsViewOnce", False)
+        or getattr(ev, "IsViewOnceV2", False)
+        or getattr(ev, "IsViewOnceV2Extension", False)
+        or _wrapped_by(raw, ("viewOnceMessage", "viewOnceMessageV2", "viewOnceMessageV2Extension"))
+    )
+    for name, _kind in _MEDIA_FIELDS:
+        if _has(msg, name) and bool(getattr(getattr(msg, name), "viewOnce", False)):
+            view_once = True
+    expiration = _int(ctx, "expiration") or None
+    ephemeral = bool(getattr(ev, "IsEphemeral", False) or _wrapped_by(raw, ("ephemeralMessage",)) or expiration)
+    if view_once:
+        base["view_once"] = True
+    if ephemeral:
+        base["ephemeral"] = True
+        base["expiration"] = expiration
+
+    for name in _POLL_CREATION_FIELDS:
+        if _has(msg, name):
+            poll = getattr(msg, name)
+            options = tuple(o for o in (_str(opt, "optionName") for opt in getattr(poll, "options", [])) if o)
+            return IncomingMessage(
+                **base, kind=MessageKind.POLL, poll_name=_str(poll, "name") or "", poll_options=options,
+                text=_str(poll, "name"), quoted_id=_str(getattr(poll, "contextInfo", None), "stanzaID"),
+            )
+    if _has(msg, "pollUpdateMessage"):
+        update = msg.pollUpdateMessage
+        target = _str(getattr(update, "pollCreationMessageKey", None), "ID")
+        hashes = decrypt_poll_vote(ev) if decrypt_poll_vote is not None else None
+        if hashes is None:
+            # not decryptable here (no engine, or the poll's secret is unknown): say so, do not guess
+            return IncomingMessage(**base, kind=MessageKind.UNSUPPORTED, target_id=target)
+        known = (poll_options(target) if (poll_options is not None and target) else None) or []
+        by_hash = {poll_option_hash(o): o for o in known}
+        selected = tuple(by_hash.get(bytes(h), bytes(h).hex()) for h in hashes)
+        return IncomingMessage(**base, kind=MessageKind.POLL_VOTE, target_id=target, poll_selected=selected)
 
     # protocol messages: edits and revokes; the rest is plumbing
     if _has(msg, "protocolMessage"):
@@ -462,3 +553,176 @@ def normalize_connection_event(ev: Any, *, now: datetime | None = None) -> Trans
 def qr_lifetime(index: int) -> float:
     """Seconds the ``index``-th QR code of one login attempt stays valid (0-based)."""
     return FIRST_QR_SECONDS if index == 0 else NEXT_QR_SECONDS
+
+
+# --- history sync ---------------------------------------------------------------------------------
+
+
+class _Jid:
+    """A JID given as ``user@server`` text (history sync keys are strings), shaped like neonize's JID."""
+
+    __slots__ = ("Server", "User")
+
+    def __init__(self, text: str | None) -> None:
+        user, _, server = (text or "").partition("@")
+        self.User = user.split(":", 1)[0]
+        self.Server = server
+
+
+class _Source:
+    def __init__(self, chat: str, sender: str, from_me: bool, is_group: bool) -> None:
+        self.Chat = _Jid(chat)
+        self.Sender = _Jid(sender)
+        self.SenderAlt = _Jid(None)
+        self.RecipientAlt = _Jid(None)
+        self.IsFromMe = from_me
+        self.IsGroup = is_group
+
+
+class _Info:
+    def __init__(self, web: Any, chat: str, own_jid: str | None) -> None:
+        key = web.key
+        from_me = bool(getattr(key, "fromMe", False))
+        is_group = chat.endswith("@g.us")
+        participant = _str(key, "participant") or _str(web, "participant")
+        if from_me:
+            sender = own_jid or chat
+        else:
+            sender = participant if (is_group and participant) else chat
+        self.MessageSource = _Source(chat, sender, from_me, is_group)
+        self.ID = _str(key, "ID") or ""
+        self.Pushname = _str(web, "pushName") or ""
+        self.Timestamp = int(getattr(web, "messageTimestamp", 0) or 0) * 1000
+
+
+class _HistoryEv:
+    def __init__(self, web: Any, chat: str, own_jid: str | None) -> None:
+        self.Info = _Info(web, chat, own_jid)
+        self.Message = web.message
+
+
+def normalize_history_sync(
+    ev: Any, *, own_jid: str | None = None, resolve_lid: LidResolver | None = None
+) -> HistorySync:
+    """A neonize ``HistorySync`` event (``ev.Data`` is WhatsApp's HistorySync proto) as a
+    :class:`HistorySync` batch: person and group chats with their messages oldest first, original
+    timestamps (``messageTimestamp`` is in seconds), ``from_me`` from the message key."""
+    data = getattr(ev, "Data", ev)
+    chats: list[HistoryChat] = []
+    for conv in getattr(data, "conversations", []):
+        chat = _str(conv, "ID") or _str(conv, "newJID")
+        if not chat or chat.endswith("@broadcast") or chat.endswith("@newsletter"):
+            continue
+        messages: list[IncomingMessage] = []
+        for item in getattr(conv, "messages", []):
+            web = getattr(item, "message", None)
+            if web is None or not _has(web, "message") or not _str(getattr(web, "key", None), "ID"):
+                continue
+            try:
+                normalized = normalize_message(_HistoryEv(web, chat, own_jid), resolve_lid=resolve_lid)
+            except Exception:  # one odd message must not drop the batch
+                continue
+            if normalized is None or normalized.kind in (MessageKind.UNSUPPORTED,):
+                continue
+            messages.append(dataclasses.replace(normalized, from_history=True))
+        if not messages:
+            continue
+        messages.sort(key=lambda m: m.timestamp)
+        is_group = chat.endswith("@g.us")
+        chat_key = messages[0].chat
+        chats.append(
+            HistoryChat(
+                chat=chat_key,
+                phone=None if is_group else phone_from_jid(chat_key),
+                name=_str(conv, "name") or _str(conv, "displayName"),
+                messages=tuple(messages),
+                is_group=is_group,
+            )
+        )
+    sync_type = getattr(data, "syncType", 0)
+    type_name = ""
+    try:
+        type_name = data.DESCRIPTOR.fields_by_name["syncType"].enum_type.values_by_number[int(sync_type)].name
+    except Exception:
+        type_name = str(sync_type)
+    progress = getattr(data, "progress", None)
+    return HistorySync(
+        chats=tuple(chats),
+        sync_type=type_name,
+        chunk_order=int(getattr(data, "chunkOrder", 0) or 0),
+        progress=int(progress) if isinstance(progress, int) and _has_scalar(data, "progress") else None,
+    )
+
+
+def _has_scalar(obj: Any, name: str) -> bool:
+    has_field = getattr(obj, "HasField", None)
+    if has_field is None:
+        return getattr(obj, name, None) is not None
+    try:
+        return bool(has_field(name))
+    except ValueError:
+        return bool(getattr(obj, name, None))
+
+
+# --- calls ----------------------------------------------------------------------------------------
+
+
+def _call_is_video(ev: Any) -> bool:
+    """CallOffer's ``data`` node is the ``<offer>`` stanza: a ``<video>`` child marks a video call;
+    CallOfferNotice says it in ``media``."""
+    media = _str(ev, "media")
+    if media is not None:
+        return media == "video"
+    data = getattr(ev, "data", None)
+    for node in getattr(data, "Nodes", []) if data is not None else []:
+        if getattr(node, "Tag", "") == "video":
+            return True
+    return False
+
+
+def _call_time(value: int) -> datetime:
+    """BasicCallMeta.timestamp: seconds or milliseconds since the epoch (a value above 1e11 can
+    only be milliseconds — 1e11 s is the year 5138)."""
+    return ms_to_datetime(value) if value > 100_000_000_000 else s_to_datetime(value)
+
+
+def normalize_call(ev: Any, *, resolve_lid: LidResolver | None = None) -> CallEvent | None:
+    """neonize ``CallOffer`` / ``CallOfferNotice`` → OFFERED, ``CallAccept`` → ANSWERED,
+    ``CallTerminate`` → MISSED, or REJECTED when its reason says so; None for other call plumbing."""
+    name = ev.DESCRIPTOR.name if hasattr(ev, "DESCRIPTOR") else type(ev).__name__
+    meta = getattr(ev, "basicCallMeta", None)
+    if meta is None:
+        return None
+    if name in ("CallOffer", "CallOfferNotice"):
+        outcome = CallOutcome.OFFERED
+    elif name == "CallAccept":
+        outcome = CallOutcome.ANSWERED
+    elif name == "CallTerminate":
+        reason = (_str(ev, "reason") or "").lower()
+        if "reject" in reason or "decline" in reason or "busy" in reason:
+            outcome = CallOutcome.REJECTED
+        elif "accept" in reason:
+            outcome = CallOutcome.ANSWERED
+        else:
+            outcome = CallOutcome.MISSED
+    else:
+        return None
+    caller = jid_to_str(getattr(meta, "callCreator", None)) or jid_to_str(getattr(meta, "from", None)) or ""
+    alt = jid_to_str(getattr(meta, "callCreatorAlt", None))
+    phone: str | None = None
+    if is_lid(caller):
+        phone = phone_from_jid(alt)
+        if phone is None and resolve_lid is not None:
+            phone = _as_phone(resolve_lid(caller))
+    else:
+        phone = phone_from_jid(caller)
+    from_jid = jid_to_str(getattr(meta, "from", None)) or ""
+    return CallEvent(
+        call_id=_str(meta, "callID") or "",
+        caller=caller,
+        caller_phone=phone,
+        video=_call_is_video(ev),
+        outcome=outcome,
+        timestamp=_call_time(int(getattr(meta, "timestamp", 0) or 0)),
+        is_group=from_jid.endswith("@g.us"),
+    )

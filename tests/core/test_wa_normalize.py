@@ -154,8 +154,8 @@ def test_engine_plumbing_is_dropped_but_unknown_content_is_flagged() -> None:
     assert wn.normalize_message(fx.message_event(skdm)) is None
     history_notice = E.Message(protocolMessage=E.ProtocolMessage(type=E.ProtocolMessage.HISTORY_SYNC_NOTIFICATION))
     assert wn.normalize_message(fx.message_event(history_notice)) is None
-    poll = E.Message(pollCreationMessage=E.PollCreationMessage(name="Lunch?"))
-    assert norm(poll).kind is MessageKind.UNSUPPORTED
+    unknown = E.Message(pollResultSnapshotMessage=E.PollResultSnapshotMessage(name="Lunch?"))
+    assert norm(unknown).kind is MessageKind.UNSUPPORTED
 
 
 def test_wrapped_content_is_unwrapped() -> None:
@@ -202,3 +202,72 @@ def test_connection_events() -> None:
 
 def test_qr_lifetimes_follow_whatsapps_schedule() -> None:
     assert [wn.qr_lifetime(i) for i in range(3)] == [60.0, 20.0, 20.0]
+
+
+# --- issue 15 -------------------------------------------------------------------------------------
+
+
+def test_poll_creation_carries_question_and_options() -> None:
+    m = norm(fx.poll_creation())
+    assert m.kind is MessageKind.POLL
+    assert (m.poll_name, m.poll_options) == ("When can you come?", tuple(fx.POLL_OPTIONS))
+
+
+def test_poll_vote_names_the_options_through_the_engine_decrypter() -> None:
+    ev = fx.message_event(fx.poll_update("POLL1"))
+    hashes = [wn.poll_option_hash("Friday 3pm")]
+    m = wn.normalize_message(
+        ev, decrypt_poll_vote=lambda e: hashes, poll_options=lambda pid: fx.POLL_OPTIONS if pid == "POLL1" else None
+    )
+    assert m is not None and m.kind is MessageKind.POLL_VOTE
+    assert (m.target_id, m.poll_selected) == ("POLL1", ("Friday 3pm",))
+    # without the engine the vote is flagged, never guessed
+    undecrypted = wn.normalize_message(ev)
+    assert undecrypted is not None and undecrypted.kind is MessageKind.UNSUPPORTED
+
+
+def test_view_once_and_ephemeral_flags() -> None:
+    once = norm(fx.view_once_image())
+    assert (once.kind, once.text, once.view_once, once.ephemeral) == (MessageKind.IMAGE, "once", True, False)
+    gone = norm(fx.ephemeral_text(expiration=86400))
+    assert (gone.text, gone.ephemeral, gone.expiration, gone.view_once) == ("vanishing", True, 86400, False)
+    plain = norm(fx.text())
+    assert (plain.view_once, plain.ephemeral, plain.expiration) == (False, False, None)
+    # whatsmeow unwraps live messages itself and flags the event instead
+    ev = fx.message_event(fx.image("live once"))
+    ev.IsViewOnceV2 = True
+    ev.IsEphemeral = True
+    live = wn.normalize_message(ev)
+    assert live is not None and live.view_once and live.ephemeral
+
+
+def test_call_offer_and_terminate() -> None:
+    from ghl_desktop.core.whatsapp import CallOutcome
+
+    offer = wn.normalize_call(fx.call_offer("C1", video=True))
+    assert offer is not None
+    assert (offer.call_id, offer.caller, offer.caller_phone, offer.video, offer.outcome) == (
+        "C1", ALICE, "+" + fx.PHONE, True, CallOutcome.OFFERED
+    )
+    assert offer.timestamp == datetime.fromtimestamp(1_700_000_200, tz=UTC)
+    voice = wn.normalize_call(fx.call_offer("C2"))
+    assert voice is not None and voice.video is False
+    missed = wn.normalize_call(fx.call_terminate("C1", "timeout"))
+    assert missed is not None and missed.outcome is CallOutcome.MISSED
+    rejected = wn.normalize_call(fx.call_terminate("C1", "reject"))
+    assert rejected is not None and rejected.outcome is CallOutcome.REJECTED
+
+
+def test_history_sync_batch_oldest_first_with_original_dates() -> None:
+    ev = fx.history_sync(
+        {ALICE: [("H2", True, 1_690_000_100, "our answer"), ("H1", False, 1_690_000_000, "first question")]}
+    )
+    batch = wn.normalize_history_sync(ev, own_jid=f"{fx.OTHER_PHONE}@s.whatsapp.net")
+    assert (batch.sync_type, batch.chunk_order, batch.progress) == ("INITIAL_BOOTSTRAP", 1, 40)
+    (chat,) = batch.chats
+    assert (chat.chat, chat.phone, chat.name, chat.is_group) == (ALICE, "+" + fx.PHONE, "Alice", False)
+    first, second = chat.messages
+    assert (first.id, first.text, first.from_me, first.from_history) == ("H1", "first question", False, True)
+    assert first.timestamp == datetime.fromtimestamp(1_690_000_000, tz=UTC)
+    assert first.push_name == "Alice" and first.sender == ALICE
+    assert (second.id, second.from_me, second.sender) == ("H2", True, f"{fx.OTHER_PHONE}@s.whatsapp.net")

@@ -186,3 +186,72 @@ def dispatch(client: Any, ev: ProtoMessage) -> None:
     buf = ctypes.create_string_buffer(data, len(data))
     code = EVENT_TO_INT[type(ev)]
     client.event.execute(0, ctypes.addressof(buf), len(data), code)
+
+
+# --- issue 15: polls, view-once, ephemeral, calls, history sync ------------------------------------
+
+POLL_OPTIONS = ["Friday 3pm", "Monday 10am"]
+
+
+def poll_creation(name: str = "When can you come?", options: list[str] | None = None) -> E.Message:
+    poll = E.PollCreationMessage(name=name, selectableOptionsCount=1, encKey=b"k" * 32)
+    for option in options or POLL_OPTIONS:
+        poll.options.add(optionName=option)
+    return E.Message(pollCreationMessage=poll)
+
+
+def poll_update(target: str) -> E.Message:
+    """A vote as it arrives: the selection is encrypted (only the engine can read it)."""
+    return E.Message(
+        pollUpdateMessage=E.PollUpdateMessage(
+            pollCreationMessageKey=key(target, from_me=True),
+            vote=E.PollEncValue(encPayload=b"\x01" * 16, encIV=b"\x02" * 12),
+            senderTimestampMS=TS_MS,
+        )
+    )
+
+
+def view_once_image(caption: str = "once") -> E.Message:
+    inner = image(caption)
+    inner.imageMessage.viewOnce = True
+    return E.Message(viewOnceMessageV2=E.FutureProofMessage(message=inner))
+
+
+def ephemeral_text(body: str = "vanishing", expiration: int = 604800) -> E.Message:
+    inner = E.Message(
+        extendedTextMessage=E.ExtendedTextMessage(text=body, contextInfo=E.ContextInfo(expiration=expiration))
+    )
+    return E.Message(ephemeralMessage=E.FutureProofMessage(message=inner))
+
+
+def call_meta(call_id: str = "CALL1", ts_s: int = 1_700_000_200, caller: N.JID | None = None) -> N.BasicCallMeta:
+    who = caller or jid(PHONE)
+    return N.BasicCallMeta(**{"from": who, "timestamp": ts_s, "callCreator": who, "callID": call_id})
+
+
+def call_offer(call_id: str = "CALL1", *, video: bool = False) -> N.CallOffer:
+    data = N.Node(Tag="offer", Nodes=[N.Node(Tag="video" if video else "audio")])
+    return fill_required(N.CallOffer(basicCallMeta=call_meta(call_id), data=data))  # type: ignore[return-value]
+
+
+def call_terminate(call_id: str = "CALL1", reason: str = "timeout") -> N.CallTerminate:
+    ev = N.CallTerminate(basicCallMeta=call_meta(call_id), reason=reason, data=N.Node(Tag="terminate"))
+    return fill_required(ev)  # type: ignore[return-value]
+
+
+def history_sync(chats: dict[str, list[tuple[str, bool, int, str]]], *, progress: int = 40) -> N.HistorySync:
+    """``{chat_jid: [(msg_id, from_me, ts_seconds, text), ...]}`` as WhatsApp's HistorySync proto
+    (conversations → HistorySyncMsg → WebMessageInfo) inside neonize's ``HistorySync`` event."""
+    from neonize.proto.waHistorySync import WAWebProtobufsHistorySync_pb2 as H
+
+    data = H.HistorySync(syncType=H.HistorySync.INITIAL_BOOTSTRAP, chunkOrder=1, progress=progress)
+    for chat, messages in chats.items():
+        conv = data.conversations.add(ID=chat, name="Alice")
+        for order, (msg_id, from_me, ts, body) in enumerate(messages):
+            item = conv.messages.add(msgOrderID=order)
+            item.message.key.CopyFrom(MessageKey(remoteJID=chat, fromMe=from_me, ID=msg_id))
+            item.message.message.CopyFrom(text(body))
+            item.message.messageTimestamp = ts
+            if not from_me:
+                item.message.pushName = "Alice"
+    return fill_required(N.HistorySync(Data=data))  # type: ignore[return-value]
