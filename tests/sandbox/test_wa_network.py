@@ -55,7 +55,7 @@ async def test_control_api_refuses_bad_input_with_clear_errors(tmp_path: Path) -
         base = f"/_sandbox/phones/{ALICE}/send"
         await network.post("/_sandbox/phones/+19990001111/send", {"to": LINKED, "text": "x"}, expect=404)
         assert "needs text" in (await network.post(base, {"to": LINKED}, expect=400))["error"]
-        assert "unknown kind" in (await network.post(base, {"to": LINKED, "kind": "poll"}, expect=400))["error"]
+        assert "unknown kind" in (await network.post(base, {"to": LINKED, "kind": "hologram"}, expect=400))["error"]
         assert "base64" in (await network.post(base, {"to": LINKED, "media": {"data": "***"}}, expect=400))["error"]
         assert "target_id" in (await network.post(base, {"to": LINKED, "kind": "reaction"}, expect=400))["error"]
         await network.post(base, {"to": LINKED, "location": {"latitude": "north"}}, expect=400)

@@ -22,7 +22,9 @@ from ghl_desktop.sandbox.whatsapp.model import (
     _conflict,
     _Conn,
     _not_found,
+    new_message_id,
     normalize_phone,
+    phone_to_jid,
 )
 from ghl_desktop.sandbox.whatsapp.network import NETWORK_KEY, WhatsAppNetwork
 
@@ -115,6 +117,88 @@ async def _phone_send(request: web.Request) -> web.Response:
                         "media": {**media, "url": f"/_sandbox/whatsapp/media/{media['handle']}"} if media else None})
     await net.enqueue(number, "message", message)
     return web.json_response({"id": message["id"]}, status=201)
+
+
+CALL_OUTCOMES = ("missed", "rejected", "answered")
+
+
+async def _phone_call(request: web.Request) -> web.Response:
+    """A call from a simulated phone to a linked number: the device gets call_offer then
+    call_terminate with the outcome (see docs/sandbox-whatsapp-protocol.md)."""
+    net = _net(request)
+    caller = _sim_phone(net, request.match_info["phone"])
+    body = await _json(request)
+    number = _linked(net, body.get("to"))
+    video = body.get("video", False)
+    if not isinstance(video, bool):
+        raise BadRequest("video must be true or false")
+    outcome = body.get("outcome", "missed")
+    if outcome not in CALL_OUTCOMES:
+        raise BadRequest(f"outcome must be one of {', '.join(CALL_OUTCOMES)}")
+    call_id = "CALL" + secrets.token_hex(8).upper()
+    now = time.time()
+    net.calls[call_id] = {"from": caller.phone, "to": number.phone, "outcome": outcome,
+                          "video": video, "rejected_by_app": False}
+    caller.sent.append({"id": call_id, "to": number.phone, "kind": "call", "text": None,
+                        "status": outcome, "timestamp": now, "media": None, "video": video})
+    offer = {"call_id": call_id, "from": caller.address,
+             "from_alt": caller.jid if caller.lid and caller.share_phone else None,
+             "push_name": caller.name, "video": video, "timestamp": now}
+    await net.enqueue(number, "call_offer", offer)
+    await net.enqueue(number, "call_terminate", {"call_id": call_id, "from": caller.address,
+                                                 "reason": outcome, "timestamp": now})
+    return web.json_response({"id": call_id}, status=201)
+
+
+def _iso_epoch(value: object, what: str) -> float:
+    from datetime import datetime
+
+    if not isinstance(value, str):
+        raise BadRequest(f"{what} must be an ISO-8601 string")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise BadRequest(f"{what}: not ISO-8601 ({value!r})") from exc
+    if parsed.tzinfo is None:
+        raise BadRequest(f"{what} needs a time zone (e.g. 2026-01-31T09:00:00Z)")
+    return parsed.timestamp()
+
+
+async def _seed_history(request: web.Request) -> web.Response:
+    """What history sync offers the next time this number is linked (kept in the persisted state,
+    consumed once). Body {chats: [{with: E164, messages: [{from_me, text, timestamp ISO-8601}]}]}."""
+    net = _net(request)
+    phone = _phone_arg(request.match_info["phone"], "linked number")
+    body = await _json(request)
+    chats_in = body.get("chats")
+    if not isinstance(chats_in, list) or not chats_in:
+        raise BadRequest("chats must be a non-empty list of {with, messages}")
+    chats: list[dict[str, Any]] = []
+    total = 0
+    for i, chat in enumerate(chats_in):
+        if not isinstance(chat, dict):
+            raise BadRequest(f"chats[{i}] must be an object {{with, messages}}")
+        other = _phone_arg(chat.get("with"), f"chats[{i}].with")
+        messages_in = chat.get("messages")
+        if not isinstance(messages_in, list):
+            raise BadRequest(f"chats[{i}].messages must be a list")
+        messages = []
+        for j, m in enumerate(messages_in):
+            where = f"chats[{i}].messages[{j}]"
+            if not isinstance(m, dict):
+                raise BadRequest(f"{where} must be an object {{from_me, text, timestamp}}")
+            if not isinstance(m.get("from_me"), bool):
+                raise BadRequest(f"{where}.from_me must be true or false")
+            if not isinstance(m.get("text"), str) or not m["text"]:
+                raise BadRequest(f"{where}.text must be a non-empty string")
+            messages.append({"id": new_message_id(), "from_me": m["from_me"], "text": m["text"],
+                             "timestamp": _iso_epoch(m.get("timestamp"), f"{where}.timestamp")})
+        messages.sort(key=lambda m: m["timestamp"])
+        total += len(messages)
+        chats.append({"chat": phone_to_jid(other), "messages": messages})
+    net.history[phone] = chats
+    net.save()
+    return web.json_response({"phone": phone, "chats": len(chats), "messages": total}, status=201)
 
 
 async def _phone_read(request: web.Request) -> web.Response:
@@ -297,12 +381,14 @@ def setup_whatsapp_network(
                                                       emoji?, location?, contact?, group?, id?} → {id}
       POST /_sandbox/phones/{phone}/read             {ids, kind?: read|played}
       POST /_sandbox/phones/{phone}/online           {online}
+      POST /_sandbox/phones/{phone}/call             {to, video?, outcome: missed|rejected|answered} -> {id}
       GET  /_sandbox/phones/{phone}/inbox            what the app sent this phone
       GET  /_sandbox/phones/{phone}/sent             what this phone sent (status sent/delivered/read,
                                                       media {mimetype, file_name, size, url} or null)
       POST /_sandbox/whatsapp/scan                   {qr | session, phone}
       POST /_sandbox/whatsapp/pair-code              {phone, code}
       POST /_sandbox/whatsapp/{phone}/send-from-phone {to, ...same body as a phone's send}
+      POST /_sandbox/whatsapp/{phone}/history        {chats: [{with, messages: [{from_me, text, timestamp}]}]}
       POST /_sandbox/whatsapp/{phone}/drop           {kind, ban_seconds?, refuse_connects?}
       GET  /_sandbox/whatsapp/state
       GET  /_sandbox/whatsapp/media/{handle}
@@ -315,6 +401,7 @@ def setup_whatsapp_network(
     r.add_get("/_sandbox/phones", _list_phones)
     r.add_post("/_sandbox/phones/{phone}/send", _phone_send)
     r.add_post("/_sandbox/phones/{phone}/read", _phone_read)
+    r.add_post("/_sandbox/phones/{phone}/call", _phone_call)
     r.add_post("/_sandbox/phones/{phone}/online", _phone_online)
     r.add_get("/_sandbox/phones/{phone}/inbox", _phone_inbox)
     r.add_get("/_sandbox/phones/{phone}/sent", _phone_sent)
@@ -325,6 +412,7 @@ def setup_whatsapp_network(
     r.add_get("/_sandbox/whatsapp/media/{handle}", _media)
     r.add_post("/_sandbox/whatsapp/{phone}/send-from-phone", _send_from_phone)
     r.add_post("/_sandbox/whatsapp/{phone}/drop", _drop)
+    r.add_post("/_sandbox/whatsapp/{phone}/history", _seed_history)
     app.on_shutdown.append(net.shutdown)
 
 

@@ -30,6 +30,9 @@ MEDIA_DIR = "whatsapp-media"
 
 MEDIA_KINDS = ("image", "video", "audio", "voice", "document", "sticker")
 ALL_KINDS = (*MEDIA_KINDS, "text", "reaction", "edit", "revoke", "location", "contact")
+PHONE_KINDS = (*ALL_KINDS, "poll", "poll_vote")  # what a simulated phone can send
+VIEW_ONCE_KINDS = ("image", "video", "voice", "audio")
+EPHEMERAL_DEFAULT_SECONDS = 604800
 DEFAULT_MIME = {
     "image": "image/jpeg",
     "video": "video/mp4",
@@ -139,6 +142,7 @@ class LinkedNumber:
     outdated: bool = False
     refuse_connects: int = 0
     connect_attempts: int = 0
+    max_concurrent_sessions: int = 0  # most connections of this number open at one moment
     #: events waiting for the client's ack, oldest first: {qid, type, data}
     queue: list[dict[str, Any]] = field(default_factory=list)
     presence: dict[str, str] = field(default_factory=dict)

@@ -13,9 +13,11 @@ import aiohttp
 from aiohttp import web
 
 from ghl_desktop.sandbox.whatsapp.model import (
-    ALL_KINDS,
     DEFAULT_MIME,
+    EPHEMERAL_DEFAULT_SECONDS,
     MEDIA_KINDS,
+    PHONE_KINDS,
+    VIEW_ONCE_KINDS,
     BadRequest,
     LinkedNumber,
     SimPhone,
@@ -36,6 +38,16 @@ class WhatsAppNetwork(ClientProtocol):
         (``sender`` None, ``chat_phone`` = the customer it was typed to)."""
         kind = body.get("kind")
         media_in = body.get("media")
+        view_once = kind == "view_once"
+        if view_once:
+            if not isinstance(media_in, dict):
+                raise BadRequest("a view_once message needs media {data (base64) or url, mimetype?}")
+            kind = media_in.get("kind") or _kind_for_mime(str(media_in.get("mimetype") or ""))
+            if kind not in VIEW_ONCE_KINDS:
+                raise BadRequest(f"view_once media must be one of {', '.join(VIEW_ONCE_KINDS)}")
+        ephemeral = body.get("ephemeral", False)
+        if not isinstance(ephemeral, bool):
+            raise BadRequest("ephemeral must be true or false")
         if kind is None:
             if isinstance(media_in, dict):
                 kind = media_in.get("kind") or _kind_for_mime(str(media_in.get("mimetype") or ""))
@@ -45,8 +57,8 @@ class WhatsAppNetwork(ClientProtocol):
                 kind = "contact"
             else:
                 kind = "text"
-        if kind not in ALL_KINDS:
-            raise BadRequest(f"unknown kind {kind!r}; one of {', '.join(ALL_KINDS)}")
+        if kind not in PHONE_KINDS:
+            raise BadRequest(f"unknown kind {kind!r}; one of {', '.join((*PHONE_KINDS, 'view_once'))}")
         text = body.get("text")
         if text is not None and not isinstance(text, str):
             raise BadRequest("text must be a string")
@@ -60,6 +72,14 @@ class WhatsAppNetwork(ClientProtocol):
             "from_me": sender is None,
             "is_group": bool(group),
         }
+        if view_once:
+            message["view_once"] = True
+        if ephemeral:
+            seconds = body.get("ephemeral_seconds", EPHEMERAL_DEFAULT_SECONDS)
+            if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds <= 0:
+                raise BadRequest("ephemeral_seconds must be a positive integer")
+            message["ephemeral"] = True
+            message["ephemeral_seconds"] = seconds
         if sender is not None:
             message["sender"] = sender.address
             message["sender_alt"] = sender.jid if sender.lid and sender.share_phone else None
@@ -109,6 +129,26 @@ class WhatsAppNetwork(ClientProtocol):
                 message["text"] = None
             elif kind == "edit" and not text:
                 raise BadRequest("an edit needs the new text")
+        elif kind == "poll":
+            poll = body.get("poll")
+            if not isinstance(poll, dict) or not isinstance(poll.get("name"), str) or not poll["name"]:
+                raise BadRequest("a poll needs poll {name, options: [2..12 strings]}")
+            options = poll.get("options")
+            if (not isinstance(options, list) or not 2 <= len(options) <= 12
+                    or not all(isinstance(o, str) and o for o in options) or len(set(options)) != len(options)):
+                raise BadRequest("poll.options must be 2 to 12 distinct non-empty strings")
+            message["poll"] = {"name": poll["name"], "options": list(options), "selectable_count": 1}
+            message["text"] = poll["name"]
+        elif kind == "poll_vote":
+            target = body.get("target_id")
+            if not isinstance(target, str) or not target:
+                raise BadRequest("a poll_vote needs target_id (the poll's message id)")
+            options = body.get("options")
+            if not isinstance(options, list) or not all(isinstance(o, str) and o for o in options):
+                raise BadRequest("a poll_vote needs options: a list of option names (empty withdraws)")
+            message["target_id"] = target
+            message["options"] = list(options)
+            message["text"] = None
         elif kind == "location":
             loc = body.get("location")
             if not isinstance(loc, dict):

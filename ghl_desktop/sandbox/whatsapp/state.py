@@ -40,6 +40,8 @@ class NetworkState:
         self._qr_index: dict[str, _Conn] = {}
         self._pair_codes: dict[str, tuple[str, _Conn]] = {}  # phone -> (code, waiting connection)
         self._media: dict[str, bytes] = {}
+        self.history: dict[str, list[dict[str, Any]]] = {}  # linked phone -> chats offered at next link
+        self.calls: dict[str, dict[str, Any]] = {}  # call id -> {from, to, outcome, rejected_by_app}
         self._qid = 0
         self.http: aiohttp.ClientSession | None = None
         if state_dir is not None:
@@ -67,6 +69,7 @@ class NetworkState:
             number = LinkedNumber(**item)
             self.linked[number.phone] = number
         self.groups = {k: list(v) for k, v in data.get("groups", {}).items()}
+        self.history = {k: list(v) for k, v in data.get("history", {}).items()}
 
     def save(self) -> None:
         """Write the whole state atomically (temp file, fsync, rename): a crash keeps old or new."""
@@ -78,6 +81,7 @@ class NetworkState:
             "phones": [asdict(p) for p in self.phones.values()],
             "linked": [asdict(n) for n in self.linked.values()],
             "groups": self.groups,
+            "history": self.history,
         }
         _atomic_write(self._state_path(), json.dumps(data, ensure_ascii=False).encode("utf-8"))
 
@@ -123,6 +127,8 @@ class NetworkState:
                     "session": n.session,
                     "pending": len(n.queue),
                     "connect_attempts": n.connect_attempts,
+                    "max_concurrent_sessions": n.max_concurrent_sessions,
+                    "history_pending": n.phone in self.history,
                     "banned_until": n.banned_until,
                     "presence": dict(n.presence),
                 }

@@ -103,11 +103,13 @@ class ClientProtocol(NetworkState):
         if number.outdated:
             await conn.close({"op": "client_outdated"})
             return
+        conn.phone = number.phone
+        open_now = sum(1 for c in self._conns if c.phone == number.phone)
+        number.max_concurrent_sessions = max(number.max_concurrent_sessions, open_now)
         old = self._live.get(number.phone)
         if old is not None and old is not conn:
             old.phone = None
             await old.close({"op": "stream_replaced"})
-        conn.phone = number.phone
         number.session = conn.session or number.session
         self._live[number.phone] = conn
         self.save()
@@ -184,7 +186,40 @@ class ClientProtocol(NetworkState):
         self.save()
         await conn.send({"op": "paired", "jid": number.jid, "phone": phone, "device": number.device})
         await self._attach(conn, number, number.device)
+        await self._offer_history(number)
         return number
+
+    HISTORY_CHUNK_MESSAGES = 20
+
+    async def _offer_history(self, number: LinkedNumber) -> None:
+        """History sync after a link: the seeded chats (consumed once) as ``history_sync`` events of at
+        most HISTORY_CHUNK_MESSAGES messages each, with chunk/total_chunks/progress."""
+        chats = self.history.pop(number.phone, None)
+        if not chats:
+            return
+        chunks: list[list[dict[str, Any]]] = []
+        current: list[dict[str, Any]] = []
+        size = 0
+        for chat in chats:
+            messages = list(chat["messages"])
+            while messages:
+                room = self.HISTORY_CHUNK_MESSAGES - size
+                part, messages = messages[:room], messages[room:]
+                current.append({"chat": chat["chat"], "messages": part})
+                size += len(part)
+                if size >= self.HISTORY_CHUNK_MESSAGES:
+                    chunks.append(current)
+                    current, size = [], 0
+            if not chat["messages"]:
+                current.append({"chat": chat["chat"], "messages": []})
+        if current:
+            chunks.append(current)
+        total = len(chunks)
+        for i, conversations in enumerate(chunks):
+            await self.enqueue(number, "history_sync", {
+                "chunk": i, "total_chunks": total, "progress": round(100 * (i + 1) / total),
+                "conversations": conversations})
+        self.save()
 
     # --- client calls ------------------------------------------------------------------------------
 
@@ -250,6 +285,19 @@ class ClientProtocol(NetworkState):
                 changed += self._mark_phone_sent(message_id, kind)
             self.save()
             return {"updated": changed}
+        if method == "reject_call":
+            call = self.calls.get(str(args.get("call_id") or ""))
+            if call is None or call["to"] != number.phone:
+                raise _CallError("not_found", f"unknown call {args.get('call_id')!r}")
+            call["rejected_by_app"] = True
+            call["outcome"] = "rejected"
+            caller = self.phones.get(call["from"])
+            if caller is not None:
+                for entry in caller.sent:
+                    if entry["id"] == args.get("call_id"):
+                        entry["status"] = "rejected"
+            self.save()
+            return None
         if method == "presence":
             number.presence[str(args.get("chat"))] = str(args.get("state"))
             return None
