@@ -76,6 +76,8 @@ def _refresh(sandbox: Sandbox, form: dict[str, str]) -> dict[str, Any]:
             return dict(old.successor)
         raise invalid_grant("Refresh token has already been used")
     state.count("oauth_refreshes")
+    where = old.location_id or "company"  # a company (agency) token has no location
+    state.refreshes_by_location[where] = state.refreshes_by_location.get(where, 0) + 1
     response = sandbox.token_response(old.auth_class, old.location_id, old.scopes,
                                       approved=[loc for loc in state.locations if state.locations[loc].installed],
                                       approve_all=False)

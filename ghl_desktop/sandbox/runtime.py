@@ -576,6 +576,7 @@ class Sandbox:
         st.deliveries.clear()
         st.validation_failures.clear()
         st.stats.clear()
+        st.refreshes_by_location.clear()
         st.clock_offset = 0.0
         st.faults = Faults()
         for loc in st.locations.values():

@@ -244,6 +244,7 @@ class SandboxState:
     clock_offset: float = 0.0
     validation_failures: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
+    refreshes_by_location: dict[str, int] = field(default_factory=dict)  # stats.oauth_refreshes_by_location
     state_dir: Path | None = None
 
     # ----- time ---------------------------------------------------------------------------------
@@ -300,6 +301,7 @@ class SandboxState:
             "clock_offset": self.clock_offset,
             "validation_failures": self.validation_failures,
             "stats": self.stats,
+            "refreshes_by_location": self.refreshes_by_location,
         }
 
     @classmethod
@@ -324,6 +326,7 @@ class SandboxState:
         state.clock_offset = float(data.get("clock_offset", 0.0))
         state.validation_failures = list(data.get("validation_failures", []))
         state.stats = dict(data.get("stats", {}))
+        state.refreshes_by_location = dict(data.get("refreshes_by_location", {}))
         return state
 
     @classmethod
@@ -413,6 +416,6 @@ class SandboxState:
             "faults": dataclasses.asdict(self.faults),
             "validation_failures": len(self.validation_failures),
             "validation_failure_details": list(self.validation_failures),
-            "stats": dict(self.stats),
+            "stats": {**self.stats, "oauth_refreshes_by_location": dict(self.refreshes_by_location)},
             "now": self.now(),
         }

@@ -157,6 +157,8 @@ async def test_expire_control_then_refresh_rotates_with_grace_then_invalid_grant
         third = await refresh(client, sandbox, pair["refresh_token"])
         assert third.status_code == 200
         assert sandbox.state.stats["oauth_refreshes"] == 2
+        by_location = (await client.get("/_sandbox/state")).json()["stats"]["oauth_refreshes_by_location"]
+        assert by_location == {loc: 2}
 
 
 @pytest.mark.asyncio
