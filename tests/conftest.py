@@ -19,7 +19,7 @@ from PySide6.QtWidgets import QApplication
 
 from ghl_desktop.ui.qloop import QEventLoop  # qasync's loop, fixed (see the module)
 
-pytest_plugins = ["tests.fixtures.storage", "tests.fixtures.sandbox"]
+pytest_plugins = ["tests.fixtures.storage", "tests.fixtures.sandbox", "tests.fixtures.loop_watch"]
 
 
 def _qasync_loop() -> asyncio.AbstractEventLoop:

@@ -1,0 +1,77 @@
+"""The blocked-loop fixture (tests/fixtures/loop_watch.py): a test whose loop is blocked longer than
+20 ms fails with the blocking code's stack; a test that only awaits passes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from ghl_desktop.core.loop_watch import LoopWatch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.asyncio
+async def test_the_fixture_watches_the_app_loop(loop_watch: LoopWatch) -> None:
+    # the suite's loop is the app's (qasync on Qt); the fixture's watch sees a blocking call on it
+    await asyncio.sleep(0.05)
+    time.sleep(0.05)  # noqa: ASYNC251  # deliberately blocking the loop thread
+    await asyncio.sleep(0.05)
+    caught = loop_watch.clear()  # taken back, so this test itself passes
+    assert len(caught) == 1 and caught[0].stack[-1].name == "test_the_fixture_watches_the_app_loop"
+    await asyncio.sleep(0.1)
+    assert loop_watch.blocks == []
+
+
+CHILD = '''
+import asyncio, time
+import pytest
+
+@pytest.mark.asyncio
+@pytest.mark.loop_watch
+async def test_sleeps_on_the_loop():
+    await asyncio.sleep(0.03)
+    time.sleep(0.05)
+    await asyncio.sleep(0.03)
+
+@pytest.mark.asyncio
+@pytest.mark.loop_watch
+async def test_awaits():
+    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)
+
+@pytest.mark.asyncio
+@pytest.mark.loop_watch(allow=[("in test_allowed", "this test's own, on purpose")])
+async def test_allowed():
+    await asyncio.sleep(0.03)
+    time.sleep(0.05)
+    await asyncio.sleep(0.03)
+'''
+
+
+def test_a_blocked_loop_fails_the_test_and_an_awaiting_one_does_not(tmp_path: Path) -> None:
+    (tmp_path / "test_child.py").write_text(textwrap.dedent(CHILD))
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("GHL_DESKTOP_LOOP_WATCH", None)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.fixtures.loop_watch",
+         "-c", str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path), "-rA", str(tmp_path / "test_child.py")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert "FAILED test_child.py::test_sleeps_on_the_loop" in out, out
+    assert "PASSED test_child.py::test_awaits" in out, out
+    assert "PASSED test_child.py::test_allowed" in out, out
+    assert "the event loop was blocked longer than 20 ms 1 time(s)" in out, out
+    assert "test_child.py:9 in test_sleeps_on_the_loop" in out and "time.sleep(0.05)" in out, out
+    assert "tolerated stalls" in out and "in test_allowed (this test's own, on purpose)" in out, out
