@@ -160,7 +160,7 @@ class BridgeRuntime:
         runner_options = self.options.runner
         if runner_options.max_wait_seconds is None:  # the setting, unless the caller chose (tests)
             runner_options = replace(runner_options, max_wait_seconds=settings.max_wait_seconds)
-        self.runner = JobRunner(app.db.jobs, self.bridge.handlers, runner_options, bus=app.bus)
+        self.runner = JobRunner(app.db.aio.jobs, self.bridge.handlers, runner_options, bus=app.bus)
         self.sessions.on_message = self.bridge.on_message
         self.sessions.on_receipt = self.bridge.on_receipt
         self.intake = WebhookIntake(app.db.jobs, backlog_limit=settings.webhook_backlog_limit, bus=app.bus)

@@ -20,7 +20,7 @@ from ghl_desktop.core.backoff import backoff_delay as core_backoff_delay
 from ghl_desktop.core.errors import GhlDesktopError, GhlRateLimited, StorageBusy
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.models import WAITING_PREFIX, Job, utcnow
-from ghl_desktop.core.ports import JobQueue
+from ghl_desktop.core.ports import AsyncJobQueue
 from ghl_desktop.services.events import RunnerProblem
 
 log = logging.getLogger("ghl.jobs")
@@ -93,7 +93,7 @@ def _duration(seconds: float) -> str:
 class JobRunner:
     def __init__(
         self,
-        queue: JobQueue,
+        queue: AsyncJobQueue,
         handlers: dict[str, JobHandler],
         options: RunnerOptions = RunnerOptions(),
         *,
@@ -167,16 +167,16 @@ class JobRunner:
             if self._running:
                 await asyncio.wait(list(self._running), return_when=asyncio.FIRST_COMPLETED)
                 continue
-            if self._queue.count("pending") == 0 and self._queue.count("running") == 0:
+            if await self._queue.count("pending") == 0 and await self._queue.count("running") == 0:
                 return
             await asyncio.sleep(0.02)
         raise TimeoutError("jobs still pending")
 
-    def purge(self) -> int:
+    async def purge(self) -> int:
         """Delete jobs that finished more than ``keep_done_seconds`` ago (0: never)."""
         if self._options.keep_done_seconds <= 0:
             return 0
-        purged = self._queue.purge_done(
+        purged = await self._queue.purge_done(
             finished_before=utcnow() - timedelta(seconds=self._options.keep_done_seconds))
         if purged:
             log.info("purged %d finished jobs", purged)
@@ -188,7 +188,7 @@ class JobRunner:
             try:
                 if asyncio.get_running_loop().time() >= next_purge:
                     next_purge = asyncio.get_running_loop().time() + self._options.purge_interval
-                    self.purge()
+                    await self.purge()
                 await self._tick()
             except Exception as exc:
                 log.exception("job runner tick failed; retrying")
@@ -203,7 +203,7 @@ class JobRunner:
         free = self._options.concurrency - len(self._running)
         if free <= 0 or self._stopping or self._paused:
             return
-        jobs = self._queue.lease(
+        jobs = await self._queue.lease(
             self._owner,
             now=utcnow(),
             lease_seconds=self._options.lease_seconds,
@@ -226,7 +226,7 @@ class JobRunner:
             await asyncio.sleep(interval)
             until = utcnow() + timedelta(seconds=self._options.lease_seconds)
             try:
-                renewed = self._queue.extend_lease(job.id, self._owner, until=until)
+                renewed = await self._queue.extend_lease(job.id, self._owner, until=until)
             except Exception as exc:
                 log.warning("job %s (%s): could not renew the lease (%s); trying again", job.id, job.kind, exc)
                 self._problem("renew", exc, job)
@@ -241,7 +241,7 @@ class JobRunner:
             try:
                 action, write = await self._outcome(job)
             except asyncio.CancelledError:
-                self._release(job)
+                await self._release(job)
                 raise
             await self._record(job, action, write)
         finally:
@@ -249,7 +249,7 @@ class JobRunner:
             self._in_flight.discard(job.id)
             self._wake.set()
 
-    async def _outcome(self, job: Job) -> tuple[str, Callable[[], object]]:
+    async def _outcome(self, job: Job) -> tuple[str, Callable[[], Awaitable[object]]]:
         """Run the handler; return the bookkeeping write its result calls for (not yet done)."""
         opts = self._options
         try:
@@ -296,17 +296,17 @@ class JobRunner:
             return "dead-letter", lambda: self._queue.dead_letter(job.id, self._owner, error=reason)
         return "complete", lambda: self._queue.complete(job.id, self._owner)
 
-    def _release(self, job: Job) -> None:
+    async def _release(self, job: Job) -> None:
         """A job cancelled mid-run (shutdown): due again now, not after its lease expires; not an attempt
         that failed. If the database refuses, the lease expiring does the same, later."""
         try:
-            self._queue.retry_later(job.id, self._owner, error="interrupted by shutdown; runs again",
+            await self._queue.retry_later(job.id, self._owner, error="interrupted by shutdown; runs again",
                                     run_at=utcnow())
         except Exception as exc:
             log.warning("job %s (%s): could not release it at shutdown (%s); its lease will expire",
                         job.id, job.kind, exc)
 
-    async def _record(self, job: Job, action: str, write: Callable[[], object]) -> bool:
+    async def _record(self, job: Job, action: str, write: Callable[[], Awaitable[object]]) -> bool:
         """Run one bookkeeping write (complete / retry / dead-letter), retrying storage contention a
         few times. A write that still fails is logged and published as ``RunnerProblem``, never left
         to "Task exception was never retrieved": the job stays leased to us and runs again when the
@@ -314,7 +314,7 @@ class JobRunner:
         delays = self._options.bookkeeping_retry_delays
         for attempt in range(len(delays) + 1):
             try:
-                write()
+                await write()
                 return True
             except Exception as exc:
                 transient = isinstance(exc, GhlDesktopError) and exc.transient
@@ -342,11 +342,12 @@ class JobRunner:
         age = (utcnow() - job.created_at).total_seconds()
         return age < self._options.transient_retry_seconds
 
-    def _reschedule(self, job: Job, reason: str, delay: float, *, counted: bool = True) -> None:
+    async def _reschedule(self, job: Job, reason: str, delay: float, *, counted: bool = True) -> None:
         """``counted=False``: waiting is not failing (a number reconnecting, a rate limit), so it never
         dead-letters the job."""
         if counted and job.attempts >= self._options.max_attempts:
-            self._queue.dead_letter(job.id, self._owner, error=f"gave up after {job.attempts} attempts — {reason}")
+            await self._queue.dead_letter(job.id, self._owner,
+                                          error=f"gave up after {job.attempts} attempts — {reason}")
             return
         log.info("job %s (%s) retry in %.1fs: %s", job.id, job.kind, delay, reason)
-        self._queue.retry_later(job.id, self._owner, error=reason, run_at=utcnow() + timedelta(seconds=delay))
+        await self._queue.retry_later(job.id, self._owner, error=reason, run_at=utcnow() + timedelta(seconds=delay))

@@ -2,6 +2,9 @@
 
 Implements the port's contract: dedupe on ``dedupe_key``, due-time and per-``ordering_key`` ordering
 on lease, expired leases re-claimable. ``fail_writes`` simulates a database that refuses writes.
+
+Tests inspect it synchronously (``queue.count()``); services get ``queue.aio``, the same queue as
+:class:`ghl_desktop.core.ports.AsyncJobQueue` (its methods run inline: there is no disk to wait for).
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 from ghl_desktop.core.errors import StorageError
 from ghl_desktop.core.models import Job, JobState, NewJob, utcnow
+from ghl_desktop.core.ports import AsyncJobQueue
 
 
 class MemoryJobQueue:
@@ -22,6 +27,14 @@ class MemoryJobQueue:
         self._by_dedupe: dict[str, int] = {}
         self._ids = itertools.count(1)
         self.fail_writes = False
+        self._aio: AsyncJobQueue | None = None
+
+    @property
+    def aio(self) -> AsyncJobQueue:
+        """This queue as the services take it (awaitable methods)."""
+        if self._aio is None:
+            self._aio = cast(AsyncJobQueue, InlineAsync(self))
+        return self._aio
 
     def enqueue(self, job: NewJob) -> tuple[int, bool]:
         if self.fail_writes:
@@ -126,3 +139,20 @@ class MemoryJobQueue:
     def list(self, state: str | None = None, limit: int = 100) -> list[Job]:
         jobs = [j for j in sorted(self._jobs.values(), key=lambda j: j.id) if state is None or j.state == state]
         return jobs[:limit]
+
+
+class InlineAsync:
+    """Awaitable facade over an in-memory fake: ``await facade.m(...)`` calls ``target.m(...)`` inline."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        method = getattr(self.target, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return method(*args, **kwargs)
+
+        return call

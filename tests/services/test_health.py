@@ -281,7 +281,7 @@ async def test_dead_letters_count_as_failed_messages(db: Database, bus: EventBus
         from ghl_desktop.core.errors import GhlDesktopError
         raise GhlDesktopError("HighLevel refused the contact")
 
-    runner = JobRunner(db.jobs, {INBOUND_KIND: fail}, RunnerOptions(max_attempts=1))
+    runner = JobRunner(db.aio.jobs, {INBOUND_KIND: fail}, RunnerOptions(max_attempts=1))
     await runner.run_until_idle()
     snap = make_monitor(db, bus, clock).refresh()
     assert snap.failed_messages == 2
@@ -333,7 +333,7 @@ async def test_a_paused_runner_leases_nothing_until_resumed(db: Database) -> Non
 
     queue_inbound(db, "s1", 0)
     db.jobs.enqueue(NewJob(kind="k", payload={}))
-    runner = JobRunner(db.jobs, {"k": ok}, RunnerOptions(poll_interval=0.01))
+    runner = JobRunner(db.aio.jobs, {"k": ok}, RunnerOptions(poll_interval=0.01))
     runner.pause()
     assert runner.paused
     await runner._tick()

@@ -49,7 +49,7 @@ async def test_success_transient_and_permanent_outcomes(db: Database) -> None:
 
     ids = {n: db.jobs.enqueue(NewJob(kind="k", payload={"name": n}))[0]
            for n in ("ok", "flaky", "bad", "always-down")}
-    runner = JobRunner(db.jobs, {"k": handler}, FAST)
+    runner = JobRunner(db.aio.jobs, {"k": handler}, FAST)
     await runner.run_until_idle(10)
 
     assert db.jobs.get(ids["ok"]).state is JobState.DONE  # type: ignore[union-attr]
@@ -79,7 +79,7 @@ async def test_waiting_never_dead_letters_and_a_bug_is_kept_visible(db: Database
 
     wait_id, _ = db.jobs.enqueue(NewJob(kind="k", payload={"name": "wait"}))
     bug_id, _ = db.jobs.enqueue(NewJob(kind="k", payload={"name": "bug"}))
-    await JobRunner(db.jobs, {"k": handler}, FAST).run_until_idle(10)
+    await JobRunner(db.aio.jobs, {"k": handler}, FAST).run_until_idle(10)
     assert db.jobs.get(wait_id).state is JobState.DONE  # type: ignore[union-attr]
     assert calls["wait"] == 7
     bug = db.jobs.get(bug_id)
@@ -95,7 +95,7 @@ async def test_dead_job_can_be_retried_by_hand(db: Database) -> None:
             raise GhlBadRequest("contact has no phone")
 
     job_id, _ = db.jobs.enqueue(NewJob(kind="k", payload={}))
-    runner = JobRunner(db.jobs, {"k": handler}, FAST)
+    runner = JobRunner(db.aio.jobs, {"k": handler}, FAST)
     await runner.run_until_idle(5)
     assert db.jobs.get(job_id).state is JobState.DEAD  # type: ignore[union-attr]
     fixed["now"] = True
@@ -122,7 +122,7 @@ async def test_per_key_order_with_concurrency_across_keys(db: Database) -> None:
     for n in range(5):
         for chat in ("a", "b", "c"):
             db.jobs.enqueue(NewJob(kind="k", payload={"chat": chat, "n": n}, ordering_key=chat))
-    runner = JobRunner(db.jobs, {"k": handler}, FAST)
+    runner = JobRunner(db.aio.jobs, {"k": handler}, FAST)
     runner.start()
     try:
         for _ in range(500):
@@ -153,7 +153,7 @@ async def test_a_long_job_keeps_its_lease_and_is_not_taken_over(db: Database) ->
     # (0.3 s flaked under load), and the checks below still run twice past the lease
     options = RunnerOptions(concurrency=1, lease_seconds=1.5, poll_interval=0.01, max_attempts=3)
     job_id, _ = db.jobs.enqueue(NewJob(kind="k", payload={}))
-    runner = JobRunner(db.jobs, {"k": slow}, options, owner="first")
+    runner = JobRunner(db.aio.jobs, {"k": slow}, options, owner="first")
     runner.start()
     try:
         await asyncio.wait_for(started.wait(), 5)
@@ -175,15 +175,15 @@ async def test_the_runner_purges_old_finished_jobs_and_keeps_the_rest(db: Databa
         return None
 
     first, _ = db.jobs.enqueue(NewJob(kind="k", payload={}))
-    await JobRunner(db.jobs, {"k": ok}, FAST).run_until_idle(5)
+    await JobRunner(db.aio.jobs, {"k": ok}, FAST).run_until_idle(5)
     assert db.jobs.get(first).state is JobState.DONE  # type: ignore[union-attr]
-    keep_forever = JobRunner(db.jobs, {"k": ok}, RunnerOptions(keep_done_seconds=0))
-    assert keep_forever.purge() == 0 and db.jobs.get(first) is not None
-    keep_a_week = JobRunner(db.jobs, {"k": ok}, RunnerOptions())
-    assert keep_a_week.purge() == 0 and db.jobs.get(first) is not None  # finished moments ago
-    tiny = JobRunner(db.jobs, {"k": ok}, RunnerOptions(keep_done_seconds=1e-6))
+    keep_forever = JobRunner(db.aio.jobs, {"k": ok}, RunnerOptions(keep_done_seconds=0))
+    assert await keep_forever.purge() == 0 and db.jobs.get(first) is not None
+    keep_a_week = JobRunner(db.aio.jobs, {"k": ok}, RunnerOptions())
+    assert await keep_a_week.purge() == 0 and db.jobs.get(first) is not None  # finished moments ago
+    tiny = JobRunner(db.aio.jobs, {"k": ok}, RunnerOptions(keep_done_seconds=1e-6))
     await asyncio.sleep(0.01)
-    assert tiny.purge() == 1 and db.jobs.get(first) is None
+    assert await tiny.purge() == 1 and db.jobs.get(first) is None
 
 
 # --- issue 11 item 5: storage contention is transient; bookkeeping failures are surfaced ------------------
@@ -240,7 +240,7 @@ async def test_a_locked_database_in_a_handler_retries_the_job_instead_of_dead_le
                 locker.execute("ROLLBACK")
 
     job_id, _ = db.jobs.enqueue(NewJob(kind="k", payload={}))
-    await JobRunner(db.jobs, {"k": handler}, replace(FAST, max_attempts=1)).run_until_idle(10)
+    await JobRunner(db.aio.jobs, {"k": handler}, replace(FAST, max_attempts=1)).run_until_idle(10)
     job = db.jobs.get(job_id)
     assert job is not None and job.state is JobState.DONE, job.last_error if job else None
     assert runs["n"] == 2
@@ -265,7 +265,7 @@ async def test_a_bookkeeping_write_that_keeps_failing_is_surfaced_and_the_job_is
             locker.execute("BEGIN IMMEDIATE")  # held while the runner records the completion
 
     job_id, _ = db.jobs.enqueue(NewJob(kind="k", payload={}))
-    runner = JobRunner(db.jobs, {"k": handler}, replace(FAST, lease_seconds=0.5, bookkeeping_retry_delays=(0.01,)),
+    runner = JobRunner(db.aio.jobs, {"k": handler}, replace(FAST, lease_seconds=0.5, bookkeeping_retry_delays=(0.01,)),
                        bus=bus)
     try:
         runner.start()
@@ -304,7 +304,7 @@ async def test_stop_cancels_a_stuck_job_after_the_grace_and_releases_it_for_the_
             await asyncio.Event().wait()  # stuck (HighLevel retries for minutes, say)
 
     job_id, _ = db.jobs.enqueue(NewJob(kind="k", payload={}))
-    runner = JobRunner(db.jobs, {"k": handler}, replace(FAST, lease_seconds=3600))
+    runner = JobRunner(db.aio.jobs, {"k": handler}, replace(FAST, lease_seconds=3600))
     runner.start()
     await asyncio.wait_for(started.wait(), 10)
     await asyncio.wait_for(runner.stop(grace=0.05), 10)  # liveness bound: without a deadline it never returns
@@ -312,7 +312,7 @@ async def test_stop_cancels_a_stuck_job_after_the_grace_and_releases_it_for_the_
     assert job is not None and job.state is JobState.PENDING  # released, not waiting an hour for its lease
     assert "interrupted by shutdown" in (job.last_error or "")
 
-    await JobRunner(db.jobs, {"k": handler}, FAST).run_until_idle(10)  # the next start runs it at once
+    await JobRunner(db.aio.jobs, {"k": handler}, FAST).run_until_idle(10)  # the next start runs it at once
     assert db.jobs.get(job_id).state is JobState.DONE  # type: ignore[union-attr]
     assert runs["n"] == 2
 
@@ -327,7 +327,7 @@ async def test_stop_waits_for_jobs_that_finish_within_the_grace(db: Database) ->
         await release.wait()
 
     job_id, _ = db.jobs.enqueue(NewJob(kind="k", payload={}))
-    runner = JobRunner(db.jobs, {"k": handler}, FAST)
+    runner = JobRunner(db.aio.jobs, {"k": handler}, FAST)
     runner.start()
     await asyncio.wait_for(started.wait(), 10)
     stopping = asyncio.ensure_future(runner.stop(grace=30))

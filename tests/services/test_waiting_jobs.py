@@ -34,7 +34,7 @@ async def test_a_blocked_job_waits_with_its_reason_and_dead_letters_after_the_ma
     job_id, _ = db.jobs.enqueue(NewJob(kind="k", payload={"session_id": "s1"}, ordering_key="chat"))
     behind, _ = db.jobs.enqueue(NewJob(kind="k", payload={"session_id": "s1"}, ordering_key="chat"))
     other, _ = db.jobs.enqueue(NewJob(kind="other", payload={}))
-    runner = JobRunner(db.jobs, {"k": blocked}, FAST)
+    runner = JobRunner(db.aio.jobs, {"k": blocked}, FAST)
     await runner._tick()
     for task in list(runner._running):
         await task
@@ -67,7 +67,7 @@ async def test_zero_waits_forever_and_a_plain_retry_later_is_not_blocked(db: Dat
     plain, _ = db.jobs.enqueue(NewJob(kind="k", payload={"blocked": False}))
     _created(db, blocked, 10 * DEFAULT_MAX_WAIT_SECONDS)
     _created(db, plain, 10 * DEFAULT_MAX_WAIT_SECONDS)
-    runner = JobRunner(db.jobs, {"k": handler}, RunnerOptions(**{**FAST.__dict__, "max_wait_seconds": 0.0}))
+    runner = JobRunner(db.aio.jobs, {"k": handler}, RunnerOptions(**{**FAST.__dict__, "max_wait_seconds": 0.0}))
     await runner._tick()
     for task in list(runner._running):
         await task

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
@@ -13,6 +14,7 @@ from ghl_desktop.adapters.storage import migrate as _migrate
 from ghl_desktop.adapters.storage.engine import create_storage_engine, is_memory_sqlite, parse_url
 from ghl_desktop.adapters.storage.jobs import SqlJobQueue
 from ghl_desktop.adapters.storage.message_log import SqlMessageLog
+from ghl_desktop.adapters.storage.offloop import AsyncStorage, StorageClosed
 from ghl_desktop.adapters.storage.repositories import (
     SqlContactRepository,
     SqlLocationRepository,
@@ -66,6 +68,19 @@ class Database:
         self.jobs = SqlJobQueue(tx)
         self.message_log = SqlMessageLog(tx)
         self._closed = False
+        self._aio: AsyncStorage | None = None
+        self._aio_lock = threading.Lock()
+
+    @property
+    def aio(self) -> AsyncStorage:
+        """The repositories as awaitable facades, run on this database's storage executor (one writer
+        thread for SQLite, a small pool for PostgreSQL). What services use; created on first use."""
+        with self._aio_lock:
+            if self._aio is None:
+                if self._closed:
+                    raise StorageClosed("the database is closed")
+                self._aio = AsyncStorage(self)
+            return self._aio
 
     @property
     def display_url(self) -> str:
@@ -113,9 +128,14 @@ class Database:
         return self._closed
 
     def close(self) -> None:
-        """Returns every pooled connection; idempotent."""
+        """Drains the storage executor (calls already submitted finish, its threads end), then returns
+        every pooled connection; idempotent."""
         if not self._closed:
             self._closed = True
+            with self._aio_lock:
+                aio = self._aio
+            if aio is not None:
+                aio.shutdown(wait=True)
             self.engine.dispose()
 
     def __enter__(self) -> Database:
