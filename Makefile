@@ -39,6 +39,16 @@ run: sysdeps venv
 test: sysdeps venv-test
 	@scripts/run-tests.sh $(VENV)
 
+## Benchmarks: each script prints a table and appends a JSON line to bench/results/<name>.jsonl.
+## `make bench` is sized for under 10 minutes on 2 cores; `make bench QUICK=1` is CI-sized.
+bench: venv-test
+	QT_QPA_PLATFORM=offscreen $(PY) bench/bridge_throughput.py $(if $(QUICK),--quick)
+	@if [ -f bench/queue_lease.py ]; then $(PY) bench/queue_lease.py $(if $(QUICK),--quick); fi
+	$(PY) bench/relay_load.py $(if $(QUICK),--events 300 --baseline-requests 500 --time-budget 20)
+	QT_QPA_PLATFORM=offscreen $(PY) bench/message_log.py $(if $(QUICK),--sizes 1000 20000 --no-record)
+	$(PY) -m bench.second_launch $(if $(QUICK),--rounds 1)
+	QT_QPA_PLATFORM=offscreen $(PY) -m bench.bench_shutdown $(if $(QUICK),--rounds 1 --tasks 10)
+
 lint: venv-test
 	$(VENV)/bin/ruff check ghl_desktop tests bench
 	$(VENV)/bin/lint-imports
