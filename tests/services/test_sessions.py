@@ -484,3 +484,5 @@ async def test_close_stops_every_number_at_once_and_cancels_a_stuck_one(db: Data
         await asyncio.wait_for(h.service.close(within=0.3), 10)  # liveness bound only
         assert stops["started"] == 3 and stops["max"] == 3  # all three were stopping at the same time
         assert stops["active"] == 0  # the stuck one was cancelled, nothing left running
+        # the app leaves a cancelled engine to die with the process; the test releases its HTTP session
+        await SimulatedTransport.stop(stuck[0])
