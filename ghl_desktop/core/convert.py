@@ -239,4 +239,7 @@ def incoming_from_payload(data: dict[str, object]) -> IncomingMessage:
             seconds=media.get("seconds"),
             handle=base64.b64decode(handle) if isinstance(handle, str) else None,
         )
+    for name in ("poll_options", "poll_selected"):  # tuples in the event, lists in JSON
+        if isinstance(values.get(name), list):
+            values[name] = tuple(values[name])  # type: ignore[arg-type]
     return IncomingMessage(**values)  # type: ignore[arg-type]

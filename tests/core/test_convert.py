@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
@@ -119,3 +120,7 @@ def test_incoming_payload_round_trip() -> None:
     assert back == m
     plain = msg(text="hi")
     assert incoming_from_payload(json.loads(json.dumps(incoming_to_payload(plain)))) == plain
+    poll = msg(MessageKind.POLL, text="When?")
+    poll = dataclasses.replace(poll, poll_name="When?", poll_options=("Fri 3pm", "Sat 10am"),
+                               poll_selected=("Fri 3pm",))
+    assert incoming_from_payload(json.loads(json.dumps(incoming_to_payload(poll)))) == poll
