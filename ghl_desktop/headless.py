@@ -20,10 +20,12 @@ from dataclasses import replace
 
 import httpx
 
+from ghl_desktop.adapters.ghl.tls import ssl_context_async
 from ghl_desktop.adapters.secrets import open_secret_store
 from ghl_desktop.app import App, with_stored_client_secret
 from ghl_desktop.config import Settings, load_settings
 from ghl_desktop.core.errors import GhlDesktopError, SecretStoreError
+from ghl_desktop.core.loop_watch import watch_from_env
 from ghl_desktop.core.models import SessionState, WhatsAppSession
 from ghl_desktop.runtime import BridgeRuntime, RuntimeOptions, neonize_transport_factory, runtime_options_from_env
 from ghl_desktop.sandbox_mode import point_sandbox_webhooks, running_sandbox_mode
@@ -66,6 +68,9 @@ async def _main(*, sandbox: bool, sandbox_port: int) -> int:
         print(f"headless: {exc}", file=sys.stderr)
         return 2
     async with contextlib.AsyncExitStack() as stack:
+        watch = watch_from_env()  # GHL_DESKTOP_LOOP_WATCH=<ms>: log every stall of the loop (docs/event-loop.md)
+        if watch is not None:
+            stack.callback(watch.stop)
         sandbox_url: str | None = None
         try:
             # opened first: a client secret saved in the window's Settings lives there
@@ -127,7 +132,7 @@ async def hold_sandbox_webhooks(sandbox_url: str) -> None:
     reply an agent makes then is kept pending in the sandbox's state and delivered on the next start
     (instead of hitting the closed port, which HighLevel treats as a final failure)."""
     try:
-        async with httpx.AsyncClient(timeout=5) as http:
+        async with httpx.AsyncClient(timeout=5, verify=await ssl_context_async()) as http:
             (await http.post(f"{sandbox_url}/_sandbox/config", json={"hold_webhooks": True})).raise_for_status()
     except httpx.HTTPError as exc:
         log.warning("could not ask the sandbox to hold webhooks during shutdown: %s", exc)
@@ -181,7 +186,7 @@ async def _link_new_number(runtime: BridgeRuntime, location_id: str, sandbox_url
 
     unsubscribe = runtime.app.bus.subscribe(SessionQr, on_qr)
     try:
-        async with httpx.AsyncClient(timeout=10) as http:
+        async with httpx.AsyncClient(timeout=10, verify=await ssl_context_async()) as http:
             phone = await http.post(f"{sandbox_url}/_sandbox/phones",
                                     json={"phone": SANDBOX_LINKED_PHONE, "name": "Agency phone"})
             phone.raise_for_status()

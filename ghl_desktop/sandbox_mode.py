@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from ghl_desktop.adapters.ghl.tls import ssl_context_async
 from ghl_desktop.config import Settings
 from ghl_desktop.webhooks.endpoint import APP_PATH, PROVIDER_PATH
 
@@ -131,7 +132,7 @@ async def running_sandbox_mode(
 
 async def point_sandbox_webhooks(sandbox_url: str, webhook_base: str) -> None:
     """The sandbox delivers agents' replies (and INSTALL/UNINSTALL) to this run's direct endpoint."""
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=10, verify=await ssl_context_async()) as http:
         answer = await http.post(f"{sandbox_url}/_sandbox/config", json={
             "webhook_url": webhook_base + PROVIDER_PATH, "app_webhook_url": webhook_base + APP_PATH})
         answer.raise_for_status()

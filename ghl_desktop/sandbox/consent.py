@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from ghl_desktop.adapters.ghl.tls import ssl_context_async
 from ghl_desktop.core.tasks import BackgroundTasks
 
 log = logging.getLogger("ghl.sandbox.consent")
@@ -44,7 +45,7 @@ class ConsentClicker:
         self.error = error
 
     async def _visit(self, url: str) -> None:
-        async with httpx.AsyncClient(follow_redirects=False, timeout=30) as http:
+        async with httpx.AsyncClient(follow_redirects=False, timeout=30, verify=await ssl_context_async()) as http:
             consent = await http.get(url)
             consent.raise_for_status()
             links = [link for link in approve_links(consent.text) if "locationId=" in link]

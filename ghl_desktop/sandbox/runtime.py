@@ -225,7 +225,7 @@ class Sandbox:
         state_dir = Path(config.state_dir) if config.state_dir else None
         self.state = SandboxState.open(state_dir, config.locations)
         self._apply_config()
-        self.validator = SpecValidator()
+        self.validator = SpecValidator.shared()
         self.limiter = RateLimiter()
         self.webhooks = WebhookSender(self)
         self.tasks = BackgroundTasks(log, "sandbox background task")

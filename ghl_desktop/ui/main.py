@@ -111,6 +111,7 @@ async def run_window(
     """Run the window until it has shut down; returns None, or why the app could not start."""
     from ghl_desktop.app import App, with_stored_client_secret
     from ghl_desktop.core.errors import GhlDesktopError
+    from ghl_desktop.core.loop_watch import watch_from_env
     from ghl_desktop.sandbox_mode import point_sandbox_webhooks, running_sandbox_mode
     from ghl_desktop.services.setup_checks import SetupService
     from ghl_desktop.ui.first_run import install_first_run
@@ -122,9 +123,12 @@ async def run_window(
     from ghl_desktop.ui.tray import Tray
 
     open_url = open_url or open_in_browser
-    settings = with_stored_client_secret(settings, secrets)
+    settings = await asyncio.to_thread(with_stored_client_secret, settings, secrets)  # keyring: D-Bus, off the loop
     use_sandbox = sandbox or not settings.has_ghl_credentials
     async with contextlib.AsyncExitStack() as stack:
+        watch = watch_from_env()  # GHL_DESKTOP_LOOP_WATCH=<ms>: log every stall of the loop (docs/event-loop.md)
+        if watch is not None:
+            stack.callback(watch.stop)
         mode: SandboxMode | None = None
         if use_sandbox:
             try:

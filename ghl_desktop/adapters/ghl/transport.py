@@ -29,6 +29,7 @@ from ghl_desktop.core.errors import (
 )
 
 from .rate import RateHeaders
+from .tls import ssl_context
 
 log = logging.getLogger("ghl.api")
 
@@ -95,8 +96,10 @@ def create_http_client(
     """The ONE httpx client of the app: pooled connections, bounded, with timeouts on every phase.
 
     ``base_url`` is the API base (``GHL_API_BASE``); the OAuth token endpoint lives there too. Uploads to
-    signed storage URLs use absolute URLs through the same client."""
+    signed storage URLs use absolute URLs through the same client. TLS uses the process's one context
+    (``tls.ssl_context``): building one per client loads the CA bundle on the event loop."""
     return httpx.AsyncClient(
+        verify=ssl_context(),
         base_url=settings.api_base.rstrip("/"),
         timeout=timeout or httpx.Timeout(connect=10.0, read=60.0, write=120.0, pool=30.0),
         limits=limits or httpx.Limits(max_connections=32, max_keepalive_connections=16, keepalive_expiry=30.0),
