@@ -47,6 +47,9 @@ ENV_MAP: dict[str, str] = {
     "start_at_login": "GHL_DESKTOP_START_AT_LOGIN",
     "api_versions": "GHL_API_VERSIONS",
     "max_wait_seconds": "GHL_DESKTOP_MAX_WAIT_SECONDS",
+    "ignore_groups": "GHL_DESKTOP_IGNORE_GROUPS",
+    "reject_calls": "GHL_DESKTOP_REJECT_CALLS",
+    "reject_call_text": "GHL_DESKTOP_REJECT_CALL_TEXT",
 }
 
 
@@ -86,6 +89,12 @@ class Settings:
     #: ``Version`` header overrides per API path prefix, e.g. ``*=2023-02-21`` or
     #: ``/conversations=2023-02-21,/contacts=2023-02-21`` (adapters/ghl/transport.py VERSION_TABLE)
     api_versions: str = ""
+    #: WhatsApp group chats are not bridged at all (no contact, no messages) when on
+    ignore_groups: bool = False
+    #: a WhatsApp call to a linked number is declined at once and the caller gets ``reject_call_text``
+    #: (the call still shows in HighLevel as a rejected call)
+    reject_calls: bool = False
+    reject_call_text: str = "Sorry, we cannot take calls on WhatsApp. Please write us a message."
 
     @property
     def database_url(self) -> str:

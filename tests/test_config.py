@@ -39,3 +39,14 @@ def test_settings_file_persists_only_non_secrets(data_home: Path, monkeypatch: p
 def test_a_corrupt_settings_file_falls_back_to_defaults(data_home: Path) -> None:
     (data_home / "settings.json").write_text("{not json")
     assert load_settings().webhook_port == 8787
+
+
+def test_group_and_call_settings_from_env(data_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    assert s.ignore_groups is False and s.reject_calls is False and s.reject_call_text
+    monkeypatch.setenv("GHL_DESKTOP_IGNORE_GROUPS", "1")
+    monkeypatch.setenv("GHL_DESKTOP_REJECT_CALLS", "yes")
+    monkeypatch.setenv("GHL_DESKTOP_REJECT_CALL_TEXT", "Please write instead")
+    s = load_settings()
+    assert s.ignore_groups is True and s.reject_calls is True
+    assert s.reject_call_text == "Please write instead"

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import tzinfo
 
 import phonenumbers
 
 from ghl_desktop.core.models import MessageKind, MessageStatus
-from ghl_desktop.core.whatsapp import IncomingMessage
+from ghl_desktop.core.whatsapp import CallEvent, CallOutcome, IncomingMessage
 
 _PHONE_SERVERS = ("s.whatsapp.net", "c.us")
 #: E.164 allows at most 15 digits after the "+" (country code included); the shortest numbers
@@ -141,9 +142,54 @@ def describe_body(msg: IncomingMessage) -> str:
         phones = re.findall(r"TEL[^:]*:([+\d][\d \-()]+)", msg.vcard or "")
         tail = f" ({', '.join(p.strip() for p in phones)})" if phones else ""
         return f"👤 Contact card: {name}{tail}"
+    if k is MessageKind.POLL:
+        name = msg.poll_name or msg.text or "(no question)"
+        lines = [f"📊 Poll: {name}"]
+        lines.extend(f"• {option}" for option in msg.poll_options)
+        return "\n".join(lines)
     if k is MessageKind.UNSUPPORTED:
         return "[a WhatsApp message type this app cannot show — open WhatsApp on the phone to see it]"
     return msg.text or ""
+
+
+def poll_vote_text(msg: IncomingMessage, poll_text: str | None = None) -> str:
+    """A vote as a note: ``voted: Friday 3pm`` (several options joined), or that the vote was withdrawn.
+    ``poll_text``: the poll's own text (its first line names the question), when known."""
+    question = _poll_question(poll_text)
+    on = f" on {quote(question)}" if question else ""
+    if not msg.poll_selected:
+        return f"🗳 Withdrew their vote{on}"
+    return f"🗳 voted: {', '.join(msg.poll_selected)}{on}"
+
+
+def _poll_question(poll_text: str | None) -> str | None:
+    if not poll_text:
+        return None
+    first = poll_text.split("\n", 1)[0]
+    return first.removeprefix("📊 Poll: ") or None
+
+
+def group_sender_label(msg: IncomingMessage) -> str | None:
+    """``Anna (+4917...)`` for the sender of a group message: name and phone, as far as they are known."""
+    phone = msg.sender_phone or phone_from_jid(msg.sender)
+    name = msg.push_name
+    if name and phone:
+        return f"{name} ({phone})"
+    return name or phone or (msg.sender.split("@")[0] if msg.sender else None)
+
+
+def call_text(call: CallEvent, *, tz: tzinfo | None = None) -> str:
+    """One readable line for a call: ``Missed WhatsApp voice call at 14:02`` (local time of ``tz``,
+    the machine's zone when None)."""
+    medium = "video" if call.video else "voice"
+    when = call.timestamp.astimezone(tz).strftime("%H:%M")
+    lead = {
+        CallOutcome.MISSED: "Missed",
+        CallOutcome.REJECTED: "Rejected",
+        CallOutcome.ANSWERED: "Answered",
+        CallOutcome.OFFERED: "Incoming",
+    }[call.outcome]
+    return f"📞 {lead} WhatsApp {medium} call at {when}"
 
 
 def media_note(msg: IncomingMessage, reason: str) -> str:
@@ -180,10 +226,17 @@ def inbound_text(
         if not options.deletes:
             return None
         body = f"🗑 Deleted {quote(target_text)}"
+    elif k is MessageKind.POLL_VOTE:
+        body = poll_vote_text(msg, target_text)
     else:
         body = describe_body(msg)
+        if msg.view_once:
+            label = _kind_label(msg.kind)
+            body = f"👁 View-once {label} (WhatsApp shows it once)" + (f"\n{body}" if body else "")
         if msg.quoted_id and options.replies:
             body = f"↪ Reply to {quote(target_text)}\n{body}"
+    if msg.ephemeral:
+        body = f"{body}\n⏳ Disappearing messages are on in this chat"
     if msg.is_group and sender_name:
         body = f"{sender_name}: {body}"
     return body
