@@ -46,11 +46,13 @@ from ghl_desktop.core.ports import SessionRepository
 from ghl_desktop.core.storage_health import StorageMonitor, is_disk_full
 from ghl_desktop.core.tasks import BackgroundTasks
 from ghl_desktop.core.whatsapp import (
+    CallEvent,
     ClientOutdated,
     Connected,
     ConnectFailed,
     Disconnected,
     EventHandler,
+    HistorySync,
     IncomingMessage,
     KeepAliveLost,
     KeepAliveRestored,
@@ -78,6 +80,8 @@ T = TypeVar("T")
 TransportFactory = Callable[[WhatsAppSession, EventHandler], WhatsAppTransport]
 MessageSink = Callable[[WhatsAppSession, IncomingMessage], Awaitable[None]]
 ReceiptSink = Callable[[WhatsAppSession, Receipt], Awaitable[None]]
+CallSink = Callable[[WhatsAppSession, CallEvent], Awaitable[None]]
+HistorySink = Callable[[WhatsAppSession, HistorySync], Awaitable[None]]
 
 QR_EXPIRED = "QR code expired — press Link again"
 LINK_INTERRUPTED = "Linking was interrupted — press Link again"
@@ -155,6 +159,9 @@ class SessionService:
         self.options = options or SessionOptions()
         self.on_message: MessageSink | None = None
         self.on_receipt: ReceiptSink | None = None
+        #: calls (several events per call id) and history-sync chunks; dropped when None
+        self.on_call: CallSink | None = None
+        self.on_history: HistorySink | None = None
         self._rng = rng or random.Random()
         self._runtimes: dict[str, _Runtime] = {}
         self._pacers: dict[str, PacedSender] = {}
@@ -478,6 +485,9 @@ class SessionService:
         if isinstance(event, Receipt):
             await self._deliver_receipt(rt, event)
             return
+        if isinstance(event, (CallEvent, HistorySync)):
+            await self._deliver_other(rt, event)
+            return
         if rt.closed or self._runtimes.get(rt.session_id) is not rt:
             return  # a retired transport's late news
         state = self._state(rt)
@@ -596,3 +606,13 @@ class SessionService:
         if self.on_receipt is None:
             raise NoMessageSink("no receipt sink registered; leaving the receipt on WhatsApp")
         await self._store_retrying(rt, lambda: self.on_receipt(session, receipt))  # type: ignore[misc]
+
+    async def _deliver_other(self, rt: _Runtime, event: CallEvent | HistorySync) -> None:
+        """Calls and history chunks: awaited (with the storage retry) before the transport acks them;
+        without a sink they are dropped, not left on WhatsApp (nothing would ever take them)."""
+        session = self.repo.get(rt.session_id)
+        sink = self.on_call if isinstance(event, CallEvent) else self.on_history
+        if session is None or sink is None:
+            log.debug("session %s: %s dropped (no sink)", rt.session_id, type(event).__name__)
+            return
+        await self._store_retrying(rt, lambda: sink(session, event))  # type: ignore[arg-type]

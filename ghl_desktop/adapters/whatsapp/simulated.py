@@ -38,11 +38,15 @@ from ghl_desktop.core.errors import (
 )
 from ghl_desktop.core.models import MessageKind, WhatsAppSession
 from ghl_desktop.core.whatsapp import (
+    CallEvent,
+    CallOutcome,
     ClientOutdated,
     Connected,
     ConnectFailed,
     Disconnected,
     EventHandler,
+    HistoryChat,
+    HistorySync,
     IncomingMessage,
     KeepAliveLost,
     KeepAliveRestored,
@@ -64,6 +68,8 @@ from ghl_desktop.core.whatsapp import (
 WS_PATH = "/_sandbox/whatsapp/ws"
 MAX_FRAME = 160 * 1024 * 1024
 _STOP = object()
+_CALLS_KEPT = 256  # offers remembered for their terminate (video flag, push name, phone)
+_CALL_OUTCOMES = {"missed": CallOutcome.MISSED, "rejected": CallOutcome.REJECTED, "answered": CallOutcome.ANSWERED}
 
 
 def _to_jid(chat: str) -> str:
@@ -110,6 +116,7 @@ class SimulatedTransport:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._req = 0
         self._stopping = False
+        self._calls: dict[str, tuple[bool, str | None, str | None]] = {}  # call id -> (video, push, phone)
 
     # --- engine store -------------------------------------------------------------------------------
 
@@ -282,8 +289,7 @@ class SimulatedTransport:
             store.pop("device", None)
             self._write_store(store)
 
-    @staticmethod
-    def _wire_event(kind: Any, d: dict[str, Any]) -> TransportEvent | None:
+    def _wire_event(self, kind: Any, d: dict[str, Any]) -> TransportEvent | None:
         if kind == "receipt":
             chat = d.get("chat_alt") or d["chat"]
             return Receipt(
@@ -293,8 +299,67 @@ class SimulatedTransport:
                 timestamp=_ts(d.get("timestamp")),
                 sender=d.get("sender"),
             )
+        if kind in ("call_offer", "call_terminate"):
+            return self._call_event(kind, d)
+        if kind == "history_sync":
+            return self._history_event(d)
         if kind != "message":
             return None
+        return self._message(d)
+
+    def _call_event(self, kind: str, d: dict[str, Any]) -> CallEvent:
+        """One CallEvent per wire event: ``offered`` for the offer, then the terminate's outcome
+        (the offer's video flag, push name and phone are remembered for it)."""
+        call_id = str(d["call_id"])
+        caller = str(d.get("from") or "")
+        if kind == "call_offer":
+            phone = phone_from_jid(d.get("from_alt")) or phone_from_jid(caller)
+            known = (bool(d.get("video")), d.get("push_name"), phone)
+            self._calls[call_id] = known
+            while len(self._calls) > _CALLS_KEPT:
+                self._calls.pop(next(iter(self._calls)))
+            outcome = CallOutcome.OFFERED
+        else:
+            known = self._calls.pop(call_id) if call_id in self._calls else (
+                bool(d.get("video")), None, phone_from_jid(caller))
+            outcome = _CALL_OUTCOMES.get(str(d.get("reason")), CallOutcome.MISSED)
+        video, push_name, phone = known
+        return CallEvent(call_id=call_id, caller=caller, caller_phone=phone, video=video, outcome=outcome,
+                         timestamp=_ts(d.get("timestamp")), push_name=push_name)
+
+    def _history_event(self, d: dict[str, Any]) -> HistorySync:
+        own = self.paired_jid
+        chats = []
+        for conv in d.get("conversations") or ():
+            chat = str(conv.get("chat") or "")
+            is_group = chat.endswith("@g.us")
+            phone = None if is_group else phone_from_jid(chat)
+            messages = tuple(
+                IncomingMessage(
+                    id=str(m["id"]),
+                    chat=chat,
+                    sender=(own or "") if m.get("from_me") else chat,
+                    sender_phone=phone_from_jid(own) if m.get("from_me") else phone,
+                    sender_lid=None,
+                    push_name=None,
+                    timestamp=_ts(m.get("timestamp")),
+                    kind=MessageKind.TEXT,
+                    text=m.get("text"),
+                    from_me=bool(m.get("from_me")),
+                    is_group=is_group,
+                    from_history=True,
+                )
+                for m in sorted(conv.get("messages") or (), key=lambda m: float(m.get("timestamp") or 0.0))
+            )
+            chats.append(HistoryChat(chat=chat, phone=phone, name=conv.get("name"), messages=messages,
+                                     is_group=is_group))
+        progress = d.get("progress")
+        return HistorySync(chats=tuple(chats), sync_type="INITIAL_BOOTSTRAP", chunk_order=int(d.get("chunk") or 0),
+                           progress=int(progress) if progress is not None else None)
+
+    @staticmethod
+    def _message(d: dict[str, Any]) -> IncomingMessage:
+        """A ``message`` wire event (every kind, incl. poll / poll_vote / view-once / ephemeral)."""
         sender = str(d.get("sender") or "")
         is_group = bool(d.get("is_group"))
         sender_alt = d.get("sender_alt")
@@ -307,6 +372,7 @@ class SimulatedTransport:
             if alt:
                 chat = str(alt)
         media = d.get("media")
+        poll = d.get("poll")
         try:
             message_kind = MessageKind(d.get("kind", "text"))
         except ValueError:
@@ -340,6 +406,13 @@ class SimulatedTransport:
             contact_name=d.get("contact_name"),
             from_me=bool(d.get("from_me")),
             is_group=is_group,
+            poll_name=poll.get("name") if isinstance(poll, dict) else None,
+            poll_options=tuple(str(o) for o in poll.get("options") or ()) if isinstance(poll, dict) else (),
+            poll_selected=tuple(str(o) for o in d.get("options") or ()) if message_kind is MessageKind.POLL_VOTE
+            else (),
+            view_once=bool(d.get("view_once")),
+            ephemeral=bool(d.get("ephemeral")),
+            expiration=int(d.get("ephemeral_seconds") or 604800) if d.get("ephemeral") else None,
         )
 
     async def _dispatch(self) -> None:
