@@ -287,6 +287,11 @@ PollVoteDecrypter = Callable[[Any], "list[bytes] | None"]
 PollOptionsLookup = Callable[[str], "list[str] | None"]
 
 
+def is_poll_vote(ev: Any) -> bool:
+    """A ``MessageEv`` carrying a poll vote (whose selection only the engine can decrypt)."""
+    return _has(_unwrap(ev.Message), "pollUpdateMessage")
+
+
 def normalize_message(
     ev: Any,
     *,

@@ -21,16 +21,20 @@ import logging
 import os
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ghl_desktop.adapters.whatsapp.neonize.engine import MESSAGE_CODE, RECEIPT_CODE, EngineStatus
 from ghl_desktop.core import wa_normalize as wn
+from ghl_desktop.core.models import MessageKind
 from ghl_desktop.core.whatsapp import (
+    CallEvent,
     Connected,
     ConnectFailed,
     EventHandler,
+    HistorySync,
     IncomingMessage,
     LoggedOut,
     Paired,
@@ -38,6 +42,22 @@ from ghl_desktop.core.whatsapp import (
     StreamReplaced,
     TransportEvent,
 )
+
+
+def journaled_codes() -> frozenset[int]:
+    """Event codes written to the journal before dispatch: messages, receipts, calls and history
+    sync chunks (whatsmeow does not send any of them again once the Go callback returned)."""
+    from neonize.events import (
+        EVENT_TO_INT,
+        CallAcceptEv,
+        CallOfferEv,
+        CallOfferNoticeEv,
+        CallTerminateEv,
+        HistorySyncEv,
+    )
+
+    extra = (HistorySyncEv, CallOfferEv, CallOfferNoticeEv, CallAcceptEv, CallTerminateEv)
+    return frozenset({MESSAGE_CODE, RECEIPT_CODE, *(EVENT_TO_INT[e] for e in extra)})
 
 
 class EventJournal:
@@ -86,6 +106,37 @@ class EventJournal:
                 self._conn = None
 
 
+#: the engine events that are calls (normalized by ``wa_normalize.normalize_call``)
+CALL_EVENTS = ("CallOffer", "CallOfferNotice", "CallAccept", "CallTerminate")
+#: polls remembered for naming their votes (a vote names options only by SHA-256 hash)
+POLLS_KEPT = 4096
+
+
+class PollOptions:
+    """Poll message id → option names, from the POLL messages seen (live and history); bounded,
+    least recently used out first. In memory: a vote on a poll from before a restart names its
+    options by hash (hex) unless history sync brought the poll again."""
+
+    def __init__(self, limit: int = POLLS_KEPT) -> None:
+        self.limit = limit
+        self._polls: OrderedDict[str, list[str]] = OrderedDict()
+
+    def remember(self, poll_id: str, options: tuple[str, ...] | list[str]) -> None:
+        self._polls[poll_id] = list(options)
+        self._polls.move_to_end(poll_id)
+        while len(self._polls) > self.limit:
+            self._polls.popitem(last=False)
+
+    def get(self, poll_id: str) -> list[str] | None:
+        options = self._polls.get(poll_id)
+        if options is not None:
+            self._polls.move_to_end(poll_id)
+        return options
+
+    def __len__(self) -> int:
+        return len(self._polls)
+
+
 class Ingress:
     """The transport's incoming side (mixed into ``NeonizeTransport``, which sets these attributes)."""
 
@@ -93,6 +144,7 @@ class Ingress:
     log: logging.Logger
     status: EngineStatus
     _handler: EventHandler
+    _client: Any
     _journal: EventJournal | None
     _loop: asyncio.AbstractEventLoop | None
     _inbox: asyncio.Queue[tuple[int, Any, int | None]] | None
@@ -105,12 +157,21 @@ class Ingress:
     _last_event_at: float
     _busy: bool
     _pending_row: threading.local
+    _polls: PollOptions | None = None
 
     if TYPE_CHECKING:
+        @property
+        def logged_in(self) -> bool: ...
         async def get_me(self) -> str | None: ...
         async def resolve_lid(self, lid: str) -> str | None: ...
         async def stop(self) -> None: ...
 
+    @property
+    def poll_options(self) -> PollOptions:
+        """The poll-options cache (created on first use)."""
+        if self._polls is None:
+            self._polls = PollOptions()
+        return self._polls
 
     def _install_journal_hook(self, client: Any) -> None:
         """Journal message/receipt bytes on the Go callback thread before neonize schedules them."""
@@ -118,10 +179,11 @@ class Ingress:
         original = type(event).execute.__get__(event)
         journal = self._journal
         transport = self
+        journaled = journaled_codes()
 
         def execute(uuid: int, binary: int, size: int, code: int) -> None:
             row_id: int | None = None
-            if journal is not None and code in (MESSAGE_CODE, RECEIPT_CODE):
+            if journal is not None and code in journaled:
                 import ctypes
 
                 try:
@@ -155,6 +217,11 @@ class Ingress:
             ev.KeepAliveRestoredEv,
             ev.PairStatusEv,
             ev.StreamErrorEv,
+            ev.HistorySyncEv,
+            ev.CallOfferEv,
+            ev.CallOfferNoticeEv,
+            ev.CallAcceptEv,
+            ev.CallTerminateEv,
         ):
             client.event(ev_type)(self._make_handler(ev_type))
         client.event.qr(self._guard(self._on_qr))
@@ -236,6 +303,11 @@ class Ingress:
         if code == RECEIPT_CODE:
             receipt = wn.normalize_receipt(event)
             return True if receipt is None else await self._emit(receipt)
+        if name == "HistorySync":
+            return await self._emit(self._normalize_history(event, await self.get_me()))
+        if name in CALL_EVENTS:
+            call = await self._normalize_call(event)
+            return True if call is None else await self._emit(call)
         if name == "StreamError":
             self.log.warning("stream error from WhatsApp: code %s", getattr(event, "Code", "?"))
             return True
@@ -277,7 +349,46 @@ class Ingress:
             has_alt = wn.jid_to_str(source.SenderAlt) or wn.jid_to_str(source.RecipientAlt)
             if text and wn.is_lid(text) and not has_alt and text not in lids:
                 lids[text] = await self.resolve_lid(text)
-        return wn.normalize_message(event, resolve_lid=lids.get)
+        hashes: list[bytes] | None = None
+        if wn.is_poll_vote(event):
+            hashes = await self._decrypt_poll_vote(event)
+        message = wn.normalize_message(
+            event, resolve_lid=lids.get, decrypt_poll_vote=lambda _ev: hashes, poll_options=self.poll_options.get
+        )
+        if message is not None and message.kind is MessageKind.POLL:
+            self.poll_options.remember(message.id, message.poll_options)
+        return message
+
+    async def _decrypt_poll_vote(self, event: Any) -> list[bytes] | None:
+        """The option hashes of a vote, decrypted by the engine (whatsmeow ``DecryptPollVote``, with
+        the poll's message secret from its store; neonize runs it via ``asyncio.to_thread``, off
+        the loop). None when it cannot: not logged in (a store call would abort Go) or the poll's
+        secret is unknown."""
+        if not self.logged_in:
+            return None
+        try:
+            vote = await self._client.decrypt_poll_vote(event)
+        except Exception as exc:
+            self.log.info("could not decrypt a poll vote: %s", exc)
+            return None
+        return [bytes(h) for h in vote.selectedOptions]
+
+    def _normalize_history(self, event: Any, own_jid: str | None) -> HistorySync:
+        batch = wn.normalize_history_sync(event, own_jid=own_jid)
+        for chat in batch.chats:
+            for message in chat.messages:
+                if message.kind is MessageKind.POLL:
+                    self.poll_options.remember(message.id, message.poll_options)
+        return batch
+
+    async def _normalize_call(self, event: Any) -> CallEvent | None:
+        meta = getattr(event, "basicCallMeta", None)
+        caller = wn.jid_to_str(getattr(meta, "callCreator", None)) if meta is not None else None
+        alt = wn.jid_to_str(getattr(meta, "callCreatorAlt", None)) if meta is not None else None
+        resolved: dict[str, str | None] = {}
+        if caller and wn.is_lid(caller) and not alt:
+            resolved[caller] = await self.resolve_lid(caller)
+        return wn.normalize_call(event, resolve_lid=resolved.get)
 
     async def _emit(self, event: TransportEvent) -> bool:
         try:
