@@ -6,6 +6,10 @@ Leasing rules:
 - Jobs sharing an ``ordering_key`` run one at a time, oldest first: a job is eligible only when no
   older job of its key is unfinished (pending or running) and no other job of its key holds a live
   lease. A job waiting for its retry time therefore holds back the newer ones of its key.
+- Cost independent of the backlog: the candidates come from ``job_heads`` (migration 0003), which
+  database triggers keep at one row per unkeyed unfinished job and per key's oldest unfinished job,
+  ordered by ``due_at``; a lease reads at most its ``limit`` of due heads through an index, however
+  many jobs wait behind them.
 - Atomic: on PostgreSQL the candidates are locked with ``SELECT ... FOR UPDATE SKIP LOCKED``; on
   SQLite the whole lease is one ``BEGIN IMMEDIATE`` transaction (one writer at a time).
 - complete / retry_later / dead_letter only act while ``owner`` still holds the job; a worker whose
@@ -24,7 +28,7 @@ from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from ghl_desktop.adapters.storage.orm import JobRow
+from ghl_desktop.adapters.storage.orm import JobHeadRow, JobRow
 from ghl_desktop.adapters.storage.tx import StorageConflict, Transactions
 from ghl_desktop.core.models import WAITING_PREFIX, Job, JobState, NewJob, utcnow
 
@@ -121,12 +125,12 @@ class SqlJobQueue:
         if kinds is not None and not kinds:
             return []
         until = now + timedelta(seconds=lease_seconds)
-        query = self._eligible(now).order_by(JobRow.next_attempt_at, JobRow.id).limit(limit)
+        query = self._eligible(now).order_by(JobHeadRow.due_at, JobHeadRow.job_id).limit(limit)
         if kinds is not None:
             query = query.where(JobRow.kind.in_(list(kinds)))
         with self._tx.write() as s:
             if self._tx.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True)
+                query = query.with_for_update(skip_locked=True, of=JobRow)
             ids = list(s.scalars(query))
             if not ids:
                 return []
@@ -145,21 +149,23 @@ class SqlJobQueue:
 
     @staticmethod
     def _eligible(now: datetime) -> Any:
-        older = aliased(JobRow)
+        """Due heads, oldest due first. The head of a key is its oldest unfinished job, so "no older
+        unfinished job of the key" holds by construction; "no other live lease on the key" is checked
+        (one index probe per head) for a dead job requeued while a newer one of its key runs."""
         busy = aliased(JobRow)
-        older_unfinished = exists().where(
-            older.ordering_key == JobRow.ordering_key, older.id < JobRow.id, older.state.in_(_UNFINISHED)
-        )
         other_running = exists().where(
-            busy.ordering_key == JobRow.ordering_key, busy.id != JobRow.id,
-            busy.state == JobState.RUNNING.value, busy.lease_until > now,
+            busy.ordering_key == JobRow.ordering_key, busy.state == JobState.RUNNING.value,
+            busy.id != JobRow.id, busy.lease_until > now,
         )
         due = or_(
             and_(JobRow.state == JobState.PENDING.value, JobRow.next_attempt_at <= now),
             and_(JobRow.state == JobState.RUNNING.value, JobRow.lease_until <= now),
         )
-        in_turn = or_(JobRow.ordering_key.is_(None), and_(~older_unfinished, ~other_running))
-        return select(JobRow.id).where(due, in_turn)
+        return (
+            select(JobRow.id)
+            .join(JobHeadRow, JobHeadRow.job_id == JobRow.id)
+            .where(JobHeadRow.due_at <= now, due, or_(JobRow.ordering_key.is_(None), ~other_running))
+        )
 
     def complete(self, job_id: int, owner: str) -> None:
         self._finish(job_id, owner, "complete", state=JobState.DONE.value, lease_owner=None, lease_until=None)

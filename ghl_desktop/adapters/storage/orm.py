@@ -199,3 +199,17 @@ class JobRow(Base):
     ordering_key: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class JobHeadRow(Base):
+    """The jobs that may run next: every unfinished job without an ``ordering_key``, and the oldest
+    unfinished job of each ``ordering_key``. ``due_at`` is the job's ``next_attempt_at`` while pending
+    and its ``lease_until`` while running (due again when the lease expires). Maintained by database
+    triggers on ``jobs`` (migration 0003), never written by the application."""
+
+    __tablename__ = "job_heads"
+    __table_args__ = (Index(None, "due_at", "job_id"),)
+
+    job_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    ordering_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    due_at: Mapped[datetime]
