@@ -1,4 +1,5 @@
 import secrets
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +24,7 @@ def test_value_bound_to_its_name_and_key() -> None:
         Sealer.from_env({ENV_KEY: secrets.token_hex(32)}).open("location:L1:access_token", sealed)
 
 
-def test_key_file_and_clear_error_when_missing(tmp_path) -> None:
+def test_key_file_and_clear_error_when_missing(tmp_path: Path) -> None:
     f = tmp_path / "key"
     f.write_bytes(secrets.token_bytes(32))
     assert len(load_key({ENV_KEY_FILE: str(f)})) == 32

@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -55,6 +56,17 @@ def company_key(company_id: str, kind: str) -> str:
 
 
 CLIENT_SECRET_KEY = "app:client_secret"
+
+T = TypeVar("T")
+
+
+class ClusterRefresh(Protocol):
+    """Single flight across the workers of a cluster (``adapters/storage/secrets_db.PgRefreshLock``):
+    ``hold(key)`` is held by one worker at a time; ``run(fn)`` does blocking storage work off the loop."""
+
+    def hold(self, key: str) -> AbstractAsyncContextManager[None]: ...
+
+    async def run(self, fn: Callable[..., T], /, *args: Any) -> T: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +163,12 @@ class TokenManager:
         clock: Callable[[], datetime] = utcnow,
         retry: RateLimitConfig | None = None,
         version_overrides: Mapping[str, str] | None = None,
+        cluster: ClusterRefresh | None = None,
     ) -> None:
         self._secrets = secret_store
+        #: set when the workers of a cluster share ``secret_store`` (PostgreSQL): refreshes then run under
+        #: the cluster's lock, after re-reading the stored token
+        self._cluster = cluster
         #: ``Version`` overrides by path prefix for the calls made here (see ClientOptions.version_overrides)
         self.version_overrides: Mapping[str, str] = dict(version_overrides or {})
         self._locations = location_repo
@@ -278,6 +294,8 @@ class TokenManager:
             token = self._cached_access(location_key(location_id, "access_token"))
             if token and not self._expiring(self.token_expiry(location_id)):
                 return token  # another caller refreshed while we waited
+            if self._cluster is not None:
+                return await self._refresh_location_cluster(location_id, rejected_token=None)
             return await self._refresh_location_locked(location_id)
 
     async def refresh(self, location_id: str, *, rejected_token: str | None = None) -> str:
@@ -288,11 +306,39 @@ class TokenManager:
             current = self._cached_access(location_key(location_id, "access_token"))
             if current and rejected_token is not None and current != rejected_token:
                 return current
+            if self._cluster is not None:
+                return await self._refresh_location_cluster(location_id, rejected_token=rejected_token)
+            return await self._refresh_location_locked(location_id)
+
+    async def _off_loop(self, fn: Callable[..., T], /, *args: Any) -> T:
+        """Storage work of a refresh: on the cluster database's executor, inline otherwise (as before)."""
+        if self._cluster is not None:
+            return await self._cluster.run(fn, *args)
+        return fn(*args)
+
+    def _stored_location(self, location_id: str) -> tuple[str | None, Any]:
+        return self._secrets.get(location_key(location_id, "access_token")), self._locations.get(location_id)
+
+    async def _refresh_location_cluster(self, location_id: str, *, rejected_token: str | None) -> str:
+        """The refresh of a cluster worker: under the cluster lock of the location, the stored token is
+        read again (another worker may have refreshed while we waited) and refreshed only if it is still
+        expired, or still the one the server refused."""
+        assert self._cluster is not None
+        async with self._cluster.hold(f"ghl-refresh:location:{location_id}"):
+            token, location = await self._cluster.run(self._stored_location, location_id)
+            if location is not None and location.state is LocationState.NEEDS_RECONNECT:
+                self._needs_reconnect.add(location_id)
+                raise GhlNeedsReconnect(f"location {location_id} must be reconnected in HighLevel", status=401)
+            expiry = location.token_expires_at if location is not None else None
+            if token and token != rejected_token and not self._expiring(expiry):
+                self._access[location_key(location_id, "access_token")] = token
+                self._expiry[location_id] = expiry
+                return token  # another worker refreshed it
             return await self._refresh_location_locked(location_id)
 
     async def _refresh_location_locked(self, location_id: str) -> str:
-        refresh_token = self._secrets.get(location_key(location_id, "refresh_token"))
-        location = self._locations.get(location_id)
+        refresh_token = await self._off_loop(self._secrets.get, location_key(location_id, "refresh_token"))
+        location = await self._off_loop(self._locations.get, location_id)
         company_id = location.company_id if location else None
         if refresh_token:
             try:
@@ -304,9 +350,9 @@ class TokenManager:
                 log.warning("refresh token of location %s was refused", location_id)
                 if company_id and self._has_company_token(company_id):
                     return await self._remint_or_give_up(location_id, company_id)
-                self._mark_needs_reconnect(location_id)
+                await self._off_loop(self._mark_needs_reconnect, location_id)
                 raise
-            self.save_location_grant(location_id, grant)
+            await self._off_loop(self.save_location_grant, location_id, grant)
             log.info("refreshed access token of location %s (valid until %s)", location_id,
                      grant.expires_at.isoformat(timespec="seconds"))
             return grant.access_token
