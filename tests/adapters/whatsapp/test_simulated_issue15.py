@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from ghl_desktop.core.models import MessageKind
+from ghl_desktop.adapters.storage import Database
+from ghl_desktop.core.models import MessageKind, WhatsAppSession
 from ghl_desktop.core.whatsapp import CallEvent, CallOutcome, HistorySync, IncomingMessage
 from tests.adapters.whatsapp.test_simulated import ALICE, LINKED, paired_transport
-from tests.sandbox.wa_harness import running_network
+from tests.sandbox.wa_harness import running_network, wait_until
+from tests.services.test_sessions import harness
 
 BOB = "+4917099990000"
 
@@ -103,3 +105,39 @@ async def test_history_sync_chunks_arrive_as_history_with_original_dates(tmp_pat
             assert not rec.of(IncomingMessage)  # history never arrives as live messages
         finally:
             await transport.stop()
+
+
+@pytest.mark.asyncio
+async def test_the_sessions_service_hands_calls_and_history_to_their_sinks_then_acks(
+    db: Database, tmp_path: Path
+) -> None:
+    messages = [{"from_me": False, "text": "old", "timestamp": "2026-01-01T10:00:00Z"}]
+    async with harness(db, tmp_path) as h:
+        await h.network.post(f"/_sandbox/whatsapp/{LINKED}/history",
+                             {"chats": [{"with": ALICE, "messages": messages}]}, expect=201)
+        calls: list[CallEvent] = []
+        batches: list[HistorySync] = []
+
+        async def on_call(_session: WhatsAppSession, event: CallEvent) -> None:
+            calls.append(event)
+
+        async def on_history(_session: WhatsAppSession, batch: HistorySync) -> None:
+            batches.append(batch)
+
+        h.service.on_call = on_call
+        h.service.on_history = on_history
+        await h.linked_session()
+        await wait_until(lambda: batches, what="history chunk")
+        assert [m.text for c in batches[0].chats for m in c.messages] == ["old"] and h.inbox == []
+        await h.network.add_phone(ALICE, "Alice")
+        call = await h.network.post(f"/_sandbox/phones/{ALICE}/call", {"to": LINKED, "outcome": "rejected"},
+                                    expect=201)
+        await wait_until(lambda: len(calls) >= 2, what="offer and terminate")
+        assert [(c.call_id, c.outcome) for c in calls] == [(call["id"], CallOutcome.OFFERED),
+                                                            (call["id"], CallOutcome.REJECTED)]
+        await wait_until(lambda: h.network.net.linked[LINKED].queue == [], what="acked")
+        # without a sink a call is dropped, not left on the network forever
+        h.service.on_call = None
+        await h.network.post(f"/_sandbox/phones/{ALICE}/call", {"to": LINKED, "outcome": "missed"}, expect=201)
+        await wait_until(lambda: h.network.net.linked[LINKED].queue == [], what="acked without a sink")
+        assert len(calls) == 2
