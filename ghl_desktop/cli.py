@@ -5,6 +5,7 @@
     ghl-desktop doctor          check this machine, one line per check
     ghl-desktop sandbox         run the HighLevel sandbox server (+ simulated WhatsApp network)
     ghl-desktop headless        run the bridge with no window
+    ghl-desktop numbers list    every WhatsApp number of the database: phone, location, state, worker
     ghl-desktop --self-test     run the real app offscreen in a temporary data dir, one line per step
 """
 
@@ -68,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="refuse retired Version header values (2021-04-15, 2021-07-28 unless --retired-version)")
     sb.add_argument("--retired-version", action="append", default=None, help="a Version value strict mode refuses")
 
+    nb = sub.add_parser("numbers", help="the WhatsApp numbers of the database (a cluster's, with --db-url)")
+    nb_sub = nb.add_subparsers(dest="numbers_command", required=True)
+    nb_list = nb_sub.add_parser("list", help="one line per number: phone, location, state, worker")
+    nb_list.add_argument("--db-url", default=None,
+                         help="database URL (default: GHL_DESKTOP_DB_URL, else the data dir's SQLite file)")
+
     hl = sub.add_parser("headless", help="run the bridge with no window (logs to stdout)")
     hl.add_argument("--sandbox", action="store_true", dest="headless_sandbox")
     hl.add_argument("--sandbox-port", type=int, default=0, dest="headless_sandbox_port")
@@ -87,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ghl_desktop.sandbox.cli import run_sandbox
 
         return int(run_sandbox(args))
+    if args.command == "numbers":
+        from ghl_desktop.numbers_cli import list_numbers
+
+        return int(list_numbers(args.db_url))
     if argv is None:
         ensure_engine_environment(args_list)
     if args.self_test:
