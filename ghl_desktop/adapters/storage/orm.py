@@ -88,6 +88,17 @@ class LocationRow(Base):
     updated_at: Mapped[datetime]
 
 
+class FleetSecretRow(Base):
+    """A secret of a cluster of workers on PostgreSQL (issue 14): the value AES-GCM sealed with the key
+    from ``GHL_DESKTOP_SECRET_KEY`` (never stored here); see ``adapters/storage/secrets_db.py``."""
+
+    __tablename__ = "fleet_secrets"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    sealed: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+
 class SessionRow(Base):
     """A linked (or being-linked) WhatsApp number; removed with its location."""
 
