@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import case, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -157,10 +157,13 @@ class SqlJobQueue:
             busy.ordering_key == JobRow.ordering_key, busy.state == JobState.RUNNING.value,
             busy.id != JobRow.id, busy.lease_until > now,
         )
-        due = or_(
-            and_(JobRow.state == JobState.PENDING.value, JobRow.next_attempt_at <= now),
-            and_(JobRow.state == JobState.RUNNING.value, JobRow.lease_until <= now),
-        )
+        # the job's own due time, re-checked on the locked row (PostgreSQL re-evaluates it after a
+        # concurrent lease committed). A CASE is not indexable: the planner has to walk the heads'
+        # (due_at, job_id) index in order and stop at ``limit``, instead of scanning the due jobs.
+        due = case(
+            (JobRow.state == JobState.PENDING.value, JobRow.next_attempt_at),
+            (JobRow.state == JobState.RUNNING.value, JobRow.lease_until),
+        ) <= now
         return (
             select(JobRow.id)
             .join(JobHeadRow, JobHeadRow.job_id == JobRow.id)
