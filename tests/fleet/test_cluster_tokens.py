@@ -88,7 +88,11 @@ def sandbox_url() -> Iterator[str]:
             proc.stdout.close()
 
 
-def test_three_workers_one_refresh_and_everyone_uses_the_new_token(pg_url: str, sandbox_url: str) -> None:
+@pytest.mark.parametrize("db_knows", [True, False], ids=["expiry-recorded", "only-401"])
+def test_three_workers_one_refresh_and_everyone_uses_the_new_token(pg_url: str, sandbox_url: str,
+                                                                   db_knows: bool) -> None:
+    """``expiry-recorded``: the cluster's record says expired (access_token refreshes up front);
+    ``only-401``: the record says valid, the sandbox refuses the token (refresh with the refused one)."""
     key = secrets.token_hex(32)
     env = {**os.environ, ENV_KEY: key, "PYTHONPATH": str(ROOT)}
     with httpx.Client(base_url=sandbox_url, timeout=30) as http:
@@ -102,8 +106,9 @@ def test_three_workers_one_refresh_and_everyone_uses_the_new_token(pg_url: str, 
             store, _lock = parts
             store.set(f"location:{loc}:refresh_token", old_refresh)
             store.set(f"location:{loc}:access_token", old_access)
-            # forced expiry: the cluster's record says expired, and the sandbox refuses the old token
-            db.locations.upsert(Location(id=loc, name="Clinic", token_expires_at=utcnow() - timedelta(minutes=1)))
+            # forced expiry: the sandbox refuses the old token; with db_knows the cluster's record says so too
+            recorded = utcnow() + (timedelta(minutes=-1) if db_knows else timedelta(hours=1))
+            db.locations.upsert(Location(id=loc, name="Clinic", token_expires_at=recorded))
         assert http.post("/_sandbox/tokens/expire", json={"locationId": loc}).json()["expired"] >= 1
         before = http.get("/_sandbox/state").json()["stats"]
 
