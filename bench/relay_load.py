@@ -140,7 +140,7 @@ async def measure(args: argparse.Namespace, base: str, token: str, key: Ed25519P
         print(f"ingest   : {stored} webhooks verified+stored in {secs:.2f}s = {stored / secs:.0f}/s {st}")
 
     desktop = open_database(f"sqlite:///{tmp / 'desktop.db'}", migrate=True)
-    client = RelayClient(base, token, WebhookIntake(desktop.jobs, backlog_limit=10**9), backoff_initial=0.05)
+    client = RelayClient(base, token, WebhookIntake(desktop.aio.jobs, backlog_limit=10**9), backoff_initial=0.05)
     start = time.perf_counter()
     client.start()
     deadline = start + args.time_budget

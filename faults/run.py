@@ -336,7 +336,7 @@ async def case_relay(quick: bool) -> Row:
                     sent.append(result["messageId"])
                 relay.kill()  # SIGKILL with 50 pending, then back on the same database
                 relay.start()
-                crashing = CrashRelayAfter(db.jobs, relay, after=pending // 2)  # and again mid-stream
+                crashing = CrashRelayAfter(db.aio.jobs, relay, after=pending // 2)  # and again mid-stream
                 bus = EventBus()
                 desktop = RelayClient(base, token, WebhookIntake(crashing, bus=bus), backoff_initial=0.05,
                                       backoff_max=0.3)

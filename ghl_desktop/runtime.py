@@ -70,6 +70,16 @@ class RuntimeOptions:
     stop_deadline: float = 8.0
 
 
+def bridge_options(options: BridgeOptions, settings: Any) -> BridgeOptions:
+    """The bridge's options with the user's settings for groups and calls (a setting turns on what the
+    caller's options left off; the reply text is the setting's when it rejects calls)."""
+    reject = options.reject_calls or settings.reject_calls
+    return replace(
+        options, ignore_groups=options.ignore_groups or settings.ignore_groups, reject_calls=reject,
+        reject_call_text=settings.reject_call_text if settings.reject_calls else options.reject_call_text,
+    )
+
+
 #: Timing knobs read from the environment by ``ghl-desktop headless`` (scripted acceptance runs, the
 #: crash test, benchmarks): variable -> (part of RuntimeOptions, field, type). Unset keeps the default.
 ENV_KNOBS: dict[str, tuple[str, str, type]] = {
@@ -153,9 +163,9 @@ class BridgeRuntime:
             options=self.options.sessions,
         )
         self.bridge = Bridge(
-            app.db, self.gateway, self.sessions,
+            app.db.aio, self.gateway, self.sessions,
             MediaDownloader(self.http, test_loopback_origins=sandbox_media_origins(app)), bus=app.bus,
-            options=self.options.bridge, on_enqueued=lambda: self.runner.wake(),
+            options=bridge_options(self.options.bridge, settings), on_enqueued=lambda: self.runner.wake(),
         )
         runner_options = self.options.runner
         if runner_options.max_wait_seconds is None:  # the setting, unless the caller chose (tests)
@@ -163,7 +173,7 @@ class BridgeRuntime:
         self.runner = JobRunner(app.db.aio.jobs, self.bridge.handlers, runner_options, bus=app.bus)
         self.sessions.on_message = self.bridge.on_message
         self.sessions.on_receipt = self.bridge.on_receipt
-        self.intake = WebhookIntake(app.db.jobs, backlog_limit=settings.webhook_backlog_limit, bus=app.bus)
+        self.intake = WebhookIntake(app.db.aio.jobs, backlog_limit=settings.webhook_backlog_limit, bus=app.bus)
         self.sessions.storage = self.intake.monitor  # one "disk full" state for webhooks and WhatsApp
         # a stored webhook wakes the runner at once instead of at its next poll
         app.bus.subscribe(WebhookReceived, lambda _event: self.runner.wake())

@@ -166,7 +166,7 @@ class SelfTest:
 
         db = open_database(self.settings.database_url, migrate=True)
         try:
-            server = WebhookServer(self.settings, WebhookIntake(db.jobs), port=0)
+            server = WebhookServer(self.settings, WebhookIntake(db.aio.jobs), port=0)
             url = await server.start()
             try:
                 async with httpx.AsyncClient(timeout=10) as http:

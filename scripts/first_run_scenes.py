@@ -86,7 +86,7 @@ class _LoopThread:
 class _NoQueue:
     """The scene's webhook endpoint queue: the unsigned test delivery is refused before storage."""
 
-    def count_backlog(self) -> int:  # the intake's backlog check may run before verification
+    async def count_backlog(self) -> int:  # the intake's backlog check may run before verification
         return 0
 
     def __getattr__(self, name: str) -> Any:

@@ -267,7 +267,7 @@ def test_the_app_s_own_webhook_endpoint_on_the_port_is_recognised(data_home: Pat
     keys = SigningKeys()
     loop = asyncio.new_event_loop()
     gate = WebhookGate(SignatureVerifier.from_values(keys.ed25519_public_pem, keys.rsa_public_pem))
-    server = WebhookServer(Settings(home=data_home), WebhookIntake(MemoryJobQueue()), gate=gate, port=0)
+    server = WebhookServer(Settings(home=data_home), WebhookIntake(MemoryJobQueue().aio), gate=gate, port=0)
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:

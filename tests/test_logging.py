@@ -193,7 +193,7 @@ async def test_an_oauth_error_through_the_relay_cannot_forge_log_lines(setup: Lo
     store = RelayStore.open(f"sqlite:///{tmp_path / 'relay.db'}")
     relay = RelayServer(store, WebhookGate(SignatureVerifier.from_values(None, None, True)))
     await relay.start()
-    client = RelayClient(relay.url, store.create_token("d"), WebhookIntake(MemoryJobQueue()))
+    client = RelayClient(relay.url, store.create_token("d"), WebhookIntake(MemoryJobQueue().aio))
     try:
         client.start()
         state = "state-for-the-log-test"

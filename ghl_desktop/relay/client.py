@@ -244,7 +244,7 @@ class RelayClient:
             return
         else:
             try:
-                self._intake.store_relayed(kind, event)
+                await self._intake.store_relayed(kind, event)
             except WebhookBacklogFull as exc:  # full or unavailable store: it recovers, come back later
                 raise _Deferred(exc.message) from exc
             except MalformedWebhook as exc:
@@ -263,7 +263,7 @@ class RelayClient:
         log.error("quarantining relayed event %d (%s): %s", event_id, kind, reason)
         digest = hashlib.sha256(data.encode("utf-8", "replace")).hexdigest()
         try:
-            self._intake.quarantine(kind, data, reason, key=f"relay:{digest}", relay_event_id=event_id)
+            await self._intake.quarantine(kind, data, reason, key=f"relay:{digest}", relay_event_id=event_id)
         except WebhookBacklogFull as exc:  # cannot even keep it: leave it unacknowledged
             raise _Deferred(exc.message) from exc
         if self._bus is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from ghl_desktop.core.errors import WebhookBacklogFull
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.jobs import ProviderPayload
 from ghl_desktop.core.models import NewJob, utcnow
-from ghl_desktop.core.ports import JobQueue
+from ghl_desktop.core.ports import AsyncJobQueue
 from ghl_desktop.core.storage_health import StorageMonitor
 from ghl_desktop.webhooks.gate import VerifiedEvent, classify_kind
 from ghl_desktop.webhooks.verify import SignatureScheme
@@ -67,15 +67,16 @@ class StoredEvent:
 
 
 class WebhookIntake:
-    """Stores verified events in the :class:`JobQueue` (idempotently, by dedupe key)."""
+    """Stores verified events in the job queue (idempotently, by dedupe key). The queue is the async
+    facade (``db.aio.jobs``): every write runs on the storage executor, never on the loop thread."""
 
     def __init__(
         self,
-        queue: JobQueue,
+        queue: AsyncJobQueue,
         *,
         backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
         bus: EventBus | None = None,
-        pending_count: Callable[[], int] | None = None,
+        pending_count: Callable[[], Awaitable[int]] | None = None,
         backlog_recount_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         monitor: StorageMonitor | None = None,
@@ -94,22 +95,19 @@ class WebhookIntake:
         self._pending = 0
         self._counted_at = float("-inf")
 
-    def backlog_full(self) -> bool:
+    async def backlog_full(self) -> bool:
         now = self._clock()
         if now - self._counted_at >= self.backlog_recount_seconds:
-            self._pending = self._pending_count()
-            self._counted_at = now
+            self._counted_at = now  # before the await: concurrent deliveries do not all recount
+            self._pending = await self._pending_count()
         return self._pending >= self.backlog_limit
 
     async def store(self, event: VerifiedEvent, *, via: str = "direct") -> StoredEvent:
-        return self.store_sync(event, via=via)
-
-    def store_sync(self, event: VerifiedEvent, *, via: str = "direct") -> StoredEvent:
         """Enqueue ``event``; raise :class:`WebhookBacklogFull` (→ 429) when it cannot be taken now."""
         try:
-            if self.backlog_full():
+            if await self.backlog_full():
                 raise WebhookBacklogFull(f"more than {self.backlog_limit} events are waiting; try later")
-            job_id, created = self._queue.enqueue(
+            job_id, created = await self._queue.enqueue(
                 NewJob(
                     kind=event.kind,
                     payload=ProviderPayload(event.event, via, {
@@ -152,27 +150,27 @@ class WebhookIntake:
             )
         return StoredEvent(job_id, created)
 
-    def store_relayed(self, kind: str, event: dict[str, Any]) -> StoredEvent:
+    async def store_relayed(self, kind: str, event: dict[str, Any]) -> StoredEvent:
         """An event the relay verified: re-check its shape, derive the same keys, store it."""
         dedupe, ordering = classify_kind(kind, event)
         verified = VerifiedEvent(kind=kind, event=event, dedupe_key=dedupe, ordering_key=ordering,
                                  scheme=SignatureScheme.RELAY)
-        return self.store_sync(verified, via="relay")
+        return await self.store(verified, via="relay")
 
-    def quarantine(self, kind: str, raw: str, reason: str, *, key: str, relay_event_id: int | None = None) -> int:
+    async def quarantine(self, kind: str, raw: str, reason: str, *, key: str, relay_event_id: int | None = None) -> int:
         """Keep an event that cannot be processed as a dead-lettered job (the Dead letters tab shows it
         with ``reason``); idempotent on ``key``. Raises WebhookStoreUnavailable when it cannot be kept."""
         try:
-            job_id, created = self._queue.enqueue(NewJob(
+            job_id, created = await self._queue.enqueue(NewJob(
                 kind=KIND_QUARANTINED,
                 payload={"kind": kind, "reason": reason, "relay_event_id": relay_event_id,
                          "excerpt": raw[:QUARANTINE_EXCERPT_CHARS], "size": len(raw)},
                 dedupe_key=f"quarantine:{key}",
             ))
             if created:
-                for job in self._queue.lease("quarantine", now=utcnow(), lease_seconds=300, limit=100,
-                                             kinds=[KIND_QUARANTINED]):
-                    self._queue.dead_letter(job.id, "quarantine", error=f"quarantined: {reason}")
+                for job in await self._queue.lease("quarantine", now=utcnow(), lease_seconds=300, limit=100,
+                                                   kinds=[KIND_QUARANTINED]):
+                    await self._queue.dead_letter(job.id, "quarantine", error=f"quarantined: {reason}")
         except Exception as exc:
             log.exception("could not keep a quarantined event")
             raise WebhookStoreUnavailable(f"{self.monitor.failed(exc).text}; try later") from exc

@@ -128,6 +128,6 @@ async def test_the_webhook_backlog_counts_only_work_that_runs_by_itself() -> Non
         await eventually(lambda: env.app.db.jobs.count("pending") == 3, 30)
         await env.runtime.runner.stop()  # nothing changes the counts below any more
 
-        intake = WebhookIntake(env.app.db.jobs, backlog_limit=1, backlog_recount_seconds=0.0)
-        assert not intake.backlog_full()  # before: 3 pending ≥ 1 → every HighLevel reply got 429
+        intake = WebhookIntake(env.app.db.aio.jobs, backlog_limit=1, backlog_recount_seconds=0.0)
+        assert not await intake.backlog_full()  # before: 3 pending ≥ 1 → every HighLevel reply got 429
         assert env.app.db.jobs.count("pending") == 3 and env.app.db.jobs.count_backlog() == 0

@@ -80,7 +80,7 @@ class RelayProcess:
 
 
 class CrashRelayAfter:
-    """The desktop's JobQueue, except that the relay is SIGKILLed right after the Nth new job is
+    """The desktop's (async) job queue, except that the relay is SIGKILLed right after the Nth new job is
     committed, so that event's ack is never received: the worst moment for a crash."""
 
     def __init__(self, queue: Any, relay: RelayProcess, after: int) -> None:
@@ -92,8 +92,8 @@ class CrashRelayAfter:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._queue, name)
 
-    def enqueue(self, job: NewJob) -> tuple[int, bool]:
-        result = self._queue.enqueue(job)
+    async def enqueue(self, job: NewJob) -> tuple[int, bool]:
+        result: tuple[int, bool] = await self._queue.enqueue(job)
         if result[1] and not self.crashed:
             self._left -= 1
             if self._left == 0:
@@ -136,7 +136,7 @@ async def test_sandbox_replies_reach_the_desktop_once_in_order_across_a_relay_cr
             assert result["delivery"]["statusCode"] == 200, result
             sent.append(result["messageId"])
 
-        def client(queue: Any = desktop_db.jobs) -> RelayClient:
+        def client(queue: Any = desktop_db.aio.jobs) -> RelayClient:
             return RelayClient(base, token, WebhookIntake(queue, bus=bus), backoff_initial=0.05, backoff_max=0.3,
                                on_state=lambda change: states.append(change.state))
 
@@ -171,7 +171,7 @@ async def test_sandbox_replies_reach_the_desktop_once_in_order_across_a_relay_cr
 
             # 4. the desktop returns; the relay crashes again right after the 25th event is stored
             #    on the desktop (its ack is lost), comes back, and the stream resumes
-            crashing = CrashRelayAfter(desktop_db.jobs, relay, after=25)
+            crashing = CrashRelayAfter(desktop_db.aio.jobs, relay, after=25)
             desktop = client(crashing)
             desktop.start()
             await wait_for(lambda: crashing.crashed, "the crash point")

@@ -51,7 +51,7 @@ class Rig:
         return await post_signed(self.http, self.url + path, body, self.keys)
 
     def client(self, token: str | None = None, *, backlog_limit: int = 100_000) -> RelayClient:
-        intake = WebhookIntake(self.queue, backlog_limit=backlog_limit, bus=self.bus, backlog_recount_seconds=0)
+        intake = WebhookIntake(self.queue.aio, backlog_limit=backlog_limit, bus=self.bus, backlog_recount_seconds=0)
         return RelayClient(self.url, token or self.token, intake, bus=self.bus,
                            on_state=lambda change: self.states.append(change.state),
                            backoff_initial=0.02, backoff_max=0.1, heartbeat=5.0)
@@ -120,7 +120,7 @@ async def test_unacknowledged_events_come_again_in_order_and_are_stored_once(rig
         await ws.send_str(json.dumps({"ack": frames[0]["id"]}))
         await wait_for(lambda: rig.store.pending_count() == 4, "first ack applied")
     # the desktop stored event 2 but its ack was lost when it crashed
-    WebhookIntake(rig.queue).store_relayed(KIND_OUTBOUND_MESSAGE, frames[1]["event"])
+    await WebhookIntake(rig.queue.aio).store_relayed(KIND_OUTBOUND_MESSAGE, frames[1]["event"])
     async with rig.http.ws_connect(rig.url + "/v1/stream", headers=headers) as ws:
         again = [json.loads((await ws.receive()).data) for _ in range(4)]
     assert [f["id"] for f in again] == [f["id"] for f in frames[1:]]
@@ -282,11 +282,11 @@ async def test_client_reconnects_with_backoff_when_the_relay_restarts(rig: Rig, 
 
 
 def test_backoff_is_capped_and_jittered() -> None:
-    client = RelayClient("https://relay.example.com", "t", WebhookIntake(MemoryJobQueue()),
+    client = RelayClient("https://relay.example.com", "t", WebhookIntake(MemoryJobQueue().aio),
                          backoff_initial=1.0, backoff_max=60.0, rng=lambda: 1.0)
     assert client.url == "wss://relay.example.com/v1/stream"
     assert [client.backoff(n) for n in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
-    low = RelayClient("http://h:1/", "t", WebhookIntake(MemoryJobQueue()), rng=lambda: 0.0)
+    low = RelayClient("http://h:1/", "t", WebhookIntake(MemoryJobQueue().aio), rng=lambda: 0.0)
     assert low.url == "ws://h:1/v1/stream"
     assert low.backoff(3) == 4.0  # half of the 8 s step
     assert low.backoff(500) == 30.0

@@ -53,7 +53,7 @@ class Relay:
 
     def desktop(self, token: str) -> Desktop:
         queue, bus = MemoryJobQueue(), EventBus()
-        client = RelayClient(self.url, token, WebhookIntake(queue, bus=bus, backlog_recount_seconds=0), bus=bus,
+        client = RelayClient(self.url, token, WebhookIntake(queue.aio, bus=bus, backlog_recount_seconds=0), bus=bus,
                              backoff_initial=0.02, backoff_max=0.1, heartbeat=5.0)
         desktop = Desktop(client, queue, bus)
         bus.subscribe(OAuthCodeReceived, desktop.codes.append)

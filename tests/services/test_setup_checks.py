@@ -147,7 +147,7 @@ async def direct_endpoint(data_home: Path) -> AsyncIterator[tuple[str, MemoryJob
     keys = SigningKeys()
     queue = MemoryJobQueue()
     gate = WebhookGate(SignatureVerifier.from_values(keys.ed25519_public_pem, keys.rsa_public_pem))
-    server = WebhookServer(load_settings(), WebhookIntake(queue), gate=gate, host="127.0.0.1", port=0)
+    server = WebhookServer(load_settings(), WebhookIntake(queue.aio), gate=gate, host="127.0.0.1", port=0)
     url = await server.start()
     try:
         yield url, queue

@@ -71,7 +71,7 @@ async def endpoint() -> AsyncIterator[str]:
     """The app's real direct-mode webhook endpoint on loopback (the 'tunnel' is loopback here)."""
     keys = SigningKeys()
     gate = WebhookGate(SignatureVerifier.from_values(keys.ed25519_public_pem, keys.rsa_public_pem))
-    server = WebhookServer(load_settings(), WebhookIntake(MemoryJobQueue()), gate=gate, host="127.0.0.1", port=0)
+    server = WebhookServer(load_settings(), WebhookIntake(MemoryJobQueue().aio), gate=gate, host="127.0.0.1", port=0)
     url = await server.start()
     try:
         yield url

@@ -41,7 +41,7 @@ async def test_full_disk_gives_429_disk_full_and_recovers_when_space_returns(
     seen: list[object] = []
     bus.subscribe(StorageProblem, seen.append)
     bus.subscribe(StorageRecovered, seen.append)
-    intake = WebhookIntake(db.jobs, bus=bus, backlog_recount_seconds=0)
+    intake = WebhookIntake(db.aio.jobs, bus=bus, backlog_recount_seconds=0)
     server = WebhookServer(Settings(webhook_ed25519_public_key=signing_keys.ed25519_public_pem, webhook_port=0),
                            intake)
     url = await server.start()

@@ -45,7 +45,7 @@ async def endpoint(signing_keys: SigningKeys) -> AsyncIterator[Endpoint]:
     refused: list[WebhookRefused] = []
     bus.subscribe(WebhookReceived, received.append)
     bus.subscribe(WebhookRefused, refused.append)
-    intake = WebhookIntake(queue, backlog_limit=5, bus=bus, backlog_recount_seconds=0)
+    intake = WebhookIntake(queue.aio, backlog_limit=5, bus=bus, backlog_recount_seconds=0)
     server = WebhookServer(_settings(signing_keys), intake)
     url = await server.start()
     async with aiohttp.ClientSession() as http:
@@ -171,7 +171,7 @@ async def test_database_failure_answers_429_never_5xx(endpoint: Endpoint, signin
 @pytest.mark.asyncio
 async def test_unsigned_accepted_when_configured(signing_keys: SigningKeys) -> None:
     queue = MemoryJobQueue()
-    server = WebhookServer(_settings(signing_keys, accept_unsigned_webhooks=True), WebhookIntake(queue))
+    server = WebhookServer(_settings(signing_keys, accept_unsigned_webhooks=True), WebhookIntake(queue.aio))
     url = await server.start()
     try:
         async with aiohttp.ClientSession() as http:
@@ -187,13 +187,13 @@ async def test_unsigned_accepted_when_configured(signing_keys: SigningKeys) -> N
 @pytest.mark.asyncio
 async def test_start_stop_restart_on_a_chosen_port(signing_keys: SigningKeys) -> None:
     queue = MemoryJobQueue()
-    server = WebhookServer(_settings(signing_keys), WebhookIntake(queue))
+    server = WebhookServer(_settings(signing_keys), WebhookIntake(queue.aio))
     url = await server.start()
     assert server.running
     await server.stop()
     assert not server.running
     port = int(url.rsplit(":", 1)[1])
-    again = WebhookServer(_settings(signing_keys, webhook_port=port), WebhookIntake(queue))
+    again = WebhookServer(_settings(signing_keys, webhook_port=port), WebhookIntake(queue.aio))
     assert await again.start() == url
     await again.stop()
 
@@ -206,7 +206,7 @@ async def test_real_sqlite_queue_keeps_the_job_across_a_restart(sqlite_url: str,
     db = open_database(sqlite_url, migrate=True)
     body = outbound_message()
     raw = dump(body)
-    server = WebhookServer(_settings(signing_keys), WebhookIntake(db.jobs, backlog_limit=100_000))
+    server = WebhookServer(_settings(signing_keys), WebhookIntake(db.aio.jobs, backlog_limit=100_000))
     url = await server.start()
     try:
         async with aiohttp.ClientSession() as http:
@@ -226,7 +226,8 @@ async def test_real_sqlite_queue_keeps_the_job_across_a_restart(sqlite_url: str,
         reopened.close()
 
 
-def test_backlog_is_recounted_periodically_and_tracks_own_inserts() -> None:
+@pytest.mark.asyncio
+async def test_backlog_is_recounted_periodically_and_tracks_own_inserts() -> None:
     """Counting 100,000 pending rows per delivery would be slow: recount once a second, add our inserts."""
     from ghl_desktop.webhooks.gate import VerifiedEvent
 
@@ -234,26 +235,26 @@ def test_backlog_is_recounted_periodically_and_tracks_own_inserts() -> None:
     now = [0.0]
     counts: list[int] = []
 
-    def count() -> int:
+    async def count() -> int:
         counts.append(queue.count("pending"))
         return counts[-1]
 
-    intake = WebhookIntake(queue, backlog_limit=3, pending_count=count, clock=lambda: now[0])
+    intake = WebhookIntake(queue.aio, backlog_limit=3, pending_count=count, clock=lambda: now[0])
 
     def event(n: int) -> VerifiedEvent:
         return VerifiedEvent(kind=KIND_OUTBOUND_MESSAGE, event={"n": n}, dedupe_key=f"k{n}", ordering_key=None)
 
     for n in range(3):
-        intake.store_sync(event(n))
+        await intake.store(event(n))
     assert len(counts) == 1  # counted once, then tracked
     with pytest.raises(Exception, match="waiting"):
-        intake.store_sync(event(3))
+        await intake.store(event(3))
     for job in queue.lease("w", now=queue.list()[-1].next_attempt_at, lease_seconds=5):
         queue.complete(job.id, "w")
     with pytest.raises(Exception, match="waiting"):
-        intake.store_sync(event(3))  # not recounted yet
+        await intake.store(event(3))  # not recounted yet
     now[0] = 1.5
-    assert intake.store_sync(event(3)).created
+    assert (await intake.store(event(3))).created
     assert len(counts) == 2
 
 
@@ -262,7 +263,7 @@ async def test_port_in_use_is_a_clear_config_error(endpoint: Endpoint, signing_k
     from ghl_desktop.core.errors import ConfigError
 
     port = int(endpoint.url.rsplit(":", 1)[1])
-    clash = WebhookServer(_settings(signing_keys, webhook_port=port), WebhookIntake(MemoryJobQueue()))
+    clash = WebhookServer(_settings(signing_keys, webhook_port=port), WebhookIntake(MemoryJobQueue().aio))
     with pytest.raises(ConfigError, match="cannot listen"):
         await clash.start()
     assert not clash.running
@@ -282,7 +283,7 @@ async def test_highlevel_retries_after_429_at_10_and_20_minutes_are_stored_once(
     settings = _settings(signing_keys)
     gate = WebhookGate(SignatureVerifier.from_settings(settings), clock=lambda: now[0])
     queue = MemoryJobQueue()
-    server = WebhookServer(settings, WebhookIntake(queue, backlog_recount_seconds=0), gate=gate)
+    server = WebhookServer(settings, WebhookIntake(queue.aio, backlog_recount_seconds=0), gate=gate)
     url = await server.start()
     raw = dump(install_event(timestamp=sent.isoformat().replace("+00:00", "Z")))
     try:
@@ -317,7 +318,7 @@ async def test_unsigned_mode_refuses_what_a_web_page_can_send(signing_keys: Sign
     """Issue 10.6: with unsigned webhooks on, a page on any website could POST a reply (text/plain needs
     no CORS preflight) and make the desktop send WhatsApp messages."""
     queue = MemoryJobQueue()
-    server = WebhookServer(_settings(signing_keys, accept_unsigned_webhooks=True), WebhookIntake(queue))
+    server = WebhookServer(_settings(signing_keys, accept_unsigned_webhooks=True), WebhookIntake(queue.aio))
     url = await server.start()
     try:
         async with aiohttp.ClientSession() as http:

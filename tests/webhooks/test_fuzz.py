@@ -119,7 +119,7 @@ def live(signing_keys: SigningKeys) -> Iterator[LiveEndpoint]:
     settings_ = Settings(webhook_ed25519_public_key=signing_keys.ed25519_public_pem,
                          webhook_rsa_public_key=signing_keys.rsa_public_pem, webhook_port=0)
     gate = WebhookGate(SignatureVerifier.from_settings(settings_), max_body_bytes=MAX_BODY)
-    server = WebhookServer(settings_, WebhookIntake(queue), gate=gate)
+    server = WebhookServer(settings_, WebhookIntake(queue.aio), gate=gate)
     url = loop.run_until_complete(server.start())
 
     async def session() -> aiohttp.ClientSession:

@@ -22,7 +22,7 @@ async def test_sandbox_webhooks_into_the_desktop_queue(db: Database) -> None:
     server: WebhookServer | None = None
     async with running_sandbox(locations=1) as sb:
         settings = replace(Settings(), webhook_port=0, webhook_ed25519_public_key=sb.public_key_pem)
-        server = WebhookServer(settings, WebhookIntake(db.jobs))
+        server = WebhookServer(settings, WebhookIntake(db.aio.jobs))
         url = await server.start()
         try:
             sb.state.webhook_url = url + PROVIDER_PATH
@@ -48,7 +48,7 @@ async def test_sandbox_webhooks_into_the_desktop_queue(db: Database) -> None:
 @pytest.mark.asyncio
 async def test_sandbox_with_an_untrusted_key_is_refused(db: Database) -> None:
     async with running_sandbox(locations=1) as sb:
-        server = WebhookServer(replace(Settings(), webhook_port=0), WebhookIntake(db.jobs))  # HighLevel's keys
+        server = WebhookServer(replace(Settings(), webhook_port=0), WebhookIntake(db.aio.jobs))  # HighLevel's keys
         url = await server.start()
         try:
             sb.state.webhook_url = url + PROVIDER_PATH

@@ -103,7 +103,7 @@ def _settings(keys: SigningKeys) -> Settings:
 @pytest.mark.asyncio
 async def test_direct_endpoint_caps_connections_and_drops_idle_ones_first(signing_keys: SigningKeys) -> None:
     queue = MemoryJobQueue()
-    server = WebhookServer(_settings(signing_keys), WebhookIntake(queue),
+    server = WebhookServer(_settings(signing_keys), WebhookIntake(queue.aio),
                            limits=ConnectionLimits(max_connections=64, header_timeout=30.0))
     url = await server.start()
     port = int(url.rsplit(":", 1)[1])
@@ -120,7 +120,7 @@ async def test_direct_endpoint_caps_connections_and_drops_idle_ones_first(signin
 
 @pytest.mark.asyncio
 async def test_a_connection_that_never_finishes_its_head_is_closed(signing_keys: SigningKeys) -> None:
-    server = WebhookServer(_settings(signing_keys), WebhookIntake(MemoryJobQueue()),
+    server = WebhookServer(_settings(signing_keys), WebhookIntake(MemoryJobQueue().aio),
                            limits=ConnectionLimits(header_timeout=0.3))
     url = await server.start()
     port = int(url.rsplit(":", 1)[1])
@@ -137,7 +137,7 @@ async def test_a_connection_that_never_finishes_its_head_is_closed(signing_keys:
 @pytest.mark.asyncio
 async def test_a_body_that_trickles_in_too_slowly_gets_408_and_nothing_is_stored(signing_keys: SigningKeys) -> None:
     queue = MemoryJobQueue()
-    server = WebhookServer(_settings(signing_keys), WebhookIntake(queue),
+    server = WebhookServer(_settings(signing_keys), WebhookIntake(queue.aio),
                            limits=ConnectionLimits(body_timeout=0.3))
     url = await server.start()
     port = int(url.rsplit(":", 1)[1])
@@ -162,7 +162,7 @@ async def test_a_keep_alive_connection_that_served_a_request_is_not_cut_by_the_h
     """A reverse proxy (Render, a tunnel) reuses its upstream connection; closing it at the head timeout
     would race its next request (a 502, which HighLevel treats as final)."""
     queue = MemoryJobQueue()
-    server = WebhookServer(_settings(signing_keys), WebhookIntake(queue),
+    server = WebhookServer(_settings(signing_keys), WebhookIntake(queue.aio),
                            limits=ConnectionLimits(header_timeout=0.2))
     url = await server.start()
     port = int(url.rsplit(":", 1)[1])

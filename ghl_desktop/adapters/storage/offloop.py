@@ -178,6 +178,9 @@ class AsyncStorage:
         self.messages = cast(AsyncMessageRepository, OffLoop(db.messages, ex))
         self.jobs = cast(AsyncJobQueue, OffLoop(db.jobs, ex))
         self.message_log = cast(AsyncMessageLogQuery, OffLoop(db.message_log, ex))
+        #: the blocking repositories themselves, for functions handed to :meth:`run` (several calls that
+        #: belong together, one hop to the executor); never called on the loop thread
+        self.sync = db
         self._db = db
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

@@ -8,7 +8,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from ghl_desktop.core import jobs
 from ghl_desktop.core.convert import (
@@ -22,6 +22,7 @@ from ghl_desktop.core.errors import (
 )
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.models import (
+    Location,
     LocationState,
     Message,
     MessageKind,
@@ -29,6 +30,11 @@ from ghl_desktop.core.models import (
     NewJob,
 )
 from ghl_desktop.core.ports import (
+    AsyncContactRepository,
+    AsyncJobQueue,
+    AsyncLocationRepository,
+    AsyncMessageRepository,
+    AsyncSessionRepository,
     ContactRepository,
     HighLevelGateway,
     JobQueue,
@@ -45,6 +51,8 @@ from ghl_desktop.core.whatsapp import (
 )
 
 log = logging.getLogger("ghl.bridge")
+
+T = TypeVar("T")
 
 # the job kinds (their payloads are typed in core.jobs)
 INBOUND = jobs.INBOUND
@@ -85,7 +93,10 @@ class SessionAccess(Protocol):
         ...
 
 
-class Repositories(Protocol):
+class SyncRepositories(Protocol):
+    """The blocking repositories: only inside a function handed to ``Repositories.run`` (it runs on
+    the storage executor's thread, never on the loop)."""
+
     @property
     def locations(self) -> LocationRepository: ...
     @property
@@ -96,6 +107,26 @@ class Repositories(Protocol):
     def messages(self) -> MessageRepository: ...
     @property
     def jobs(self) -> JobQueue: ...
+
+
+class Repositories(Protocol):
+    """The storage as the bridge takes it (``db.aio``): every call awaited, run off the loop. Reads
+    that belong together go in one ``run(fn)`` (one hop to the storage thread instead of several)."""
+
+    @property
+    def locations(self) -> AsyncLocationRepository: ...
+    @property
+    def sessions(self) -> AsyncSessionRepository: ...
+    @property
+    def contacts(self) -> AsyncContactRepository: ...
+    @property
+    def messages(self) -> AsyncMessageRepository: ...
+    @property
+    def jobs(self) -> AsyncJobQueue: ...
+    @property
+    def sync(self) -> SyncRepositories: ...
+
+    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +155,11 @@ class BridgeOptions:
     group_tag: str = "whatsapp-group"
     session_wait_seconds: float = 10.0
     message_types: frozenset[str] = field(default_factory=lambda: frozenset({"SMS", "Custom", "WhatsApp"}))
+    #: group chats are not bridged at all (Settings.ignore_groups)
+    ignore_groups: bool = False
+    #: calls are declined at once and the caller gets ``reject_call_text`` (Settings.reject_calls)
+    reject_calls: bool = False
+    reject_call_text: str = "Sorry, we cannot take calls on WhatsApp. Please write us a message."
 
 
 def part_key(ghl_message_id: str, index: int) -> str:
@@ -160,34 +196,51 @@ class BridgeWork:
 
     async def _fail(self, row: Message, reason: str) -> None:
         assert row.id is not None
-        updated = self._repos.messages.update(row.id, status=MessageStatus.FAILED, error=reason)
+        updated, enqueued = await self._repos.run(self._fail_stored, row.id, reason)
         self._logged(updated)
-        if updated.ghl_message_id:
-            self._enqueue_status(updated, MessageStatus.FAILED, reason)
+        if enqueued:
+            self._on_enqueued()
 
-    def _enqueue_status(self, row: Message, status: MessageStatus, error: str | None) -> None:
-        word = ghl_status(status)
-        if word is None or row.ghl_message_id is None:
+    def _fail_stored(self, message_id: int, reason: str) -> tuple[Message, bool]:
+        """(storage thread) Mark the message failed and enqueue the failed status for HighLevel."""
+        repos = self._repos.sync
+        updated = repos.messages.update(message_id, status=MessageStatus.FAILED, error=reason)
+        job = status_job(updated, MessageStatus.FAILED, reason) if updated.ghl_message_id else None
+        if job is not None:
+            repos.jobs.enqueue(job)
+        return updated, job is not None
+
+    async def _enqueue_status(self, row: Message, status: MessageStatus, error: str | None) -> None:
+        job = status_job(row, status, error)
+        if job is None:
             return
-        self._repos.jobs.enqueue(NewJob(
-            kind=STATUS,
-            payload=jobs.StatusPayload(row.location_id, row.ghl_message_id, word, error).to_json(),
-            dedupe_key=f"status:{row.location_id}:{row.ghl_message_id}:{word}",
-            ordering_key=f"status:{row.location_id}:{row.ghl_message_id}",
-        ))
+        await self._repos.jobs.enqueue(job)
         self._on_enqueued()
-
-    def _location_blocked(self, location_id: str) -> str | None:
-        """Why inbound work for this location cannot reach HighLevel until a person acts, else None."""
-        location = self._repos.locations.get(location_id)
-        if location is None or location.state is LocationState.CONNECTED:
-            return None
-        if location.state is LocationState.UNINSTALLED:
-            return "the app was uninstalled from its location"  # the health row's words (services/health.py)
-        return "location needs reconnect"
 
     def _logged(self, message: Message) -> None:
         self._bus.publish(MessageLogged(message))
+
+
+def status_job(row: Message, status: MessageStatus, error: str | None) -> NewJob | None:
+    """The ``ghl.status`` job that pushes ``status`` of ``row`` to HighLevel (None: nothing to push)."""
+    word = ghl_status(status)
+    if word is None or row.ghl_message_id is None:
+        return None
+    return NewJob(
+        kind=STATUS,
+        payload=jobs.StatusPayload(row.location_id, row.ghl_message_id, word, error).to_json(),
+        dedupe_key=f"status:{row.location_id}:{row.ghl_message_id}:{word}",
+        ordering_key=f"status:{row.location_id}:{row.ghl_message_id}",
+    )
+
+
+def location_blocked(location: Location | None) -> str | None:
+    """Why inbound work for this location cannot reach HighLevel until a person acts, else None."""
+    if location is None or location.state is LocationState.CONNECTED:
+        return None
+    if location.state is LocationState.UNINSTALLED:
+        return "the app was uninstalled from its location"  # the health row's words (services/health.py)
+    return "location needs reconnect"
 
 
 def media_kind_of(content_type: str) -> MessageKind:

@@ -4,9 +4,10 @@ retry first asks HighLevel whether that ``altId`` exists)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from ghl_desktop.core.convert import (
+    group_sender_label,
     inbound_text,
     incoming_from_payload,
     incoming_to_payload,
@@ -33,6 +34,7 @@ from ghl_desktop.core.models import (
     NewJob,
     WhatsAppSession,
 )
+from ghl_desktop.core.ports import ContactRepository
 from ghl_desktop.core.whatsapp import (
     IncomingMessage,
 )
@@ -41,6 +43,7 @@ from ghl_desktop.services.bridge.common import (
     MEDIA_KINDS,
     BridgeWork,
     extension_for,
+    location_blocked,
     megabytes,
 )
 from ghl_desktop.services.jobs import RetryLater
@@ -49,6 +52,8 @@ from ghl_desktop.services.jobs import RetryLater
 class InboundWork(BridgeWork):
     async def on_message(self, session: WhatsAppSession, msg: IncomingMessage) -> None:
         """Called by the sessions service for every WhatsApp message, before it is acknowledged."""
+        if self._options.ignore_groups and (msg.is_group or is_group_jid(msg.chat)):
+            return  # groups are turned off: nothing stored, nothing carried
         row = Message(
             location_id=session.location_id,
             direction=Direction.OUTBOUND if msg.from_me else Direction.INBOUND,
@@ -72,7 +77,7 @@ class InboundWork(BridgeWork):
             dedupe_key=f"wa:{session.id}:{msg.id}",
             ordering_key=f"chat:{session.location_id}:{msg.chat}",
         )
-        stored, created = self._repos.messages.record(row, job)
+        stored, created = await self._repos.messages.record(row, job)
         if created:
             self._logged(stored)
             self._on_enqueued()
@@ -82,30 +87,31 @@ class InboundWork(BridgeWork):
         session_id = payload.session_id
         msg = incoming_from_payload(payload.message)
         messages = self._repos.messages
-        row = messages.by_wa_id(session_id, msg.id)
+        # what this job needs to know first, in one hop to the storage thread
+        reads = await self._repos.run(self._inbound_reads, session_id, msg)
+        row = reads.row
         if row is None or row.id is None:
             raise GhlDesktopError(f"message {msg.id} vanished from the database")
         if row.ghl_message_id:
             return  # already in HighLevel
         location_id = row.location_id
-        blocked = self._location_blocked(location_id)
-        if blocked:
-            raise RetryLater(blocked, delay=60.0, blocked=True)
+        if reads.blocked:
+            raise RetryLater(reads.blocked, delay=60.0, blocked=True)
 
-        contact_id = await self._resolve_contact(location_id, msg)
+        contact_id = await self._resolve_contact(location_id, msg, reads.link)
         if job.attempts > 1:
             # The previous attempt may have posted before the process died: ask HighLevel first.
             existing = await self._ghl.find_message_by_alt_id(location_id, contact_id=contact_id, alt_id=msg.id)
             if existing:
-                self._logged(messages.update(row.id, ghl_message_id=existing, status=MessageStatus.SENT))
+                self._logged(await messages.update(row.id, ghl_message_id=existing, status=MessageStatus.SENT))
                 return
 
-        target_text = self._target_text(session_id, msg)
-        sender_name = msg.push_name or msg.sender_phone or (msg.sender.split("@")[0] if msg.sender else None)
+        target_text = reads.target_text
+        sender_name = group_sender_label(msg)
         text = inbound_text(msg, target_text=target_text, sender_name=sender_name, options=self._options.notes)
         if text is None:
-            self._logged(messages.update(row.id, status=MessageStatus.SENT,
-                                         error="not forwarded (turned off in settings)"))
+            self._logged(await messages.update(row.id, status=MessageStatus.SENT,
+                                               error="not forwarded (turned off in settings)"))
             return
 
         attachments: list[str] = []
@@ -126,13 +132,13 @@ class InboundWork(BridgeWork):
             )
         except GhlContactNotFound:
             # HighLevel merged or deleted the contact: forget it, resolve again, post once more.
-            self._repos.contacts.forget_ghl_contact(location_id, contact_id)
-            contact_id = await self._resolve_contact(location_id, msg)
+            link = await self._repos.run(self._forget_and_find, location_id, contact_id, msg)
+            contact_id = await self._resolve_contact(location_id, msg, link)
             posted = await self._ghl.post_message(
                 location_id, contact_id=contact_id, text=text, attachments=attachments,
                 alt_id=msg.id, direction=direction, date=msg.timestamp,
             )
-        self._logged(messages.update(row.id, ghl_message_id=posted.message_id, status=MessageStatus.SENT))
+        self._logged(await messages.update(row.id, ghl_message_id=posted.message_id, status=MessageStatus.SENT))
 
     async def _upload_inbound_media(
         self, session_id: str, location_id: str, contact_id: str, msg: IncomingMessage
@@ -163,42 +169,79 @@ class InboundWork(BridgeWork):
             return None, media_note(msg, f"HighLevel refused it ({error})")
         return url, None
 
-    async def _resolve_contact(self, location_id: str, msg: IncomingMessage) -> str:
+    def _inbound_reads(self, session_id: str, msg: IncomingMessage) -> _InboundReads:
+        """(storage thread) The message row, why its location is blocked, the quoted message's text and
+        the contact link: the reads of one ``wa.inbound`` job, together."""
+        repos = self._repos.sync
+        row = repos.messages.by_wa_id(session_id, msg.id)
+        if row is None or row.id is None or row.ghl_message_id:
+            return _InboundReads(row)
+        blocked = location_blocked(repos.locations.get(row.location_id))
+        if blocked:
+            return _InboundReads(row, blocked)
+        target = msg.target_id or msg.quoted_id
+        target_row = repos.messages.by_wa_id(session_id, target) if target else None
+        return _InboundReads(row, None, target_row.body if target_row else None,
+                             _find_link(repos.contacts, row.location_id, msg))
+
+    def _forget_and_find(self, location_id: str, contact_id: str, msg: IncomingMessage) -> ContactLink | None:
+        """(storage thread) HighLevel no longer knows ``contact_id``: forget it, look the chat up again."""
+        contacts = self._repos.sync.contacts
+        contacts.forget_ghl_contact(location_id, contact_id)
+        return _find_link(contacts, location_id, msg)
+
+    async def _resolve_contact(self, location_id: str, msg: IncomingMessage, link: ContactLink | None) -> str:
+        """The HighLevel contact of the chat (``link``: what the contact table holds for it, looked up
+        by :func:`_find_link`), created in HighLevel and saved when it is not known yet."""
         contacts = self._repos.contacts
         if msg.is_group or is_group_jid(msg.chat):
-            link = contacts.find(location_id, wa_jid=msg.chat)
             if link and link.ghl_contact_id:
                 return link.ghl_contact_id
             name = f"WhatsApp group {msg.chat.split('@')[0]}"
             contact_id = await self._ghl.upsert_contact(
                 location_id, phone=None, name=name, tags=[*self._options.contact_tags, self._options.group_tag])
-            contacts.save(ContactLink(location_id=location_id, phone=None, wa_jid=msg.chat, ghl_contact_id=contact_id,
-                                      name=name, is_group=True, on_whatsapp=True, id=link.id if link else None))
+            await contacts.save(ContactLink(location_id=location_id, phone=None, wa_jid=msg.chat,
+                                            ghl_contact_id=contact_id, name=name, is_group=True, on_whatsapp=True,
+                                            id=link.id if link else None))
             return contact_id
 
-        chat_is_lid = msg.chat.endswith("@lid")
-        lid = msg.chat if chat_is_lid else (msg.sender_lid if not msg.from_me else None)
-        phone = phone_from_jid(msg.chat) or (msg.sender_phone if not msg.from_me else None)
-        jid: str | None = msg.chat if not chat_is_lid else (jid_for_phone(phone) if phone else None)
-        link = contacts.find(location_id, phone=phone, wa_jid=jid, wa_lid=lid)
+        phone, jid, lid = _contact_keys(msg)
         if link and link.ghl_contact_id:
             if (phone and not link.phone) or (lid and not link.wa_lid) or (jid and not link.wa_jid):
-                contacts.save(replace(link, phone=link.phone or phone, wa_lid=link.wa_lid or lid,
-                                      wa_jid=link.wa_jid or jid))
+                await contacts.save(replace(link, phone=link.phone or phone, wa_lid=link.wa_lid or lid,
+                                            wa_jid=link.wa_jid or jid))
             return link.ghl_contact_id
         # a LID-only sender gets a contact without a phone (never an invented number), tagged as such
         contact_name = msg.push_name if not msg.from_me else None
         tags = list(self._options.contact_tags) + ([] if phone else ["whatsapp-lid"])
         contact_id = await self._ghl.upsert_contact(location_id, phone=phone, name=contact_name, tags=tags)
-        contacts.save(ContactLink(
+        await contacts.save(ContactLink(
             location_id=location_id, phone=phone or (link.phone if link else None), wa_jid=jid, wa_lid=lid,
             ghl_contact_id=contact_id, name=contact_name, on_whatsapp=True, id=link.id if link else None,
         ))
         return contact_id
 
-    def _target_text(self, session_id: str, msg: IncomingMessage) -> str | None:
-        target = msg.target_id or msg.quoted_id
-        if not target:
-            return None
-        row = self._repos.messages.by_wa_id(session_id, target)
-        return row.body if row else None
+
+@dataclass(frozen=True, slots=True)
+class _InboundReads:
+    row: Message | None
+    blocked: str | None = None
+    target_text: str | None = None
+    link: ContactLink | None = None
+
+
+def _contact_keys(msg: IncomingMessage) -> tuple[str | None, str | None, str | None]:
+    """(phone, jid, lid) of a one-to-one chat's contact, as far as the message tells them."""
+    chat_is_lid = msg.chat.endswith("@lid")
+    lid = msg.chat if chat_is_lid else (msg.sender_lid if not msg.from_me else None)
+    phone = phone_from_jid(msg.chat) or (msg.sender_phone if not msg.from_me else None)
+    jid: str | None = msg.chat if not chat_is_lid else (jid_for_phone(phone) if phone else None)
+    return phone, jid, lid
+
+
+def _find_link(contacts: ContactRepository, location_id: str, msg: IncomingMessage) -> ContactLink | None:
+    """(storage thread) The contact table's row for the chat of ``msg``."""
+    if msg.is_group or is_group_jid(msg.chat):
+        return contacts.find(location_id, wa_jid=msg.chat)
+    phone, jid, lid = _contact_keys(msg)
+    return contacts.find(location_id, phone=phone, wa_jid=jid, wa_lid=lid)

@@ -57,7 +57,9 @@ class OutboundWork(BridgeWork):
         messages = self._repos.messages
 
         chat = jid_for_phone(phone) if any(c.isdigit() for c in phone) else ""
-        row, _ = messages.record(Message(
+        group_jid = await self._group_of(location_id, contact_id) if not chat else None
+        chat = group_jid or chat  # a reply to a group's contact (no phone) goes to the group
+        row, _ = await messages.record(Message(
             location_id=location_id, direction=Direction.OUTBOUND,
             kind=MessageKind.DOCUMENT if urls and not text else MessageKind.TEXT,
             chat_jid=chat, ghl_message_id=ghl_id, body=text or None,
@@ -70,12 +72,13 @@ class OutboundWork(BridgeWork):
             await self._fail(row, "HighLevel gave no phone number for this contact")
             return
 
-        session = self._pick_session(location_id, chat)
+        linked = await self._repos.sessions.list(location_id)
+        session = await self._pick_session(location_id, chat, linked)
         if isinstance(session, str):
             await self._fail(row, session)
             return
         if session is None:
-            banned = self._banned_reason(location_id)
+            banned = banned_reason(linked)
             if banned:
                 raise RetryLater(banned, self._options.session_wait_seconds, blocked=True)
             raise RetryLater("no connected WhatsApp number for this location yet", self._options.session_wait_seconds)
@@ -84,7 +87,7 @@ class OutboundWork(BridgeWork):
             raise RetryLater("WhatsApp number reconnecting", self._options.session_wait_seconds)
 
         try:
-            jid = await self._recipient_jid(location_id, phone, contact_id, transport)
+            jid = group_jid or await self._recipient_jid(location_id, phone, contact_id, transport)
         except NotOnWhatsApp as error:
             await self._fail(row, str(error))
             return
@@ -108,7 +111,7 @@ class OutboundWork(BridgeWork):
 
         wa_id = row.wa_message_id or new_wa_message_id()
         if row.wa_message_id is None or row.session_id != session.id:
-            row = messages.update(row.id, wa_message_id=wa_id, session_id=session.id)
+            row = await messages.update(row.id, wa_message_id=wa_id, session_id=session.id)
         assert row.id is not None
         try:
             first_id: str | None = None
@@ -129,8 +132,8 @@ class OutboundWork(BridgeWork):
                 raise RetryLater(f"WhatsApp send will be retried: {error}", wait) from error
             await self._fail(row, readable_error(error))
             return
-        updated = messages.update(row.id, status=MessageStatus.SENT,
-                                  wa_message_id=first_id if first_id and first_id != wa_id else None)
+        updated = await messages.update(row.id, status=MessageStatus.SENT,
+                                        wa_message_id=first_id if first_id and first_id != wa_id else None)
         self._logged(updated)
 
     async def _send_parts(
@@ -149,14 +152,14 @@ class OutboundWork(BridgeWork):
         messages = self._repos.messages
         for index, (url, item) in enumerate(media):
             key = part_key(row.ghl_message_id, index)
-            done = messages.by_ghl_id(row.location_id, key)
+            done = await messages.by_ghl_id(row.location_id, key)
             if done is not None and done.status.rank >= MessageStatus.SENT.rank:
                 continue  # sent by an earlier attempt
             sent = await self._sessions.send_media(session_id, jid, item,
                                                    message_id=wa_id if index == 0 else f"{wa_id}{index}")
             if index == 0 and sent.message_id and sent.message_id != row.wa_message_id:
-                row = messages.update(row_id, wa_message_id=sent.message_id)
-            messages.record(Message(
+                row = await messages.update(row_id, wa_message_id=sent.message_id)
+            await messages.record(Message(
                 location_id=row.location_id, direction=Direction.OUTBOUND, kind=item.kind, chat_jid=row.chat_jid,
                 session_id=session_id, ghl_message_id=key, media_ref=url, media_mime=item.mimetype,
                 media_name=item.file_name, media_size=len(item.data), status=MessageStatus.SENT,
@@ -164,18 +167,25 @@ class OutboundWork(BridgeWork):
             ))
         return row
 
+    async def _group_of(self, location_id: str, contact_id: object) -> str | None:
+        """The group JID when ``contact_id`` is the HighLevel contact of a WhatsApp group, else None."""
+        if not contact_id:
+            return None
+        link = await self._repos.contacts.find(location_id, ghl_contact_id=str(contact_id))
+        return link.wa_jid if link is not None and link.is_group and link.wa_jid else None
+
     async def _recipient_jid(
         self, location_id: str, phone: str, contact_id: object, transport: WhatsAppTransport
     ) -> str:
         contacts = self._repos.contacts
         e164 = "+" + "".join(c for c in phone if c.isdigit())
-        link = contacts.find(location_id, phone=e164)
+        link = await contacts.find(location_id, phone=e164)
         if link and link.on_whatsapp is False:
             raise NotOnWhatsApp(f"{e164} is not on WhatsApp")
         if link and link.on_whatsapp and link.wa_jid:
             return link.wa_jid
         jid = await transport.is_on_whatsapp(e164)
-        contacts.save(ContactLink(
+        await contacts.save(ContactLink(
             location_id=location_id, phone=e164, wa_jid=jid or (link.wa_jid if link else None),
             wa_lid=link.wa_lid if link else None,
             ghl_contact_id=str(contact_id) if contact_id else (link.ghl_contact_id if link else None),
@@ -185,10 +195,12 @@ class OutboundWork(BridgeWork):
             raise NotOnWhatsApp(f"{e164} is not on WhatsApp")
         return jid
 
-    def _pick_session(self, location_id: str, chat: str) -> WhatsAppSession | str | None:
-        """The connected session for this location (the one that last spoke to this chat when there are
-        several); None when one exists but is reconnecting; a reason string when none can ever send."""
-        sessions = self._repos.sessions.list(location_id)
+    async def _pick_session(
+        self, location_id: str, chat: str, sessions: list[WhatsAppSession],
+    ) -> WhatsAppSession | str | None:
+        """The connected session of ``sessions`` (the location's) — the one that last spoke to this chat
+        when there are several; None when one exists but is reconnecting; a reason string when none can
+        ever send."""
         if not sessions:
             return "no WhatsApp number is linked to this HighLevel location"
         live = [s for s in sessions if self._sessions.transport_for(s.id) is not None]
@@ -198,18 +210,18 @@ class OutboundWork(BridgeWork):
                 return f"the WhatsApp number for this location is {states} — link it again"
             return None
         if len(live) > 1:
-            for m in self._repos.messages.recent(500, location_id=location_id):
+            for m in await self._repos.messages.recent(500, location_id=location_id):
                 if m.chat_jid == chat and m.session_id in {s.id for s in live}:
                     return next(s for s in live if s.id == m.session_id)
         return live[0]
 
-    def _banned_reason(self, location_id: str) -> str | None:
-        """When every number of the location that could still send is banned by WhatsApp: the ban, as
-        the waiting reason (the replies wait for it to end, or for ``max_wait_seconds``)."""
-        sessions = self._repos.sessions.list(location_id)
-        hopeful = [s for s in sessions if not s.state.is_final or s.state is SessionState.TEMPORARILY_BANNED]
-        if not hopeful or any(s.state is not SessionState.TEMPORARILY_BANNED for s in hopeful):
-            return None
-        ends = [s.state_until for s in hopeful if s.state_until is not None]
-        until = f" until {max(ends).strftime('%Y-%m-%d %H:%M')} UTC" if len(ends) == len(hopeful) else ""
-        return f"the WhatsApp number is temporarily banned{until}"
+
+def banned_reason(sessions: list[WhatsAppSession]) -> str | None:
+    """When every number of the location (``sessions``) that could still send is banned by WhatsApp:
+    the ban, as the waiting reason (the replies wait for it to end, or for ``max_wait_seconds``)."""
+    hopeful = [s for s in sessions if not s.state.is_final or s.state is SessionState.TEMPORARILY_BANNED]
+    if not hopeful or any(s.state is not SessionState.TEMPORARILY_BANNED for s in hopeful):
+        return None
+    ends = [s.state_until for s in hopeful if s.state_until is not None]
+    until = f" until {max(ends).strftime('%Y-%m-%d %H:%M')} UTC" if len(ends) == len(hopeful) else ""
+    return f"the WhatsApp number is temporarily banned{until}"

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ghl_desktop.core.jobs import ProviderPayload, StatusPayload
 from ghl_desktop.core.models import (
     Direction,
     Job,
     LocationState,
+    Message,
     MessageStatus,
     WhatsAppSession,
 )
@@ -18,6 +21,7 @@ from ghl_desktop.services.bridge.common import (
     RECEIPT_STATUS,
     BridgeWork,
     LocationsChanged,
+    status_job,
 )
 
 
@@ -27,22 +31,36 @@ class StatusWork(BridgeWork):
         new_status = RECEIPT_STATUS.get(receipt.kind)
         if new_status is None:
             return
-        for wa_id in receipt.message_ids:
-            row = self._repos.messages.by_wa_id(session.id, wa_id)
+        updated, enqueued = await self._repos.run(self._apply_receipt, session.id, receipt.message_ids, new_status)
+        for row in updated:
+            self._logged(row)
+        if enqueued:
+            self._on_enqueued()
+
+    def _apply_receipt(
+        self, session_id: str, wa_ids: Sequence[str], new_status: MessageStatus,
+    ) -> tuple[list[Message], bool]:
+        """(storage thread) The receipt's messages moved to ``new_status`` and their status jobs
+        enqueued: (the rows that changed, whether a job was enqueued)."""
+        repos = self._repos.sync
+        changed: list[Message] = []
+        enqueued = False
+        for wa_id in wa_ids:
+            row = repos.messages.by_wa_id(session_id, wa_id)
             if row is None or row.id is None or row.direction is not Direction.OUTBOUND:
                 continue
             if row.status is MessageStatus.FAILED or new_status.rank < row.status.rank:
                 continue
-            if new_status is row.status:
-                # The same receipt again (redelivered because the process died before acking it):
-                # the status job may never have been stored, so enqueue it again (deduplicated).
-                if row.ghl_message_id and not row.from_me:
-                    self._enqueue_status(row, new_status, None)
-                continue
-            updated = self._repos.messages.update(row.id, status=new_status)
-            self._logged(updated)
-            if updated.ghl_message_id and not updated.from_me:
-                self._enqueue_status(updated, new_status, None)
+            if new_status is not row.status:
+                row = repos.messages.update(row.id, status=new_status)
+                changed.append(row)
+            # The same receipt again (redelivered because the process died before acking it) enqueues
+            # again too: the status job may never have been stored (deduplicated by its key).
+            job = status_job(row, new_status, None) if row.ghl_message_id and not row.from_me else None
+            if job is not None:
+                repos.jobs.enqueue(job)
+                enqueued = True
+        return changed, enqueued
 
     async def _handle_status(self, job: Job) -> None:
         p = StatusPayload.from_json(job.payload)
@@ -52,6 +70,12 @@ class StatusWork(BridgeWork):
         event = ProviderPayload.from_json(job.payload).event
         kind = str(event.get("type", ""))
         location_id = event.get("locationId")
-        if kind == "UNINSTALL" and location_id and self._repos.locations.get(str(location_id)):
-            self._repos.locations.set_state(str(location_id), LocationState.UNINSTALLED)
+        if kind == "UNINSTALL" and location_id:
+            await self._repos.run(self._uninstalled, str(location_id))
         self._bus.publish(LocationsChanged(str(location_id) if location_id else None, kind))
+
+    def _uninstalled(self, location_id: str) -> None:
+        """(storage thread) The app was uninstalled from a location we know: mark it so."""
+        locations = self._repos.sync.locations
+        if locations.get(location_id):
+            locations.set_state(location_id, LocationState.UNINSTALLED)

@@ -28,7 +28,7 @@ from tests.relay.helpers import wait_for
 def _client(url: str, token: str, codes: list[OAuthCodeReceived]) -> RelayClient:
     bus = EventBus()
     bus.subscribe(OAuthCodeReceived, codes.append)
-    return RelayClient(url, token, WebhookIntake(MemoryJobQueue(), bus=bus), bus=bus,
+    return RelayClient(url, token, WebhookIntake(MemoryJobQueue().aio, bus=bus), bus=bus,
                        backoff_initial=0.02, backoff_max=0.1)
 
 
