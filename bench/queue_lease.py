@@ -20,6 +20,7 @@ are deleted between sizes. ``--quick``: 100 and 10,000 pending, fewer rounds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import delete, insert  # noqa: E402
+from sqlalchemy.exc import DBAPIError  # noqa: E402
 
 from bench._common import percentile, record, table  # noqa: E402
 from ghl_desktop.adapters.storage import Database, open_database  # noqa: E402
@@ -54,6 +56,17 @@ def fill(db: Database, n: int) -> None:
     with db.engine.begin() as conn:
         for start in range(0, n, 5000):
             conn.execute(insert(JobRow), rows[start:start + 5000])
+    # settle the bulk load's writes before timing (a steady queue has no load in flight): SQLite folds
+    # its WAL back; PostgreSQL checkpoints and analyzes as autovacuum would
+    with db.engine.connect() as conn:
+        if db.engine.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.exec_driver_sql("ANALYZE jobs")
+            conn.exec_driver_sql("ANALYZE job_heads")
+            with contextlib.suppress(DBAPIError):  # needs the pg_checkpoint role
+                conn.exec_driver_sql("CHECKPOINT")
+        else:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def time_leases(db: Database, rounds: int) -> list[float]:
@@ -94,7 +107,7 @@ def main() -> int:
             enqueue: list[float] = []
             for n in sizes:
                 fill(db, n)
-                time_leases(db, 5)  # warm-up: caches, statement compilation
+                time_leases(db, 20)  # warm-up: caches, statement compilation
                 lease_ms[n] = statistics.median(time_leases(db, rounds))
                 if n == sizes[-1]:
                     enqueue = time_enqueues(db, 100 if args.quick else 500)
