@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from ghl_desktop.core import jobs
 from ghl_desktop.core.events import EventBus
@@ -25,6 +25,10 @@ from ghl_desktop.core.models import Location, LocationState, SessionState, Whats
 from ghl_desktop.core.storage_health import StorageProblem, StorageRecovered
 
 log = logging.getLogger("ghl.health")
+
+
+#: what one refresh reads: locations, sessions, and (inbound per session, outbound per location, failed)
+_Reads: TypeAlias = "tuple[list[Location], list[WhatsAppSession], tuple[dict[str, int], dict[str, int], int]]"
 
 
 class HealthLevel(StrEnum):
@@ -308,6 +312,7 @@ class HealthMonitor:
         pausable: Pausable | None = None,
         poll_seconds: float = 10.0,
         closed: Callable[[], bool] | None = None,
+        offload: Callable[[Callable[[], _Reads]], Awaitable[_Reads]] | None = None,
     ) -> None:
         self._locations = locations
         self._sessions = sessions
@@ -319,6 +324,11 @@ class HealthMonitor:
         self._pausable = pausable
         self._poll_seconds = poll_seconds
         self._closed = closed or (lambda: False)
+        #: runs the refresh's reads off the loop (the app's storage executor: ``db.aio.run``); the
+        #: refreshes the bus and the poll trigger then never query the database on the loop thread
+        self._offload = offload
+        self._in_flight: asyncio.Task[None] | None = None
+        self._again = False
         self._paused = False
         self._relay_state: str | None = None
         self._relay_detail: str | None = None
@@ -347,7 +357,7 @@ class HealthMonitor:
         monitor = cls(
             locations=app.db.locations, sessions=app.db.sessions, jobs=app.db.jobs, bus=app.bus,
             grace_seconds=float(app.settings.notify_grace_seconds), pausable=runner,
-            closed=lambda: bool(app.closed),
+            closed=lambda: bool(app.closed), offload=app.db.aio.run,
         )
         monitor.start()
         return monitor
@@ -443,6 +453,9 @@ class HealthMonitor:
         if self._poll is not None:
             self._poll.cancel()
             self._poll = None
+        if self._in_flight is not None:
+            self._in_flight.cancel()
+            self._in_flight = None
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, (HealthChanged, NoticeRequested)):
@@ -460,7 +473,20 @@ class HealthMonitor:
 
     def _refresh_soon(self) -> None:
         self._soon = None
-        self._safe_refresh()
+        if self._offload is None:
+            self._safe_refresh()
+            return
+        if self._in_flight is not None and not self._in_flight.done():
+            self._again = True  # one more once the running one is done
+            return
+        self._in_flight = asyncio.get_running_loop().create_task(self._refresh_off_loop(), name="health-refresh")
+
+    async def _refresh_off_loop(self) -> None:
+        while True:
+            self._again = False
+            await self._safe_refresh_async()
+            if not self._again or not self._unsubscribe:
+                return
 
     def _safe_refresh(self) -> None:
         try:
@@ -471,7 +497,22 @@ class HealthMonitor:
     async def _poll_loop(self) -> None:
         while True:
             await asyncio.sleep(self._poll_seconds)
-            self._safe_refresh()
+            await self._safe_refresh_async()
+
+    async def _safe_refresh_async(self) -> None:
+        try:
+            await self.refresh_async()
+        except Exception:
+            if not self._closed():  # quitting: the database closed under the refresh
+                log.exception("health refresh failed")
+
+    async def refresh_async(self) -> HealthSnapshot:
+        """:meth:`refresh` with its queries run by ``offload`` (off the loop thread) when there is one."""
+        if self._offload is None or self._closed():
+            return self.refresh()
+        reads = await self._offload(self._read)
+        with self._lock:
+            return self._refresh(reads)
 
     # --- the computation -----------------------------------------------------------------------
 
@@ -483,7 +524,11 @@ class HealthMonitor:
         with self._lock:
             return self._refresh()
 
-    def _refresh(self) -> HealthSnapshot:
+    def _read(self) -> _Reads:
+        """The refresh's queries (on the storage thread when offloaded)."""
+        return self._locations.list(), self._sessions.list(), self._counts()
+
+    def _refresh(self, reads: _Reads | None = None) -> HealthSnapshot:
         if self._closed():
             self.stop()
             return self._snapshot
@@ -495,9 +540,7 @@ class HealthMonitor:
         self._ensure_poll()
         now = self._clock()
         self._seen = set()
-        locations = self._locations.list()
-        sessions = self._sessions.list()
-        inbound, outbound, failed = self._counts()
+        locations, sessions, (inbound, outbound, failed) = reads if reads is not None else self._read()
         by_location = {loc.id: loc for loc in locations}
         conditions: list[_Condition] = []
 
