@@ -30,6 +30,7 @@ from typing import Any, TextIO
 
 from ghl_desktop.adapters.secrets import open_secret_store
 from ghl_desktop.adapters.storage import Database, open_database
+from ghl_desktop.adapters.storage.secrets_db import PgRefreshLock, cluster_token_parts, is_cluster_url
 from ghl_desktop.config import Settings, load_settings
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.files import ensure_private_dir
@@ -103,13 +104,29 @@ class App:
             logging_setup if logging_setup is not None else configure_logging(self.settings, console=console_log)
         )
         self._owns_db = database is None
+        #: set on PostgreSQL (a cluster of workers): tokens are sealed in the database and refreshed
+        #: under the cluster's lock (adapters/storage/secrets_db.py); None on SQLite
+        self.token_cluster: PgRefreshLock | None = None
+        opened: Database | None = None
         try:
-            self.secrets: SecretStore = secrets if secrets is not None else open_secret_store(self.settings, passphrase)
-            self._register_known_secrets()
-            self.db: Database = (
-                database if database is not None else open_database(self.settings.database_url, migrate=True)
-            )
+            db_url = database.url if database is not None else self.settings.database_url
+            cluster = secrets is None and is_cluster_url(db_url)
+            if not cluster:
+                self.secrets: SecretStore = (
+                    secrets if secrets is not None else open_secret_store(self.settings, passphrase)
+                )
+                self._register_known_secrets()
+            if database is None:
+                database = opened = open_database(self.settings.database_url, migrate=True)
+            self.db: Database = database
+            if cluster:
+                parts = cluster_token_parts(self.db)  # SecretKeyMissing without GHL_DESKTOP_SECRET_KEY
+                assert parts is not None
+                self.secrets, self.token_cluster = parts
+                self._register_known_secrets()
         except BaseException:
+            if opened is not None:
+                opened.close()
             if self._owns_logging:
                 self.logging.close()
             raise

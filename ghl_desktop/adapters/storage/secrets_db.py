@@ -22,7 +22,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, delete, select, text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection, make_url
 
 from ghl_desktop.adapters.crypto import Sealer
 from ghl_desktop.core.errors import SecretStoreError
@@ -43,6 +43,11 @@ _RELEASES: set[asyncio.Future[None]] = set()
 def is_cluster_database(db: Database) -> bool:
     """PostgreSQL is the cluster database; SQLite is one desktop's own file."""
     return db.engine.dialect.name == "postgresql"
+
+
+def is_cluster_url(url: str | URL) -> bool:
+    """Whether a database URL is a cluster's (PostgreSQL)."""
+    return make_url(url).get_backend_name() == "postgresql"
 
 
 class DbSecretStore:
@@ -141,4 +146,4 @@ def cluster_token_parts(
     return DbSecretStore(db, Sealer.from_env(env)), PgRefreshLock(db)
 
 
-__all__ = ["DbSecretStore", "PgRefreshLock", "cluster_token_parts", "is_cluster_database"]
+__all__ = ["DbSecretStore", "PgRefreshLock", "cluster_token_parts", "is_cluster_database", "is_cluster_url"]
