@@ -161,7 +161,7 @@ class BridgeRuntime:
         self.gateway = GhlGateway(self.client)
         self.sessions = SessionService(
             app.db.sessions, transport_factory, app.bus, sessions_dir=settings.sessions_dir,
-            options=self.options.sessions,
+            options=self.options.sessions, aio=app.db.aio.sessions,
         )
         self.bridge = Bridge(
             app.db.aio, self.gateway, self.sessions,
@@ -174,6 +174,7 @@ class BridgeRuntime:
         self.runner = JobRunner(app.db.aio.jobs, self.bridge.handlers, runner_options, bus=app.bus)
         self.sessions.on_message = self.bridge.on_message
         self.sessions.on_receipt = self.bridge.on_receipt
+        self.sessions.on_call = self.bridge.on_call
         self.intake = WebhookIntake(app.db.aio.jobs, backlog_limit=settings.webhook_backlog_limit, bus=app.bus)
         self.sessions.storage = self.intake.monitor  # one "disk full" state for webhooks and WhatsApp
         # a stored webhook wakes the runner at once instead of at its next poll

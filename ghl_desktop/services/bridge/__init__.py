@@ -13,11 +13,13 @@ a second message appear:
   simulated network; neonize cannot take our id — see the transport's notes for the remaining window).
 - ``ghl.status``: push delivered / read / failed to HighLevel, ordered per message.
 - ``ghl.app_event``: INSTALL / UNINSTALL.
+- ``wa.call``: a WhatsApp call → one line in the caller's conversation, optionally declined with a reply.
 """
 
 from __future__ import annotations
 
 from ghl_desktop.core.ports import FetchedMedia
+from ghl_desktop.services.bridge.calls import CALL, CallWork
 from ghl_desktop.services.bridge.common import (
     APP_EVENT,
     INBOUND,
@@ -37,8 +39,8 @@ from ghl_desktop.services.bridge.status import StatusWork
 from ghl_desktop.services.jobs import JobHandler
 
 
-class Bridge(InboundWork, OutboundWork, StatusWork):
-    """The three kinds of work over one set of neighbours (``BridgeWork.__init__``)."""
+class Bridge(InboundWork, OutboundWork, StatusWork, CallWork):
+    """The kinds of work over one set of neighbours (``BridgeWork.__init__``)."""
 
     @property
     def handlers(self) -> dict[str, JobHandler]:
@@ -47,10 +49,11 @@ class Bridge(InboundWork, OutboundWork, StatusWork):
             OUTBOUND: self._handle_outbound,
             STATUS: self._handle_status,
             APP_EVENT: self._handle_app_event,
+            CALL: self._handle_call,
         }
 
 
 __all__ = [
-    "APP_EVENT", "INBOUND", "OUTBOUND", "STATUS", "Bridge", "BridgeOptions", "FetchedMedia", "LocationsChanged",
+    "APP_EVENT", "CALL", "INBOUND", "OUTBOUND", "STATUS", "Bridge", "BridgeOptions", "FetchedMedia", "LocationsChanged",
     "MessageLogged", "Repositories", "SessionAccess", "new_wa_message_id", "part_key",
 ]
