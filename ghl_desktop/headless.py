@@ -22,9 +22,10 @@ import httpx
 
 from ghl_desktop.adapters.ghl.tls import ssl_context_async
 from ghl_desktop.adapters.secrets import open_secret_store
+from ghl_desktop.adapters.storage.secrets_db import is_cluster_url
 from ghl_desktop.app import App, with_stored_client_secret
 from ghl_desktop.config import Settings, load_settings
-from ghl_desktop.core.errors import GhlDesktopError, SecretStoreError
+from ghl_desktop.core.errors import ConfigError, GhlDesktopError, SecretStoreError
 from ghl_desktop.core.loop_watch import watch_from_env
 from ghl_desktop.core.models import SessionState, WhatsAppSession
 from ghl_desktop.runtime import BridgeRuntime, RuntimeOptions, neonize_transport_factory, runtime_options_from_env
@@ -72,21 +73,31 @@ async def _main(*, sandbox: bool, sandbox_port: int) -> int:
         if watch is not None:
             stack.callback(watch.stop)
         sandbox_url: str | None = None
-        try:
-            # opened first: a client secret saved in the window's Settings lives there
-            secrets = open_secret_store(settings)
-        except SecretStoreError as exc:
-            print(f"headless: {exc}", file=sys.stderr)
-            return 2
+        # a worker of a cluster (PostgreSQL) keeps its tokens sealed in the database: the App opens that
+        # store (adapters/storage/secrets_db.py), no keyring or vault is needed
+        cluster = not sandbox and is_cluster_url(settings.database_url)
+        secrets = None
+        if not cluster:
+            try:
+                # opened first: a client secret saved in the window's Settings lives there
+                secrets = open_secret_store(settings)
+            except SecretStoreError as exc:
+                print(f"headless: {exc}", file=sys.stderr)
+                return 2
         if sandbox:
             settings, sandbox_url = await stack.enter_async_context(_sandbox(settings, sandbox_port))
         else:
-            settings = with_stored_client_secret(settings, secrets)
+            if secrets is not None:
+                settings = with_stored_client_secret(settings, secrets)
             if not settings.has_ghl_credentials:
                 print("headless: no HighLevel credentials (GHL_CLIENT_ID / GHL_CLIENT_SECRET); "
                       "use --sandbox to try the app with the built-in sandbox", file=sys.stderr)
                 return 2
-        app = App(settings, secrets=secrets, console_log=sys.stdout, sandbox=sandbox)
+        try:
+            app = App(settings, secrets=secrets, console_log=sys.stdout, sandbox=sandbox)
+        except ConfigError as exc:  # a cluster worker without GHL_DESKTOP_SECRET_KEY
+            print(f"headless: {exc}", file=sys.stderr)
+            return 2
         stack.push_async_callback(app.aclose)
         if sandbox_url is not None:
             from ghl_desktop.adapters.whatsapp.simulated import simulated_transport_factory

@@ -44,3 +44,19 @@ def test_app_on_sqlite_keeps_the_desktop_store(tmp_path: Path, monkeypatch: pyte
         assert app.secrets is store and app.token_cluster is None
     finally:
         asyncio.run(app.aclose())
+
+
+@pytest.mark.postgres
+def test_headless_worker_on_postgres_needs_the_key_not_a_keyring(pg_url: str, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GHL_")}
+    env.update({"GHL_DESKTOP_HOME": str(tmp_path / "home"), "GHL_DESKTOP_DB_URL": pg_url,
+                "GHL_CLIENT_ID": "abc-def", "GHL_CLIENT_SECRET": "s", "GHL_DESKTOP_NO_REEXEC": "1",
+                "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
+    result = subprocess.run([sys.executable, "-m", "ghl_desktop", "headless"], capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 2, result.stderr
+    assert ENV_KEY in result.stderr and "GHL_DESKTOP_VAULT_PASSPHRASE" not in result.stderr
