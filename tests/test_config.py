@@ -50,3 +50,16 @@ def test_group_and_call_settings_from_env(data_home: Path, monkeypatch: pytest.M
     s = load_settings()
     assert s.ignore_groups is True and s.reject_calls is True
     assert s.reject_call_text == "Please write instead"
+
+
+def test_group_and_call_settings_reach_the_bridge(data_home: Path) -> None:
+    from dataclasses import replace
+
+    from ghl_desktop.runtime import bridge_options
+    from ghl_desktop.services.bridge import BridgeOptions
+
+    off = bridge_options(BridgeOptions(), load_settings())
+    assert (off.ignore_groups, off.reject_calls) == (False, False)
+    on = bridge_options(BridgeOptions(), replace(load_settings(), ignore_groups=True, reject_calls=True,
+                                                 reject_call_text="Write to us"))
+    assert (on.ignore_groups, on.reject_calls, on.reject_call_text) == (True, True, "Write to us")
