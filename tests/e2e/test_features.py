@@ -99,12 +99,17 @@ async def test_contact_name_comes_from_the_push_name_and_an_agents_name_stays() 
     async with bridge_env() as env:
         await env.customer(ALICE, "Alice Profile")
         await env.customer(BOB, "Bob Profile")
+        carol = "+4915100000003"
+        await env.customer(carol, "Carol Profile")
         await env.add_contact(BOB, "Robert (VIP)")
+        await env.add_contact(carol, "")  # in HighLevel already, without a name
         a = await env.send(ALICE, text="hi")
         b = await env.send(BOB, text="hello")
-        await landed(env, a, b)
+        c = await env.send(carol, text="hey")
+        await landed(env, a, b, c)
         assert (await env.contact_for(phone=ALICE))["name"] == "Alice Profile"
         assert (await env.contact_for(phone=BOB))["name"] == "Robert (VIP)"
+        assert (await env.contact_for(phone=carol))["name"] == "Carol Profile"
 
 
 async def call(env: Env, phone: str, **body: Any) -> str:

@@ -39,6 +39,8 @@ class GhlGateway:
         if phone is not None:
             existing = await self._client.find_duplicate_contact(location_id, phone)
             if existing is not None:
+                if name and not existing.name:  # HighLevel has none: the WhatsApp profile name; never overwrite one
+                    await self._client.upsert_contact(location_id, phone, name=name, tags=None, source=None)
                 return existing.id
         upserted = await self._client.upsert_contact(
             location_id, phone, name=name or (None if phone else "WhatsApp contact"), tags=list(tags))
