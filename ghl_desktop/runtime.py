@@ -161,7 +161,7 @@ class BridgeRuntime:
         self.gateway = GhlGateway(self.client)
         self.sessions = SessionService(
             app.db.sessions, transport_factory, app.bus, sessions_dir=settings.sessions_dir,
-            options=self.options.sessions,
+            options=self.options.sessions, aio=app.db.aio.sessions,
         )
         self.bridge = Bridge(
             app.db.aio, self.gateway, self.sessions,

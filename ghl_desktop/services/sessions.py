@@ -42,7 +42,7 @@ from ghl_desktop.core.errors import (
 )
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.models import SessionState, WhatsAppSession, can_transition
-from ghl_desktop.core.ports import SessionRepository
+from ghl_desktop.core.ports import AsyncSessionRepository, SessionRepository
 from ghl_desktop.core.storage_health import StorageMonitor, is_disk_full
 from ghl_desktop.core.tasks import BackgroundTasks
 from ghl_desktop.core.whatsapp import (
@@ -130,6 +130,9 @@ class _Runtime:
         self.reconnect_task: asyncio.Task[None] | None = None
         self.offline_task: asyncio.Task[None] | None = None
         self.first_qr = asyncio.Event()
+        #: the session's state as this service last stored or read it (transport_for answers from it,
+        #: without a database read per lookup: this service is the only writer of a live session's state)
+        self.state: SessionState | None = None
 
     def cancel_timers(self) -> None:
         current = asyncio.current_task()
@@ -137,6 +140,33 @@ class _Runtime:
             if task is not None and task is not current and not task.done():
                 task.cancel()
         self.qr_task = self.reconnect_task = self.offline_task = None
+
+
+class _InlineSessions:
+    """A bare :class:`SessionRepository` as an :class:`AsyncSessionRepository` whose calls run inline
+    (a service built without the storage executor: tests, tools)."""
+
+    def __init__(self, repo: SessionRepository) -> None:
+        self._repo = repo
+
+    async def create(self, session: WhatsAppSession) -> WhatsAppSession:
+        return self._repo.create(session)
+
+    async def get(self, session_id: str) -> WhatsAppSession | None:
+        return self._repo.get(session_id)
+
+    async def list(self, location_id: str | None = None) -> list[WhatsAppSession]:
+        return self._repo.list(location_id)
+
+    async def set_state(self, session_id: str, state: SessionState, detail: str | None = None,
+                        state_until: datetime | None = None) -> WhatsAppSession:
+        return self._repo.set_state(session_id, state, detail, state_until)
+
+    async def set_identity(self, session_id: str, phone: str | None, jid: str | None) -> WhatsAppSession:
+        return self._repo.set_identity(session_id, phone, jid)
+
+    async def delete(self, session_id: str) -> None:
+        self._repo.delete(session_id)
 
 
 class SessionService:
@@ -149,8 +179,12 @@ class SessionService:
         sessions_dir: Path,
         options: SessionOptions | None = None,
         rng: random.Random | None = None,
+        aio: AsyncSessionRepository | None = None,
     ) -> None:
         self.repo = repo
+        #: the same repository as awaitable calls run off the loop (``db.aio.sessions``); the per-message
+        #: lookups use it. Without one (tests over a bare repository) they call ``repo`` inline.
+        self.aio: AsyncSessionRepository = aio if aio is not None else _InlineSessions(repo)
         self.transport_factory = transport_factory
         self.bus = bus
         #: durable-write health, shared with the webhook intake by the runtime (core.storage_health)
@@ -178,8 +212,7 @@ class SessionService:
     def transport_for(self, session_id: str) -> WhatsAppTransport | None:
         """The transport of a session WhatsApp accepts messages on right now, else None."""
         rt = self._runtimes.get(session_id)
-        session = self.repo.get(session_id)
-        if rt is None or rt.closed or session is None or session.state not in _SENDABLE:
+        if rt is None or rt.closed or rt.state not in _SENDABLE:
             return None
         return rt.transport
 
@@ -377,6 +410,7 @@ class SessionService:
         async def handler(event: TransportEvent) -> None:
             await self._on_event(rt, event)
 
+        rt.state = session.state
         rt.transport = self.transport_factory(session, handler)
         self._runtimes[session.id] = rt
         return rt
@@ -417,21 +451,27 @@ class SessionService:
     def _set_state(self, session_id: str, state: SessionState, *, detail: str | None = None,
                    state_until: datetime | None = None) -> WhatsAppSession | None:
         current = self.repo.get(session_id)
+        rt = self._runtimes.get(session_id)
         if current is None:
             return None
+        if rt is not None:
+            rt.state = current.state
         if current.state is not state and not can_transition(current.state, state):
             log.warning("session %s: transition %s → %s not allowed; ignored", session_id, current.state, state)
             return current
         if (current.state, current.detail, current.state_until) == (state, detail, state_until):
             return current
         updated = self.repo.set_state(session_id, state, detail, state_until)
+        if rt is not None:
+            rt.state = updated.state
         log.info("session %s: %s%s", session_id, state.value, f" ({detail})" if detail else "")
         self.bus.publish(SessionChanged(updated))
         return updated
 
     def _state(self, rt: _Runtime) -> SessionState | None:
         session = self.repo.get(rt.session_id)
-        return None if session is None else session.state
+        rt.state = None if session is None else session.state
+        return rt.state
 
     def _stop_transport_later(self, rt: _Runtime) -> None:
         """Stop from outside the transport's own event handler (which must not stop itself)."""
@@ -572,7 +612,7 @@ class SessionService:
             rt.offline_task = self._spawn(force_reconnect())
 
     async def _deliver(self, rt: _Runtime, message: IncomingMessage) -> None:
-        session = self.repo.get(rt.session_id)
+        session = await self.aio.get(rt.session_id)
         if session is None:
             log.info("message %s for removed session %s dropped", message.id, rt.session_id)
             return
@@ -600,7 +640,7 @@ class SessionService:
             return
 
     async def _deliver_receipt(self, rt: _Runtime, receipt: Receipt) -> None:
-        session = self.repo.get(rt.session_id)
+        session = await self.aio.get(rt.session_id)
         if session is None:
             return
         if self.on_receipt is None:
@@ -610,7 +650,7 @@ class SessionService:
     async def _deliver_other(self, rt: _Runtime, event: CallEvent | HistorySync) -> None:
         """Calls and history chunks: awaited (with the storage retry) before the transport acks them;
         without a sink they are dropped, not left on WhatsApp (nothing would ever take them)."""
-        session = self.repo.get(rt.session_id)
+        session = await self.aio.get(rt.session_id)
         sink = self.on_call if isinstance(event, CallEvent) else self.on_history
         if session is None or sink is None:
             log.debug("session %s: %s dropped (no sink)", rt.session_id, type(event).__name__)

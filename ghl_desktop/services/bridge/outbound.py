@@ -66,7 +66,9 @@ class OutboundWork(BridgeWork):
             media_ref=" ".join(urls) or None, status=MessageStatus.PENDING,
         ))
         assert row.id is not None
-        if row.status is MessageStatus.FAILED or row.status.rank >= MessageStatus.SENT.rank:
+        if row.status is MessageStatus.FAILED:
+            return  # failed before (a duplicate webhook)
+        if row.status.rank >= MessageStatus.SENT.rank and not await self._parts_unsent(row, len(urls)):
             return  # done before (duplicate webhook, or a retry after the send was recorded)
         if not chat:
             await self._fail(row, "HighLevel gave no phone number for this contact")
@@ -135,6 +137,23 @@ class OutboundWork(BridgeWork):
         updated = await messages.update(row.id, status=MessageStatus.SENT,
                                         wa_message_id=first_id if first_id and first_id != wa_id else None)
         self._logged(updated)
+
+    async def _parts_unsent(self, row: Message, parts: int) -> bool:
+        """Whether a multi-attachment reply still has parts to send. Its own row can read "delivered"
+        before that: the first part's receipt moves it while a later part waits for its retry."""
+        if parts < 2 or row.ghl_message_id is None:
+            return False
+        ghl_id, location_id = row.ghl_message_id, row.location_id
+
+        def unsent() -> bool:
+            messages = self._repos.sync.messages
+            for index in range(parts):
+                marker = messages.by_ghl_id(location_id, part_key(ghl_id, index))
+                if marker is None or marker.status.rank < MessageStatus.SENT.rank:
+                    return True
+            return False
+
+        return await self._repos.run(unsent)
 
     async def _send_parts(
         self, row: Message, session_id: str, jid: str, media: list[tuple[str, OutgoingMedia]], wa_id: str,
