@@ -27,12 +27,12 @@ import html
 import json
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
 
+from ghl_desktop.adapters.storage.offloop import StorageExecutor
 from ghl_desktop.core.errors import WebhookBacklogFull
 from ghl_desktop.core.storage_health import StorageMonitor
 from ghl_desktop.relay.store import MAX_EVENT_ID, Install, RelayStore
@@ -82,7 +82,9 @@ class RelayState:
     def __init__(self, store: RelayStore, config: RelayConfig) -> None:
         self.store = store
         self.config = config
-        self._executor = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-db")
+        # the product's one storage-executor mechanism (adapters/storage/offloop.py): one writer thread
+        # for SQLite, a small pool for PostgreSQL
+        self._executor = (StorageExecutor(store.engine.dialect.name, name="relay-db")
                           if config.db_thread else None)
         self._wake: dict[int, set[asyncio.Event]] = {}
         self.connections: dict[int, web.WebSocketResponse] = {}
@@ -93,7 +95,7 @@ class RelayState:
         """Run a store call on the DB thread: keeps the loop responsive, serialises SQLite writers."""
         if self._executor is None:
             return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await self._executor.run(fn, *args)
 
     def listen(self, install_id: int) -> asyncio.Event:
         """A wake-up event for one stream connection of ``install_id``, set whenever it has work."""
@@ -111,7 +113,7 @@ class RelayState:
 
     def shutdown(self) -> None:
         if self._executor is not None:
-            self._executor.shutdown(wait=True)
+            self._executor.shutdown(wait=True)  # drains the submitted calls, joins the threads
 
 
 class RelaySink:
