@@ -25,6 +25,7 @@ go to ``settings.json``, and the checklist's own progress (what was verified, fo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -456,7 +457,7 @@ class SetupService:
         result = await self.check_credentials(client_id, client_secret)
         if result.ok:
             client_id = client_id.strip()
-            self.secrets.set(CLIENT_SECRET_KEY, client_secret.strip())
+            await asyncio.to_thread(self.secrets.set, CLIENT_SECRET_KEY, client_secret.strip())  # keyring: D-Bus
             self._save_settings(client_id=client_id)
             self.settings = replace(self.settings, client_secret=client_secret.strip())
             self._update(credentials_verified_for=client_id)

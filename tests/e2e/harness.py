@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from ghl_desktop.adapters.ghl.oauth import app_registration
+from ghl_desktop.adapters.ghl.tls import ssl_context
 from ghl_desktop.adapters.whatsapp.simulated import simulated_transport_factory
 from ghl_desktop.app import App
 from ghl_desktop.config import load_settings
@@ -156,7 +157,7 @@ async def bridge_env(runtime_options: RuntimeOptions | None = None, *,
         make_transports = (transport_factory or simulated_transport_factory)(sb.url)
         runtime = BridgeRuntime(app, make_transports, runtime_options or FAST_RUNTIME,
                                open_url=ConsentClicker())
-        http = httpx.AsyncClient(timeout=30)
+        http = httpx.AsyncClient(timeout=30, verify=ssl_context())
         try:
             await runtime.start()
             await point_sandbox_webhooks(sb.url, runtime.webhooks.url)

@@ -21,6 +21,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from ghl_desktop.adapters.ghl.tls import ssl_context
 from ghl_desktop.core.models import Direction, MessageStatus, utcnow
 from ghl_desktop.core.whatsapp import Receipt, ReceiptKind
 from ghl_desktop.sandbox.server import running_sandbox
@@ -78,7 +79,7 @@ async def test_a_reply_cut_off_mid_delivery_is_delivered_after_the_restart(tmp_p
             message = next(m for m in sb.state.messages.values() if m.body == "cut off mid-delivery")
             assert [d.status for d in sb.state.deliveries if d.message_id == message.id] == ["pending"]
             # the restarted bridge points the sandbox at its new endpoint (headless does this at start)
-            async with httpx.AsyncClient() as http:
+            async with httpx.AsyncClient(verify=ssl_context()) as http:
                 answer = await http.post(f"{sb.url}/_sandbox/config", json={"webhook_url": url})
                 answer.raise_for_status()
             await eventually(lambda: got, 10)
@@ -93,7 +94,8 @@ async def test_a_reply_made_while_the_bridge_shuts_down_waits_for_the_next_run(t
     state_dir = tmp_path / "sandbox"
     endpoint, url, got = await _receiver(None)
     try:
-        async with running_sandbox(state_dir=str(state_dir), webhook_url=url) as sb, httpx.AsyncClient() as http:
+        async with (running_sandbox(state_dir=str(state_dir), webhook_url=url) as sb,
+                    httpx.AsyncClient(verify=ssl_context()) as http):
             location = sb.location_ids[0]
             contact = sb.sandbox.create_contact(location, ALICE, "Alice")
             # what headless does first on SIGTERM, before its webhook endpoint closes
@@ -103,7 +105,7 @@ async def test_a_reply_made_while_the_bridge_shuts_down_waits_for_the_next_run(t
             assert answer.status_code == 201 and answer.json()["delivery"]["status"] == "pending"
         assert got == []  # nothing went to the closing endpoint
 
-        async with running_sandbox(state_dir=str(state_dir)) as sb, httpx.AsyncClient() as http:
+        async with running_sandbox(state_dir=str(state_dir)) as sb, httpx.AsyncClient(verify=ssl_context()) as http:
             message = next(m for m in sb.state.messages.values() if m.body == "made during shutdown")
             (await http.post(f"{sb.url}/_sandbox/config", json={"webhook_url": url})).raise_for_status()
             await eventually(lambda: got, 10)

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ghl_desktop.adapters.ghl.tls import ssl_context
 from ghl_desktop.core.storage_health import StorageProblem, StorageRecovered
 from tests.e2e.harness import bridge_env, eventually
 from tests.fixtures.tiny_disk import tiny_disk
@@ -36,7 +37,7 @@ async def test_messages_received_while_the_disk_is_full_arrive_when_space_return
             for text in ("during 1", "during 2", "during 3"):
                 await env.send(ALICE, text=text)
             await eventually(lambda: any(isinstance(e, StorageProblem) and e.disk_full for e in events), 30)
-            async with httpx.AsyncClient() as http:
+            async with httpx.AsyncClient(verify=ssl_context()) as http:
                 health = await http.get(env.runtime.webhooks.url + "/healthz")
             assert health.status_code == 503 and "disk full" in health.json()["storage"]
             disk.free()
