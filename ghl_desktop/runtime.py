@@ -184,7 +184,7 @@ class BridgeRuntime:
         if open_url is not None:
             oauth_kwargs["open_url"] = open_url
         self.oauth = OAuthConnector(
-            settings, self.tokens, self.client, app.db.locations,
+            settings, self.tokens, self.client, app.db.locations, offload=app.db.aio.run,
             options=OAuthOptions.from_settings(settings, **self.options.oauth), **oauth_kwargs,
         )
         self.relay: RelayClient | None = None

@@ -289,11 +289,15 @@ class OAuthConnector:
         options: OAuthOptions | None = None,
         open_url: OpenUrl = webbrowser.open,
         relay: RelayHandoff | None = None,
+        offload: Callable[..., Awaitable[Any]] | None = None,
     ) -> None:
         self._settings = settings
         self._tokens = tokens
         self._client = client
         self._locations = locations
+        #: runs the location's row writes off the loop (the app's storage executor: ``db.aio.run``);
+        #: without it they run inline (tools, tests over a bare repository)
+        self._offload = offload
         self.options = options or OAuthOptions.from_settings(settings)
         self._open_url = open_url
         #: when set, sign-ins come back through the relay instead of the loopback listener
@@ -389,19 +393,24 @@ class OAuthConnector:
         except GhlError as exc:
             log.warning("could not read the name of location %s (%s)", location_id, exc.message)
             name, company = fallback_name or location_id, None
-        existing = self._locations.get(location_id)
-        location = Location(
-            id=location_id,
-            name=name,
-            company_id=company or grant.company_id or company_id,
-            provider_id=self._settings.provider_id,
-            state=LocationState.CONNECTED,
-            token_expires_at=grant.expires_at,
-            installed_at=existing.installed_at if existing else utcnow(),
-        )
-        saved = self._locations.upsert(location)
-        self._locations.set_state(location_id, LocationState.CONNECTED)
-        self._locations.set_token_expiry(location_id, grant.expires_at)
+        def store() -> Location:
+            """(storage thread when offloaded) The location's row, connected, in one hop."""
+            existing = self._locations.get(location_id)
+            location = Location(
+                id=location_id,
+                name=name,
+                company_id=company or grant.company_id or company_id,
+                provider_id=self._settings.provider_id,
+                state=LocationState.CONNECTED,
+                token_expires_at=grant.expires_at,
+                installed_at=existing.installed_at if existing else utcnow(),
+            )
+            saved = self._locations.upsert(location)
+            self._locations.set_state(location_id, LocationState.CONNECTED)
+            self._locations.set_token_expiry(location_id, grant.expires_at)
+            return saved
+
+        saved: Location = await self._offload(store) if self._offload is not None else store()
         self._tokens.save_location_grant(location_id, grant)  # clears any needs-reconnect mark
         log.info("connected HighLevel location %s (%s)", location_id, name)
         return saved
