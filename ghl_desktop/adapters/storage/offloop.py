@@ -61,6 +61,10 @@ def workers_for(dialect: str) -> int:
     return 1 if dialect == "sqlite" else POSTGRES_WORKERS
 
 
+def _nothing() -> None:
+    return None
+
+
 class StorageExecutor:
     """The threads a database's calls run on. ``await run(fn, *args)`` from the loop; ``fn`` runs on a
     worker thread and its result (or exception) comes back to the awaiting coroutine."""
@@ -72,6 +76,9 @@ class StorageExecutor:
         self._lock = threading.Lock()
         self._closed = False
         self._threads: set[int] = set()
+        # start a worker now: the pool starts its threads lazily, and a thread start on a busy machine
+        # takes tens of ms, which would otherwise land on the loop inside the first awaited call
+        self._pool.submit(self._call, _nothing, (), {})
 
     @property
     def closed(self) -> bool:
