@@ -23,6 +23,11 @@
    created for asyncio's ``_make_self_pipe``). The foreign thread makes no Qt or PySide call at all.
    The handle is returned (``cancel()`` works). After ``close()`` the call is dropped, as with
    qasync (engine threads may outlive the loop; ``asyncio.wrap_future`` checks ``is_closed``).
+3. **The default executor is a QThread pool.** ``run_in_executor(None, …)`` / ``asyncio.to_thread``
+   on qasync run on ``QThreadExecutor`` threads; one still alive when Python exits makes Qt print
+   "QThread: Destroyed while thread is still running" and abort the process. The default executor
+   here is the standard library's ``ThreadPoolExecutor`` (plain Python threads, joined at exit and by
+   ``close()``), so work sent off the loop never touches Qt's thread machinery.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import asyncio
 import collections
 import contextvars
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import qasync
@@ -104,6 +110,7 @@ class QEventLoop(qasync.QEventLoop):  # type: ignore[misc, valid-type]  # qasync
 
     def __init__(self, app: Any = None) -> None:
         super().__init__(app)
+        self.set_default_executor(ThreadPoolExecutor(thread_name_prefix="ghl-loop-worker"))
         self._timer = _LoopTimer(self)
         self._threadsafe: collections.deque[asyncio.Handle] = collections.deque()
 
