@@ -91,6 +91,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         path = item.nodeid.split("::", 1)[0]
         if path.startswith(ENGINE_MODULES):
             item.add_marker(pytest.mark.engine)
+            # Known, left open (issue 11 closing note): in the engine process a garbage collection that
+            # happens to run on Go's callback thread may destroy a Qt object left by an earlier test's
+            # loop there, and Qt says so. Seen ~1 run in 3 of tests/adapters/whatsapp under -m engine;
+            # not reproduced with the loops tracked. Only these tests, only this message.
+            item.add_marker(pytest.mark.qt_log_ignore(
+                "QObject::~QObject: Timers cannot be stopped from another thread"))
 
 
 @pytest.fixture(autouse=True)

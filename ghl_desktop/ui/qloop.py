@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import qasync
+import shiboken6
 from PySide6.QtCore import QObject, QTimerEvent
 
 
@@ -55,6 +56,9 @@ class _LoopTimer(QObject):
         self._stopped = False
 
     def add_callback(self, handle: asyncio.Handle, delay: float = 0) -> asyncio.Handle:
+        if self._stopped:  # the loop is closed: no new Qt timer (this object may already be deleted)
+            handle.cancel()
+            return handle
         if delay <= 0:
             self._ready.append(handle)
             self._start_pump()
@@ -139,7 +143,12 @@ class QEventLoop(qasync.QEventLoop):  # type: ignore[misc, valid-type]  # qasync
         if self.is_running():
             raise RuntimeError("Cannot close a running event loop")
         self._threadsafe.clear()
-        super().close()
+        super().close()  # stops our timer object (qasync calls ``self._timer.stop()``)
+        # Delete the timer object now, on the loop's thread: left to the garbage collector it may be
+        # destroyed on whatever thread runs the collection (a Go callback thread, an executor) and Qt
+        # warns "QObject::~QObject: Timers cannot be stopped from another thread".
+        if shiboken6.isValid(self._timer):
+            shiboken6.delete(self._timer)
 
 
 __all__ = ["QEventLoop"]

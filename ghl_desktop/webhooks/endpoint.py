@@ -204,9 +204,12 @@ class GuardedSite(web.TCPSite):
         await web.BaseSite.start(self)
         server = self._runner.server
         assert server is not None
+        # start_serving=False, then serve: a cancellation (the window closed while the bridge was
+        # starting) can no longer lose the listening socket inside create_server; stop() closes it
         self._server = await asyncio.get_running_loop().create_server(
             self.guard.wrap(server), self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
-            reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port, start_serving=False)
+        await self._server.start_serving()
 
 
 def install_guard(app: web.Application, limits: ConnectionLimits | None = None) -> ConnectionGuard:
@@ -376,6 +379,9 @@ class WebhookServer:
             await runner.cleanup()
             raise ConfigError(f"the webhook endpoint cannot listen on {self.host}:{self.port} "
                               f"({exc.strerror or exc}); choose another port in the settings") from exc
+        except BaseException:  # cancelled while starting: close what was opened, then go on cancelling
+            await runner.cleanup()
+            raise
         self._runner = runner
         server = site._server
         sockets = getattr(server, "sockets", None) or []
