@@ -6,6 +6,9 @@
     ghl-desktop sandbox         run the HighLevel sandbox server (+ simulated WhatsApp network)
     ghl-desktop headless        run the bridge with no window
     ghl-desktop numbers list    every WhatsApp number of the database: phone, location, state, worker
+    ghl-desktop numbers link    link a WhatsApp number to a location (prints qr:/pair-code:, then linked:)
+    ghl-desktop locations connect
+                                connect HighLevel locations (prints consent:, then connected: per location)
     ghl-desktop --self-test     run the real app offscreen in a temporary data dir, one line per step
 """
 
@@ -45,6 +48,11 @@ def ensure_engine_environment(argv: Sequence[str]) -> None:
     os.execve(cmd[0], cmd, env)
 
 
+DB_URL_HELP = "database URL (default: GHL_DESKTOP_DB_URL, else the data dir's SQLite file)"
+SANDBOX_URL_HELP = ("use this already running `ghl-desktop sandbox` for HighLevel and the simulated WhatsApp "
+                    "network instead of the real ones")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ghl-desktop", description="Link WhatsApp numbers to HighLevel.")
     parser.add_argument("--version", action="version", version=f"ghl-desktop {__version__}")
@@ -72,12 +80,28 @@ def build_parser() -> argparse.ArgumentParser:
     nb = sub.add_parser("numbers", help="the WhatsApp numbers of the database (a cluster's, with --db-url)")
     nb_sub = nb.add_subparsers(dest="numbers_command", required=True)
     nb_list = nb_sub.add_parser("list", help="one line per number: phone, location, state, worker")
-    nb_list.add_argument("--db-url", default=None,
-                         help="database URL (default: GHL_DESKTOP_DB_URL, else the data dir's SQLite file)")
+    nb_list.add_argument("--db-url", default=None, help=DB_URL_HELP)
+    nb_list.add_argument("--sandbox-url", default=None, help=SANDBOX_URL_HELP)
+    nb_link = nb_sub.add_parser("link", help="link a WhatsApp number to a connected location: prints "
+                                             "'qr: PAYLOAD' (or 'pair-code: CODE'), then 'linked: +PHONE'")
+    nb_link.add_argument("--location", required=True, help="the HighLevel location id")
+    nb_link.add_argument("--pair-phone", default=None, help="pair by code for this E.164 number instead of a QR")
+    nb_link.add_argument("--db-url", default=None, help=DB_URL_HELP)
+    nb_link.add_argument("--sandbox-url", default=None, help=SANDBOX_URL_HELP)
+
+    lc = sub.add_parser("locations", help="the HighLevel locations of the database")
+    lc_sub = lc.add_subparsers(dest="locations_command", required=True)
+    lc_connect = lc_sub.add_parser("connect", help="connect HighLevel locations through the consent page: prints "
+                                                   "'consent: URL', then 'connected: LOCATION_ID NAME'")
+    lc_connect.add_argument("--db-url", default=None, help=DB_URL_HELP)
+    lc_connect.add_argument("--sandbox-url", default=None, help=SANDBOX_URL_HELP)
 
     hl = sub.add_parser("headless", help="run the bridge with no window (logs to stdout)")
     hl.add_argument("--sandbox", action="store_true", dest="headless_sandbox")
     hl.add_argument("--sandbox-port", type=int, default=0, dest="headless_sandbox_port")
+    hl.add_argument("--sandbox-url", default=None, dest="headless_sandbox_url", help=SANDBOX_URL_HELP
+                    + " (no automatic connect-and-link: use `locations connect` and `numbers link`)")
+    hl.add_argument("--db-url", default=None, dest="headless_db_url", help=DB_URL_HELP)
     return parser
 
 
@@ -94,12 +118,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ghl_desktop.sandbox.cli import run_sandbox
 
         return int(run_sandbox(args))
-    if args.command == "numbers":
+    if args.command == "numbers" and args.numbers_command == "list":
         from ghl_desktop.numbers_cli import list_numbers
 
         return int(list_numbers(args.db_url))
+    if args.command == "locations" and args.locations_command == "connect":
+        from ghl_desktop.operator_cli import run_connect
+
+        return int(run_connect(args.db_url, args.sandbox_url))
+    if args.command == "headless" and args.headless_sandbox and args.headless_sandbox_url:
+        parser.error("--sandbox (in-process sandbox) and --sandbox-url (a running one) exclude each other")
     if argv is None:
         ensure_engine_environment(args_list)
+    if args.command == "numbers" and args.numbers_command == "link":
+        from ghl_desktop.operator_cli import run_link
+
+        return int(run_link(args.db_url, args.sandbox_url, args.location, args.pair_phone))
     if args.self_test:
         from ghl_desktop.self_test import run_self_test
 
@@ -107,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "headless":
         from ghl_desktop.headless import run_headless
 
-        return int(run_headless(sandbox=args.headless_sandbox, sandbox_port=args.headless_sandbox_port))
+        return int(run_headless(sandbox=args.headless_sandbox, sandbox_port=args.headless_sandbox_port,
+                                sandbox_url=args.headless_sandbox_url, db_url=args.headless_db_url))
     from ghl_desktop.ui.main import run_gui
 
     return int(run_gui(sandbox=args.sandbox, sandbox_port=args.sandbox_port))

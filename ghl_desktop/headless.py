@@ -1,4 +1,8 @@
-"""``ghl-desktop headless [--sandbox]``: the bridge with no window, logs on stdout.
+"""``ghl-desktop headless [--sandbox | --sandbox-url URL] [--db-url URL]``: the bridge with no window, logs on stdout.
+
+With ``--sandbox-url`` the process works against an already running ``ghl-desktop sandbox`` (HighLevel
+and the simulated WhatsApp network) and does nothing automatic: locations and numbers are set up with
+``ghl-desktop locations connect`` / ``numbers link``; it prints ``webhooks: URL`` and ``ready``.
 
 With ``--sandbox`` the HighLevel sandbox and the simulated WhatsApp network run in-process, with their
 own state in ``<data dir>/sandbox/`` and the same port on every start (so a restart — even after
@@ -29,7 +33,12 @@ from ghl_desktop.core.errors import ConfigError, GhlDesktopError, SecretStoreErr
 from ghl_desktop.core.loop_watch import watch_from_env
 from ghl_desktop.core.models import SessionState, WhatsAppSession
 from ghl_desktop.runtime import BridgeRuntime, RuntimeOptions, neonize_transport_factory, runtime_options_from_env
-from ghl_desktop.sandbox_mode import point_sandbox_webhooks, running_sandbox_mode
+from ghl_desktop.sandbox_mode import (
+    external_sandbox_settings,
+    point_sandbox_webhooks,
+    running_sandbox_mode,
+    sandbox_secret_store,
+)
 from ghl_desktop.services.events import SessionChanged, SessionQr
 
 log = logging.getLogger("ghl.headless")
@@ -39,9 +48,10 @@ SANDBOX_LINKED_PHONE = "+15550100001"
 READY_TIMEOUT = 120.0
 
 
-def run_headless(sandbox: bool = False, sandbox_port: int = 0) -> int:
+def run_headless(sandbox: bool = False, sandbox_port: int = 0, *, sandbox_url: str | None = None,
+                 db_url: str | None = None) -> int:
     try:
-        return asyncio.run(_main(sandbox=sandbox, sandbox_port=sandbox_port))
+        return asyncio.run(_main(sandbox=sandbox, sandbox_port=sandbox_port, sandbox_url=sandbox_url, db_url=db_url))
     except KeyboardInterrupt:
         return 0
 
@@ -56,13 +66,23 @@ async def _sandbox(settings: Settings, port: int) -> AsyncIterator[tuple[Setting
         yield mode.settings, mode.url
 
 
-async def _main(*, sandbox: bool, sandbox_port: int) -> int:
+async def _main(*, sandbox: bool, sandbox_port: int, sandbox_url: str | None = None,
+                db_url: str | None = None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     settings = load_settings()
+    if db_url:  # --db-url: a cluster's PostgreSQL (or another SQLite file) instead of GHL_DESKTOP_DB_URL
+        settings = replace(settings, db_url=db_url)
+    external = sandbox_url  # --sandbox-url: an already running `ghl-desktop sandbox`
+    if external:
+        try:
+            settings = await external_sandbox_settings(settings, external)
+        except ConfigError as exc:
+            print(f"headless: {exc}", file=sys.stderr)
+            return 2
     try:
         options = runtime_options_from_env(RuntimeOptions())  # GHL_DESKTOP_SEND_MIN_GAP etc. (runtime.ENV_KNOBS)
     except ValueError as exc:
@@ -72,12 +92,14 @@ async def _main(*, sandbox: bool, sandbox_port: int) -> int:
         watch = watch_from_env()  # GHL_DESKTOP_LOOP_WATCH=<ms>: log every stall of the loop (docs/event-loop.md)
         if watch is not None:
             stack.callback(watch.stop)
-        sandbox_url: str | None = None
+        sandbox_url = external.rstrip("/") if external else None
         # a worker of a cluster (PostgreSQL) keeps its tokens sealed in the database: the App opens that
         # store (adapters/storage/secrets_db.py), no keyring or vault is needed
         cluster = not sandbox and is_cluster_url(settings.database_url)
         secrets = None
-        if not cluster:
+        if external and not cluster:  # the tokens `locations connect --sandbox-url` kept (never the real store)
+            secrets = await asyncio.to_thread(sandbox_secret_store, settings)
+        elif not cluster:
             try:
                 # opened first: a client secret saved in the window's Settings lives there
                 secrets = open_secret_store(settings)
@@ -86,6 +108,8 @@ async def _main(*, sandbox: bool, sandbox_port: int) -> int:
                 return 2
         if sandbox:
             settings, sandbox_url = await stack.enter_async_context(_sandbox(settings, sandbox_port))
+        elif external:
+            pass  # the sandbox's app credentials are in ``settings`` already
         else:
             if secrets is not None:
                 settings = with_stored_client_secret(settings, secrets)
@@ -94,7 +118,7 @@ async def _main(*, sandbox: bool, sandbox_port: int) -> int:
                       "use --sandbox to try the app with the built-in sandbox", file=sys.stderr)
                 return 2
         try:
-            app = App(settings, secrets=secrets, console_log=sys.stdout, sandbox=sandbox)
+            app = App(settings, secrets=secrets, console_log=sys.stdout, sandbox=sandbox or bool(external))
         except ConfigError as exc:  # a cluster worker without GHL_DESKTOP_SECRET_KEY
             print(f"headless: {exc}", file=sys.stderr)
             return 2
@@ -103,6 +127,7 @@ async def _main(*, sandbox: bool, sandbox_port: int) -> int:
             from ghl_desktop.adapters.whatsapp.simulated import simulated_transport_factory
             from ghl_desktop.sandbox.consent import ConsentClicker
 
+            # several workers of one sandbox may share a machine: each endpoint on a free port
             runtime = BridgeRuntime(app, simulated_transport_factory(sandbox_url),
                                     replace(options, webhook_port=0, oauth={"port": 0}), open_url=ConsentClicker())
         else:
@@ -115,7 +140,7 @@ async def _main(*, sandbox: bool, sandbox_port: int) -> int:
 
             runtime = BridgeRuntime(app, neonize_transport_factory(settings.sessions_dir), options, open_url=show_url)
         stack.push_async_callback(runtime.stop)
-        if sandbox_url is not None:
+        if sandbox and sandbox_url is not None:
             # runs before runtime.stop (LIFO): replies made while the endpoint closes wait for the next run
             stack.push_async_callback(hold_sandbox_webhooks, sandbox_url)
         try:
@@ -123,6 +148,14 @@ async def _main(*, sandbox: bool, sandbox_port: int) -> int:
         except GhlDesktopError as exc:  # e.g. the webhook port is taken: say so, no traceback
             print(f"headless: {exc}", file=sys.stderr)
             return 2
+        if external:
+            # a worker of a running sandbox: no automatic connect-and-link (`locations connect`, `numbers
+            # link`), and the sandbox's webhook address is the operator's (one worker, a relay, a balancer)
+            _say(f"webhooks: {runtime.webhooks.url}")
+            _say("ready")
+            await stop.wait()
+            log.info("stopping: finishing work in flight")
+            return 0
         try:
             if sandbox_url is not None:
                 await point_sandbox_webhooks(sandbox_url, runtime.webhooks.url)

@@ -130,6 +130,27 @@ async def running_sandbox_mode(
         yield SandboxMode(sandbox_settings(settings, sb), sb.url)
 
 
+async def external_sandbox_settings(settings: Settings, sandbox_url: str) -> Settings:
+    """``settings`` pointed at an already running ``ghl-desktop sandbox`` (``--sandbox-url``): its API base,
+    app credentials and webhook key, read from its ``GET /_sandbox/state``. A sandbox that cannot be read
+    is a :class:`ConfigError` naming the address."""
+    from ghl_desktop.core.errors import ConfigError
+
+    url = sandbox_url.rstrip("/")
+    try:
+        async with httpx.AsyncClient(timeout=10, verify=await ssl_context_async()) as http:
+            answer = await http.get(f"{url}/_sandbox/state")
+            answer.raise_for_status()
+            state = answer.json()
+        app = state["app"]
+        keys = state.get("webhook_public_keys") or [None]
+        return replace(settings, api_base=url, marketplace_base=url, client_id=app["client_id"],
+                       client_secret=app["client_secret"], provider_id=app["provider_id"],
+                       webhook_ed25519_public_key=keys[0] or settings.webhook_ed25519_public_key)
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"--sandbox-url {url}: not a running ghl-desktop sandbox ({exc})") from exc
+
+
 async def point_sandbox_webhooks(sandbox_url: str, webhook_base: str) -> None:
     """The sandbox delivers agents' replies (and INSTALL/UNINSTALL) to this run's direct endpoint."""
     async with httpx.AsyncClient(timeout=10, verify=await ssl_context_async()) as http:
@@ -143,6 +164,7 @@ __all__ = [
     "SANDBOX_VAULT_KEY",
     "SandboxMode",
     "SandboxSecretStore",
+    "external_sandbox_settings",
     "point_sandbox_webhooks",
     "running_sandbox_mode",
     "sandbox_port_file",
