@@ -44,7 +44,7 @@ test: sysdeps venv-test
 bench: venv-test
 	QT_QPA_PLATFORM=offscreen $(PY) bench/bridge_throughput.py $(if $(QUICK),--quick)
 	@if [ -f bench/queue_lease.py ]; then $(PY) bench/queue_lease.py $(if $(QUICK),--quick); fi
-	$(PY) bench/relay_load.py $(if $(QUICK),--events 300 --baseline-requests 500 --time-budget 20)
+	$(PY) bench/relay_load.py $(if $(QUICK),--quick)
 	QT_QPA_PLATFORM=offscreen $(PY) bench/message_log.py $(if $(QUICK),--sizes 1000 20000 --no-record)
 	$(PY) -m bench.second_launch $(if $(QUICK),--rounds 1)
 	QT_QPA_PLATFORM=offscreen $(PY) -m bench.bench_shutdown $(if $(QUICK),--rounds 1 --tasks 10)

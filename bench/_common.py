@@ -24,11 +24,15 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+#: GHL_BENCH_RESULTS / GHL_BENCH_COMMIT: a run from an exported snapshot of a commit (``git archive``,
+#: no .git) still appends to the repository's results, under that commit
+RESULTS = Path(os.environ.get("GHL_BENCH_RESULTS") or ROOT / "bench" / "results")
 VENV_BIN = Path(sys.executable).parent
 
 
 def commit() -> str:
+    if os.environ.get("GHL_BENCH_COMMIT"):
+        return os.environ["GHL_BENCH_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()
@@ -39,8 +43,8 @@ def commit() -> str:
 def record(name: str, figures: dict[str, Any], *, quick: bool = False, enabled: bool = True) -> dict[str, Any]:
     """Append one JSON line (commit, CPU count, load average, figures) to bench/results/<name>.jsonl."""
     line = {"bench": name, "at": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit(),
-            "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2), "quick": quick,
-            **figures}
+            "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
+            "load_avg_5m": round(os.getloadavg()[1], 2), "quick": quick, **figures}
     if enabled:
         RESULTS.mkdir(parents=True, exist_ok=True)
         with (RESULTS / f"{name}.jsonl").open("a", encoding="utf-8") as out:
