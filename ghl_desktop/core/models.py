@@ -244,6 +244,9 @@ class NewJob:
     dedupe_key: str | None = None
     ordering_key: str | None = None
     run_at: datetime | None = None
+    #: the WhatsApp number (session id) whose connection this job needs: in a cluster only the worker
+    #: holding that number leases it (services/ownership.py); None: any worker
+    route: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +264,7 @@ class Job:
     last_error: str | None = None
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
+    route: str | None = None  # see NewJob.route
 
     @property
     def waiting_reason(self) -> str | None:

@@ -52,6 +52,7 @@ def _job(row: JobRow) -> Job:
         last_error=row.last_error,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        route=row.route,
     )
 
 
@@ -81,6 +82,7 @@ def insert_job(s: Session, job: NewJob, *, payload: dict[str, Any] | None = None
         next_attempt_at=job.run_at or now,
         dedupe_key=job.dedupe_key,
         ordering_key=job.ordering_key,
+        route=job.route,  # issue 14: the number a WhatsApp-side job needs (None: any worker)
         created_at=now,
         updated_at=now,
     )
@@ -115,7 +117,9 @@ class SqlJobQueue:
             return existing, False
 
     def lease(self, owner: str, *, now: datetime, lease_seconds: float, limit: int = 10,
-              kinds: Sequence[str] | None = None) -> list[Job]:
+              kinds: Sequence[str] | None = None, routes: Sequence[str] | None = None) -> list[Job]:
+        """``routes`` (a cluster worker, services/ownership.py): only jobs without a route or routed to one
+        of these numbers; None: every job (one desktop)."""
         if not owner:
             raise ValueError("lease owner must be a non-empty string")
         if lease_seconds <= 0:
@@ -128,6 +132,8 @@ class SqlJobQueue:
         query = self._eligible(now).order_by(JobHeadRow.due_at, JobHeadRow.job_id).limit(limit)
         if kinds is not None:
             query = query.where(JobRow.kind.in_(list(kinds)))
+        if routes is not None:  # issue 14: WhatsApp-side jobs only on the worker holding their number
+            query = query.where(or_(JobRow.route.is_(None), JobRow.route.in_(list(routes))))
         with self._tx.write() as s:
             if self._tx.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True, of=JobRow)

@@ -210,6 +210,8 @@ class JobRow(Base):
     ordering_key: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    #: the number (session id) whose connection the job needs; in a cluster only its holder leases it (0006)
+    route: Mapped[str | None] = mapped_column(String(64))
 
 
 class JobHeadRow(Base):
@@ -224,3 +226,29 @@ class JobHeadRow(Base):
     job_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     ordering_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     due_at: Mapped[datetime]
+
+
+class NumberLeaseRow(Base):
+    """Which cluster worker holds a linked number (issue 14, migration 0006): ``epoch`` grows at every
+    takeover (the fencing token), ``expires_at`` is renewed by the holder's heartbeat (database time);
+    ``worker`` NULL: released. See ``adapters/storage/ownership.py``."""
+
+    __tablename__ = "number_leases"
+
+    session_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("whatsapp_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    worker: Mapped[str | None] = mapped_column(String(128), index=True)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ClusterWorkerRow(Base):
+    """A live worker of the cluster (its heartbeat): the fair share of numbers is counted over these."""
+
+    __tablename__ = "cluster_workers"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    started_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
