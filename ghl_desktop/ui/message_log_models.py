@@ -3,10 +3,16 @@
 :class:`MessageLogModel` follows Anki's browser table: the model holds only the ids of the rows, in
 order (an ``array('q')``, 8 bytes a message), and reads the rows themselves a page at a time when
 the view asks for them, keeping the most recently used pages in a small LRU cache. Sorting and
-filtering are SQL (``MessageLogService.ids``, on a worker thread for a file database); the answer is
-applied when it arrives, the stale answer of a superseded query is dropped. A message logged or
-changed while the view is open is applied in place by id (``apply_message``): inserted at its
-position, updated, or removed when it no longer matches the filter — never a reset.
+filtering are SQL (``MessageLogService.ids``, off the loop thread); the answer is applied when it
+arrives, the stale answer of a superseded query is dropped.
+
+Nothing here reads the database on the loop thread (docs/event-loop.md). ``data()`` for a row not
+yet read returns a placeholder (:data:`LOADING_CELL`) and schedules its page (once per page: the
+reads asked for during one paint go to the storage executor in one hop); when the rows arrive,
+``dataChanged`` repaints them. A message logged or changed while the view is open is applied in
+place by id (``apply_message``): the changes of a burst are read in one hop (does it still match the
+filter, its new row) and then inserted at its position, updated, or removed — never a reset, and a
+changed row keeps showing its previous content until the new one is there (no flicker).
 """
 
 from __future__ import annotations
@@ -71,6 +77,8 @@ PAGE_SIZE = 100
 CACHE_ROWS = 2000
 #: rows shown at once when the unfiltered log opens, before all ids have arrived
 HEAD_ROWS = 200
+#: what a cell shows while its page is being read (the first column; the others stay empty)
+LOADING_CELL = "…"
 
 
 def format_log_time(value: datetime, *, now: datetime | None = None) -> str:
@@ -121,6 +129,8 @@ class MessageLogModel(QAbstractTableModel):
 
     loading_changed = Signal(bool)
     loaded = Signal(int)
+    #: live changes were applied (their ids), after the rows were inserted/updated/removed
+    changes_applied = Signal(list)
 
     def __init__(self, service: MessageLogService, parent: QObject | None = None, *,
                  page_size: int = PAGE_SIZE, cache_rows: int = CACHE_ROWS) -> None:
@@ -138,7 +148,22 @@ class MessageLogModel(QAbstractTableModel):
         self._queries: set[asyncio.Task[None]] = set()  # id queries in flight (cancelled by aclose)
         self._pending: list[int] = []  # messages logged while a query ran
         self._head_shown = False  # the rows are only the first screenful of a query still running
-        self.pages_read = 0  # how many page queries ran (tests, bench)
+        self.pages_read = 0  # how many pages were read (tests, bench)
+        self.reads = 0  # how many hops to the database the page reads took
+        # page reads: ids asked for by data() (scheduled or in flight), the pages not yet sent, the call
+        # that sends them (one hop per loop iteration), the reads in flight
+        self._fetching: set[int] = set()
+        self._want: list[tuple[int, list[int]]] = []
+        self._send_handle: asyncio.Handle | None = None
+        self._reads: set[asyncio.Task[None]] = set()
+        self._missing: set[int] = set()  # ids whose row was not found (deleted meanwhile): not re-read
+        # live changes: ids waiting for their hop, the task that applies them
+        self._updates: list[int] = []
+        self._updater: asyncio.Task[None] | None = None
+        # a read started before a change of the same message must not overwrite the newer row
+        self._tick = 0
+        self._changed_at: dict[int, int] = {}
+        self._layout = 0  # bumped by every insert/remove/reset (row numbers of a read may be stale)
 
     # -- Qt API ---------------------------------------------------------------------------------
 
@@ -173,6 +198,10 @@ class MessageLogModel(QAbstractTableModel):
             return None
         row = self.row_at(index.row())
         if row is None:
+            if role == Qt.ItemDataRole.DisplayRole and self._ids[index.row()] not in self._missing:
+                return LOADING_CELL if index.column() == 0 else ""
+            if role == Qt.ItemDataRole.AccessibleTextRole:
+                return "Loading…"
             return None
         if role == RowRole:
             return row
@@ -244,6 +273,13 @@ class MessageLogModel(QAbstractTableModel):
     def loading(self) -> bool:
         return self._loading
 
+    @property
+    def busy(self) -> bool:
+        """A query, a page read or live changes are still on their way."""
+        return bool(self._loading or self._reads or self._want or self._send_handle is not None
+                    or self._updates or (self._updater is not None and not self._updater.done())
+                    or (self._task is not None and not self._task.done()))
+
     def ids(self) -> array[int]:
         """The ids in view order (a copy; the export writes exactly these)."""
         return array("q", self._ids)
@@ -261,13 +297,12 @@ class MessageLogModel(QAbstractTableModel):
     def reload(self) -> asyncio.Task[None]:
         """Query the ids for the current filter and sort; the answer replaces the rows when it arrives.
 
-        The unfiltered log in time order (how it opens) first shows its newest ``HEAD_ROWS`` at once
-        (an index scan that stops there); the complete list then only appends the rest below."""
+        The unfiltered log in time order (how it opens) first shows its newest ``HEAD_ROWS`` (an index
+        scan that stops there, read with the rows of its first page in one hop); the complete list
+        then only appends the rest below."""
         self._generation += 1
         generation = self._generation
         self._set_loading(True)
-        if self._service.head_is_cheap(self._filter, self._sort):
-            self._apply(self._service.ids_now(self._filter, self._sort, HEAD_ROWS), final=False)
         task = asyncio.get_event_loop().create_task(self._load(generation), name="message-log-ids")
         self._task = task
         self._queries.add(task)
@@ -277,19 +312,36 @@ class MessageLogModel(QAbstractTableModel):
     async def aclose(self) -> None:
         """Cancel the queries still running (the window is closing); their threads finish on their own."""
         self._generation += 1
-        queries = list(self._queries)
-        for task in queries:
+        if self._send_handle is not None:
+            self._send_handle.cancel()
+            self._send_handle = None
+        self._want.clear()
+        tasks = [*self._queries, *self._reads, *([self._updater] if self._updater is not None else [])]
+        for task in tasks:
             task.cancel()
-        if queries:
-            await asyncio.gather(*queries, return_exceptions=True)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def wait_loaded(self) -> None:
         """Until the last query's answer is applied (tests and the bench run the loop with this)."""
         while self._task is not None and not self._task.done():
             await asyncio.shield(self._task)
 
+    async def wait_idle(self) -> None:
+        """Until the ids query, the page reads asked for so far and the live changes are applied."""
+        while True:
+            await self.wait_loaded()
+            busy = [*self._reads, *([self._updater] if self._updater is not None and not self._updater.done()
+                                    else [])]
+            if busy:
+                await asyncio.gather(*busy, return_exceptions=True)
+            elif self._send_handle is not None or self._want:
+                await asyncio.sleep(0)
+            elif not (self._task is not None and not self._task.done()):
+                return
+
     def load_now(self) -> None:
-        """Query on this thread and apply at once (small databases, tests)."""
+        """Query on this thread and apply at once (tests and scripts, never on the event loop)."""
         self._generation += 1
         self._apply(self._service.ids_now(self._filter, self._sort))
 
@@ -297,7 +349,21 @@ class MessageLogModel(QAbstractTableModel):
         if generation != self._generation:
             return  # superseded before it started (typing, clicking sorts): no query at all
         try:
+            if self._service.head_is_cheap(self._filter, self._sort):
+                head, rows = await self._service.head(self._filter, self._sort, HEAD_ROWS, self._page)
+                if generation != self._generation:
+                    return
+                self._store(rows, self._tick)
+                self._apply(head, final=False)
             ids = await self._service.ids(self._filter, self._sort)
+            if generation == self._generation and not self._head_shown and len(ids):
+                # a new list (a filter or sort change): its first page is read before it is shown, so
+                # the rows appear with their content (no screenful of placeholders)
+                tick = self._tick
+                first = [i for i in ids[:self._page] if i not in self._cache]
+                self._store(await self._service.rows(first), tick)
+        except asyncio.CancelledError:
+            raise
         except Exception:
             log.exception("message log query failed")
             if generation == self._generation:
@@ -313,19 +379,22 @@ class MessageLogModel(QAbstractTableModel):
             if len(ids) > head:
                 self.beginInsertRows(QModelIndex(), head, len(ids) - 1)
                 self._ids = ids
+                self._layout += 1
                 self.endInsertRows()
         else:
+            # a new list (filter/sort): the cached rows stay (a row is the same whatever the view)
             self.beginResetModel()
             self._ids = ids
-            self._cache.clear()
+            self._layout += 1
             self.endResetModel()
         self._head_shown = not final
         if not final:
             return
         self._set_loading(False)
         pending, self._pending = self._pending, []
-        for message_id in pending:
-            self.apply_id(message_id)
+        if pending:
+            self._updates.extend(pending)
+            self._ensure_updater()
         self.loaded.emit(len(self._ids))
 
     def _set_loading(self, loading: bool) -> None:
@@ -333,28 +402,99 @@ class MessageLogModel(QAbstractTableModel):
             self._loading = loading
             self.loading_changed.emit(loading)
 
+    # -- rows: a page at a time, off the loop ---------------------------------------------------
+
     def row_at(self, row: int) -> LogRow | None:
-        """The row (read with its page when not cached); None when it vanished from the database."""
+        """The row when it has been read; else None, and its page read is scheduled (once)."""
         message_id = self._ids[row]
         cached = self._cache.get(message_id)
         if cached is not None:
             self._cache.move_to_end(message_id)
             return cached
+        if message_id not in self._fetching and message_id not in self._missing:
+            self._request(row)
+        return None
+
+    def _request(self, row: int) -> None:
         start = row - row % self._page
-        wanted = [i for i in self._ids[start:start + self._page] if i not in self._cache]
+        cache, fetching = self._cache, self._fetching
+        wanted = [i for i in self._ids[start:start + self._page] if i not in cache and i not in fetching]
+        message_id = self._ids[row]
         if message_id not in wanted:
             wanted.append(message_id)
-        self.pages_read += 1
-        for found in self._service.rows(wanted):
-            self._cache[found.id] = found
+        fetching.update(wanted)
+        self._want.append((start, wanted))
+        if self._send_handle is None:
+            # every page asked for during this paint goes in one hop, on the next loop iteration
+            self._send_handle = asyncio.get_event_loop().call_soon(self._send_reads)
+
+    def _send_reads(self) -> None:
+        self._send_handle = None
+        pages, self._want = self._want, []
+        if not pages:
+            return
+        self.pages_read += len(pages)
+        self.reads += 1
+        task = asyncio.get_event_loop().create_task(self._read(pages, self._tick, self._layout),
+                                                    name="message-log-page")
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _read(self, pages: list[tuple[int, list[int]]], tick: int, layout: int) -> None:
+        ids = [i for _start, page in pages for i in page]
+        try:
+            rows = await self._service.rows(ids)
+        except asyncio.CancelledError:
+            self._fetching.difference_update(ids)
+            raise
+        except Exception:
+            log.exception("message log page read failed")
+            self._fetching.difference_update(ids)
+            return
+        self._fetching.difference_update(ids)
+        found = self._store(rows, tick)
+        self._missing.update(i for i in ids if i not in found)
+        if not self._ids:
+            return
+        last = len(self._ids) - 1
+        if layout == self._layout:
+            first = min(start for start, _ in pages)
+            end = min(last, max(start + self._page - 1 for start, _ in pages))
+            if first <= last:
+                self.dataChanged.emit(self.index(first, 0), self.index(end, len(LOG_COLUMNS) - 1))
+            return
+        # rows were inserted or removed meanwhile: where the page is now is not known without a scan
+        self.dataChanged.emit(self.index(0, 0), self.index(last, len(LOG_COLUMNS) - 1))
+
+    def _store(self, rows: Sequence[LogRow], tick: int) -> set[int]:
+        """Cache rows read at ``tick`` (a row changed since keeps its newer read); the LRU stays bounded."""
+        found: set[int] = set()
+        changed_at = self._changed_at
+        for found_row in rows:
+            found.add(found_row.id)
+            if changed_at.get(found_row.id, -1) > tick:
+                continue
+            self._cache[found_row.id] = found_row
+            self._cache.move_to_end(found_row.id)
         while len(self._cache) > self._cache_rows:
             self._cache.popitem(last=False)
-        return self._cache.get(message_id)
+        if changed_at and not self._reads and not self._updates and (
+                self._updater is None or self._updater.done()):
+            changed_at.clear()
+        return found
 
     def cached_rows(self) -> int:
         return len(self._cache)
 
     def row_of(self, message_id: int) -> int | None:
+        if self._sort.column is LogColumn.TIME and self._ids:
+            # time order is id order: a binary search (a million ids), a scan only when unsure
+            position = self._position_for(message_id)
+            if position < len(self._ids) and self._ids[position] == message_id:
+                return position
+            ends = (self._ids[0], self._ids[-1])
+            if message_id > max(ends) or message_id < min(ends):
+                return None
         try:
             return self._ids.index(message_id)
         except ValueError:
@@ -369,18 +509,61 @@ class MessageLogModel(QAbstractTableModel):
             self.apply_id(message.id)
 
     def apply_id(self, message_id: int) -> None:
+        """Apply a change of this message: read (off the loop, with the others of the same burst)
+        whether it matches the filter and its row, then insert/update/remove it in place."""
+        self._tick += 1
+        self._changed_at[message_id] = self._tick
+        self._missing.discard(message_id)
         if self._loading:
             self._pending.append(message_id)
             return
+        self._updates.append(message_id)
+        self._ensure_updater()
+
+    def _ensure_updater(self) -> None:
+        if self._updater is None or self._updater.done():
+            self._updater = asyncio.get_event_loop().create_task(self._apply_updates(), name="message-log-live")
+
+    async def _apply_updates(self) -> None:
+        while self._updates:
+            if self._loading:  # a new query started: its answer, then these
+                self._pending.extend(self._updates)
+                self._updates.clear()
+                return
+            batch, self._updates = list(dict.fromkeys(self._updates)), []
+            tick, generation, log_filter = self._tick, self._generation, self._filter
+            try:
+                found = await self._service.changes(batch, log_filter)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("message log live update failed")
+                continue
+            for message_id, row in found.items():
+                if row is not None and self._changed_at.get(message_id, -1) <= tick:
+                    self._cache[message_id] = row
+                    self._cache.move_to_end(message_id)
+            if generation != self._generation or self._loading:
+                # the filter changed meanwhile: the new query's answer decides what is in view
+                if self._loading:
+                    self._pending.extend(batch)
+                continue
+            for message_id in batch:
+                self._place(message_id, found.get(message_id) is not None)
+            while len(self._cache) > self._cache_rows:
+                self._cache.popitem(last=False)
+            self.changes_applied.emit(batch)
+
+    def _place(self, message_id: int, matches: bool) -> None:
         row = self.row_of(message_id)
-        matches = self._service.matches(message_id, self._filter)
         if row is not None:
-            self._cache.pop(message_id, None)
             if matches:
                 self.dataChanged.emit(self.index(row, 0), self.index(row, len(LOG_COLUMNS) - 1))
             else:
+                self._cache.pop(message_id, None)
                 self.beginRemoveRows(QModelIndex(), row, row)
                 del self._ids[row]
+                self._layout += 1
                 self.endRemoveRows()
             return
         if not matches:
@@ -388,6 +571,7 @@ class MessageLogModel(QAbstractTableModel):
         position = self._position_for(message_id)
         self.beginInsertRows(QModelIndex(), position, position)
         self._ids.insert(position, message_id)
+        self._layout += 1
         self.endInsertRows()
 
     def _position_for(self, message_id: int) -> int:
@@ -470,6 +654,7 @@ __all__ = [
     "CACHE_ROWS",
     "COLUMN_TITLES",
     "HEAD_ROWS",
+    "LOADING_CELL",
     "PAGE_SIZE",
     "STATUS_LABELS",
     "DeadLettersModel",

@@ -29,10 +29,10 @@ async def test_retry_sends_a_failed_reply_once_after_the_recipient_joined_whatsa
 
         row = await eventually(failed, 30)
         assert "not on WhatsApp" in (row.error or "")
-        assert log.details(row.id).retryable  # type: ignore[union-attr]
+        assert (await log.details(row.id)).retryable  # type: ignore[union-attr]
 
         await env.customer(LATE_JOINER, "Late Joiner")  # now on WhatsApp
-        result = log.retry_message(row.id)
+        result = await log.retry_message(row.id)
         assert result.requeued == 1
 
         async def delivered() -> bool:
@@ -41,7 +41,7 @@ async def test_retry_sends_a_failed_reply_once_after_the_recipient_joined_whatsa
 
         await eventually(delivered, 30)
         await eventually(lambda: env.app.db.messages.get(row.id).status.rank >= MessageStatus.SENT.rank, 30)
-        assert log.retry_message(row.id).requeued == 0  # a second press: nothing left to retry
+        assert (await log.retry_message(row.id)).requeued == 0  # a second press: nothing left to retry
         await env.runtime.runner.run_until_idle(10)
         inbox = await env.inbox(LATE_JOINER)
         assert sum(1 for m in inbox if m.get("text") == "Your appointment is confirmed") == 1

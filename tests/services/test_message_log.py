@@ -55,7 +55,8 @@ def wakes() -> list[int]:
 def service(db: Database, bus: EventBus, wakes: list[int]) -> MessageLogService:
     redactor = RedactingFilter()
     redactor.add_secret("my-client-secret-value")
-    return MessageLogService(db.message_log, bus=bus, wake=lambda: wakes.append(1), redact=redactor.redact)
+    return MessageLogService(db.message_log, run=db.aio.run, bus=bus, wake=lambda: wakes.append(1),
+                             redact=redactor.redact)
 
 
 def _failed_outbound(db: Database, *, with_job: bool) -> int:
@@ -80,12 +81,13 @@ def _pending_outbound(db: Database) -> list[dict[str, object]]:
             for j in db.jobs.list("pending") if j.kind == OUTBOUND]
 
 
-def test_retry_a_failed_message_queues_the_same_work_once(
+@pytest.mark.asyncio
+async def test_retry_a_failed_message_queues_the_same_work_once(
         db: Database, service: MessageLogService, logged: list[Message], wakes: list[int]) -> None:
     message_id = _failed_outbound(db, with_job=True)
-    assert service.details(message_id).retryable  # type: ignore[union-attr]
+    assert (await service.details(message_id)).retryable  # type: ignore[union-attr]
 
-    result = service.retry_message(message_id)
+    result = (await service.retry_message(message_id))
     assert result.requeued == 1 and "Queued again" in result.message
     (job,) = _pending_outbound(db)
     assert job["dedupe"] == "ghl:msg:G9#retry-1" and job["ordering"] == "ghl:conv:loc-a:ct-9"
@@ -94,27 +96,29 @@ def test_retry_a_failed_message_queues_the_same_work_once(
     assert stored is not None and stored.status is MessageStatus.PENDING and stored.error is None
     assert [m.id for m in logged] == [message_id] and wakes == [1]
 
-    again = service.retry_message(message_id)  # a double click
+    again = (await service.retry_message(message_id))  # a double click
     assert again.requeued == 0 and "already retried" in again.message
     assert len(_pending_outbound(db)) == 1 and wakes == [1]
 
     # it fails again later: the next retry is a new job (the first is kept for the history)
     db.messages.update(message_id, status=MessageStatus.FAILED, error="still logged out")
-    assert service.retry_message(message_id).requeued == 1
+    assert (await service.retry_message(message_id)).requeued == 1
     assert [j["dedupe"] for j in _pending_outbound(db)] == ["ghl:msg:G9#retry-1", "ghl:msg:G9#retry-2"]
-    assert [j.kind for j in service.details(message_id).jobs] == [OUTBOUND] * 3  # type: ignore[union-attr]
+    assert [j.kind for j in (await service.details(message_id)).jobs] == [OUTBOUND] * 3  # type: ignore[union-attr]
 
 
-def test_retry_rebuilds_the_webhook_when_its_job_was_purged(db: Database, service: MessageLogService) -> None:
+@pytest.mark.asyncio
+async def test_retry_rebuilds_the_webhook_when_its_job_was_purged(db: Database, service: MessageLogService) -> None:
     message_id = _failed_outbound(db, with_job=False)
-    assert service.retry_message(message_id).requeued == 1
+    assert (await service.retry_message(message_id)).requeued == 1
     (job,) = _pending_outbound(db)
     event = job["payload"]["event"]  # type: ignore[index]
     assert (event["locationId"], event["messageId"], event["phone"], event["message"]) == (
         "loc-a", "G9", "+34600111222", "See you at 5")
 
 
-def test_retry_of_a_dead_job_requeues_it(db: Database, service: MessageLogService, logged: list[Message]) -> None:
+@pytest.mark.asyncio
+async def test_retry_of_a_dead_job_requeues_it(db: Database, service: MessageLogService, logged: list[Message]) -> None:
     seed_directory(db)
     message, _ = db.messages.record(
         Message(location_id="loc-dental", session_id="s-dental-1", direction=Direction.INBOUND, kind=MessageKind.TEXT,
@@ -123,27 +127,29 @@ def test_retry_of_a_dead_job_requeues_it(db: Database, service: MessageLogServic
             "session_id": "s-dental-1", "message": {"id": "WX", "text": "hi", "sender_phone": "+34600111222"}}))
     (job,) = db.jobs.lease("w", now=datetime.now(UTC), lease_seconds=30)
     db.jobs.dead_letter(job.id, "w", error="gave up after 8 attempts — HighLevel 503")
-    (dead,) = service.dead_letters()
+    (dead,) = (await service.dead_letters())
     assert dead.message_id == message.id and dead.summary == "from +34600111222: hi"
-    assert message.id is not None and service.details(message.id).retryable  # type: ignore[union-attr]
+    assert message.id is not None and (await service.details(message.id)).retryable  # type: ignore[union-attr]
 
-    assert service.retry_message(message.id).requeued == 1
+    assert (await service.retry_message(message.id)).requeued == 1
     assert db.jobs.get(job.id).state is JobState.PENDING  # type: ignore[union-attr]
-    assert service.dead_letters() == [] and service.retry_all_dead().requeued == 0
+    assert (await service.dead_letters()) == [] and (await service.retry_all_dead()).requeued == 0
 
 
-def test_retry_all_dead(db: Database, service: MessageLogService, wakes: list[int]) -> None:
+@pytest.mark.asyncio
+async def test_retry_all_dead(db: Database, service: MessageLogService, wakes: list[int]) -> None:
     for n in range(3):
         db.jobs.enqueue(NewJob(kind="ghl.app_event", payload={"event": {"type": "INSTALL", "locationId": f"L{n}"}},
                                dedupe_key=f"ghl:wh:{n}"))
     for job in db.jobs.lease("w", now=datetime.now(UTC), lease_seconds=30):
         db.jobs.dead_letter(job.id, "w", error="HighLevel said 400")
-    assert [d.summary for d in service.dead_letters()] == ["INSTALL L2", "INSTALL L1", "INSTALL L0"]
-    result = service.retry_all_dead()
+    assert [d.summary for d in (await service.dead_letters())] == ["INSTALL L2", "INSTALL L1", "INSTALL L0"]
+    result = (await service.retry_all_dead())
     assert result.requeued == 3 and result.message == "3 jobs queued again." and wakes == [1]
 
 
-def test_details_redact_secrets_and_media_keys(db: Database, service: MessageLogService) -> None:
+@pytest.mark.asyncio
+async def test_details_redact_secrets_and_media_keys(db: Database, service: MessageLogService) -> None:
     seed_directory(db)
     token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJlLXZhbHVl"
     message, _ = db.messages.record(
@@ -155,7 +161,7 @@ def test_details_redact_secrets_and_media_keys(db: Database, service: MessageLog
                         "media": {"handle": "bWVkaWEta2V5LWJ5dGVz", "mimetype": "image/png"}},
             "headers": {"Authorization": "Bearer abc.def.ghi"}}))
     assert message.id is not None
-    details = service.details(message.id)
+    details = (await service.details(message.id))
     assert details is not None
     (job,) = details.jobs
     for secret in (token, "my-client-secret-value", "bWVkaWEta2V5LWJ5dGVz", "abc.def.ghi"):
@@ -202,7 +208,7 @@ async def test_export_writes_the_whole_text_not_the_row_preview(db: Database, se
     db.messages.record(Message(location_id="loc-dental", session_id="s-dental-1", direction=Direction.INBOUND,
                                kind=MessageKind.TEXT, chat_jid="34600111222@s.whatsapp.net", wa_message_id="LONG",
                                body=long_text))
-    (row,) = service.rows(list(db.message_log.ids(LogFilter(), LogSort())))
+    (row,) = (await service.rows(list(db.message_log.ids(LogFilter(), LogSort()))))
     assert len(row.text) == 300 and "\n" not in row.text  # the table's one-line preview
     assert await service.export_csv(tmp_path / "long.csv", LogFilter(), LogSort()) == 1
     with (tmp_path / "long.csv").open(newline="", encoding="utf-8") as handle:
@@ -210,7 +216,8 @@ async def test_export_writes_the_whole_text_not_the_row_preview(db: Database, se
     assert record["text"] == long_text and record["contact_name"] == "Maria Lopez"
 
 
-def test_a_quarantined_relay_event_is_shown_but_never_requeued(db: Database, service: MessageLogService) -> None:
+@pytest.mark.asyncio
+async def test_a_quarantined_relay_event_is_shown_but_never_requeued(db: Database, service: MessageLogService) -> None:
     """No handler can run a quarantined event: requeued, it would stay pending forever and count toward the
     webhook backlog. Retry leaves it where it is and says why; Retry all requeues only the others."""
     db.jobs.enqueue(NewJob(kind=KIND_QUARANTINED, payload={"reason": "nested too deep", "excerpt": "[[[["},
@@ -219,9 +226,9 @@ def test_a_quarantined_relay_event_is_shown_but_never_requeued(db: Database, ser
                            dedupe_key="ghl:wh:9"))
     for job in db.jobs.lease("w", now=datetime.now(UTC), lease_seconds=30):
         db.jobs.dead_letter(job.id, "w", error="quarantined: nested too deep")
-    quarantined = next(d for d in service.dead_letters() if d.kind == KIND_QUARANTINED)
-    alone = service.retry_dead([quarantined.job_id])
+    quarantined = next(d for d in (await service.dead_letters()) if d.kind == KIND_QUARANTINED)
+    alone = (await service.retry_dead([quarantined.job_id]))
     assert alone.requeued == 0 and "cannot be retried" in alone.message
-    assert service.retry_all_dead().requeued == 1
+    assert (await service.retry_all_dead()).requeued == 1
     assert [j.kind for j in db.jobs.list("pending")] == ["ghl.app_event"]
-    assert [d.kind for d in service.dead_letters()] == [KIND_QUARANTINED]
+    assert [d.kind for d in (await service.dead_letters())] == [KIND_QUARANTINED]

@@ -24,7 +24,14 @@ from ghl_desktop.core.models import Direction, Message, MessageKind, MessageStat
 from ghl_desktop.services.bridge import MessageLogged
 from ghl_desktop.services.message_log import MessageLogService
 from ghl_desktop.ui.bridge import ServiceBridge
-from ghl_desktop.ui.message_log_models import HEAD_ROWS, PAGE_SIZE, DeadLettersModel, MessageLogModel, RowRole
+from ghl_desktop.ui.message_log_models import (
+    HEAD_ROWS,
+    LOADING_CELL,
+    PAGE_SIZE,
+    DeadLettersModel,
+    MessageLogModel,
+    RowRole,
+)
 from ghl_desktop.ui.panels.message_log import NO_MATCH, NO_MESSAGES, DeadLettersPanel, MessageLogPanel
 from tests.fixtures.message_log import bulk_messages, seed_directory
 
@@ -40,7 +47,7 @@ def bus() -> EventBus:
 def service(db: Database, bus: EventBus) -> MessageLogService:
     seed_directory(db)
     bulk_messages(db, ROWS)
-    return MessageLogService(db.message_log, bus=bus)
+    return MessageLogService(db.message_log, run=db.aio.run, bus=bus)
 
 
 @pytest.fixture
@@ -67,13 +74,21 @@ def panel(qtbot: Any, qloop: asyncio.AbstractEventLoop, service: MessageLogServi
 
 
 def _rows(panel: MessageLogPanel) -> list[Any]:
+    """Every row of the view, as the view gets them: asked for (placeholders, pages scheduled), read
+    off the loop, then shown."""
     model = panel.model
-    return [model.index(r, 0).data(RowRole) for r in range(model.rowCount())]
+    for r in range(model.rowCount()):
+        model.index(r, 0).data(RowRole)
+    _wait(asyncio.get_event_loop(), panel)
+    rows = [model.index(r, 0).data(RowRole) for r in range(model.rowCount())]
+    assert None not in rows
+    return rows
 
 
 def _click_row(qtbot: Any, panel: MessageLogPanel, row: int) -> None:
     rect = panel.view.visualRect(panel.model.index(row, 1))
     qtbot.mouseClick(panel.view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    _wait(asyncio.get_event_loop(), panel)  # its details are read off the loop
 
 
 def _search(qtbot: Any, loop: asyncio.AbstractEventLoop, panel: MessageLogPanel, text: str) -> None:
@@ -102,15 +117,22 @@ def test_models_pass_the_model_tester(qtmodeltester: Any, qloop: asyncio.Abstrac
     model.load_now()
     assert model.rowCount() == ROWS
     qtmodeltester.check(model)  # filled
-    texts = [model.index(r, len(LogColumn) - 1).data() for r in range(ROWS)]  # read every row once
-    assert all(t.startswith("message number") or t.startswith("the recipient") for t in texts)
-    assert model.cached_rows() <= 120 and model.pages_read >= ROWS // 50  # pages come and go
+    texts = [model.index(r, len(LogColumn) - 1).data() for r in range(ROWS)]  # asks for every page
+    assert set(texts) == {""} and model.index(0, 0).data() == LOADING_CELL  # not read yet: placeholders
+    qloop.run_until_complete(asyncio.wait_for(model.wait_idle(), 30))
+    assert model.pages_read == ROWS // 50 + 1 and model.reads == 1  # one hop for what one pass asked
+    assert model.cached_rows() == 120  # the cache keeps the most recent rows only
+    texts = [t for t in (model.index(r, len(LogColumn) - 1).data() for r in range(ROWS)) if t]
+    assert len(texts) == 120 and all(t.startswith("message number") or t.startswith("the recipient") for t in texts)
+    qloop.run_until_complete(asyncio.wait_for(model.wait_idle(), 30))  # the evicted ones were read again
+    qtmodeltester.check(model)
+    qloop.run_until_complete(asyncio.wait_for(model.wait_idle(), 30))
     dead = DeadLettersModel()
     qtmodeltester.check(dead)
     db.jobs.enqueue(NewJob(kind="ghl.app_event", payload={"event": {"type": "INSTALL", "locationId": "L"}}))
     (job,) = db.jobs.lease("w", now=datetime.now(UTC), lease_seconds=30)
     db.jobs.dead_letter(job.id, "w", error="HighLevel said 400")
-    dead.set_records(service.dead_letters())
+    dead.set_records(qloop.run_until_complete(service.dead_letters()))
     assert dead.rowCount() == 1
     qtmodeltester.check(dead)
 
@@ -128,21 +150,49 @@ def test_all_history_loads_off_the_loop_thread(qtbot: Any, qloop: asyncio.Abstra
     monkeypatch.setattr(db.message_log, "ids", spy)
     panel = MessageLogPanel(service, bridge)
     qtbot.addWidget(panel)
+    shown: list[tuple[str, int, bool]] = []
+    panel.model.modelReset.connect(lambda: shown.append(("reset", panel.model.rowCount(), panel.model.loading)))
+    panel.model.rowsInserted.connect(lambda *_: shown.append(("insert", panel.model.rowCount(),
+                                                                panel.model.loading)))
     panel.resize(1000, 500)
     panel.show()
-    # the newest screenful at once (an index scan that stops), everything else still loading
-    assert panel.model.loading and panel.model.rowCount() == HEAD_ROWS < ROWS
-    assert panel.count_label.text() == "Loading messages…"
-    resets: list[int] = []
-    panel.model.modelReset.connect(lambda: resets.append(1))
+    assert panel.model.loading and panel.count_label.text() == "Loading messages…"
     _wait(qloop, panel)
+    # the newest screenful first (an index scan that stops), then the rest appended below it
+    assert shown == [("reset", HEAD_ROWS, True), ("insert", ROWS, True)]
     assert panel.model.rowCount() == ROWS and panel.count_label.text() == f"{ROWS} messages"
-    assert resets == []  # the rest was appended below the first rows
-    # all history: the full id query ran on a worker thread; only the bounded head on the loop thread
-    assert calls == [(True, HEAD_ROWS), (False, None)]
-    qtbot.waitUntil(lambda: panel.model.cached_rows() > 0)  # painted: the visible rows were read…
-    assert panel.model.cached_rows() <= 2 * PAGE_SIZE < ROWS  # …a page at a time, not all
+    # every id query ran off the loop thread: the bounded head too
+    assert calls == [(False, HEAD_ROWS), (False, None)]
+    assert 0 < panel.model.cached_rows() <= 2 * PAGE_SIZE < ROWS  # the visible rows, a page at a time
     assert _rows(panel)[0].id == ROWS  # newest first
+
+
+def test_a_row_not_read_yet_is_a_placeholder_and_its_page_is_read_once(
+        qtbot: Any, qloop: asyncio.AbstractEventLoop, service: MessageLogService, db: Database,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    model = MessageLogModel(service, page_size=50)
+    model.load_now()
+    threads: list[bool] = []
+    rows_of = db.message_log.rows
+
+    def spy(ids: Any, **options: Any) -> Any:
+        threads.append(threading.current_thread() is threading.main_thread())
+        return rows_of(ids, **options)
+
+    monkeypatch.setattr(db.message_log, "rows", spy)
+    changed: list[tuple[int, int]] = []
+    model.dataChanged.connect(lambda top, bottom, *_: changed.append((top.row(), bottom.row())))
+    for _ in range(3):  # a view paints the same cells several times before the page is there
+        assert [model.index(r, 0).data() for r in range(60, 70)] == [LOADING_CELL] * 10
+        assert model.index(65, 0).data(RowRole) is None
+    assert threads == []  # nothing read yet: data() only scheduled the page
+    qloop.run_until_complete(asyncio.wait_for(model.wait_idle(), 30))
+    assert threads == [False] and model.pages_read == 1  # one read, off the loop thread
+    assert changed == [(50, 99)]  # the page's rows repaint
+    row = model.index(65, 0).data(RowRole)
+    assert row is not None and row.id == model.id_at(65) and model.index(65, 0).data() != LOADING_CELL
+    model.index(99, 0).data()
+    assert model._send_handle is None  # same page: cached, nothing scheduled
 
 
 def test_filter_by_text_and_combos_then_no_match(qtbot: Any, qloop: asyncio.AbstractEventLoop,
@@ -221,6 +271,7 @@ def test_select_shows_details_and_retry_a_failed_row(qtbot: Any, qloop: asyncio.
     assert retry.isEnabled()
     retry.trigger()
     menu.close()
+    _wait(qloop, panel)
     assert db.messages.get(failed[0].id).status is MessageStatus.PENDING  # type: ignore[union-attr]
     assert "Queued again" in panel.action_label.text()
     # the change arrived through the bus and removed the row from the "Failed" view in place
@@ -229,6 +280,7 @@ def test_select_shows_details_and_retry_a_failed_row(qtbot: Any, qloop: asyncio.
 
     _click_row(qtbot, panel, 0)
     qtbot.mouseClick(panel.retry_button, Qt.MouseButton.LeftButton)
+    _wait(qloop, panel)
     assert db.messages.get(failed[1].id).status is MessageStatus.PENDING  # type: ignore[union-attr]
     assert db.jobs.count("pending") == 2
 
@@ -259,11 +311,13 @@ def test_live_messages_apply_by_id_without_reset(qtbot: Any, qloop: asyncio.Abst
         location_id="loc-dental", session_id="s-dental-1", direction=Direction.INBOUND, kind=MessageKind.TEXT,
         chat_jid="34600111222@s.whatsapp.net", wa_message_id="LIVE1", body="Can I move my appointment?"))
     bus.publish(MessageLogged(message))
+    _wait(qloop, panel)
     assert inserted == [0] and resets == [] and _rows(panel)[0].text == "Can I move my appointment?"
     _click_row(qtbot, panel, 0)
     assert message.id is not None
     changed = db.messages.update(message.id, status=MessageStatus.SENT, ghl_message_id="GLIVE1")
     bus.publish(MessageLogged(changed))
+    _wait(qloop, panel)
     assert _rows(panel)[0].status is MessageStatus.SENT and "GLIVE1" in panel.details.toPlainText()
     assert resets == [] and panel.model.rowCount() == ROWS + 1
 
@@ -273,6 +327,7 @@ def test_live_messages_apply_by_id_without_reset(qtbot: Any, qloop: asyncio.Abst
         location_id="loc-dental", session_id="s-dental-1", direction=Direction.INBOUND, kind=MessageKind.TEXT,
         chat_jid="34600111222@s.whatsapp.net", wa_message_id="LIVE2", body="thanks"))
     bus.publish(MessageLogged(other))
+    _wait(qloop, panel)
     assert panel.model.rowCount() == count
 
 
@@ -284,7 +339,7 @@ def test_select_message_clears_filters_that_hide_it(qtbot: Any, qloop: asyncio.A
     _wait(qloop, panel)
     assert panel.search.text() == "" and panel.selected_id() == hidden
     assert f"BULK{hidden:012d}" in panel.details.toPlainText()
-    assert not panel.select_message(10_000_000)
+    assert not qloop.run_until_complete(panel.reveal_message(10_000_000))
 
 
 def test_tab_leaves_the_table_and_controls_have_names(qtbot: Any, panel: MessageLogPanel) -> None:
@@ -312,9 +367,14 @@ def test_dead_letters_panel_retry_one_by_keyboard_and_all(qtbot: Any, qloop: asy
         db.jobs.dead_letter(job.id, "w", error=f"HighLevel said 400 for job {job.id}")
     panel = DeadLettersPanel(service, bridge, poll_ms=0)
     qtbot.addWidget(panel)
-    panel.show()
     counts: list[int] = []
     panel.count_changed.connect(counts.append)
+    panel.show()
+
+    def idle() -> None:
+        qloop.run_until_complete(asyncio.wait_for(panel.wait_idle(), 30))
+
+    idle()
     assert panel.model.rowCount() == 3 and panel.stack.currentWidget() is panel.view
     reason_column = DeadLettersModel.COLUMNS.index("Reason")
     assert panel.model.index(0, reason_column).data().startswith("HighLevel said 400")
@@ -326,31 +386,36 @@ def test_dead_letters_panel_retry_one_by_keyboard_and_all(qtbot: Any, qloop: asy
     (retry,) = [a for a in panel.last_menu.actions() if a.text() == "Retry"]
     retry.trigger()
     panel.last_menu.close()
-    qtbot.waitUntil(lambda: panel.model.rowCount() == 2)
+    idle()
+    assert panel.model.rowCount() == 2
     assert db.jobs.get(first).state.value == "pending"  # type: ignore[union-attr]
     assert panel.status.text() == "1 job queued again."
 
     # the poll reads the list again only when something changed
     reads: list[int] = []
-    original = service.dead_letters
-    monkeypatch.setattr(service, "dead_letters", lambda *a: reads.append(1) or original(*a))
+    original = db.message_log.dead_letters
+    monkeypatch.setattr(db.message_log, "dead_letters", lambda *a, **k: reads.append(1) or original(*a, **k))
     panel.poll()
+    idle()
     assert reads == []
     db.jobs.requeue_dead(panel.model.record(0).job_id)
     panel.poll()
+    idle()
     assert reads == [1] and panel.model.rowCount() == 1
     db.jobs.enqueue(NewJob(kind="ghl.app_event", dedupe_key="ghl:wh:again",
                            payload={"event": {"type": "INSTALL", "locationId": "L9"}}))
     for job in db.jobs.lease("w", now=datetime.now(UTC), lease_seconds=30):  # every pending one
         db.jobs.dead_letter(job.id, "w", error="HighLevel said 400 again")
     panel.poll()
+    idle()
     assert reads == [1, 1] and panel.model.rowCount() == 4  # + the one retried above, dead again
 
     qtbot.mouseClick(panel.retry_all_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: panel.model.rowCount() == 0)
+    idle()
+    assert panel.model.rowCount() == 0
     assert panel.status.text() == "4 jobs queued again." and db.jobs.count("dead") == 0
     assert panel.stack.currentWidget() is panel.hint and not panel.retry_all_button.isEnabled()
-    assert counts == [2, 1, 4, 0]
+    assert counts == [3, 2, 1, 4, 0]  # the first read arrives after the panel was built
 
 
 def test_rendered_log_with_details_pane_keeps_labels_whole(qtbot: Any, qloop: asyncio.AbstractEventLoop,
@@ -415,6 +480,7 @@ def test_custom_time_range_and_new_numbers_in_the_filter(qtbot: Any, qloop: asyn
     session = db.sessions.create(WhatsAppSession(id="s-new", location_id="loc-dental", state=SessionState.CONNECTED,
                                                  store_path="s-new.db", phone="+14155550777"))
     bus.publish(SessionChanged(session))
+    _wait(qloop, panel)
     assert panel.number_box.findData("s-new") > 0
 
 

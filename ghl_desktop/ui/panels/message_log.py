@@ -2,7 +2,9 @@
 letters panel (work that gave up, with Retry / Retry all).
 
 Both are plain QWidgets with explicit dependencies: the :class:`MessageLogService` (``cockpit.log``)
-they call, and the :class:`ServiceBridge` they listen to. They never touch the database. No widget
+they call, and the :class:`ServiceBridge` they listen to. They never touch the database, and never
+wait for it: every read (details, filter choices, dead letters) and action (retry) is awaited in a
+task and applied when it arrives (the loop thread stays free, docs/event-loop.md). No widget
 per row: the status column is drawn by :class:`StatusDelegate` (tick icons), row actions are a
 context menu, also opened with Enter or the Menu key.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,7 +57,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ghl_desktop.core.message_log import LOG_COLUMNS, LogColumn, LogDetails, LogFilter, LogRow
+from ghl_desktop.core.message_log import LOG_COLUMNS, DeadLetter, LogColumn, LogDetails, LogFilter, LogRow
 from ghl_desktop.core.models import Direction, MessageStatus
 from ghl_desktop.services.message_log import DIRECTION_LABELS, JOB_KIND_LABELS, MessageLogService
 from ghl_desktop.ui.bridge import ServiceBridge
@@ -244,10 +246,13 @@ class _RowKeys(QObject):
 
 
 class _Tasks:
-    """Asyncio tasks a panel started (kept referenced; failures logged)."""
+    """Asyncio tasks a panel started (kept referenced; failures logged). :meth:`soon` starts a read
+    on the next loop iteration: one asked for while the loop is not running (a widget built before
+    it, a test between two runs) and never started leaves no pending task or coroutine behind."""
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._soon: set[asyncio.Handle] = set()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_event_loop().create_task(coro, name=name)
@@ -255,9 +260,26 @@ class _Tasks:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def soon(self, make: Callable[[], Coroutine[Any, Any, Any]], name: str) -> None:
+        handle: asyncio.Handle | None = None
+
+        def start() -> None:
+            self._soon.discard(handle)  # type: ignore[arg-type]
+            self.spawn(make(), name)
+
+        handle = asyncio.get_event_loop().call_soon(start)
+        self._soon.add(handle)
+
+    @property
+    def idle(self) -> bool:
+        return not self._tasks and not self._soon
+
     async def wait(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while self._tasks or self._soon:
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            else:
+                await asyncio.sleep(0)
 
 
 class MessageLogPanel(QWidget):
@@ -410,8 +432,12 @@ class MessageLogPanel(QWidget):
         layout.addWidget(self.splitter, 1)
         self.setTabOrder(self.search, self.location_box)
 
+        self._details_seq = 0  # the latest details read asked for (an older answer is dropped)
+        self._choices_task: asyncio.Task[None] | None = None
+        self._choices_again = False
         self.model.loading_changed.connect(lambda _loading: self._update_hint())
         self.model.loaded.connect(self._loaded)
+        self.model.changes_applied.connect(self._changes_applied)
         self.model.rowsInserted.connect(lambda *_: self._update_hint())
         self.model.rowsRemoved.connect(lambda *_: self._update_hint())
         bridge.message_logged.connect(self._message_logged)
@@ -465,18 +491,40 @@ class MessageLogPanel(QWidget):
         if self.number_box.findData(getattr(session, "id", None)) < 0 or getattr(session, "phone", None):
             self.refresh_choices()
 
-    def refresh_choices(self) -> None:
-        """The location and number filter entries (keeps the current choice)."""
+    def refresh_choices(self) -> asyncio.Task[None]:
+        """The location and number filter entries (keeps the current choice), read off the loop; a
+        burst of calls reads once more after the one in flight."""
+        if self._choices_task is not None and not self._choices_task.done():
+            self._choices_again = True
+            return self._choices_task
+        self._choices_task = self.tasks.spawn(self._read_choices(), "message-log-choices")
+        return self._choices_task
+
+    async def _read_choices(self) -> None:
+        while True:
+            self._choices_again = False
+            try:
+                locations, numbers = await self.service.filter_choices()
+            except Exception:
+                log.exception("could not read the filter choices")
+                return
+            self._set_choices(locations, numbers)
+            if not self._choices_again:
+                return
+
+    def _set_choices(self, locations: list[Any], numbers: list[Any]) -> None:
         for combo, everything, choices in (
-            (self.location_box, "All locations", self.service.location_choices()),
-            (self.number_box, "All numbers", self.service.number_choices()),
+            (self.location_box, "All locations", locations),
+            (self.number_box, "All numbers", numbers),
         ):
             current = combo.currentData()
+            entries = [(everything, None)] + [(choice.label, choice.id) for choice in choices]
+            if [(combo.itemText(i), combo.itemData(i)) for i in range(combo.count())] == entries:
+                continue  # unchanged: no flicker of an open box
             combo.blockSignals(True)
             combo.clear()
-            combo.addItem(everything, None)
-            for choice in choices:
-                combo.addItem(choice.label, choice.id)
+            for label, data in entries:
+                combo.addItem(label, data)
             found = combo.findData(current)
             combo.setCurrentIndex(max(found, 0))
             combo.blockSignals(False)
@@ -548,14 +596,28 @@ class MessageLogPanel(QWidget):
     # -- selection and details ------------------------------------------------------------------
 
     def select_message(self, message_id: int) -> bool:
-        """Select this message (clearing the filters when they hide it); False when it is not stored."""
+        """Select this message; when the filters hide it, they are cleared first (once its existence
+        is read, off the loop). Returns False only when it is known at once not to be there: use
+        :meth:`reveal_message` to await the answer."""
         if self.model.loading:
             self._select_after_load = message_id
             return True
         if self._select_row_of(message_id):
             return True
-        if self.service.details(message_id) is None:
+        self.tasks.spawn(self.reveal_message(message_id), "message-log-reveal")
+        return True
+
+    async def reveal_message(self, message_id: int) -> bool:
+        """:meth:`select_message`, awaited: False when the message is not stored."""
+        if self.model.loading:
+            self._select_after_load = message_id
+            return True
+        if self._select_row_of(message_id):
+            return True
+        if await self.service.details(message_id) is None:
             return False
+        if self._select_row_of(message_id):  # it arrived meanwhile
+            return True
         self._select_after_load = message_id
         self.clear_filters()
         if not self.model.loading:  # the filters were already clear: the message arrived meanwhile
@@ -583,8 +645,26 @@ class MessageLogPanel(QWidget):
         self._show_details(int(current.data(IdRole)) if current.isValid() else None)
 
     def _show_details(self, message_id: int | None) -> None:
+        """Show this message's details: read off the loop; the pane keeps what it shows until they
+        arrive (no blank flash), an answer for an earlier selection is dropped."""
         self._details_id = message_id
-        details = self.service.details(message_id) if message_id is not None else None
+        self._details_seq += 1
+        seq = self._details_seq
+        if message_id is None:
+            self._set_details(None)
+            return
+        self.tasks.soon(lambda: self._read_details(message_id, seq), "message-log-details")
+
+    async def _read_details(self, message_id: int, seq: int) -> None:
+        try:
+            details = await self.service.details(message_id)
+        except Exception:
+            log.exception("could not read the details of message %s", message_id)
+            details = None
+        if seq == self._details_seq:
+            self._set_details(details)
+
+    def _set_details(self, details: LogDetails | None) -> None:
         self.current_details = details
         self.retry_button.setEnabled(bool(details and details.retryable))
         self.copy_button.setEnabled(details is not None)
@@ -600,20 +680,32 @@ class MessageLogPanel(QWidget):
             self.details.setHtml(details_html(details, self.palette()))  # colours follow the scheme
 
     def _message_logged(self, message: Any) -> None:
-        self.model.apply_message(message)
+        self.model.apply_message(message)  # read and applied off the loop (changes_applied follows)
+
+    def _changes_applied(self, message_ids: list[int]) -> None:
         current = self.selected_id()
-        if current != self._details_id or (message.id is not None and message.id == self._details_id):
+        if current != self._details_id or (self._details_id is not None and self._details_id in message_ids):
             # the shown message changed, or its row went away and the selection moved on
             self._show_details(current)
         self._update_hint()
 
     # -- actions --------------------------------------------------------------------------------
 
-    def retry_selected(self) -> None:
+    def retry_selected(self) -> asyncio.Task[None] | None:
         message_id = self.selected_id() or self._details_id
         if message_id is None:
+            return None
+        self.retry_button.setEnabled(False)  # one press, one retry (the answer re-enables it)
+        return self.tasks.spawn(self._retry(message_id), "message-log-retry")
+
+    async def _retry(self, message_id: int) -> None:
+        try:
+            result = await self.service.retry_message(message_id)
+        except Exception as exc:
+            log.exception("retry of message %s failed", message_id)
+            self.action_label.setText(f"Retry failed: {exc}")
+            self._show_details(self.selected_id())
             return
-        result = self.service.retry_message(message_id)
         self.action_label.setText(result.message)
         self.status_changed.emit(result.message)
         # the change came back through the bridge; the row may have left this view (a "Failed" filter)
@@ -673,9 +765,13 @@ class MessageLogPanel(QWidget):
         return self.tasks.spawn(run(), "message-log-export")
 
     async def wait_idle(self) -> None:
-        """Until the ids query and any export have finished (tests)."""
-        await self.model.wait_loaded()
-        await self.tasks.wait()
+        """Until the ids query, the page reads, the live changes, the details and any export have
+        finished (tests, the bench)."""
+        while True:
+            await self.model.wait_idle()
+            await self.tasks.wait()
+            if not self.model.busy:
+                return
 
 
 def _utc(value: QDateTime) -> datetime:
@@ -794,6 +890,11 @@ class DeadLettersPanel(QWidget):
         self._timer.setInterval(poll_ms)
         self._timer.timeout.connect(self.poll)
         self._stamp: tuple[int, int, str] | None = None
+        self.tasks = _Tasks()
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+        self._again_force = False
+        self._closing = False
         if poll_ms > 0:
             self._timer.start()
         self._debounce = QTimer(self)
@@ -803,17 +904,44 @@ class DeadLettersPanel(QWidget):
         bridge.message_logged.connect(lambda _m: self._debounce.start())
         self.refresh()
 
-    def poll(self) -> None:
+    def poll(self) -> asyncio.Task[None]:
         """Reload the list only when the dead letters changed (one aggregate query otherwise)."""
-        if self.service.dead_letters_stamp() != self._stamp:
-            self.refresh()
+        return self._read(force=False)
 
-    def refresh(self) -> None:
-        self._stamp = self.service.dead_letters_stamp()
+    def refresh(self) -> asyncio.Task[None]:
+        return self._read(force=True)
+
+    def _read(self, *, force: bool) -> asyncio.Task[None]:
+        """One read in flight; a call meanwhile reads once more after it (forced if any was)."""
+        self._again_force = force or self._again_force if self._again else force
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return self._task
+        self._again = False
+        self._task = self.tasks.spawn(self._read_loop(force), "dead-letters")
+        return self._task
+
+    async def _read_loop(self, force: bool) -> None:
+        while True:
+            try:
+                stamp, records = await self.service.dead_letters_if_changed(None if force else self._stamp)
+            except Exception:
+                if not self._closing:
+                    log.exception("could not read the dead letters")
+                return
+            self._stamp = stamp
+            if records is not None:
+                self._show(records)
+            if not self._again:
+                return
+            self._again = False
+            force = self._again_force
+
+    def _show(self, records: list[DeadLetter]) -> None:
         current = self.view.currentIndex()
         job_id = current.data(IdRole) if current.isValid() else None
         before = self.model.rowCount()
-        self.model.set_records(self.service.dead_letters())
+        self.model.set_records(records)
         if job_id is not None:
             for row, record in enumerate(self.model.records()):
                 if record.job_id == job_id:
@@ -825,6 +953,10 @@ class DeadLettersPanel(QWidget):
         if count != before:
             self.count_changed.emit(count)
 
+    async def wait_idle(self) -> None:
+        """Until the reads and retries asked for so far are done (tests)."""
+        await self.tasks.wait()
+
     def _update_buttons(self) -> None:
         self.retry_all_button.setEnabled(self.model.rowCount() > 0)
         self.retry_button.setEnabled(self.view.currentIndex().isValid())
@@ -833,15 +965,25 @@ class DeadLettersPanel(QWidget):
         self.status.setText(text)
         self.status_changed.emit(text)
 
-    def retry_selected(self) -> None:
+    def retry_selected(self) -> asyncio.Task[None] | None:
         index = self.view.currentIndex()
-        if index.isValid():
-            self._say(self.service.retry_dead([int(index.data(IdRole))]).message)
-            QTimer.singleShot(0, self.refresh)  # not under the pressed button's feet
+        if not index.isValid():
+            return None
+        job_id = int(index.data(IdRole))
+        return self.tasks.spawn(self._retry(self.service.retry_dead([job_id])), "dead-letters-retry")
 
-    def retry_all(self) -> None:
-        self._say(self.service.retry_all_dead().message)
-        QTimer.singleShot(0, self.refresh)
+    def retry_all(self) -> asyncio.Task[None]:
+        return self.tasks.spawn(self._retry(self.service.retry_all_dead()), "dead-letters-retry-all")
+
+    async def _retry(self, retry: Coroutine[Any, Any, Any]) -> None:
+        try:
+            result = await retry
+        except Exception as exc:
+            log.exception("retry of dead letters failed")
+            self._say(f"Retry failed: {exc}")
+            return
+        self._say(result.message)
+        self.refresh()
 
     def _context_menu(self, pos: QPoint) -> QMenu | None:
         index = self.view.indexAt(pos)
