@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from ghl_desktop.adapters.storage import open_database
 from ghl_desktop.app import App
 from ghl_desktop.config import load_settings
+from ghl_desktop.core.files import ensure_private_dir
 from ghl_desktop.relay.store import RelayStore
 from tests.fakes.secrets import MemorySecretStore
 
@@ -73,3 +75,27 @@ def test_relay_database_and_its_wal_are_private(tmp_path: Path) -> None:
             assert _mode(data / name) == 0o600, name
     finally:
         store.close()
+
+
+def test_a_database_in_a_shared_folder_leaves_the_folder_alone(tmp_path: Path) -> None:
+    """A database URL naming a file in a shared folder (``/tmp``, a team share) must not close that
+    folder to 0700: it was seen closing /tmp itself for every other user and program."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    team = tmp_path / "team"
+    team.mkdir()
+    os.chmod(team, 0o775)
+    for folder in (shared, team):
+        db = open_database(f"sqlite:///{folder / 'ghl.db'}", migrate=True)
+        try:
+            assert _mode(folder / "ghl.db") == 0o600
+        finally:
+            db.close()
+        store = RelayStore.open(f"sqlite:///{folder / 'relay.db'}")
+        store.close()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert _mode(team) == 0o775
+    assert _mode(ensure_private_dir(shared)) == 0o1777  # the sticky bit: never tightened
+    new = ensure_private_dir(shared / "new" / "data", tighten_existing=False)
+    assert _mode(new) == 0o700

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 
 PRIVATE_DIR_MODE = 0o700
@@ -17,9 +18,21 @@ PRIVATE_FILE_MODE = 0o600
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and make it 0700. Parents that exist keep their mode."""
+def ensure_private_dir(path: Path, *, tighten_existing: bool = True) -> Path:
+    """Create ``path`` (and parents) 0700. Parents that exist keep their mode.
+
+    An existing ``path`` is tightened to 0700 (a data dir an older version left 0755) unless
+    ``tighten_existing`` is False — for a folder the user only named as the place of a file (a database
+    URL, say ``sqlite:////srv/shared/ghl.db``), which is theirs, not ours — and never when it has the
+    sticky bit: a shared folder such as ``/tmp`` closed to 0700 breaks every other user and program."""
+    existed = path.is_dir()
     path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    if existed:
+        if not tighten_existing:
+            return path
+        with contextlib.suppress(OSError):
+            if path.stat().st_mode & stat.S_ISVTX:
+                return path
     with contextlib.suppress(OSError):  # a dir we do not own (a shared mount): leave it
         os.chmod(path, PRIVATE_DIR_MODE)
     return path

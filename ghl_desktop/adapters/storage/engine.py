@@ -62,7 +62,7 @@ def create_storage_engine(url: str | URL, *, echo: bool = False) -> Engine:
                 path = Path(database).expanduser()
                 try:
                     # data dir 0700, database 0600 before SQLite creates it (-wal/-shm inherit the mode)
-                    ensure_private_dir(path.parent)
+                    ensure_private_dir(path.parent, tighten_existing=False)  # the App tightens the data dir
                     ensure_private_sqlite(path)
                 except OSError as exc:
                     raise StorageError(
