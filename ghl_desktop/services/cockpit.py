@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from ghl_desktop.core.errors import GhlDesktopError
 from ghl_desktop.core.models import Location, LocationState, SessionState, WhatsAppSession
+from ghl_desktop.core.routing import NumberRouting
 from ghl_desktop.services.health import HealthLevel, HealthMonitor, HealthSnapshot
 from ghl_desktop.services.message_log import MessageLogService
 
@@ -238,6 +239,26 @@ class Cockpit:
         if session is not None and session.state is SessionState.WAITING_FOR_SCAN:
             await sessions.logout(session_id)  # ends this linking attempt (its codes ran out)
         await sessions.link_again(session_id)
+
+
+    # -- several numbers per location (issue 15; helper `multi`) ----------------------------------------
+    # A reply goes from the number its contact last wrote to, else from the location's default number;
+    # when that number is down it waits unless "fall back to another number" is on (core/routing.py).
+    # Stored in the database (``location_routing``), so they work without a running bridge too.
+
+    async def number_routing(self, location_id: str) -> NumberRouting:
+        """The location's reply settings: its default number (a session id, or None) and fallback."""
+        return await self.app.db.aio.routing.get(location_id)
+
+    async def set_default_number(self, location_id: str, session_id: str | None) -> NumberRouting:
+        """Make ``session_id`` (a number of this location; None: none) the default for new contacts."""
+        return await self.app.db.aio.routing.set_default(location_id, session_id)
+
+    async def set_number_fallback(self, location_id: str, fallback: bool) -> NumberRouting:
+        """A reply whose number is down goes from another connected number (True) or waits (False)."""
+        return await self.app.db.aio.routing.set_fallback(location_id, fallback)
+
+    # -- end of several numbers per location ------------------------------------------------------------
 
 
 __all__ = [

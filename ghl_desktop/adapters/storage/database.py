@@ -21,6 +21,7 @@ from ghl_desktop.adapters.storage.repositories import (
     SqlMessageRepository,
     SqlSessionRepository,
 )
+from ghl_desktop.adapters.storage.routing import SqlRoutingRepository
 from ghl_desktop.adapters.storage.tx import Transactions
 from ghl_desktop.core.errors import StorageError
 
@@ -67,6 +68,8 @@ class Database:
         self.messages = SqlMessageRepository(tx)
         self.jobs = SqlJobQueue(tx)
         self.message_log = SqlMessageLog(tx)
+        #: several numbers per location: reply settings and stickiness (issue 15)
+        self.routing = SqlRoutingRepository(tx)
         self._closed = False
         self._aio: AsyncStorage | None = None
         self._aio_lock = threading.Lock()

@@ -41,6 +41,7 @@ from ghl_desktop.core.ports import (
     AsyncMessageRepository,
     AsyncSessionRepository,
 )
+from ghl_desktop.core.routing import AsyncRoutingRepository
 
 log = logging.getLogger("ghl.storage")
 
@@ -185,6 +186,7 @@ class AsyncStorage:
         self.messages = cast(AsyncMessageRepository, OffLoop(db.messages, ex))
         self.jobs = cast(AsyncJobQueue, OffLoop(db.jobs, ex))
         self.message_log = cast(AsyncMessageLogQuery, OffLoop(db.message_log, ex))
+        self.routing = cast(AsyncRoutingRepository, OffLoop(db.routing, ex))
         #: the blocking repositories themselves, for functions handed to :meth:`run` (several calls that
         #: belong together, one hop to the executor); never called on the loop thread
         self.sync = db

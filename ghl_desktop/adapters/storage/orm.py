@@ -119,6 +119,23 @@ class SessionRow(Base):
     updated_at: Mapped[datetime]
 
 
+class LocationRoutingRow(Base):
+    """How replies choose a number on a location with several (issue 15, migration 0007): the default
+    number of contacts who never wrote in, and whether a reply whose number is down falls back to another
+    connected number instead of waiting. No row: no default, no fallback."""
+
+    __tablename__ = "location_routing"
+
+    location_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("locations.id", ondelete="CASCADE"), primary_key=True
+    )
+    default_session_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("whatsapp_sessions.id", ondelete="SET NULL")
+    )
+    fallback: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime]
+
+
 class ContactLinkRow(Base):
     """Who a WhatsApp chat partner is in HighLevel. NULLs never collide in the unique keys, so a
     LID-only contact (no phone yet) and a phone-only contact can both exist."""

@@ -43,6 +43,7 @@ from ghl_desktop.core.ports import (
     MessageRepository,
     SessionRepository,
 )
+from ghl_desktop.core.routing import AsyncRoutingRepository, RoutingRepository
 from ghl_desktop.core.whatsapp import (
     OutgoingMedia,
     ReceiptKind,
@@ -107,6 +108,8 @@ class SyncRepositories(Protocol):
     def messages(self) -> MessageRepository: ...
     @property
     def jobs(self) -> JobQueue: ...
+    @property
+    def routing(self) -> RoutingRepository: ...
 
 
 class Repositories(Protocol):
@@ -123,6 +126,8 @@ class Repositories(Protocol):
     def messages(self) -> AsyncMessageRepository: ...
     @property
     def jobs(self) -> AsyncJobQueue: ...
+    @property
+    def routing(self) -> AsyncRoutingRepository: ...
     @property
     def sync(self) -> SyncRepositories: ...
 

@@ -5,6 +5,7 @@ recorded one by one, and a reply that cannot go until a person acts waits with t
 from __future__ import annotations
 
 from ghl_desktop.core.convert import (
+    is_group_jid,
     jid_for_phone,
 )
 from ghl_desktop.core.errors import (
@@ -17,6 +18,7 @@ from ghl_desktop.core.errors import (
 )
 from ghl_desktop.core.jobs import ProviderPayload
 from ghl_desktop.core.models import (
+    WAITING_PREFIX,
     ContactLink,
     Direction,
     Job,
@@ -26,6 +28,7 @@ from ghl_desktop.core.models import (
     SessionState,
     WhatsAppSession,
 )
+from ghl_desktop.core.routing import NumberRouting, RouteChoice, choose_number, linked_numbers
 from ghl_desktop.core.whatsapp import (
     OutgoingMedia,
     WhatsAppTransport,
@@ -75,7 +78,18 @@ class OutboundWork(BridgeWork):
             return
 
         linked = await self._repos.sessions.list(location_id)
-        session = await self._pick_session(location_id, chat, linked)
+        numbers = linked_numbers(linked)
+        routed = len(numbers) > 1  # several numbers: sticky per contact, else the default (core/routing.py)
+        route_note: str | None = None
+        session: WhatsAppSession | str | None = None
+        if routed:
+            choice = await self._route(row, chat, phone, contact_id, numbers)
+            if choice.waiting is not None:
+                assert choice.session is not None
+                await self._wait_for_number(row, choice.session, choice.waiting)
+            session, route_note = choice.session, choice.note
+        if session is None:
+            session = await self._pick_session(location_id, chat, linked)
         if isinstance(session, str):
             await self._fail(row, session)
             return
@@ -111,9 +125,14 @@ class OutboundWork(BridgeWork):
                                              file_name=fetched.file_name, kind=media_kind_of(fetched.content_type),
                                              caption=caption)))
 
+        row_id = row.id
         wa_id = row.wa_message_id or new_wa_message_id()
-        if row.wa_message_id is None or row.session_id != session.id:
-            row = await messages.update(row.id, wa_message_id=wa_id, session_id=session.id)
+        if routed and (row.wa_message_id is None or row.session_id != session.id or row.error != route_note):
+            # the number chosen (the log's number column) and why if not the usual one; a wait's note goes
+            row = await self._repos.routing.assign(row_id, session.id, note=route_note, wa_message_id=wa_id)
+            self._logged(row)
+        elif row.wa_message_id is None or row.session_id != session.id:
+            row = await messages.update(row_id, wa_message_id=wa_id, session_id=session.id)
         assert row.id is not None
         try:
             first_id: str | None = None
@@ -213,6 +232,42 @@ class OutboundWork(BridgeWork):
         if jid is None:
             raise NotOnWhatsApp(f"{e164} is not on WhatsApp")
         return jid
+
+    async def _route(
+        self, row: Message, chat: str, phone: str, contact_id: object, numbers: list[WhatsAppSession],
+    ) -> RouteChoice:
+        """Which of the location's ``numbers`` carries this reply (``core.routing.choose_number``)."""
+        live = {s.id for s in numbers if self._sessions.transport_for(s.id) is not None}
+        routing, sticky = await self._repos.run(self._route_reads, row, chat, phone, contact_id,
+                                                [s.id for s in numbers])
+        return choose_number(numbers, live, sticky_id=sticky, routing=routing)
+
+    def _route_reads(
+        self, row: Message, chat: str, phone: str, contact_id: object, session_ids: list[str],
+    ) -> tuple[NumberRouting, str | None]:
+        """(storage thread) The location's reply settings and the number this reply sticks to: the one
+        an earlier attempt of it chose (a resend keeps its WhatsApp id on the same number), else the
+        one the contact last wrote to (any of its JIDs: phone, LID, group)."""
+        repos = self._repos.sync
+        routing = repos.routing.get(row.location_id)
+        if row.wa_message_id and row.session_id in session_ids:
+            return routing, row.session_id
+        chats = [chat]
+        link = repos.contacts.find(row.location_id, ghl_contact_id=str(contact_id)) if contact_id else None
+        if link is None and any(c.isdigit() for c in phone) and not is_group_jid(chat):
+            link = repos.contacts.find(row.location_id, phone="+" + "".join(c for c in phone if c.isdigit()))
+        if link is not None:
+            chats += [j for j in (link.wa_jid, link.wa_lid) if j and j not in chats]
+        return routing, repos.routing.last_inbound_session(row.location_id, chats, session_ids)
+
+    async def _wait_for_number(self, row: Message, session: WhatsAppSession, reason: str) -> None:
+        """The reply's number is down and falling back is off: the reply waits for it, and its row in
+        the message log names the number and says why (``waiting: +1… is disconnected``)."""
+        assert row.id is not None
+        note = WAITING_PREFIX + reason
+        if row.session_id != session.id or row.error != note:
+            self._logged(await self._repos.routing.assign(row.id, session.id, note=note))
+        raise RetryLater(reason, self._options.session_wait_seconds, blocked=True)
 
     async def _pick_session(
         self, location_id: str, chat: str, sessions: list[WhatsAppSession],

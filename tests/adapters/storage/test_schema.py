@@ -18,7 +18,8 @@ from ghl_desktop.core.errors import StorageError
 from ghl_desktop.core.models import Direction, Location, Message, MessageKind, NewJob
 
 TABLES = {"locations", "whatsapp_sessions", "contact_links", "messages", "jobs", "job_heads", "fleet_secrets",
-          "number_leases", "cluster_workers", "alembic_version"}
+          "number_leases", "cluster_workers", "location_routing",
+          "alembic_version"}
 
 
 def _diffs(db: Database, metadata: MetaData) -> list[object]:
@@ -31,7 +32,7 @@ def test_migrations_build_the_orm_schema_exactly(backend_url: str) -> None:
     db = open_database(backend_url, migrate=False)
     try:
         assert set(inspect(db.engine).get_table_names()) == set()
-        assert db.migrate() == head_revision() == "0006"
+        assert db.migrate() == head_revision() == "0007"
         assert set(inspect(db.engine).get_table_names()) == TABLES
         assert _diffs(db, Base.metadata) == []
         # the comparison is able to fail: a schema with one more table and column is reported
@@ -50,9 +51,9 @@ def test_migrating_twice_is_a_no_op_and_keeps_data(backend_url: str) -> None:
     with open_database(backend_url) as db:
         db.locations.upsert(Location(id="loc1", name="Clinic"))
     with open_database(backend_url) as db:
-        assert db.migrate() == "0006"
+        assert db.migrate() == "0007"
         assert [loc.id for loc in db.locations.list()] == ["loc1"]
-        assert db.check().endswith(("journal=wal, foreign_keys=on", "schema 0006"))
+        assert db.check().endswith(("journal=wal, foreign_keys=on", "schema 0007"))
 
 
 def test_database_from_a_newer_app_is_refused(backend_url: str) -> None:
@@ -154,13 +155,13 @@ def test_postgres_tests_skip_locally_but_fail_under_ci(monkeypatch: pytest.Monke
 
 
 def test_drafting_a_new_migration_finds_no_changes_today(tmp_path: Path) -> None:
-    """The developer tool drafts ``0007_...`` from ORM changes; with the ORM and the shipped
+    """The developer tool drafts ``0008_...`` from ORM changes; with the ORM and the shipped
     migrations in step, the draft must contain no operations."""
     from ghl_desktop.adapters.storage.migrate import new_revision
 
     path = new_revision("nothing changed", version_path=tmp_path)
-    assert path.parent == tmp_path and path.name == "0007_nothing_changed.py"
+    assert path.parent == tmp_path and path.name == "0008_nothing_changed.py"
     source = path.read_text()
-    assert 'revision: str = "0007"' in source or "revision: str = '0007'" in source
+    assert 'revision: str = "0008"' in source or "revision: str = '0008'" in source
     body = source.split("def upgrade() -> None:")[1].split("def downgrade")[0]
     assert "op." not in body, body
