@@ -48,6 +48,9 @@ bench: venv-test
 	QT_QPA_PLATFORM=offscreen $(PY) bench/message_log.py $(if $(QUICK),--sizes 1000 20000 --no-record)
 	$(PY) -m bench.second_launch $(if $(QUICK),--rounds 1)
 	QT_QPA_PLATFORM=offscreen $(PY) -m bench.bench_shutdown $(if $(QUICK),--rounds 1 --tasks 10)
+	$(PY) bench/budget.py $(if $(QUICK),--quick)
+	QT_QPA_PLATFORM=offscreen $(PY) bench/loop_lag.py $(if $(QUICK),--quick)
+	$(PY) bench/startup.py $(if $(QUICK),--quick)
 
 lint: venv-test
 	$(VENV)/bin/ruff check ghl_desktop tests bench

@@ -149,6 +149,8 @@ class BridgeEnv:
     app: Any
     runtime: Any
     http: Any
+    #: location id → the simulated agency number linked to it
+    numbers: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -181,11 +183,57 @@ def fast_runtime(**rate: Any) -> Any:
     )
 
 
+async def link_number(runtime: Any, sandbox_url: str, location_id: str, phone: str, *,
+                      limit: float = 60) -> str:
+    """Link one more simulated WhatsApp number to ``location_id`` the way a person does: a new session
+    in the app, its QR code scanned by ``phone`` on the simulated network; returns the session id once
+    it is connected."""
+    import httpx
+
+    from ghl_desktop.core.models import SessionState
+    from ghl_desktop.services.events import SessionChanged, SessionQr
+
+    codes: dict[str, str] = {}
+    connected: set[str] = set()
+    unsubscribe_qr = runtime.app.bus.subscribe(SessionQr, lambda e: codes.setdefault(e.session_id, e.code))
+    unsubscribe_changed = runtime.app.bus.subscribe(
+        SessionChanged, lambda e: connected.add(e.session.id) if e.session.state is SessionState.CONNECTED else None)
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            (await http.post(f"{sandbox_url}/_sandbox/phones", json={"phone": phone, "name": f"Agency {phone}"})
+             ).raise_for_status()
+            session = await runtime.sessions.create_session(location_id)
+            deadline = time.perf_counter() + limit
+            while session.id not in codes:
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"no QR code for the session of {phone}")
+                await asyncio.sleep(0.02)
+            (await http.post(f"{sandbox_url}/_sandbox/whatsapp/scan",
+                             json={"qr": codes[session.id], "phone": phone})).raise_for_status()
+        while session.id not in connected:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"the number {phone} did not connect")
+            await asyncio.sleep(0.02)
+        return str(session.id)
+    finally:
+        unsubscribe_qr()
+        unsubscribe_changed()
+
+
+def linked_phone(index: int) -> str:
+    """The simulated agency number linked to location ``index`` (0: the one headless mode links)."""
+    from ghl_desktop.headless import SANDBOX_LINKED_PHONE
+
+    return SANDBOX_LINKED_PHONE if index == 0 else f"+1555020{index:04d}"
+
+
 @asynccontextmanager
 async def bridge_env(sandbox: SandboxProcess, options: Any = None, *,
-                     secrets: Any = None) -> AsyncIterator[BridgeEnv]:
+                     secrets: Any = None, locations: int = 1) -> AsyncIterator[BridgeEnv]:
     """The app's BridgeRuntime against ``sandbox``: one location connected by the consent flow and one
-    simulated WhatsApp number linked by QR, as ``ghl-desktop headless --sandbox`` does."""
+    simulated WhatsApp number linked by QR, as ``ghl-desktop headless --sandbox`` does; with
+    ``locations`` > 1 the next locations of the sandbox are connected the same way (consent page,
+    location ``i``), each with its own number ``linked_phone(i)`` (``BridgeEnv.numbers``)."""
     import httpx
 
     from ghl_desktop.adapters.whatsapp.simulated import simulated_transport_factory
@@ -205,14 +253,26 @@ async def bridge_env(sandbox: SandboxProcess, options: Any = None, *,
                        client_id=sandbox.client_id, client_secret=sandbox.client_secret,
                        provider_id=sandbox.provider_id, webhook_ed25519_public_key=sandbox.public_key_pem)
     app = App(settings, secrets=secrets, console_log=False, sandbox=True)
+    clicker = ConsentClicker()
     runtime = BridgeRuntime(app, simulated_transport_factory(sandbox.url), options or fast_runtime(),
-                            open_url=ConsentClicker())
+                            open_url=clicker)
     http = httpx.AsyncClient(timeout=30)
     try:
         await runtime.start()
         await point_sandbox_webhooks(sandbox.url, runtime.webhooks.url)
         await ensure_linked(runtime, sandbox.url, asyncio.Event())
-        yield BridgeEnv(sandbox, app, runtime, http)
+        env = BridgeEnv(sandbox, app, runtime, http)
+        env.numbers[env.location_id] = linked_phone(0)
+        for index in range(1, locations):
+            clicker.index = index
+            known = {loc.id for loc in app.db.locations.list()}
+            await runtime.oauth.connect()
+            new = [loc.id for loc in app.db.locations.list() if loc.id not in known]
+            if len(new) != 1:
+                raise RuntimeError(f"connecting sandbox location {index} added {len(new)} locations")
+            env.numbers[str(new[0])] = linked_phone(index)
+            await link_number(runtime, sandbox.url, str(new[0]), linked_phone(index))
+        yield env
     finally:
         await http.aclose()
         await runtime.stop()
