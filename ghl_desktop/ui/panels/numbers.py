@@ -18,6 +18,8 @@ from ghl_desktop.services.health import HealthAction, HealthSnapshot
 from ghl_desktop.ui.bridge import ServiceBridge
 from ghl_desktop.ui.models import SessionsModel, health_maps
 from ghl_desktop.ui.panels.base import Confirm, Tasks, panel_frame
+from ghl_desktop.ui.panels.number_routing import ACTION as ROUTING_ACTION
+from ghl_desktop.ui.panels.number_routing import open_number_routing, several_numbers
 from ghl_desktop.ui.widgets import ActionTable, EmptyStateView, RowAction, StatusLabel
 
 _LIVE = frozenset({SessionState.CONNECTING, SessionState.CONNECTED, SessionState.RECONNECTING,
@@ -109,6 +111,10 @@ class NumbersPanel(QWidget):
                 actions.append(("Retry", lambda: self.run("retry", sid)))
             if can_transition(session.state, SessionState.WAITING_FOR_SCAN):
                 actions.append(("Link again", lambda: self.run("link_again", sid)))
+        siblings = several_numbers(self.model.records(), session)  # issue 15: a location with several numbers
+        if siblings:
+            actions.append((ROUTING_ACTION, lambda: open_number_routing(
+                self, self.cockpit, self.tasks, session.location_id, siblings)))
         actions.append(("Remove", lambda: self.run("remove", sid)))
         return actions
 
