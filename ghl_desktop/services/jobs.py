@@ -5,6 +5,13 @@ push a status) is a row in the ``jobs`` table first. The runner leases rows (so 
 work is picked up again when the lease expires), runs the handler for the row's kind, and then
 completes, reschedules (transient failures, capped jittered backoff) or dead-letters it (permanent
 failures, or too many attempts) with a readable reason the user can see and retry by hand.
+
+Bookkeeping is batched (group commit): jobs that finish while a completion write is in flight wait for
+the next one, and that one write completes them all AND leases due jobs for the slots they free
+(``complete_and_lease``: one transaction). A chat's next message is leased in the same commit that
+completes the previous one, so the runner does not pay a lease round trip per finished job. A job
+counts as done only once that write committed; a crash before it runs the job again (at-least-once,
+handlers are idempotent), and per-``ordering_key`` order is the queue's, unchanged.
 """
 
 from __future__ import annotations
@@ -99,9 +106,13 @@ class JobRunner:
         *,
         owner: str | None = None,
         bus: EventBus | None = None,
+        gate: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self._queue = queue
         self._bus = bus
+        #: asked before each lease; False: lease nothing this tick (the history import's runner leases
+        #: only while live work is idle, services/bridge/history.py)
+        self._gate = gate
         #: bookkeeping / lease failures so far (each also logged and, with a bus, published)
         self.problems = 0
         self._handlers = handlers
@@ -113,6 +124,11 @@ class JobRunner:
         self._running: set[asyncio.Task[None]] = set()
         self._in_flight: set[int] = set()
         self._paused = False
+        #: finished jobs waiting for the next completion write, and the task doing that write
+        self._finished: list[tuple[Job, asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        #: slots promised to a lease in flight (a tick's lease and a flush's lease may overlap)
+        self._reserved = 0
 
     @property
     def owner(self) -> str:
@@ -150,6 +166,7 @@ class JobRunner:
             await self._main
             self._main = None
         if not self._running:
+            await self._flushed()
             return
         _done, late = await asyncio.wait(set(self._running), timeout=max(0.0, limit))
         if late:
@@ -158,6 +175,12 @@ class JobRunner:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        await self._flushed()
+
+    async def _flushed(self) -> None:
+        """Wait until the completion writes in flight are done (they outlive a cancelled job's task)."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.gather(self._flusher, return_exceptions=True)
 
     async def run_until_idle(self, limit_seconds: float = 30.0) -> None:
         """Process due jobs until none is left pending or running (used by tests and shutdown)."""
@@ -185,6 +208,8 @@ class JobRunner:
     async def _loop(self) -> None:
         next_purge = 0.0
         while not self._stopping:
+            # cleared BEFORE the tick: a wake-up (enqueue, finished job) during the tick is not lost
+            self._wake.clear()
             try:
                 if asyncio.get_running_loop().time() >= next_purge:
                     next_purge = asyncio.get_running_loop().time() + self._options.purge_interval
@@ -193,23 +218,38 @@ class JobRunner:
             except Exception as exc:
                 log.exception("job runner tick failed; retrying")
                 self._problem("lease", exc)
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self._options.poll_interval)
             except TimeoutError:
                 pass
 
+    def _free_slots(self, finishing: int = 0) -> int:
+        """Slots a lease may fill now: ``finishing`` jobs (still counted as running) are being completed
+        by the same write; leases in flight have their slots reserved."""
+        if self._stopping or self._paused:
+            return 0
+        return max(0, self._options.concurrency - len(self._running) + finishing - self._reserved)
+
     async def _tick(self) -> None:
-        free = self._options.concurrency - len(self._running)
-        if free <= 0 or self._stopping or self._paused:
+        free = self._free_slots()
+        if free <= 0:
             return
-        jobs = await self._queue.lease(
-            self._owner,
-            now=utcnow(),
-            lease_seconds=self._options.lease_seconds,
-            limit=free,
-            kinds=list(self._handlers),
-        )
+        if self._gate is not None and not await self._gate():
+            return
+        self._reserved += free
+        try:
+            jobs = await self._queue.lease(
+                self._owner,
+                now=utcnow(),
+                lease_seconds=self._options.lease_seconds,
+                limit=free,
+                kinds=list(self._handlers),
+            )
+        finally:
+            self._reserved -= free
+        self._start(jobs)
+
+    def _start(self, jobs: list[Job]) -> None:
         for job in jobs:
             if job.id in self._in_flight:
                 continue
@@ -243,6 +283,8 @@ class JobRunner:
             except asyncio.CancelledError:
                 await self._release(job)
                 raise
+            if action == "complete" and await self._complete(job):
+                return
             await self._record(job, action, write)
         finally:
             heartbeat.cancel()
@@ -295,6 +337,43 @@ class JobRunner:
                 return "retry", lambda: self._reschedule(job, reason, delay)
             return "dead-letter", lambda: self._queue.dead_letter(job.id, self._owner, error=reason)
         return "complete", lambda: self._queue.complete(job.id, self._owner)
+
+    async def _complete(self, job: Job) -> bool:
+        """Have ``job`` completed by the next batched write; True once it committed, False when that
+        write failed (the caller then records it alone, with the bookkeeping retries)."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._finished.append((job, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush(), name="job-completions")
+        return await asyncio.shield(done)
+
+    async def _flush(self) -> None:
+        """Complete every finished job in one write, leasing due jobs for the slots they free; repeat
+        while jobs finished during the write (group commit: the batch is whatever piled up)."""
+        while self._finished:
+            batch, self._finished = self._finished, []
+            free = self._free_slots(finishing=len(batch))
+            self._reserved += free
+            try:
+                if free and self._gate is not None and not await self._gate():
+                    self._reserved -= free
+                    free = 0
+                jobs = await self._queue.complete_and_lease(
+                    [job.id for job, _ in batch], self._owner, now=utcnow(),
+                    lease_seconds=self._options.lease_seconds, limit=free, kinds=list(self._handlers))
+            except Exception as exc:
+                log.info("completing %d job(s) together failed (%s); recording them one by one", len(batch), exc)
+                jobs, ok = [], False
+            else:
+                ok = True
+            finally:
+                self._reserved -= free
+            for _job, done in batch:
+                if not done.done():
+                    done.set_result(ok)
+            self._start(jobs)
+            if jobs:
+                self._wake.set()
 
     async def _release(self, job: Job) -> None:
         """A job cancelled mid-run (shutdown): due again now, not after its lease expires; not an attempt

@@ -109,6 +109,19 @@ class MemoryJobQueue:
         self._jobs[job_id] = replace(self._own(job_id, owner), state=JobState.DONE, lease_owner=None,
                                      lease_until=None)
 
+    def complete_many(self, job_ids: Sequence[int], owner: str) -> int:
+        held = [i for i in job_ids if i in self._jobs and self._jobs[i].lease_owner == owner
+                and self._jobs[i].state is JobState.RUNNING]
+        for job_id in held:
+            self.complete(job_id, owner)
+        return len(held)
+
+    def complete_and_lease(self, done: Sequence[int], owner: str, *, now: datetime, lease_seconds: float,
+                           limit: int = 10, kinds: Sequence[str] | None = None,
+                           routes: Sequence[str] | None = None) -> list[Job]:
+        self.complete_many(done, owner)
+        return self.lease(owner, now=now, lease_seconds=lease_seconds, limit=limit, kinds=kinds)
+
     def retry_later(self, job_id: int, owner: str, *, error: str, run_at: datetime) -> None:
         self._jobs[job_id] = replace(self._own(job_id, owner), state=JobState.PENDING, lease_owner=None,
                                      lease_until=None, next_attempt_at=run_at, last_error=error)

@@ -14,6 +14,10 @@ Leasing rules:
   SQLite the whole lease is one ``BEGIN IMMEDIATE`` transaction (one writer at a time).
 - complete / retry_later / dead_letter only act while ``owner`` still holds the job; a worker whose
   lease expired and was taken over is told so in the log and changes nothing.
+- Cheap per call: the lease / complete statements are built once per queue with bound parameters
+  (SQLAlchemy reuses their compiled form; building them per call cost more than running them), rows
+  come back with ``UPDATE ... RETURNING``, and ``complete_many`` / ``complete_and_lease`` finish a
+  batch of jobs and lease the next ones in one transaction (one commit instead of one per job).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, exists, func, or_, select, update
+from sqlalchemy import Integer, bindparam, case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -35,9 +39,13 @@ from ghl_desktop.core.models import WAITING_PREFIX, Job, JobState, NewJob, utcno
 log = logging.getLogger("ghl.storage.jobs")
 
 _UNFINISHED = (JobState.PENDING.value, JobState.RUNNING.value)
+_JOBS = JobRow.__table__
+_DEDUPE = select(_JOBS.c.id).where(_JOBS.c.dedupe_key == bindparam("dedupe"))
+_INSERT = insert(_JOBS).returning(_JOBS.c.id)
 
 
-def _job(row: JobRow) -> Job:
+def _job(row: Any) -> Job:
+    """A job from an ORM row or a Core row of the jobs table (same attribute names)."""
     return Job(
         id=row.id,
         kind=row.kind,
@@ -69,38 +77,35 @@ def insert_job(s: Session, job: NewJob, *, payload: dict[str, Any] | None = None
     """Insert ``job`` in the caller's transaction; (existing id, False) if its dedupe_key is taken."""
     payload = job.payload if payload is None else payload
     _check_payload(payload)
+    conn = s.connection()
     if job.dedupe_key is not None:
-        existing = s.scalar(select(JobRow.id).where(JobRow.dedupe_key == job.dedupe_key))
+        existing = conn.execute(_DEDUPE, {"dedupe": job.dedupe_key}).scalar()
         if existing is not None:
-            return existing, False
+            return int(existing), False
     now = utcnow()
-    row = JobRow(
-        kind=job.kind,
-        payload=payload,
-        state=JobState.PENDING.value,
-        attempts=0,
-        next_attempt_at=job.run_at or now,
-        dedupe_key=job.dedupe_key,
-        ordering_key=job.ordering_key,
-        route=job.route,  # issue 14: the number a WhatsApp-side job needs (None: any worker)
-        created_at=now,
-        updated_at=now,
-    )
+    values = {"kind": job.kind, "payload": payload, "state": JobState.PENDING.value, "attempts": 0,
+              "next_attempt_at": job.run_at or now, "dedupe_key": job.dedupe_key,
+              "ordering_key": job.ordering_key, "created_at": now, "updated_at": now,
+              "route": job.route}  # issue 14: the number a WhatsApp-side job needs (None: any worker)
+    if conn.dialect.name == "sqlite":
+        # the caller's transaction holds SQLite's one write lock (BEGIN IMMEDIATE) since before the
+        # dedupe check above: no other writer can take the dedupe_key in between
+        return int(conn.execute(_INSERT, values).scalar_one()), True
     try:
         with s.begin_nested():  # PostgreSQL: a racing enqueue of the same dedupe_key must not abort us
-            s.add(row)
-            s.flush()
+            # (the session's connection inside the nested transaction: that is what emits the SAVEPOINT)
+            return int(s.connection().execute(_INSERT, values).scalar_one()), True
     except IntegrityError:
-        existing = s.scalar(select(JobRow.id).where(JobRow.dedupe_key == job.dedupe_key))
+        existing = conn.execute(_DEDUPE, {"dedupe": job.dedupe_key}).scalar()
         if existing is None:
             raise
-        return existing, False
-    return row.id, True
+        return int(existing), False
 
 
 class SqlJobQueue:
     def __init__(self, tx: Transactions) -> None:
         self._tx = tx
+        self._built: _Statements | None = None
 
     def enqueue(self, job: NewJob) -> tuple[int, bool]:
         _check_payload(job.payload)
@@ -120,64 +125,69 @@ class SqlJobQueue:
               kinds: Sequence[str] | None = None, routes: Sequence[str] | None = None) -> list[Job]:
         """``routes`` (a cluster worker, services/ownership.py): only jobs without a route or routed to one
         of these numbers; None: every job (one desktop)."""
+        return self.complete_and_lease((), owner, now=now, lease_seconds=lease_seconds, limit=limit, kinds=kinds,
+                                       routes=routes)
+
+    def complete_and_lease(self, done: Sequence[int], owner: str, *, now: datetime, lease_seconds: float,
+                           limit: int = 10, kinds: Sequence[str] | None = None,
+                           routes: Sequence[str] | None = None) -> list[Job]:
+        """Complete ``done`` (as :meth:`complete_many`) and lease up to ``limit`` due jobs, in ONE
+        transaction: the job runner's bookkeeping for a batch of finished jobs and the slots they free
+        is one commit. A finished job's successor on its ``ordering_key`` can be leased right away."""
         if not owner:
             raise ValueError("lease owner must be a non-empty string")
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
-        if limit <= 0:
-            return []
         if kinds is not None and not kinds:
+            limit = 0
+        if limit <= 0 and not done:
             return []
         until = now + timedelta(seconds=lease_seconds)
-        query = self._eligible(now).order_by(JobHeadRow.due_at, JobHeadRow.job_id).limit(limit)
-        if kinds is not None:
-            query = query.where(JobRow.kind.in_(list(kinds)))
-        if routes is not None:  # issue 14: WhatsApp-side jobs only on the worker holding their number
-            query = query.where(or_(JobRow.route.is_(None), JobRow.route.in_(list(routes))))
         with self._tx.write() as s:
-            if self._tx.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True, of=JobRow)
-            ids = list(s.scalars(query))
+            conn = s.connection()
+            if done:
+                self._complete_in(conn, done, owner)
+            if limit <= 0:
+                return []
+            params: dict[str, Any] = {"now": now, "limit": limit}
+            if kinds is not None:
+                params["kinds"] = list(kinds)
+            if routes is not None:
+                params["routes"] = list(routes)
+            lease_ids = self._statements.lease_ids(kinds is not None, routes is not None)
+            ids = list(conn.execute(lease_ids, params).scalars())
             if not ids:
                 return []
-            s.execute(
-                update(JobRow)
-                .where(JobRow.id.in_(ids))
-                .values(state=JobState.RUNNING.value, lease_owner=owner, lease_until=until,
-                        attempts=JobRow.attempts + 1, updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            rows = s.scalars(
-                select(JobRow).where(JobRow.id.in_(ids)).order_by(JobRow.next_attempt_at, JobRow.id)
-                .execution_options(populate_existing=True)
-            ).all()
-            return [_job(r) for r in rows]
-
-    @staticmethod
-    def _eligible(now: datetime) -> Any:
-        """Due heads, oldest due first. The head of a key is its oldest unfinished job, so "no older
-        unfinished job of the key" holds by construction; "no other live lease on the key" is checked
-        (one index probe per head) for a dead job requeued while a newer one of its key runs."""
-        busy = aliased(JobRow)
-        other_running = exists().where(
-            busy.ordering_key == JobRow.ordering_key, busy.state == JobState.RUNNING.value,
-            busy.id != JobRow.id, busy.lease_until > now,
-        )
-        # the job's own due time, re-checked on the locked row (PostgreSQL re-evaluates it after a
-        # concurrent lease committed). A CASE is not indexable: the planner has to walk the heads'
-        # (due_at, job_id) index in order and stop at ``limit``, instead of scanning the due jobs.
-        due = case(
-            (JobRow.state == JobState.PENDING.value, JobRow.next_attempt_at),
-            (JobRow.state == JobState.RUNNING.value, JobRow.lease_until),
-        ) <= now
-        return (
-            select(JobRow.id)
-            .join(JobHeadRow, JobHeadRow.job_id == JobRow.id)
-            .where(JobHeadRow.due_at <= now, due, or_(JobRow.ordering_key.is_(None), ~other_running))
-        )
+            rows = conn.execute(self._statements.take, {"ids": ids, "owner": owner, "until": until, "now": now}).all()
+        jobs = [_job(r) for r in rows]
+        jobs.sort(key=lambda j: (j.next_attempt_at, j.id))
+        return jobs
 
     def complete(self, job_id: int, owner: str) -> None:
-        self._finish(job_id, owner, "complete", state=JobState.DONE.value, lease_owner=None, lease_until=None)
+        self.complete_many((job_id,), owner)
+
+    def complete_many(self, job_ids: Sequence[int], owner: str) -> int:
+        """Mark the jobs ``owner`` holds done in one transaction; returns how many it held (the others'
+        leases were lost: logged, unchanged)."""
+        if not job_ids:
+            return 0
+        with self._tx.write() as s:
+            return self._complete_in(s.connection(), job_ids, owner)
+
+    def _complete_in(self, conn: Any, job_ids: Sequence[int], owner: str) -> int:
+        done = set(conn.execute(self._statements.complete,
+                                {"ids": list(job_ids), "owner": owner, "now": utcnow()}).scalars())
+        for job_id in job_ids:
+            if job_id not in done:
+                log.warning("job %s: complete by %s ignored: lease lost (expired and taken over, or job not "
+                            "running)", job_id, owner)
+        return len(done)
+
+    @property
+    def _statements(self) -> _Statements:
+        if self._built is None:
+            self._built = _Statements(self._tx.dialect)
+        return self._built
 
     def retry_later(self, job_id: int, owner: str, *, error: str, run_at: datetime) -> None:
         self._finish(job_id, owner, "retry", state=JobState.PENDING.value, next_attempt_at=run_at,
@@ -303,3 +313,66 @@ class SqlJobQueue:
             query = query.where(JobRow.state == JobState(state).value)
         with self._tx.read() as s:
             return [_job(r) for r in s.scalars(query)]
+
+
+class _Statements:
+    """The queue's hot statements, built once (per queue: the dialect decides the locking clause) with
+    bound parameters, so a call only binds values: SQLAlchemy's compiled cache is keyed on the
+    statement, and building + keying a statement this size took longer than running it."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        self._lease: dict[tuple[bool, bool], Any] = {}
+        ids = bindparam("ids", expanding=True)
+        self.take = (
+            update(_JOBS)
+            .where(_JOBS.c.id.in_(ids))
+            .values(state=JobState.RUNNING.value, lease_owner=bindparam("owner"), lease_until=bindparam("until"),
+                    attempts=_JOBS.c.attempts + 1, updated_at=bindparam("now"))
+            .returning(*_JOBS.c)
+        )
+        self.complete = (
+            update(_JOBS)
+            .where(_JOBS.c.id.in_(bindparam("ids", expanding=True)), _JOBS.c.lease_owner == bindparam("owner"),
+                   _JOBS.c.state == JobState.RUNNING.value)
+            .values(state=JobState.DONE.value, lease_owner=None, lease_until=None, updated_at=bindparam("now"))
+            .returning(_JOBS.c.id)
+        )
+
+    def lease_ids(self, with_kinds: bool, with_routes: bool = False) -> Any:
+        key = (with_kinds, with_routes)
+        if key not in self._lease:
+            now = bindparam("now", type_=_JOBS.c.next_attempt_at.type)
+            query = _eligible(now).order_by(JobHeadRow.due_at, JobHeadRow.job_id).limit(
+                bindparam("limit", type_=Integer()))
+            if with_kinds:
+                query = query.where(JobRow.kind.in_(bindparam("kinds", expanding=True)))
+            if with_routes:  # issue 14: WhatsApp-side jobs only on the worker holding their number
+                query = query.where(or_(JobRow.route.is_(None), JobRow.route.in_(bindparam("routes", expanding=True))))
+            if self.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True, of=JobRow)
+            self._lease[key] = query
+        return self._lease[key]
+
+
+def _eligible(now: Any) -> Any:
+    """Due heads, oldest due first. The head of a key is its oldest unfinished job, so "no older
+    unfinished job of the key" holds by construction; "no other live lease on the key" is checked
+    (one index probe per head) for a dead job requeued while a newer one of its key runs."""
+    busy = aliased(JobRow)
+    other_running = exists().where(
+        busy.ordering_key == JobRow.ordering_key, busy.state == JobState.RUNNING.value,
+        busy.id != JobRow.id, busy.lease_until > now,
+    )
+    # the job's own due time, re-checked on the locked row (PostgreSQL re-evaluates it after a
+    # concurrent lease committed). A CASE is not indexable: the planner has to walk the heads'
+    # (due_at, job_id) index in order and stop at ``limit``, instead of scanning the due jobs.
+    due = case(
+        (JobRow.state == JobState.PENDING.value, JobRow.next_attempt_at),
+        (JobRow.state == JobState.RUNNING.value, JobRow.lease_until),
+    ) <= now
+    return (
+        select(JobRow.id)
+        .join(JobHeadRow, JobHeadRow.job_id == JobRow.id)
+        .where(JobHeadRow.due_at <= now, due, or_(JobRow.ordering_key.is_(None), ~other_running))
+    )

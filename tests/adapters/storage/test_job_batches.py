@@ -1,0 +1,100 @@
+"""Contract suite for the queue's batch calls (SQLite + PostgreSQL): ``complete_many`` and
+``complete_and_lease`` (the job runner's one commit for a batch of finished jobs and the slots they free)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ghl_desktop.adapters.storage import Database, open_database
+from ghl_desktop.core.errors import StorageError
+from ghl_desktop.core.models import JobState, NewJob
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+LEASE = 30.0
+
+
+def enqueue(db: Database, name: str, **kw: object) -> int:
+    job_id, created = db.jobs.enqueue(NewJob(kind="k", payload={"n": name}, run_at=T0, **kw))  # type: ignore[arg-type]
+    assert created
+    return job_id
+
+
+def state(db: Database, job_id: int) -> JobState:
+    job = db.jobs.get(job_id)
+    assert job is not None
+    return job.state
+
+
+def test_complete_and_lease_hands_over_a_key_in_one_call(store: Database) -> None:
+    a1 = enqueue(store, "a1", ordering_key="chat:A")
+    a2 = enqueue(store, "a2", ordering_key="chat:A")
+    b1 = enqueue(store, "b1", ordering_key="chat:B")
+    b2 = enqueue(store, "b2", ordering_key="chat:B")
+    free = enqueue(store, "free")
+    first = store.jobs.lease("w1", now=T0, lease_seconds=LEASE, limit=10)
+    assert sorted(j.id for j in first) == sorted([a1, b1, free])
+
+    # a1 finished: its successor a2 is leased by the same call (b2 still waits for b1)
+    after = store.jobs.complete_and_lease([a1], "w1", now=T0 + timedelta(seconds=1), lease_seconds=LEASE, limit=5)
+    assert [j.id for j in after] == [a2]
+    assert after[0].state is JobState.RUNNING and after[0].lease_owner == "w1" and after[0].attempts == 1
+    assert after[0].payload == {"n": "a2"} and after[0].ordering_key == "chat:A"
+    assert state(store, a1) is JobState.DONE and state(store, b1) is JobState.RUNNING
+
+    # limit 0: complete only; several at once
+    assert store.jobs.complete_and_lease([b1, free], "w1", now=T0 + timedelta(seconds=2), lease_seconds=LEASE,
+                                         limit=0) == []
+    assert state(store, b1) is JobState.DONE and state(store, free) is JobState.DONE
+    assert state(store, b2) is JobState.PENDING
+    # the limit caps the lease, oldest due first
+    rest = store.jobs.complete_and_lease([a2], "w1", now=T0 + timedelta(seconds=3), lease_seconds=LEASE, limit=1)
+    assert [j.id for j in rest] == [b2]
+    assert store.jobs.count("running") == 1 and store.jobs.count("done") == 4
+
+
+def test_complete_and_lease_without_finished_jobs_is_a_lease(store: Database) -> None:
+    jobs = [enqueue(store, f"j{i}") for i in range(3)]
+    got = store.jobs.complete_and_lease([], "w1", now=T0, lease_seconds=LEASE, limit=2)
+    assert [j.id for j in got] == jobs[:2]
+    assert store.jobs.complete_and_lease([], "w1", now=T0, lease_seconds=LEASE, limit=5, kinds=[]) == []
+    assert store.jobs.complete_and_lease([], "w1", now=T0, lease_seconds=LEASE, limit=5, kinds=["other"]) == []
+    with pytest.raises(ValueError):
+        store.jobs.complete_and_lease([], "", now=T0, lease_seconds=LEASE)
+    with pytest.raises(ValueError):
+        store.jobs.complete_and_lease([], "w1", now=T0, lease_seconds=0)
+
+
+def test_complete_many_only_touches_jobs_the_owner_holds(store: Database, caplog: pytest.LogCaptureFixture) -> None:
+    ids = [enqueue(store, f"j{i}") for i in range(4)]
+    late, _ = store.jobs.enqueue(NewJob(kind="k", payload={}, run_at=T0 + timedelta(hours=1)))
+    assert len(store.jobs.lease("w1", now=T0, lease_seconds=LEASE, limit=10)) == 4  # ``late`` is not due
+    # j0's lease expired and w2 took it over: w1's late completion must not finish w2's run
+    taken = store.jobs.lease("w2", now=T0 + timedelta(seconds=LEASE + 1), lease_seconds=LEASE, limit=1)
+    assert [j.id for j in taken] == [ids[0]]
+    with caplog.at_level(logging.WARNING, logger="ghl.storage.jobs"):
+        assert store.jobs.complete_many([*ids, late], "w1") == 3
+    assert [state(store, i) for i in [*ids, late]] == [JobState.RUNNING, JobState.DONE, JobState.DONE,
+                                                       JobState.DONE, JobState.PENDING]
+    lost = [r.getMessage() for r in caplog.records if "lease lost" in r.getMessage()]
+    assert len(lost) == 2 and any(f"job {ids[0]}:" in m for m in lost) and any(f"job {late}:" in m for m in lost)
+    assert store.jobs.complete_many([], "w1") == 0
+    assert store.jobs.complete_many([ids[1]], "w1") == 0  # twice: stays done, nothing changed
+    assert state(store, ids[1]) is JobState.DONE
+
+
+def test_a_failed_complete_and_lease_changes_nothing(sqlite_url: str) -> None:
+    """One transaction: when the lease half fails, the completions roll back with it (the runner then
+    records them one by one)."""
+    db = open_database(sqlite_url)
+    try:
+        a1 = enqueue(db, "a1", ordering_key="A")
+        enqueue(db, "a2", ordering_key="A")
+        db.jobs.lease("w1", now=T0, lease_seconds=LEASE)
+        with pytest.raises(StorageError, match="naive datetime"):  # fails in the lease, after the update
+            db.jobs.complete_and_lease([a1], "w1", now=T0.replace(tzinfo=None), lease_seconds=LEASE, limit=1)
+        assert state(db, a1) is JobState.RUNNING and db.jobs.count("done") == 0
+    finally:
+        db.close()

@@ -1,0 +1,103 @@
+"""The job runner's batched bookkeeping over the real queue: finished jobs are completed together with
+the lease of the slots they free (``complete_and_lease``), per-chat order and at-least-once unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from ghl_desktop.adapters.storage import Database
+from ghl_desktop.core.errors import StorageBusy
+from ghl_desktop.core.models import Job, JobState, NewJob
+from ghl_desktop.core.ports import AsyncJobQueue
+from ghl_desktop.services.jobs import JobRunner, RunnerOptions
+
+FAST = RunnerOptions(concurrency=4, lease_seconds=5, poll_interval=0.01, max_attempts=3,
+                     backoff_base=0.001, backoff_cap=0.005)
+
+
+class SlowBatches:
+    """The real async queue, with each ``complete_and_lease`` taking a while (a busy disk) and counted;
+    ``fail`` makes the next ones refuse (database busy) before touching the database."""
+
+    def __init__(self, queue: AsyncJobQueue, delay: float = 0.05) -> None:
+        self._queue = queue
+        self.delay = delay
+        self.batches: list[int] = []
+        self.fail = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+    async def complete_and_lease(self, done: Sequence[int], owner: str, *, now: datetime, lease_seconds: float,
+                                 limit: int = 10, kinds: Sequence[str] | None = None) -> list[Job]:
+        self.batches.append(len(done))
+        await asyncio.sleep(self.delay)
+        if self.fail:
+            self.fail -= 1
+            raise StorageBusy("database is locked")
+        return await self._queue.complete_and_lease(done, owner, now=now, lease_seconds=lease_seconds,
+                                                    limit=limit, kinds=kinds)
+
+
+@pytest.mark.asyncio
+async def test_finished_jobs_are_completed_in_batches_in_chat_order(db: Database) -> None:
+    seen: list[tuple[str, int]] = []
+    active: set[str] = set()
+
+    async def handler(job: Job) -> None:
+        chat = str(job.payload["chat"])
+        assert chat not in active, "two jobs of one chat ran at once"
+        active.add(chat)
+        await asyncio.sleep(0.001)
+        seen.append((chat, int(job.payload["n"])))
+        active.discard(chat)
+
+    chats = [f"c{i}" for i in range(8)]
+    for n in range(6):
+        for chat in chats:
+            db.jobs.enqueue(NewJob(kind="k", payload={"chat": chat, "n": n}, ordering_key=chat))
+    queue = SlowBatches(db.aio.jobs)
+    runner = JobRunner(queue, {"k": handler}, RunnerOptions(**{**FAST.__dict__, "concurrency": 8}))  # type: ignore[arg-type]
+    await runner.run_until_idle(30)
+    for chat in chats:
+        assert [n for c, n in seen if c == chat] == list(range(6))
+    assert db.jobs.count("done") == 48 and db.jobs.count("running") == 0 and db.jobs.count("pending") == 0
+    # one write per batch, not per job: while a write is in flight, the chats finishing pile up
+    assert sum(queue.batches) == 48
+    assert len(queue.batches) < 48 and max(queue.batches) > 1, queue.batches
+
+
+@pytest.mark.asyncio
+async def test_a_failed_batch_is_recorded_job_by_job(db: Database) -> None:
+    runs: list[int] = []
+
+    async def handler(job: Job) -> None:
+        runs.append(job.id)
+
+    ids = [db.jobs.enqueue(NewJob(kind="k", payload={"n": i}, ordering_key="one"))[0] for i in range(3)]
+    queue = SlowBatches(db.aio.jobs, delay=0.0)
+    queue.fail = 1  # the first batch write is refused: the job is completed on its own instead
+    await JobRunner(queue, {"k": handler}, FAST).run_until_idle(10)  # type: ignore[arg-type]
+    assert runs == ids  # each ran once, in order; none was lost or repeated
+    assert all(db.jobs.get(i).state is JobState.DONE for i in ids)  # type: ignore[union-attr]
+
+
+@pytest.mark.asyncio
+async def test_stop_waits_for_the_completion_write_in_flight(db: Database) -> None:
+    job_id, _ = db.jobs.enqueue(NewJob(kind="k", payload={}))
+    done = asyncio.Event()
+
+    async def handler(job: Job) -> None:
+        done.set()
+
+    queue = SlowBatches(db.aio.jobs, delay=0.2)
+    runner = JobRunner(queue, {"k": handler}, FAST)  # type: ignore[arg-type]
+    runner.start()
+    await asyncio.wait_for(done.wait(), 10)
+    await runner.stop(grace=0.0)  # the job's task is cancelled at once; its completion write still lands
+    assert db.jobs.get(job_id).state is JobState.DONE  # type: ignore[union-attr]
