@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     hl.add_argument("--sandbox-url", default=None, dest="headless_sandbox_url", help=SANDBOX_URL_HELP
                     + " (no automatic connect-and-link: use `locations connect` and `numbers link`)")
     hl.add_argument("--db-url", default=None, dest="headless_db_url", help=DB_URL_HELP)
+    hl.add_argument("--worker", default=None, dest="headless_worker",
+                    help="this worker's name in a cluster (PostgreSQL; default: GHL_DESKTOP_WORKER, else host-pid)")
     return parser
 
 
@@ -140,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(run_self_test())
     if args.command == "headless":
         from ghl_desktop.headless import run_headless
+
+        if args.headless_worker:  # read by the runtime (services/ownership.py worker_name)
+            os.environ["GHL_DESKTOP_WORKER"] = args.headless_worker
 
         return int(run_headless(sandbox=args.headless_sandbox, sandbox_port=args.headless_sandbox_port,
                                 sandbox_url=args.headless_sandbox_url, db_url=args.headless_db_url))

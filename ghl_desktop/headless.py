@@ -125,10 +125,12 @@ async def _main(*, sandbox: bool, sandbox_port: int, sandbox_url: str | None = N
         stack.push_async_callback(app.aclose)
         if sandbox_url is not None:
             from ghl_desktop.adapters.whatsapp.simulated import simulated_transport_factory
+            from ghl_desktop.runtime import cluster_device_stores
             from ghl_desktop.sandbox.consent import ConsentClicker
 
             # several workers of one sandbox may share a machine: each endpoint on a free port
-            runtime = BridgeRuntime(app, simulated_transport_factory(sandbox_url),
+            factory = simulated_transport_factory(sandbox_url, device_stores=cluster_device_stores(app))
+            runtime = BridgeRuntime(app, factory,
                                     replace(options, webhook_port=0, oauth={"port": 0}), open_url=ConsentClicker())
         else:
             from ghl_desktop.adapters.whatsapp.neonize import ensure_executor

@@ -86,8 +86,9 @@ async def operator_runtime(db_url: str | None, sandbox_url: str | None,
         factory: TransportFactory
         if sandbox_url:
             from ghl_desktop.adapters.whatsapp.simulated import simulated_transport_factory
+            from ghl_desktop.runtime import cluster_device_stores
 
-            factory = simulated_transport_factory(sandbox_url)
+            factory = simulated_transport_factory(sandbox_url, device_stores=cluster_device_stores(app))
         else:
             from ghl_desktop.adapters.whatsapp.neonize import ensure_executor
 

@@ -39,6 +39,14 @@ from ghl_desktop.core.whatsapp import EventHandler, WhatsAppTransport
 from ghl_desktop.relay.client import RelayClient
 from ghl_desktop.services.bridge import Bridge, BridgeOptions
 from ghl_desktop.services.jobs import JobRunner, RunnerOptions
+from ghl_desktop.services.ownership import (
+    ClusterSessions,
+    OwnershipOptions,
+    OwnershipService,
+    RoutedQueue,
+    track_jobs,
+    worker_name,
+)
 from ghl_desktop.services.sessions import SessionOptions, SessionService, TransportFactory
 from ghl_desktop.webhooks.endpoint import WebhookServer
 from ghl_desktop.webhooks.intake import WebhookIntake, WebhookReceived
@@ -129,6 +137,34 @@ def neonize_transport_factory(sessions_dir: Path) -> TransportFactory:
     return make
 
 
+def is_cluster(app: App) -> bool:
+    """A PostgreSQL database: this process is one worker of a cluster (issue 14, docs/cluster.md)."""
+    return app.db.engine.dialect.name == "postgresql"
+
+
+def cluster_ownership(app: App, sessions: SessionService) -> OwnershipService | None:
+    """A cluster worker's number leases (services/ownership.py), named by GHL_DESKTOP_WORKER (``--worker``),
+    timed by GHL_DESKTOP_HEARTBEAT_SECONDS / GHL_DESKTOP_TAKEOVER_SECONDS; None on one desktop (SQLite)."""
+    if not is_cluster(app):
+        return None
+    from ghl_desktop.adapters.storage.ownership import ownership_repo
+
+    own = OwnershipService(ownership_repo(app.db), app.db.aio.run, sessions, worker_name(), OwnershipOptions.from_env())
+    sessions.may_connect = own.holds
+    sessions.on_created = own.hold_new
+    return own
+
+
+def cluster_device_stores(app: App) -> Any:
+    """For the simulated transport of a cluster worker: each number's paired device in the database's
+    sealed secret store (any worker resumes it without a scan); None on one desktop."""
+    if not is_cluster(app):
+        return None
+    from ghl_desktop.adapters.whatsapp.simulated import SecretDeviceStore
+
+    return lambda session: SecretDeviceStore(app.secrets, app.db.aio.run, session.id)
+
+
 def sandbox_media_origins(app: App) -> tuple[str, ...]:
     """The one loopback origin attachments may come from: the in-process sandbox's own, in sandbox mode
     only (production refuses every non-public address, gateway.MediaDownloader)."""
@@ -163,15 +199,24 @@ class BridgeRuntime:
             app.db.sessions, transport_factory, app.bus, sessions_dir=settings.sessions_dir,
             options=self.options.sessions, aio=app.db.aio.sessions,
         )
+        # a cluster worker (PostgreSQL) connects only the numbers it holds, and a job that needs another
+        # worker's number is handed to it (services/ownership.py); None on one desktop
+        self.ownership = cluster_ownership(app, self.sessions)
+        bridge_sessions: Any = self.sessions if self.ownership is None else ClusterSessions(
+            self.sessions, self.ownership, owner=lambda: self.runner.owner)
         self.bridge = Bridge(
-            app.db.aio, self.gateway, self.sessions,
+            app.db.aio, self.gateway, bridge_sessions,
             MediaDownloader(self.http, test_loopback_origins=sandbox_media_origins(app)), bus=app.bus,
             options=bridge_options(self.options.bridge, settings), on_enqueued=lambda: self.runner.wake(),
         )
         runner_options = self.options.runner
         if runner_options.max_wait_seconds is None:  # the setting, unless the caller chose (tests)
             runner_options = replace(runner_options, max_wait_seconds=settings.max_wait_seconds)
-        self.runner = JobRunner(app.db.aio.jobs, self.bridge.handlers, runner_options, bus=app.bus)
+        if self.ownership is None:
+            self.runner = JobRunner(app.db.aio.jobs, self.bridge.handlers, runner_options, bus=app.bus)
+        else:  # WhatsApp-side jobs only for the numbers held here; their completion fenced by epoch
+            self.runner = JobRunner(RoutedQueue(app.db.aio.jobs, self.ownership), track_jobs(self.bridge.handlers),
+                                    runner_options, bus=app.bus, owner=f"{self.ownership.worker}:{os.urandom(3).hex()}")
         self.sessions.on_message = self.bridge.on_message
         self.sessions.on_receipt = self.bridge.on_receipt
         self.sessions.on_call = self.bridge.on_call
@@ -205,12 +250,16 @@ class BridgeRuntime:
         self.runner.start()
         if self.relay is not None:
             self.relay.start()
+        if self.ownership is not None:
+            await self.ownership.start()  # claims this worker's share of the numbers and connects it
         resumed = await self.sessions.resume_all()
         log.info("bridge running: webhooks at %s, %d WhatsApp number(s) resumed", self.webhooks.url, len(resumed))
 
     async def stop(self) -> None:
         """Finish in-flight work, then close everything this runtime opened."""
         if not self._started:
+            if self.ownership is not None:  # a linking-only process (numbers link): give its number back
+                await self.ownership.stop()
             await self.http.aclose()
             return
         self._started = False
@@ -222,6 +271,8 @@ class BridgeRuntime:
         # jobs in flight first (they may still be sending on a number), then every number at once
         grace = min(self.options.runner.stop_grace_seconds, deadline - loop.time() - 1.0)
         await self.runner.stop(grace=max(0.0, grace))
+        if self.ownership is not None:
+            await self.ownership.stop()  # disconnect, then release every number for the other workers
         await self.sessions.close(within=max(0.5, deadline - loop.time()))
         await self.http.aclose()
         log.info("bridge stopped")

@@ -196,6 +196,9 @@ class SessionService:
         #: calls (several events per call id) and history-sync chunks; dropped when None
         self.on_call: CallSink | None = None
         self.on_history: HistorySink | None = None
+        #: a cluster worker (services/ownership.py): connect only the numbers this says it holds; None: all
+        self.may_connect: Callable[[str], bool] | None = None
+        self.on_created: Callable[[str], Awaitable[object]] | None = None
         self._rng = rng or random.Random()
         self._runtimes: dict[str, _Runtime] = {}
         self._pacers: dict[str, PacedSender] = {}
@@ -237,6 +240,8 @@ class SessionService:
             )
         )
         log.info("session %s created for location %s", session_id, location_id)
+        if self.on_created is not None:  # a cluster: this process holds the new number while it links
+            await self.on_created(session_id)
         self.bus.publish(SessionChanged(session))
         rt = self._new_runtime(session)
         self._start_qr_timer(rt)
@@ -292,6 +297,8 @@ class SessionService:
         for session in self.repo.list():
             if session.id in self._runtimes:
                 continue
+            if self.may_connect is not None and not self.may_connect(session.id):
+                continue  # another worker's number (a cluster: services/ownership.py)
             ban_over = (session.state is SessionState.TEMPORARILY_BANNED and session.state_until is not None
                         and session.state_until <= now)
             if session.state in _LIVE or ban_over:
@@ -302,6 +309,15 @@ class SessionService:
             elif session.state is SessionState.WAITING_FOR_SCAN:
                 self._set_state(session.id, SessionState.FAILED, detail=LINK_INTERRUPTED)
         return resumed
+
+    async def connect_held(self) -> list[WhatsAppSession]:
+        """A cluster worker got numbers (services/ownership.py): connect the ones it holds now."""
+        return await self.resume_all()
+
+    async def release(self, session_id: str) -> None:
+        """Disconnect a number here without changing its stored state: another worker takes it over
+        (its lease moved). Unacknowledged messages stay on WhatsApp for the next connection."""
+        await self._retire(session_id)
 
     async def logout(self, session_id: str) -> None:
         """Unlink the number from this app (the phone's Linked devices list loses it)."""

@@ -45,3 +45,21 @@ def test_numbers_list_on_an_unreachable_database_says_so(tmp_path: Path) -> None
     result = _run("numbers", "list", "--db-url", "postgresql+psycopg://nobody@127.0.0.1:1/none", home=tmp_path)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("ghl-desktop numbers list: ")
+
+
+@pytest.mark.postgres
+def test_numbers_list_names_the_worker_holding_each_number(pg_url: str, tmp_path: Path) -> None:
+    from ghl_desktop.adapters.storage.ownership import ownership_repo
+
+    with open_database(pg_url) as db:
+        db.locations.upsert(Location(id="locA", name="Alpha"))
+        for sid, phone in (("s1", "+14155550001"), ("s2", "+14155550002")):
+            db.sessions.create(WhatsAppSession(id=sid, location_id="locA", state=SessionState.CONNECTED,
+                                               store_path=sid, phone=phone))
+        own = ownership_repo(db)
+        assert own.claim("east-1", 1, 30.0) == {"s1": 1}
+        assert own.claim("west-2", 1, 30.0) == {"s2": 1}
+        own.release("west-2", ["s2"])  # given back: nobody holds it now
+    result = _run("numbers", "list", "--db-url", pg_url, home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["+14155550001 locA connected east-1", "+14155550002 locA connected -"]

@@ -44,6 +44,8 @@ class TickView:
     held: dict[str, int]
     live_workers: int
     claimable: tuple[str, ...]
+    #: numbers being linked (waiting for a scan): the linking process holds them, nobody else claims them
+    linking: tuple[str, ...] = ()
 
 
 class SqlOwnership:
@@ -79,9 +81,10 @@ class SqlOwnership:
             ).all()
             live = s.scalar(select(func.count()).select_from(ClusterWorkerRow)
                             .where(ClusterWorkerRow.expires_at > now))
-            claimable = s.scalars(select(SessionRow.id).where(SessionRow.state.in_(CLAIMABLE_STATES))
-                                  .order_by(SessionRow.id)).all()
-        return TickView({str(sid): int(epoch) for sid, epoch in renewed}, int(live or 0), tuple(claimable))
+            states = s.execute(select(SessionRow.id, SessionRow.state).order_by(SessionRow.id)).all()
+        claimable = tuple(str(sid) for sid, state in states if state in CLAIMABLE_STATES)
+        linking = tuple(str(sid) for sid, state in states if state == SessionState.WAITING_FOR_SCAN.value)
+        return TickView({str(sid): int(epoch) for sid, epoch in renewed}, int(live or 0), claimable, linking)
 
     # --- taking and giving back -----------------------------------------------------------------------
 
@@ -123,6 +126,25 @@ class SqlOwnership:
             ).all()
         return {str(sid): int(epoch) for sid, epoch in taken}
 
+    def claim_one(self, worker: str, session_id: str, ttl: float) -> int | None:
+        """Hold one given number whatever its state (the process linking it: nobody else connects it
+        meanwhile), unless another worker holds it unexpired. Returns the epoch, or None."""
+        with self._tx.write() as s:
+            now = self._now(s)
+            s.execute(self._insert(NumberLeaseRow).values(session_id=session_id, worker=None, epoch=0,
+                                                          expires_at=now, updated_at=now)
+                      .on_conflict_do_nothing(index_elements=["session_id"]))
+            epoch = s.scalar(
+                update(NumberLeaseRow)
+                .where(NumberLeaseRow.session_id == session_id,
+                       or_(NumberLeaseRow.worker.is_(None), NumberLeaseRow.expires_at <= now,
+                           NumberLeaseRow.worker == worker))
+                .values(worker=worker, epoch=NumberLeaseRow.epoch + 1,
+                        expires_at=now + timedelta(seconds=ttl), updated_at=now)
+                .returning(NumberLeaseRow.epoch)
+            )
+        return None if epoch is None else int(epoch)
+
     def release(self, worker: str, session_ids: Iterable[str]) -> int:
         """Give numbers back (their connection is already closed): claimable by anyone at once."""
         ids = list(session_ids)
@@ -147,6 +169,18 @@ class SqlOwnership:
                       .values(worker=None, expires_at=now, updated_at=now)
                       .execution_options(synchronize_session=False))
             s.execute(ClusterWorkerRow.__table__.delete().where(ClusterWorkerRow.name == worker))
+
+    def unroute(self, session_ids: Iterable[str]) -> int:
+        """Pending jobs routed to numbers nobody will connect again (logged out...) go back to any worker."""
+        ids = list(session_ids)
+        if not ids:
+            return 0
+        with self._tx.write() as s:
+            result = s.execute(
+                update(JobRow).where(JobRow.route.in_(ids), JobRow.state == JobState.PENDING.value)
+                .values(route=None, updated_at=utcnow()).execution_options(synchronize_session=False)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
 
     # --- reading --------------------------------------------------------------------------------------
 

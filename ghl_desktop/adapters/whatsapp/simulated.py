@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -84,6 +84,32 @@ def _ts(value: Any) -> datetime:
     return datetime.fromtimestamp(float(value or 0.0), tz=UTC)
 
 
+class DeviceStore(Protocol):
+    """Where a paired device's identity lives instead of the engine store file (a cluster of workers:
+    the database, so any worker resumes the number without a new scan)."""
+
+    async def load(self) -> dict[str, Any] | None: ...
+    async def save(self, data: dict[str, Any]) -> None: ...
+
+
+class SecretDeviceStore:
+    """The device identity as one secret (``wa-device:<session id>``) of a SecretStore — on PostgreSQL the
+    cluster's sealed ``fleet_secrets`` store — its blocking calls run by ``run`` (the storage executor)."""
+
+    def __init__(self, secrets: Any, run: Callable[..., Any], session_id: str) -> None:
+        self._secrets = secrets
+        self._run = run
+        self.key = f"wa-device:{session_id}"
+
+    async def load(self) -> dict[str, Any] | None:
+        raw = await self._run(self._secrets.get, self.key)
+        data = json.loads(raw) if raw else None
+        return data if isinstance(data, dict) else None
+
+    async def save(self, data: dict[str, Any]) -> None:
+        await self._run(self._secrets.set, self.key, json.dumps(data))
+
+
 class SimulatedTransport:
     """One linked number on the simulated network (see the module docstring)."""
 
@@ -98,8 +124,13 @@ class SimulatedTransport:
         rpc_timeout: float = 30.0,
         connect_timeout: float = 20.0,
         heartbeat: float | None = 20.0,
+        device_store: DeviceStore | None = None,
     ) -> None:
         self.session_id = session_id
+        #: with a device store the identity lives there (loaded at each start, saved when it changes)
+        self._device = device_store
+        self._device_data: dict[str, Any] = {}
+        self._device_dirty = False
         self.network_url = network_url.rstrip("/")
         self.handler = handler
         self.store_path = Path(store_path)
@@ -121,6 +152,8 @@ class SimulatedTransport:
     # --- engine store -------------------------------------------------------------------------------
 
     def _read_store(self) -> dict[str, Any]:
+        if self._device is not None:
+            return dict(self._device_data)
         try:
             data = json.loads(self.store_path.read_text("utf-8"))
         except FileNotFoundError:
@@ -130,6 +163,9 @@ class SimulatedTransport:
         return data if isinstance(data, dict) else {}
 
     def _write_store(self, data: dict[str, Any]) -> None:
+        if self._device is not None:
+            self._device_data, self._device_dirty = dict(data), True
+            return
         self.store_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.store_path.with_name(self.store_path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -151,6 +187,8 @@ class SimulatedTransport:
         been reported as ``ConnectFailed``; may be called again after a drop or ``stop``."""
         await self._close_connection()
         self._stopping = False
+        if self._device is not None:
+            self._device_data, self._device_dirty = dict(await self._device.load() or {}), False
         store = self._read_store()
         if self._dispatcher is None or self._dispatcher.done():
             self._events = asyncio.Queue()
@@ -234,6 +272,7 @@ class SimulatedTransport:
                             fut.set_exception(_call_error(payload))
                     continue
                 event = self._to_event(payload)
+                await self._save_device()  # a pairing is stored before anything acts on it
                 if event is None:
                     continue
                 if isinstance(event, (LoggedOut, StreamReplaced, TemporarilyBanned, ClientOutdated)) or (
@@ -281,6 +320,11 @@ class SimulatedTransport:
             return _Queued(qid=str(p["qid"]), event=self._wire_event(p.get("type"), p.get("data") or {}))
         self.log.debug("ignored frame %s", op)
         return None
+
+    async def _save_device(self) -> None:
+        if self._device is not None and self._device_dirty:
+            self._device_dirty = False
+            await self._device.save(dict(self._device_data))
 
     def _forget_identity(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -478,6 +522,8 @@ class SimulatedTransport:
                 await self._call("logout")
         finally:
             self._forget_identity()
+            with contextlib.suppress(Exception):
+                await self._save_device()
             await self._close_connection()
             if self._http is not None:  # a logged-out transport is not used again: release its session
                 await self._http.close()
@@ -536,6 +582,15 @@ class SimulatedTransport:
     async def reject_call(self, caller: str, call_id: str) -> None:
         await self._call("reject_call", caller=_to_jid(caller), call_id=call_id)
 
+    async def group_subject(self, jid: str) -> str | None:
+        """The group's subject as the network has it (``group_info``), else None."""
+        try:
+            info = await self._call("group_info", jid=jid)
+        except WhatsAppError:
+            return None
+        subject = info.get("subject") if isinstance(info, dict) else None
+        return str(subject) if subject else None
+
     async def download(self, media: MediaInfo) -> bytes:
         if not media.handle:
             raise WhatsAppError("this media has no download handle")
@@ -574,10 +629,11 @@ def _call_error(payload: dict[str, Any]) -> Exception:
 
 
 def simulated_transport_factory(
-    network_url: str, **kwargs: Any
+    network_url: str, *, device_stores: Callable[[WhatsAppSession], DeviceStore] | None = None, **kwargs: Any
 ) -> Callable[[WhatsAppSession, EventHandler], SimulatedTransport]:
     """A transport factory for the sessions service: one :class:`SimulatedTransport` per session,
-    with the session's store path and proxy."""
+    with the session's store path and proxy (``device_stores``: the device identity there instead of
+    the store file — a cluster's database)."""
 
     def make(session: WhatsAppSession, handler: EventHandler) -> SimulatedTransport:
         return SimulatedTransport(
@@ -586,6 +642,7 @@ def simulated_transport_factory(
             handler,
             Path(session.store_path),
             options=TransportOptions(proxy=session.proxy),
+            device_store=None if device_stores is None else device_stores(session),
             **kwargs,
         )
 
