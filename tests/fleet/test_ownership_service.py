@@ -75,9 +75,9 @@ def _worker(db: Database, name: str, options: OwnershipOptions = FAST) -> tuple[
     return own, rec
 
 
-async def _until(check: object, timeout: float = 15.0) -> None:
+async def _until(check: object, within: float = 15.0) -> None:
     loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
+    end = loop.time() + within
     while not check():  # type: ignore[operator]
         if loop.time() > end:
             raise AssertionError("condition not reached")

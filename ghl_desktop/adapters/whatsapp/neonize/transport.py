@@ -197,7 +197,9 @@ class NeonizeTransport(Ingress, Outbound):
         self._stopping = False
         if self._pump_task is None or self._pump_task.done():
             self._pump_task = loop.create_task(self._pump(), name=f"wa-pump-{self.session_id}")
-        await self._replay_journal()
+        if self._journal is not None:
+            for row_id, code, payload in self._journal.pending():
+                self._enqueue_raw(code, payload, row_id)
 
     async def start(self) -> None:
         """Connect in the background (QR codes / events arrive through the handler); returns at once."""
@@ -306,7 +308,7 @@ class NeonizeTransport(Ingress, Outbound):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._pump_task
             if self._journal is not None:
-                await asyncio.to_thread(self._journal.close)  # its lock may be held by an fsyncing append
+                self._journal.close()
             self.status = EngineStatus.STOPPED
 
     async def _drain(self) -> None:
