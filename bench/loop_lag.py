@@ -83,17 +83,38 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             probe.start()
             await asyncio.sleep(args.idle_seconds)
             idle = probe.stop()
+            watch = None
+            if args.watch:
+                from ghl_desktop.core.loop_watch import LoopWatch
+
+                watch = LoopWatch(loop, threshold=args.watch / 1000).start()
             probe.start()
             start = time.perf_counter()
             await traffic(env, "lag", args.messages)
             elapsed = time.perf_counter() - start
             busy = probe.stop()
+            blocks = watch.stop() if watch is not None else []
             shown = env.window.log_panel.model.rowCount()
     total = args.messages * NUMBERS
     if shown < total:
         raise RuntimeError(f"the message log shows {shown} rows, fewer than the {total} messages sent")
     return {"idle": summary(idle), "load": summary(busy), "messages": total, "elapsed_s": elapsed,
-            "log_rows": shown}
+            "log_rows": shown, "culprits": culprits(blocks)}
+
+
+def culprits(blocks: list[Any], top: int = 5) -> list[dict[str, Any]]:
+    """The project's frames that held the loop longest (LoopWatch: CPU waits not counted)."""
+    import ghl_desktop
+
+    root = str(Path(ghl_desktop.__file__).parent)
+    total: dict[str, list[float]] = {}
+    for block in blocks:
+        frame = block.culprit([root])
+        where = frame.where().replace(root, "ghl_desktop") if frame else "(no stack)"
+        total.setdefault(where, []).append(block.stalled)
+    ranked = sorted(total.items(), key=lambda kv: -sum(kv[1]))[:top]
+    return [{"where": k, "stalls": len(v), "stalled_s": round(sum(v), 3), "max_ms": round(max(v) * 1000, 1)}
+            for k, v in ranked]
 
 
 def main() -> None:
@@ -101,6 +122,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=None, help="per number (default 150; --quick 30)")
     parser.add_argument("--interval", type=float, default=0.01, help="the probe's period in seconds")
     parser.add_argument("--idle-seconds", type=float, default=5.0)
+    parser.add_argument("--watch", type=float, default=0, metavar="MS",
+                        help="diagnosis: also run the LoopWatch (threshold MS) under load and list what held the "
+                             "loop (its sampling thread costs a little: figures of such a run are not recorded)")
     parser.add_argument("--quick", action="store_true", help="CI-sized run")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/results")
     args = parser.parse_args()
@@ -117,6 +141,8 @@ def main() -> None:
         r = loop.run_until_complete(run(args))
     idle, busy = r["idle"], r["load"]
     rate = r["messages"] / r["elapsed_s"]
+    for c in r["culprits"]:
+        print(f"  held the loop: {c['where']}  {c['stalls']} stalls, {c['stalled_s']} s, max {c['max_ms']} ms")
     table([
         ("numbers", f"{NUMBERS} simulated, 2 customers each, rate limits off"),
         ("messages", f"{r['messages']:,} in {r['elapsed_s']:.1f} s ({rate:.1f} msg/s posted to HighLevel)"),
@@ -131,7 +157,7 @@ def main() -> None:
         "loop_lag_p99_ms": busy["p99"], "loop_lag_p50_ms": busy["p50"], "loop_lag_max_ms": busy["max"],
         "ticks": busy["samples"], "idle_lag_p99_ms": idle["p99"], "idle_lag_max_ms": idle["max"],
         "log_rows": r["log_rows"], "load_avg_1m_start": round(load[0], 2),
-    }, quick=args.quick, enabled=not args.no_record)
+    }, quick=args.quick, enabled=not args.no_record and not args.watch)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ tests/fixtures/message_log.py), the real MessageLogPanel is opened offscreen on 
   mem_mb      Python memory held after open + scroll (tracemalloc, every thread)
 
 prints a table and appends one JSON line to bench/results/message_log.jsonl with log_open_s (open +
-scroll at the largest size) and log_mem_delta_mb (its memory minus the smallest size's), the commit
-and the CPU count.
+scroll at the largest size) and log_mem_delta_mb (its memory minus the smallest size's), the commit,
+the CPU count and the load average (bench/_common.record).
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python bench/message_log.py [--sizes 1000 1000000]
 """
@@ -22,15 +22,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +36,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from bench._common import RESULTS as RESULTS_DIR  # noqa: E402
+from bench._common import record  # noqa: E402
 from ghl_desktop.adapters.storage import open_database  # noqa: E402
 from ghl_desktop.core.events import EventBus  # noqa: E402
 from ghl_desktop.core.message_log import LogColumn, LogSort  # noqa: E402
@@ -48,7 +47,7 @@ from ghl_desktop.ui.panels.message_log import MessageLogPanel  # noqa: E402
 from ghl_desktop.ui.qloop import QEventLoop  # noqa: E402
 from tests.fixtures.message_log import bulk_messages, seed_directory  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "message_log.jsonl"
+RESULTS = RESULTS_DIR / "message_log.jsonl"
 MB = 1024 * 1024
 
 
@@ -128,14 +127,6 @@ def measure(app: QApplication, loop: asyncio.AbstractEventLoop, path: Path, coun
         db.close()
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 1_000_000])
@@ -157,21 +148,18 @@ def main() -> None:
                   f"{r['filter_s']:>10.3f}{r['sort_s']:>9.3f}{r['mem_mb']:>9.1f}")
     loop.close()
     small, big = min(results), max(results)
-    record = {
-        "bench": "message_log", "at": datetime.now(UTC).isoformat(timespec="seconds"), "commit": _commit(),
-        "cpus": os.cpu_count(), "messages": big,
+    figures = {
+        "messages": big, "baseline_messages": small,
         "log_open_s": round(results[big]["open_s"] + results[big]["scroll_s"], 3),
         "log_mem_delta_mb": round(results[big]["mem_mb"] - results[small]["mem_mb"], 1),
         "log_first_rows_s": round(results[big]["first_s"], 3),
         "filter_s": round(results[big]["filter_s"], 3), "sort_s": round(results[big]["sort_s"], 3),
     }
-    print(f"log_open_s={record['log_open_s']} (open + scroll to the end at {big:,}), "
-          f"log_mem_delta_mb={record['log_mem_delta_mb']} (vs {small:,})")
+    print(f"log_open_s={figures['log_open_s']} (open + scroll to the end at {big:,}), "
+          f"log_mem_delta_mb={figures['log_mem_delta_mb']} (vs {small:,})")
+    record("message_log", figures, quick=big < 1_000_000, enabled=not args.no_record)
     if not args.no_record:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with RESULTS.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(f"appended to {RESULTS.relative_to(ROOT)}")
+        print(f"appended to {RESULTS.relative_to(ROOT) if RESULTS.is_relative_to(ROOT) else RESULTS}")
 
 
 if __name__ == "__main__":

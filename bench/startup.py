@@ -6,7 +6,8 @@
                  the loop has run after the window's show()). Includes the CLI's one re-exec and the
                  in-process sandbox's start (sandbox mode's first screen). Median of ``--rounds``
                  fresh data dirs (the OS file cache is warm after the first: ``first_start_s`` is it).
-                 Baseline in the same run: ``ghl-desktop --version`` (interpreter + re-exec).
+                 Baselines in the same run: ``ghl-desktop --version`` and an empty Qt window shown by
+                 the same interpreter (``cold_start_vs_blank_window``: what the app adds over Qt).
   rss_mb_1/10    RSS (/proc/<pid>/status VmRSS) of a process running the real window + bridge
                  (bench/_window.py: the sandbox in its own process, not counted) after 1, then 10,
                  simulated numbers are linked and have each carried messages into HighLevel.
@@ -106,6 +107,19 @@ def version_baseline() -> float:
         return time.perf_counter() - start
 
 
+BLANK_WINDOW = ("from PySide6.QtWidgets import QApplication, QWidget; app = QApplication([]); w = QWidget(); "
+                "w.show(); app.processEvents(); print('shown', flush=True)")
+
+
+def blank_window() -> float:
+    """Seconds for the same interpreter to show an empty Qt window (the floor under any Qt app)."""
+    with tempfile.TemporaryDirectory(prefix="ghl-blank-") as tmp:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", BLANK_WINDOW], env=_env(Path(tmp)), cwd=tmp, check=True,
+                       capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+        return time.perf_counter() - start
+
+
 def memory(messages: int) -> dict[str, Any]:
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "NEONIZE_BOT_TAG": "off"}
     out = subprocess.run([sys.executable, "-m", "bench._window", "--numbers", "1", "10", "--messages", str(messages),
@@ -129,6 +143,7 @@ def main() -> None:
     rounds = args.rounds or (1 if args.quick else 3)
     load = os.getloadavg()
     baseline = statistics.median(version_baseline() for _ in range(rounds))
+    blank = statistics.median(blank_window() for _ in range(rounds))
     starts = [cold_start() for _ in range(rounds)]
     shown = [s for s, _, _ in starts]
     cold = statistics.median(shown)
@@ -146,6 +161,7 @@ def main() -> None:
          + "  (s each: start → 'starting' log line → sandbox up → App ready → window shown)"),
         ("bridge running (median)", f"{statistics.median(r for _, r, _ in starts):.2f} s"),
         ("baseline: ghl-desktop --version", f"{baseline:.2f} s"),
+        ("baseline: an empty Qt window", f"{blank:.2f} s (cold start is {cold / blank:.1f}x it)"),
         ("RSS: window, no number", f"{mem['rss_mb_window']} MB"),
         ("rss_mb_1", f"{mem['rss_mb_1']} MB"),
         ("rss_mb_10", f"{mem['rss_mb_10']} MB  (goal < 250)"),
@@ -158,6 +174,7 @@ def main() -> None:
         "cold_starts_s": [round(s, 3) for s in shown], "cold_start_steps_s": split,
         "bridge_running_s": round(statistics.median(r for _, r, _ in starts), 3),
         "version_baseline_s": round(baseline, 3), "cold_start_vs_version": round(cold / baseline, 2),
+        "blank_window_s": round(blank, 3), "cold_start_vs_blank_window": round(cold / blank, 2),
         **mem, "messages_per_number": args.messages, "load_avg_1m_start": round(load[0], 2),
     }, quick=args.quick, enabled=not args.no_record)
 

@@ -8,7 +8,8 @@ WhatsApp sessions, bridge, job runner, webhook intake/endpoint, relay link). The
 
 Lifecycle::
 
-    app = App(settings)            # synchronous: logging, secrets (may raise VaultLocked), database
+    app = await App.open(settings) # logging, secrets (may raise VaultLocked), database — on a thread
+    # (App(settings) does the same synchronously: before the loop runs, scripts, tests)
     runtime = BridgeRuntime(app, transports)
     await runtime.start()          # the services, on the running loop
     ...
@@ -23,6 +24,8 @@ the start before any file is touched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
@@ -141,6 +144,21 @@ class App:
             " (sandbox mode)" if self.sandbox else "",
         )
 
+    @classmethod
+    async def open(cls, settings: Settings | None = None, **parts: Any) -> App:
+        """:class:`App` built on a worker thread: opening the secret store (keyring: D-Bus; vault: a
+        file), the database and its migrations take tens to hundreds of ms, which must not land on the
+        running loop (docs/event-loop.md). Same arguments, same errors as the constructor. If the
+        caller is cancelled meanwhile, the open finishes on its thread and is closed again."""
+        opening = asyncio.ensure_future(asyncio.to_thread(functools.partial(cls, settings, **parts)))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                app = await opening
+                await app.aclose()
+            raise
+
     def _register_known_secrets(self) -> None:
         """Make the log redactor blank out the client secret even where no pattern would catch it."""
         self.logging.redactor.add_secret(self.settings.client_secret)
@@ -184,7 +202,7 @@ class App:
             log.warning("task %s ended with %r during shutdown", task.get_name(), result)
         await self.bus.drain()
         if self._owns_db:
-            self.db.close()
+            await asyncio.to_thread(self.db.close)  # drains the storage executor, joins its threads
         log.info("closed")
         if self._owns_logging:
             self.logging.close()

@@ -2,6 +2,7 @@
 
     ghl-desktop                 open the window (sandbox mode when no HighLevel credentials exist)
     ghl-desktop --sandbox       open the window against an in-process HighLevel sandbox
+    ghl-desktop --db-url URL    open the window on that database (PostgreSQL: one more worker of a cluster)
     ghl-desktop doctor          check this machine, one line per check
     ghl-desktop sandbox         run the HighLevel sandbox server (+ simulated WhatsApp network)
     ghl-desktop headless        run the bridge with no window
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ghl-desktop {__version__}")
     parser.add_argument("--sandbox", action="store_true", help="use an in-process HighLevel sandbox")
     parser.add_argument("--sandbox-port", type=int, default=0, help="port of the in-process sandbox")
+    parser.add_argument("--db-url", default=None, dest="window_db_url", help=DB_URL_HELP + "; a PostgreSQL URL "
+                        "makes the window a worker of that cluster")
     parser.add_argument("--self-test", action="store_true",
                         help="run the app offscreen in a temporary data dir (database, engine, QR, webhooks, "
                              "sandbox round trip, window); exit 1 naming the step that failed")
@@ -150,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 sandbox_url=args.headless_sandbox_url, db_url=args.headless_db_url))
     from ghl_desktop.ui.main import run_gui
 
-    return int(run_gui(sandbox=args.sandbox, sandbox_port=args.sandbox_port))
+    return int(run_gui(sandbox=args.sandbox, sandbox_port=args.sandbox_port, db_url=args.window_db_url))
 
 
 if __name__ == "__main__":

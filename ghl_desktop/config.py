@@ -15,6 +15,7 @@ from typing import Any
 import platformdirs
 
 from ghl_desktop.core.files import ensure_private_dir
+from ghl_desktop.core.history import check_history_days
 
 APP_NAME = "ghl-desktop"
 DEFAULT_API_BASE = "https://services.leadconnectorhq.com"
@@ -50,6 +51,7 @@ ENV_MAP: dict[str, str] = {
     "ignore_groups": "GHL_DESKTOP_IGNORE_GROUPS",
     "reject_calls": "GHL_DESKTOP_REJECT_CALLS",
     "reject_call_text": "GHL_DESKTOP_REJECT_CALL_TEXT",
+    "history_days": "GHL_DESKTOP_HISTORY_DAYS",
 }
 
 
@@ -95,6 +97,13 @@ class Settings:
     #: (the call still shows in HighLevel as a rejected call)
     reject_calls: bool = False
     reject_call_text: str = "Sorry, we cannot take calls on WhatsApp. Please write us a message."
+    #: history on link: the chats WhatsApp offers after a number is linked are imported into HighLevel
+    #: as far back as this many days (0: off; at most 90); a number can have its own value in the window
+    #: (services/bridge/history.py)
+    history_days: int = 0
+
+    def __post_init__(self) -> None:
+        check_history_days(self.history_days)
 
     @property
     def database_url(self) -> str:
@@ -131,6 +140,8 @@ class Settings:
 
 def _coerce(name: str, raw: str) -> Any:
     kind = {f.name: f.type for f in fields(Settings)}[name]
+    if name == "history_days":
+        return check_history_days(raw, ENV_MAP[name])
     if "bool" in str(kind):
         return raw.strip().lower() in {"1", "true", "yes", "on"}
     if "int" in str(kind) and "str" not in str(kind):

@@ -33,11 +33,14 @@ from ghl_desktop.adapters.ghl import (
 from ghl_desktop.adapters.ghl.gateway import GhlGateway, MediaDownloader
 from ghl_desktop.adapters.ghl.rate import RateLimitConfig
 from ghl_desktop.adapters.ghl.transport import parse_version_overrides
+from ghl_desktop.adapters.storage.history import SqlHistoryRepository
+from ghl_desktop.adapters.storage.tx import Transactions
 from ghl_desktop.app import App
 from ghl_desktop.core.models import WhatsAppSession
 from ghl_desktop.core.whatsapp import EventHandler, WhatsAppTransport
 from ghl_desktop.relay.client import RelayClient
-from ghl_desktop.services.bridge import Bridge, BridgeOptions
+from ghl_desktop.services.bridge import INBOUND, Bridge, BridgeOptions
+from ghl_desktop.services.bridge.history import HISTORY, HistoryImport
 from ghl_desktop.services.jobs import JobRunner, RunnerOptions
 from ghl_desktop.services.ownership import (
     ClusterSessions,
@@ -220,6 +223,7 @@ class BridgeRuntime:
         self.sessions.on_message = self.bridge.on_message
         self.sessions.on_receipt = self.bridge.on_receipt
         self.sessions.on_call = self.bridge.on_call
+        self._wire_history(app, runner_options)
         self.intake = WebhookIntake(app.db.aio.jobs, backlog_limit=settings.webhook_backlog_limit, bus=app.bus)
         self.sessions.storage = self.intake.monitor  # one "disk full" state for webhooks and WhatsApp
         # a stored webhook wakes the runner at once instead of at its next poll
@@ -242,12 +246,27 @@ class BridgeRuntime:
             log.warning("a relay URL is set but no relay token is stored (%s); relay mode is off", RELAY_TOKEN_KEY)
         self._started = False
 
+    def _wire_history(self, app: App, runner_options: RunnerOptions) -> None:
+        """History on link (services/bridge/history.py): its sink, and its runner of one job at a time
+        that leases only while the live runner is idle (behind live traffic, never ahead of it)."""
+        store = SqlHistoryRepository(Transactions(app.db.engine), history_kind=HISTORY)
+        self.history = HistoryImport(
+            store, app.db.aio.run, self.bridge.handlers[INBOUND], days=lambda: app.settings.history_days,
+            live_kinds=list(self.bridge.handlers), live_paused=lambda: self.runner.paused,
+            ignore_groups=bridge_options(self.options.bridge, app.settings).ignore_groups, bus=app.bus,
+            on_enqueued=lambda: self.history_runner.wake(),
+        )
+        self.history_runner = JobRunner(app.db.aio.jobs, self.history.handlers,
+                                        replace(runner_options, concurrency=1), bus=app.bus, gate=self.history.gate)
+        self.sessions.on_history = self.history.on_history
+
     async def start(self) -> None:
         if self._started:
             return
         self._started = True
         await self.webhooks.start()
         self.runner.start()
+        self.history_runner.start()
         if self.relay is not None:
             self.relay.start()
         if self.ownership is not None:
@@ -270,7 +289,7 @@ class BridgeRuntime:
             await self.relay.stop()
         # jobs in flight first (they may still be sending on a number), then every number at once
         grace = min(self.options.runner.stop_grace_seconds, deadline - loop.time() - 1.0)
-        await self.runner.stop(grace=max(0.0, grace))
+        await asyncio.gather(self.runner.stop(grace=max(0.0, grace)), self.history_runner.stop(grace=max(0.0, grace)))
         if self.ownership is not None:
             await self.ownership.stop()  # disconnect, then release every number for the other workers
         await self.sessions.close(within=max(0.5, deadline - loop.time()))

@@ -121,3 +121,29 @@ async def test_aclose_cancels_and_awaits_tasks_and_closes_the_database(made: lis
 def test_display_database_url_hides_passwords() -> None:
     assert display_database_url("postgresql+psycopg://ghl:***@db:5432/x") == "postgresql+psycopg://db:5432/x"
     assert display_database_url("sqlite:////data/ghl.db") == "/data/ghl.db"
+
+
+@pytest.mark.asyncio
+@pytest.mark.loop_watch  # the detector fails this test if the open (migrations, vault, logging) ran on the loop
+async def test_open_builds_the_app_off_the_loop(data_home: Path) -> None:
+    app = await App.open(load_settings(), secrets=MemorySecretStore(), console_log=False)
+    try:
+        assert (data_home / "ghl-desktop.db").exists()
+        await app.db.aio.locations.upsert(Location(id="loc1", name="Dental"))
+        assert [loc.id for loc in await app.db.aio.locations.list()] == ["loc1"]
+    finally:
+        await app.aclose()
+    assert app.closed and app.db.aio.executor.closed
+
+
+@pytest.mark.asyncio
+async def test_an_open_cancelled_midway_closes_what_it_opened(data_home: Path) -> None:
+    handlers = list(logging.getLogger().handlers)
+    opening = asyncio.ensure_future(App.open(load_settings(), secrets=MemorySecretStore(), console_log=False))
+    await asyncio.sleep(0)  # the open has started on its thread
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    # the App the thread built was closed again: its log handlers are gone (and its database closed:
+    # an open engine would fail the run with a ResourceWarning)
+    assert logging.getLogger().handlers == handlers

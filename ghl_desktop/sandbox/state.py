@@ -400,12 +400,13 @@ class SandboxState:
                           "email": c.email, "mergedInto": c.merged_into} for c in self.contacts.values()],
             "conversations": [{"id": c.id, "locationId": c.location_id, "contactId": c.contact_id,
                                "deleted": c.deleted} for c in self.conversations.values()],
+            # seq: the order the messages reached this HighLevel (dateAdded may be a message's own older date)
             "messages": [{"id": m.id, "locationId": m.location_id, "contactId": m.contact_id,
                           "conversationId": m.conversation_id, "direction": m.direction, "status": m.status,
                           "body": m.body, "altId": m.alt_id, "attachments": list(m.attachments),
                           "dateAdded": iso(m.date_added), "type": m.type, "source": m.source,
-                          "error": m.error, "statusHistory": list(m.status_history)}
-                         for m in sorted(self.messages.values(), key=lambda m: m.date_added)],
+                          "error": m.error, "statusHistory": list(m.status_history), "seq": seq}
+                         for seq, m in sorted(enumerate(self.messages.values()), key=lambda p: p[1].date_added)],
             "webhook_deliveries": [{"id": d.id, "kind": d.kind, "url": d.url, "messageId": d.message_id,
                                     "attempts": d.attempts, "status": d.status,
                                     "lastStatusCode": d.last_status_code, "error": d.error}

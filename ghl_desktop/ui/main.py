@@ -96,7 +96,7 @@ def build_runtime(
 
 async def run_window(
     settings: Settings,
-    secrets: SecretStore,
+    secrets: SecretStore | None,
     *,
     sandbox: bool = False,
     sandbox_port: int = 0,
@@ -108,7 +108,10 @@ async def run_window(
     tray: Tray | None = None,
     on_lifecycle: Callable[[Lifecycle], None] | None = None,
 ) -> str | None:
-    """Run the window until it has shut down; returns None, or why the app could not start."""
+    """Run the window until it has shut down; returns None, or why the app could not start.
+
+    ``secrets`` None: the database is a cluster's PostgreSQL and the App opens its sealed store
+    (adapters/storage/secrets_db.py); the app's credentials then come from the environment."""
     from ghl_desktop.app import App, with_stored_client_secret
     from ghl_desktop.core.errors import GhlDesktopError
     from ghl_desktop.core.loop_watch import watch_from_env
@@ -123,8 +126,13 @@ async def run_window(
     from ghl_desktop.ui.tray import Tray
 
     open_url = open_url or open_in_browser
-    settings = await asyncio.to_thread(with_stored_client_secret, settings, secrets)  # keyring: D-Bus, off the loop
+    if secrets is not None:
+        settings = await asyncio.to_thread(with_stored_client_secret, settings, secrets)  # keyring: D-Bus, off the loop
     use_sandbox = sandbox or not settings.has_ghl_credentials
+    if secrets is None and use_sandbox:
+        return ("This window is a worker of the PostgreSQL database in GHL_DESKTOP_DB_URL: it needs the "
+                "HighLevel app's GHL_CLIENT_ID and GHL_CLIENT_SECRET in the environment (a cluster keeps no "
+                "desktop keyring), or unset GHL_DESKTOP_DB_URL to use this computer's own database.")
     async with contextlib.AsyncExitStack() as stack:
         watch = watch_from_env()  # GHL_DESKTOP_LOOP_WATCH=<ms>: log every stall of the loop (docs/event-loop.md)
         if watch is not None:
@@ -145,7 +153,7 @@ async def run_window(
         shown_tray = tray if tray is not None else Tray()
         window = MainWindow(app, runtime, tray=shown_tray, sandbox_url=mode.url if mode else None, open_url=open_url)
         # real mode: the first-run checklist above the panels (and the wizard on the very first start)
-        install_first_run(window, SetupService(settings, secrets), sandbox=use_sandbox, parent=window)
+        install_first_run(window, SetupService(settings, app.secrets), sandbox=use_sandbox, parent=window)
         notifications = DesktopNotifications("ghl-desktop", resources_dir() / "ghl-desktop.png")
         notices = NoticeCenter(
             notifications, balloon=lambda title, text, warning: shown_tray.notify(title, text, warning=warning),
@@ -170,9 +178,6 @@ async def run_window(
                 await point_sandbox_webhooks(mode.url, runtime.webhooks.url)
 
         window.show()
-        from PySide6.QtCore import QTimer  # bench/startup.py times process start → this line
-
-        QTimer.singleShot(0, lambda: log.info("window shown"))  # logged once the loop ran after show()
         window.start_bridge(start())
         await finished.wait()
         await notices.drain()
@@ -201,12 +206,25 @@ def open_secrets(
     return secrets, False
 
 
-def run_gui(sandbox: bool = False, sandbox_port: int = 0) -> int:
+def cluster_window(settings: Settings, sandbox: bool) -> bool:
+    """Whether the window runs as one worker of a cluster (a PostgreSQL database, real mode): its tokens
+    are sealed in the database, so no keyring or vault is opened and no passphrase asked."""
+    from ghl_desktop.adapters.storage.secrets_db import is_cluster_url
+    from ghl_desktop.ui.lifecycle import starts_in_sandbox
+
+    return starts_in_sandbox(settings, sandbox) is not True and is_cluster_url(settings.database_url)
+
+
+def run_gui(sandbox: bool = False, sandbox_port: int = 0, db_url: str | None = None) -> int:
+    from dataclasses import replace
+
     from ghl_desktop.config import load_settings
     from ghl_desktop.logging_setup import configure_logging
     from ghl_desktop.ui.single_instance import SingleInstance
 
     settings = load_settings()
+    if db_url:  # --db-url: e.g. a cluster's PostgreSQL, this window one more worker
+        settings = replace(settings, db_url=db_url)
     logging_setup = configure_logging(settings)  # before anything imports neonize
     qt_app = create_qt_application()
 
@@ -225,12 +243,16 @@ def run_gui(sandbox: bool = False, sandbox_port: int = 0) -> int:
 
     from ghl_desktop.ui.qloop import QEventLoop
 
-    secrets, use_sandbox = open_secrets(settings, sandbox)
-    if secrets is None:
-        print("No vault passphrase was given, so ghl-desktop did not start.", file=sys.stderr)
-        instance.release()
-        logging_setup.close()
-        return 1
+    secrets: SecretStore | None
+    if cluster_window(settings, sandbox):
+        secrets, use_sandbox = None, False  # the App opens the database's sealed store
+    else:
+        secrets, use_sandbox = open_secrets(settings, sandbox)
+        if secrets is None:
+            print("No vault passphrase was given, so ghl-desktop did not start.", file=sys.stderr)
+            instance.release()
+            logging_setup.close()
+            return 1
     log.info("ghl-desktop %s starting (sandbox=%s, sandbox port=%s)", __version__, use_sandbox,
              sandbox_port or "auto")
 
@@ -268,4 +290,4 @@ def run_gui(sandbox: bool = False, sandbox_port: int = 0) -> int:
     return 0 if problem is None else 1
 
 
-__all__ = ["build_runtime", "create_qt_application", "open_secrets", "run_gui", "run_window"]
+__all__ = ["build_runtime", "cluster_window", "create_qt_application", "open_secrets", "run_gui", "run_window"]

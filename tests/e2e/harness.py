@@ -153,7 +153,7 @@ async def bridge_env(runtime_options: RuntimeOptions | None = None, *,
             client_secret=sb.client_secret, provider_id=sb.provider_id,
             webhook_ed25519_public_key=sb.public_key_pem,
         )
-        app = App(settings, secrets=MemorySecretStore(), console_log=False, sandbox=True)
+        app = await App.open(settings, secrets=MemorySecretStore(), console_log=False, sandbox=True)
         make_transports = (transport_factory or simulated_transport_factory)(sb.url)
         runtime = BridgeRuntime(app, make_transports, runtime_options or FAST_RUNTIME,
                                open_url=ConsentClicker())

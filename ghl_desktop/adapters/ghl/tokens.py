@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import httpx
 
@@ -164,8 +164,12 @@ class TokenManager:
         retry: RateLimitConfig | None = None,
         version_overrides: Mapping[str, str] | None = None,
         cluster: ClusterRefresh | None = None,
+        offload: Callable[..., Awaitable[Any]] | None = None,
     ) -> None:
         self._secrets = secret_store
+        #: runs a refresh's storage work (keyring + the location's row) off the loop when there is no
+        #: cluster: the database's storage executor (``db.aio.run``); None: inline (tests, tools)
+        self._offload = offload
         #: set when the workers of a cluster share ``secret_store`` (PostgreSQL): refreshes then run under
         #: the cluster's lock, after re-reading the stored token
         self._cluster = cluster
@@ -311,9 +315,12 @@ class TokenManager:
             return await self._refresh_location_locked(location_id)
 
     async def _off_loop(self, fn: Callable[..., T], /, *args: Any) -> T:
-        """Storage work of a refresh: on the cluster database's executor, inline otherwise (as before)."""
+        """Storage work of a refresh: on the cluster database's executor, else on ``offload`` (the
+        database's storage executor), inline only when built without either."""
         if self._cluster is not None:
             return await self._cluster.run(fn, *args)
+        if self._offload is not None:
+            return cast(T, await self._offload(fn, *args))
         return fn(*args)
 
     def _stored_location(self, location_id: str) -> tuple[str | None, Any]:
@@ -358,14 +365,14 @@ class TokenManager:
             return grant.access_token
         if company_id and self._has_company_token(company_id):
             return await self._remint_or_give_up(location_id, company_id)
-        self._mark_needs_reconnect(location_id)
+        await self._off_loop(self._mark_needs_reconnect, location_id)
         raise GhlNeedsReconnect(f"no refresh token stored for location {location_id}", status=401)
 
     async def _remint_or_give_up(self, location_id: str, company_id: str) -> str:
         try:
             grant = await self.mint_location_token(company_id, location_id)
         except (GhlNeedsReconnect, GhlAuthError) as exc:
-            self._mark_needs_reconnect(location_id)
+            await self._off_loop(self._mark_needs_reconnect, location_id)
             raise GhlNeedsReconnect(
                 f"location {location_id} must be reconnected: company token could not re-mint ({exc.message})",
                 status=exc.status,
@@ -373,10 +380,10 @@ class TokenManager:
         except GhlTransientError:
             raise
         except GhlError as exc:  # forbidden / not installed any more
-            self._mark_needs_reconnect(location_id)
+            await self._off_loop(self._mark_needs_reconnect, location_id)
             raise GhlNeedsReconnect(f"location {location_id} must be reconnected ({exc.message})",
                                     status=exc.status) from exc
-        self.save_location_grant(location_id, grant)
+        await self._off_loop(self.save_location_grant, location_id, grant)
         log.info("re-minted access token of location %s from company %s", location_id, company_id)
         return grant.access_token
 
@@ -418,7 +425,7 @@ class TokenManager:
     async def _refresh_company_locked(self, company_id: str) -> str:
         if f"company:{company_id}" in self._needs_reconnect:
             raise GhlNeedsReconnect(f"agency {company_id} must be reconnected", status=401)
-        refresh_token = self._secrets.get(company_key(company_id, "refresh_token"))
+        refresh_token = await self._off_loop(self._secrets.get, company_key(company_id, "refresh_token"))
         if not refresh_token:
             raise GhlNeedsReconnect(f"no refresh token stored for agency {company_id}", status=401)
         try:
@@ -429,7 +436,7 @@ class TokenManager:
         except GhlNeedsReconnect:
             self._needs_reconnect.add(f"company:{company_id}")
             raise
-        self.save_company_grant(company_id, grant)
+        await self._off_loop(self.save_company_grant, company_id, grant)
         log.info("refreshed agency token of company %s", company_id)
         return grant.access_token
 

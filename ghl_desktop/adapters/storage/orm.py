@@ -269,3 +269,31 @@ class ClusterWorkerRow(Base):
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     started_at: Mapped[datetime]
     expires_at: Mapped[datetime]
+
+
+class HistoryImportRow(Base):
+    """A linked number's history import (issue 15, migration 0005): its own ``history_days`` (NULL: the
+    setting) and whether the user cancelled it (what still waits is not imported, later chunks dropped)."""
+
+    __tablename__ = "history_imports"
+
+    session_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("whatsapp_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    days: Mapped[int | None] = mapped_column(Integer)
+    cancelled: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime]
+
+
+class HistoryItemRow(Base):
+    """One message a history import carries (its ``wa.history`` job posts it): pending, imported or
+    cancelled. Progress (imported / total per number) is counted over these."""
+
+    __tablename__ = "history_items"
+    __table_args__ = (Index(None, "session_id", "state"),)
+
+    message_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    session_id: Mapped[str] = mapped_column(String(64), ForeignKey("whatsapp_sessions.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16))

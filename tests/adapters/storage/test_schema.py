@@ -18,7 +18,7 @@ from ghl_desktop.core.errors import StorageError
 from ghl_desktop.core.models import Direction, Location, Message, MessageKind, NewJob
 
 TABLES = {"locations", "whatsapp_sessions", "contact_links", "messages", "jobs", "job_heads", "fleet_secrets",
-          "number_leases", "cluster_workers", "location_routing",
+          "number_leases", "cluster_workers", "history_imports", "history_items", "location_routing",
           "alembic_version"}
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from ghl_desktop.adapters.whatsapp.neonize import MESSAGE_CODE, NeonizeTransport
+from ghl_desktop.adapters.whatsapp.neonize.ingress import EventJournal
 from ghl_desktop.core.errors import SessionNotConnected, WhatsAppError
 from ghl_desktop.core.models import MessageKind
 from ghl_desktop.core.whatsapp import (
@@ -232,6 +233,23 @@ async def test_journal_keeps_a_message_whose_handler_failed_and_replays_it(tmp_p
     assert isinstance(events[0], IncomingMessage) and (events[0].id, events[0].text) == ("LOST?", "keep me")
     await restarted.stop()
     assert _journal_rows(restarted) == []
+
+
+def test_a_done_after_close_does_not_reopen_the_journal(tmp_path: Path) -> None:
+    """done() runs on a worker thread (off the loop); one that arrives after stop() closed the journal
+    leaves the row for the next start instead of opening a connection nobody closes."""
+    journal = EventJournal(tmp_path / "j.journal")
+    first, second = journal.append(MESSAGE_CODE, b"a"), journal.append(MESSAGE_CODE, b"b")
+    journal.done(first)
+    journal.close()
+    journal.done(second)  # late: after the close
+    assert journal._conn is None
+    journal.reopen()  # the transport's next attach
+    assert [row_id for row_id, _, _ in journal.pending()] == [second]
+    journal.done(second)
+    assert journal.pending() == []
+    journal.close()
+    assert journal._conn is None
 
 
 @pytest.mark.asyncio

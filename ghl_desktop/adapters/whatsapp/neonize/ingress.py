@@ -69,6 +69,9 @@ class EventJournal:
         os.chmod(path, 0o600)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        #: set by :meth:`close`, cleared by :meth:`reopen` (the transport's next attach): a ``done()``
+        #: still on its way from a worker thread must not open the connection again after the close
+        self._closed = False
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -90,8 +93,18 @@ class EventJournal:
             return int(cursor.lastrowid or 0)
 
     def done(self, row_id: int) -> None:
+        """Clear a handled event's row. Runs on a worker thread (``asyncio.to_thread``): the lock may be
+        held by the engine's thread while it fsyncs an append. After :meth:`close` it does nothing (the
+        row stays and is replayed on the next start; the handler deduplicates by message id)."""
         with self._lock:
+            if self._closed:
+                return
             self._db.execute("DELETE FROM pending WHERE id = ?", (row_id,))
+
+    def reopen(self) -> None:
+        """Allow :meth:`done` again (a stopped transport is started again); the connection opens on use."""
+        with self._lock:
+            self._closed = False
 
     def pending(self) -> list[tuple[int, int, bytes]]:
         """Rows whose handler never finished, oldest first."""
@@ -101,6 +114,7 @@ class EventJournal:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -263,17 +277,27 @@ class Ingress:
             return
         self._inbox.put_nowait((code, event, row_id))
 
-    def _enqueue_raw(self, code: int, payload: bytes, row_id: int) -> None:
+    def _enqueue_raw(self, code: int, payload: bytes, row_id: int) -> bool:
+        """Queue a journal row for replay; False when it is unreadable (the caller drops the row)."""
         from neonize.events import INT_TO_EVENT
 
         try:
             event = INT_TO_EVENT[code].FromString(payload)
         except Exception:
             self.log.exception("journal entry %d is unreadable; dropping it", row_id)
-            if self._journal is not None:
-                self._journal.done(row_id)
-            return
+            return False
         self._enqueue(code, event, row_id)
+        return True
+
+    async def _replay_journal(self) -> None:
+        """Queue the rows a previous run left behind (read on a worker thread: the file and its lock)."""
+        journal = self._journal
+        if journal is None:
+            return
+        journal.reopen()
+        for row_id, code, payload in await asyncio.to_thread(journal.pending):
+            if not self._enqueue_raw(code, payload, row_id):
+                await asyncio.to_thread(journal.done, row_id)
 
     async def _pump(self) -> None:
         """One event at a time, in arrival order; the journal row is cleared after the handler."""
@@ -281,16 +305,22 @@ class Ingress:
         inbox = self._inbox
         while True:
             code, event, row_id = await inbox.get()
-            self._busy = True
+            self._busy = True  # until the row is cleared too: stop() drains before it closes the journal
             try:
-                ok = await self._process(code, event)
-            except Exception:
-                self.log.exception("failed to process WhatsApp event code %s", code)
-                ok = False
+                try:
+                    ok = await self._process(code, event)
+                except Exception:
+                    self.log.exception("failed to process WhatsApp event code %s", code)
+                    ok = False
+                if row_id is not None and self._journal is not None and ok:
+                    # off the loop: the engine's thread may hold the journal's lock while it fsyncs an append
+                    try:
+                        await asyncio.to_thread(self._journal.done, row_id)
+                    except sqlite3.Error:
+                        self.log.exception("could not clear journal entry %d (it is replayed on the next start)",
+                                           row_id)
             finally:
                 self._busy = False
-            if row_id is not None and self._journal is not None and ok:
-                self._journal.done(row_id)
 
     async def _process(self, code: int, event: Any) -> bool:
         """Normalize and hand one event to the handler; False keeps its journal row for a replay."""

@@ -197,9 +197,7 @@ class NeonizeTransport(Ingress, Outbound):
         self._stopping = False
         if self._pump_task is None or self._pump_task.done():
             self._pump_task = loop.create_task(self._pump(), name=f"wa-pump-{self.session_id}")
-        if self._journal is not None:
-            for row_id, code, payload in self._journal.pending():
-                self._enqueue_raw(code, payload, row_id)
+        await self._replay_journal()
 
     async def start(self) -> None:
         """Connect in the background (QR codes / events arrive through the handler); returns at once."""
@@ -308,7 +306,7 @@ class NeonizeTransport(Ingress, Outbound):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._pump_task
             if self._journal is not None:
-                self._journal.close()
+                await asyncio.to_thread(self._journal.close)  # its lock may be held by an fsyncing append
             self.status = EngineStatus.STOPPED
 
     async def _drain(self) -> None:
