@@ -178,6 +178,9 @@ async def run_window(
                 await point_sandbox_webhooks(mode.url, runtime.webhooks.url)
 
         window.show()
+        from PySide6.QtCore import QTimer  # bench/startup.py times process start → this line
+
+        QTimer.singleShot(0, lambda: log.info("window shown"))  # logged once the loop ran after show()
         window.start_bridge(start())
         await finished.wait()
         await notices.drain()
