@@ -286,3 +286,8 @@ class WhatsAppTransport(Protocol):
     async def reject_call(self, caller: str, call_id: str) -> None:
         """Decline a ringing call (``CallEvent.caller`` / ``call_id``)."""
         ...
+
+    async def group_subject(self, jid: str) -> str | None:
+        """A group's subject (the name its members see), or None when it has none or cannot be
+        asked now (not connected, unknown group): the caller keeps its placeholder name then."""
+        ...

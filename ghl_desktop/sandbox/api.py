@@ -152,6 +152,25 @@ async def get_contact(request: web.Request) -> web.Response:
     return ok({"contact": contact_json(contact)})
 
 
+@_route("PUT", "/contacts/{contactId}", RouteMeta(auth="location", scope="contacts.write"))
+async def update_contact(request: web.Request) -> web.Response:
+    """Change the given fields of a contact (name, first/last name, email, source; tags replace), as an
+    agent editing it in HighLevel or the app naming a group's contact does."""
+    sandbox = sandbox_of(request)
+    contact = sandbox.state.live_contact(request.match_info["contactId"], token_of(request).location_id)
+    if contact is None:
+        raise ApiError(400, {"statusCode": 400, "message": "Contact not found"})  # as GET answers it
+    data = json_body(request)
+    for key, attr in (("name", "name"), ("firstName", "first_name"), ("lastName", "last_name"),
+                      ("email", "email"), ("source", "source")):
+        if data.get(key) is not None:
+            setattr(contact, attr, data[key])
+    if data.get("tags") is not None:
+        contact.tags = list(data["tags"])
+    sandbox.changed()
+    return ok({"succeded": True, "contact": contact_json(contact)})
+
+
 # ----- provider messages ----------------------------------------------------------------------------
 
 def _parse_date(value: str | None) -> float | None:

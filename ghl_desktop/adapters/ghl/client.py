@@ -381,6 +381,11 @@ class GhlClient:
         response = await self._call("GET", f"/contacts/{contact_id}", location_id=location_id)
         return _contact_from(body_of(response).get("contact") or {}, location_id)
 
+    async def update_contact(self, location_id: str, contact_id: str, *, name: str) -> Contact:
+        """Rename a contact (``PUT /contacts/{contactId}``; only the name is sent, nothing else changes)."""
+        response = await self._call("PUT", f"/contacts/{contact_id}", location_id=location_id, json={"name": name})
+        return _contact_from(body_of(response).get("contact") or {}, location_id)
+
     # --- messages -------------------------------------------------------------------------------
 
     async def add_inbound_message(

@@ -46,6 +46,13 @@ class GhlGateway:
             location_id, phone, name=name or (None if phone else "WhatsApp contact"), tags=list(tags))
         return upserted.contact.id
 
+    async def name_contact(self, location_id: str, contact_id: str, name: str, *, placeholder: str) -> str:
+        current = (await self._client.get_contact(location_id, contact_id)).name
+        if current and current != placeholder:
+            return current  # an agent named it: never overwritten
+        await self._client.update_contact(location_id, contact_id, name=name)
+        return name
+
     async def post_message(
         self,
         location_id: str,

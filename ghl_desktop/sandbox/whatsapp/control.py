@@ -4,6 +4,7 @@ the routes are listed in :func:`setup_whatsapp_network`."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from pathlib import Path
@@ -191,10 +192,7 @@ async def _seed_history(request: web.Request) -> web.Response:
                 raise BadRequest(f"{where}.from_me must be true or false")
             if not isinstance(m.get("text"), str) or not m["text"]:
                 raise BadRequest(f"{where}.text must be a non-empty string")
-            given = m.get("id")  # optional: a message the number also carried live (overlap)
-            if given is not None and (not isinstance(given, str) or not given.strip()):
-                raise BadRequest(f"{where}.id must be a non-empty string when given")
-            messages.append({"id": given or new_message_id(), "from_me": m["from_me"], "text": m["text"],
+            messages.append({"id": new_message_id(), "from_me": m["from_me"], "text": m["text"],
                              "timestamp": _iso_epoch(m.get("timestamp"), f"{where}.timestamp")})
         messages.sort(key=lambda m: m["timestamp"])
         total += len(messages)
@@ -202,6 +200,22 @@ async def _seed_history(request: web.Request) -> web.Response:
     net.history[phone] = chats
     net.save()
     return web.json_response({"phone": phone, "chats": len(chats), "messages": total}, status=201)
+
+
+async def _group_subject(request: web.Request) -> web.Response:
+    """Set (or change) a group's subject, as a member renaming the group does; the group need not
+    have had a message yet. Body {subject}."""
+    net = _net(request)
+    jid = request.match_info["jid"]
+    if not re.fullmatch(r"[\d-]{5,40}@g\.us", jid):
+        raise BadRequest("the group must look like 120363000000000000@g.us")
+    subject = (await _json(request)).get("subject")
+    if not isinstance(subject, str) or not subject.strip():
+        raise BadRequest("subject must be a non-empty string")
+    net.group_subjects[jid] = subject.strip()
+    net.groups.setdefault(jid, [])
+    net.save()
+    return web.json_response({"jid": jid, "subject": net.group_subjects[jid]})
 
 
 async def _phone_read(request: web.Request) -> web.Response:
@@ -381,7 +395,8 @@ def setup_whatsapp_network(
       POST /_sandbox/phones                          {phone, name, lid?, lid_only?, online?}
       GET  /_sandbox/phones
       POST /_sandbox/phones/{phone}/send             {to, kind?, text?, media?, reply_to?, target_id?,
-                                                      emoji?, location?, contact?, group?, id?} → {id}
+                                                      emoji?, location?, contact?, group?, group_subject?,
+                                                      id?} → {id}
       POST /_sandbox/phones/{phone}/read             {ids, kind?: read|played}
       POST /_sandbox/phones/{phone}/online           {online}
       POST /_sandbox/phones/{phone}/call             {to, video?, outcome: missed|rejected|answered} -> {id}
@@ -391,8 +406,9 @@ def setup_whatsapp_network(
       POST /_sandbox/whatsapp/scan                   {qr | session, phone}
       POST /_sandbox/whatsapp/pair-code              {phone, code}
       POST /_sandbox/whatsapp/{phone}/send-from-phone {to, ...same body as a phone's send}
-      POST /_sandbox/whatsapp/{phone}/history        {chats: [{with, messages: [{from_me, text, timestamp, id?}]}]}
+      POST /_sandbox/whatsapp/{phone}/history        {chats: [{with, messages: [{from_me, text, timestamp}]}]}
       POST /_sandbox/whatsapp/{phone}/drop           {kind, ban_seconds?, refuse_connects?}
+      POST /_sandbox/whatsapp/groups/{jid}           {subject}: the group's subject (its name)
       GET  /_sandbox/whatsapp/state
       GET  /_sandbox/whatsapp/media/{handle}
       GET  /_sandbox/whatsapp/ws                     the clients' WebSocket
@@ -416,6 +432,7 @@ def setup_whatsapp_network(
     r.add_post("/_sandbox/whatsapp/{phone}/send-from-phone", _send_from_phone)
     r.add_post("/_sandbox/whatsapp/{phone}/drop", _drop)
     r.add_post("/_sandbox/whatsapp/{phone}/history", _seed_history)
+    r.add_post("/_sandbox/whatsapp/groups/{jid}", _group_subject)
     app.on_shutdown.append(net.shutdown)
 
 

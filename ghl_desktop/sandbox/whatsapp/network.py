@@ -96,6 +96,11 @@ class WhatsAppNetwork(ClientProtocol):
             if not isinstance(group, str) or not re.fullmatch(r"[\d-]{5,40}@g\.us", group):
                 raise BadRequest("group must look like 120363000000000000@g.us")
             message["chat"] = group
+            subject = body.get("group_subject")
+            if subject is not None:
+                if not isinstance(subject, str) or not subject.strip():
+                    raise BadRequest("group_subject must be a non-empty string")
+                self.group_subjects[group] = subject.strip()
             members = self.groups.setdefault(group, [])
             if sender is not None and sender.phone not in members:
                 members.append(sender.phone)

@@ -35,6 +35,7 @@ class NetworkState:
         self.phones: dict[str, SimPhone] = {}
         self.linked: dict[str, LinkedNumber] = {}
         self.groups: dict[str, list[str]] = {}  # group jid -> member phones seen in it
+        self.group_subjects: dict[str, str] = {}  # group jid -> its subject (name), when it has one
         self._live: dict[str, _Conn] = {}  # linked phone -> its current connection
         self._conns: set[_Conn] = set()
         self._qr_index: dict[str, _Conn] = {}
@@ -69,6 +70,7 @@ class NetworkState:
             number = LinkedNumber(**item)
             self.linked[number.phone] = number
         self.groups = {k: list(v) for k, v in data.get("groups", {}).items()}
+        self.group_subjects = {str(k): str(v) for k, v in data.get("group_subjects", {}).items()}
         self.history = {k: list(v) for k, v in data.get("history", {}).items()}
 
     def save(self) -> None:
@@ -81,6 +83,7 @@ class NetworkState:
             "phones": [asdict(p) for p in self.phones.values()],
             "linked": [asdict(n) for n in self.linked.values()],
             "groups": self.groups,
+            "group_subjects": self.group_subjects,
             "history": self.history,
         }
         _atomic_write(self._state_path(), json.dumps(data, ensure_ascii=False).encode("utf-8"))

@@ -9,7 +9,7 @@ server → client: ``qr {code, expires_in}``, ``qr_timeout``, ``paired {jid, pho
 
 client → server: ``ack {qid}`` (after the client stored the event), ``call {req, method, args}`` with
 methods ``send``, ``read``, ``presence``, ``is_on_whatsapp``, ``resolve_lid``, ``pair_phone``,
-``logout``.
+``logout``, ``group_info {jid}`` (→ ``{jid, subject, participants}``; ``not_found`` for an unknown group).
 """
 
 from __future__ import annotations
@@ -266,6 +266,12 @@ class ClientProtocol(NetworkState):
             if phone in self.phones or phone in self.linked:
                 return phone_to_jid(phone)
             return None
+        if method == "group_info":
+            jid = str(args.get("jid") or "")
+            if jid not in self.groups and jid not in self.group_subjects:
+                raise _CallError("not_found", f"unknown group {jid}")
+            return {"jid": jid, "subject": self.group_subjects.get(jid),
+                    "participants": [phone_to_jid(p) for p in self.groups.get(jid, [])]}
         if method == "resolve_lid":
             lid = str(args.get("lid") or "").split("@", 1)[0]
             for p in self.phones.values():

@@ -165,6 +165,8 @@ class BridgeOptions:
     #: calls are declined at once and the caller gets ``reject_call_text`` (Settings.reject_calls)
     reject_calls: bool = False
     reject_call_text: str = "Sorry, we cannot take calls on WhatsApp. Please write us a message."
+    #: a group whose subject could not be learnt is asked again after this long (bridge/groups.py)
+    group_subject_retry_seconds: float = 60.0
 
 
 def part_key(ghl_message_id: str, index: int) -> str:

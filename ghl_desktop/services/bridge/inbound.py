@@ -4,6 +4,7 @@ retry first asks HighLevel whether that ``altId`` exists)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 from ghl_desktop.core.convert import (
@@ -41,15 +42,15 @@ from ghl_desktop.core.whatsapp import (
 from ghl_desktop.services.bridge.common import (
     INBOUND,
     MEDIA_KINDS,
-    BridgeWork,
     extension_for,
     location_blocked,
     megabytes,
 )
-from ghl_desktop.services.jobs import RetryLater
+from ghl_desktop.services.bridge.groups import GroupNames, needs_group_name
+from ghl_desktop.services.jobs import RetryLater, finish_with_completion
 
 
-class InboundWork(BridgeWork):
+class InboundWork(GroupNames):
     async def on_message(self, session: WhatsAppSession, msg: IncomingMessage) -> None:
         """Called by the sessions service for every WhatsApp message, before it is acknowledged."""
         if self._options.ignore_groups and (msg.is_group or is_group_jid(msg.chat)):
@@ -98,7 +99,7 @@ class InboundWork(BridgeWork):
         if reads.blocked:
             raise RetryLater(reads.blocked, delay=60.0, blocked=True)
 
-        contact_id = await self._resolve_contact(location_id, msg, reads.link)
+        contact_id = await self._resolve_contact(location_id, msg, reads.link, session_id)
         if job.attempts > 1:
             # The previous attempt may have posted before the process died: ask HighLevel first.
             existing = await self._ghl.find_message_by_alt_id(location_id, contact_id=contact_id, alt_id=msg.id)
@@ -133,12 +134,16 @@ class InboundWork(BridgeWork):
         except GhlContactNotFound:
             # HighLevel merged or deleted the contact: forget it, resolve again, post once more.
             link = await self._repos.run(self._forget_and_find, location_id, contact_id, msg)
-            contact_id = await self._resolve_contact(location_id, msg, link)
+            contact_id = await self._resolve_contact(location_id, msg, link, session_id)
             posted = await self._ghl.post_message(
                 location_id, contact_id=contact_id, text=text, attachments=attachments,
                 alt_id=msg.id, direction=direction, date=msg.timestamp,
             )
-        self._logged(await messages.update(row.id, ghl_message_id=posted.message_id, status=MessageStatus.SENT))
+        # the job's last write, committed together with its completion (one commit, services/jobs.py)
+        sent = functools.partial(self._repos.sync.messages.update, row.id, ghl_message_id=posted.message_id,
+                                 status=MessageStatus.SENT)
+        if not finish_with_completion(sent, self._logged):
+            self._logged(await messages.update(row.id, ghl_message_id=posted.message_id, status=MessageStatus.SENT))
 
     async def _upload_inbound_media(
         self, session_id: str, location_id: str, contact_id: str, msg: IncomingMessage
@@ -190,14 +195,17 @@ class InboundWork(BridgeWork):
         contacts.forget_ghl_contact(location_id, contact_id)
         return _find_link(contacts, location_id, msg)
 
-    async def _resolve_contact(self, location_id: str, msg: IncomingMessage, link: ContactLink | None) -> str:
+    async def _resolve_contact(self, location_id: str, msg: IncomingMessage, link: ContactLink | None,
+                               session_id: str | None = None) -> str:
         """The HighLevel contact of the chat (``link``: what the contact table holds for it, looked up
         by :func:`_find_link`), created in HighLevel and saved when it is not known yet."""
         contacts = self._repos.contacts
         if msg.is_group or is_group_jid(msg.chat):
             if link and link.ghl_contact_id:
+                if needs_group_name(link):  # named after the group's subject once it is known (groups.py)
+                    await self._name_group(location_id, session_id, link)
                 return link.ghl_contact_id
-            name = f"WhatsApp group {msg.chat.split('@')[0]}"
+            name = await self._group_contact_name(session_id, msg.chat)
             contact_id = await self._ghl.upsert_contact(
                 location_id, phone=None, name=name, tags=[*self._options.contact_tags, self._options.group_tag])
             await contacts.save(ContactLink(location_id=location_id, phone=None, wa_jid=msg.chat,

@@ -5,6 +5,7 @@ WhatsApp to send can be checked without an engine or a logged-in transport."""
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,9 @@ from ghl_desktop.core.convert import phone_from_jid
 from ghl_desktop.core.errors import NotOnWhatsApp, SessionLoggedOut, SessionNotConnected, WhatsAppError
 from ghl_desktop.core.models import MessageKind
 from ghl_desktop.core.whatsapp import MediaInfo, OutgoingMedia, PresenceKind, SendResult
+
+#: how long a group's subject (or its absence) is reused before the engine is asked again
+GROUP_SUBJECT_TTL = 600.0
 
 # --- pure message builders ----------------------------------------------------------------------
 
@@ -93,6 +97,8 @@ class Outbound:
     log: logging.Logger
     status: EngineStatus
     _client: Any
+    #: group jid -> (when asked, its subject or None); made on first use (group_subject)
+    _group_subjects: dict[str, tuple[float, str | None]] | None = None
 
     if TYPE_CHECKING:
         @property
@@ -244,6 +250,27 @@ class Outbound:
             await client.reject_call(to_jid(caller), call_id)
         except Exception as exc:
             raise map_error(exc, "reject call") from exc
+
+    async def group_subject(self, jid: str) -> str | None:
+        """The group's subject from ``get_group_info`` (neonize's async client runs the engine call on
+        a worker thread), cached per group for ``GROUP_SUBJECT_TTL`` seconds (a miss too: a group
+        without a subject is not asked again for every message); None when it cannot be asked."""
+        now = time.monotonic()
+        cache = self._group_subjects
+        if cache is None:
+            cache = self._group_subjects = {}
+        hit = cache.get(jid)
+        if hit is not None and now - hit[0] < GROUP_SUBJECT_TTL:
+            return hit[1]
+        try:
+            client = self._require_logged_in("group info")
+            info = await client.get_group_info(to_jid(jid))
+        except Exception as exc:
+            self.log.info("group info for %s not available: %s", jid, exc)
+            return None
+        subject = str(getattr(getattr(info, "GroupName", None), "Name", "") or "").strip() or None
+        cache[jid] = (now, subject)
+        return subject
 
     async def download(self, media: MediaInfo) -> bytes:
         from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
