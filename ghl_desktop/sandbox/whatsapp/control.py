@@ -192,7 +192,10 @@ async def _seed_history(request: web.Request) -> web.Response:
                 raise BadRequest(f"{where}.from_me must be true or false")
             if not isinstance(m.get("text"), str) or not m["text"]:
                 raise BadRequest(f"{where}.text must be a non-empty string")
-            messages.append({"id": new_message_id(), "from_me": m["from_me"], "text": m["text"],
+            given = m.get("id")  # optional: a message the number also carried live (overlap)
+            if given is not None and (not isinstance(given, str) or not given.strip()):
+                raise BadRequest(f"{where}.id must be a non-empty string when given")
+            messages.append({"id": given or new_message_id(), "from_me": m["from_me"], "text": m["text"],
                              "timestamp": _iso_epoch(m.get("timestamp"), f"{where}.timestamp")})
         messages.sort(key=lambda m: m["timestamp"])
         total += len(messages)
@@ -406,7 +409,7 @@ def setup_whatsapp_network(
       POST /_sandbox/whatsapp/scan                   {qr | session, phone}
       POST /_sandbox/whatsapp/pair-code              {phone, code}
       POST /_sandbox/whatsapp/{phone}/send-from-phone {to, ...same body as a phone's send}
-      POST /_sandbox/whatsapp/{phone}/history        {chats: [{with, messages: [{from_me, text, timestamp}]}]}
+      POST /_sandbox/whatsapp/{phone}/history        {chats: [{with, messages: [{from_me, text, timestamp, id?}]}]}
       POST /_sandbox/whatsapp/{phone}/drop           {kind, ban_seconds?, refuse_connects?}
       POST /_sandbox/whatsapp/groups/{jid}           {subject}: the group's subject (its name)
       GET  /_sandbox/whatsapp/state
