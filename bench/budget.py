@@ -8,8 +8,8 @@ told the documented limit) and three locations connected through the consent pag
 simulated WhatsApp number linked by QR.
 
   drain     ``--backlog`` inbound WhatsApp messages (default 1,000) on each of the 3 locations, sent
-            by 10 customers per location as fast as the simulated network takes them: HighLevel's
-            limit holds them back, so they queue up locally and drain at the limit.
+            by 10 customers per location and stored by the bridge while its job runner is paused (a
+            backlog, as after an outage); the runner resumes and the drain is timed from there.
               budget_use        requests the drain made per window ÷ the limit, averaged over every
                                 full window (aligned at the drain's first request; the last, partial
                                 window — the backlog running out — is left out), lowest location
@@ -60,10 +60,13 @@ class Posts:
 
         self.at: dict[str, float] = {}  # body → when HighLevel's answer came back (perf_counter)
         self.location: dict[str, str] = {}
+        self.stored: set[str] = set()  # bodies the bridge has stored (message + job)
         self._unsubscribe = bus.subscribe(MessageLogged, self._on)
 
     def _on(self, event: Any) -> None:
         m = event.message
+        if m.body:
+            self.stored.add(m.body)
         if m.ghl_message_id and m.body and m.body not in self.at:
             self.at[m.body] = time.perf_counter()
             self.location[m.body] = str(m.location_id)
@@ -166,11 +169,24 @@ async def measure(env: BridgeEnv, args: argparse.Namespace) -> dict[str, Any]:
                     if limiter._wait_seconds(limiter._clock()) > 0:
                         closed[loc] += 1
 
+        # the backlog: every message stored in the local queue while the job runner is paused (as after
+        # an outage), then the runner resumes and the drain is timed from there
+        runner = env.runtime.runner
+        runner.pause()
+        sends_start = time.perf_counter()
+        await asyncio.gather(*(customer_sends(loc, k, p) for loc in locations for k, p in enumerate(customers[loc])))
+        everything = [b for loc in locations for b in bodies[loc]]
+        deadline = time.perf_counter() + 300
+        while any(b not in posts.stored for b in everything):
+            if time.perf_counter() > deadline:
+                raise TimeoutError("the backlog was not stored within 300 s")
+            await asyncio.sleep(0.05)
+        sent_s = time.perf_counter() - sends_start
+        if any(b in posts.at for b in everything):
+            raise RuntimeError("messages reached HighLevel while the runner was paused")
         watcher = asyncio.ensure_future(watch_limiters())
         start = time.perf_counter()
-        await asyncio.gather(*(customer_sends(loc, k, p) for loc in locations for k, p in enumerate(customers[loc])))
-        sent_s = time.perf_counter() - start
-        everything = [b for loc in locations for b in bodies[loc]]
+        runner.resume()
         try:
             await posts.wait(everything, args.backlog * window / LIMIT * 3 + 120)
         finally:
@@ -269,6 +285,7 @@ def main() -> None:
     table([
         ("limit (sandbox, per location)", scale),
         ("backlog", f"{r['backlog_per_location']:,} messages on each of {r['locations']} locations"),
+        ("backlog stored in", f"{r['sends_s']} s (runner paused)"),
         ("drain", f"{r['drain_s']} s ({r['drain_msg_per_min_per_location']:.0f} messages a minute per location)"),
         ("requests per window (lowest)", r["requests_per_window_lowest"]),
         ("requests per message", r["requests_per_message"]),

@@ -110,7 +110,10 @@ def culprits(blocks: list[Any], top: int = 5) -> list[dict[str, Any]]:
     total: dict[str, list[float]] = {}
     for block in blocks:
         frame = block.culprit([root])
+        inner = block.stack[-1] if block.stack else None
         where = frame.where().replace(root, "ghl_desktop") if frame else "(no stack)"
+        if inner is not None and inner != frame:  # the library or Qt call the project's frame was in
+            where += " → " + inner.where().split("site-packages/")[-1].split("/lib/python3")[-1]
         total.setdefault(where, []).append(block.stalled)
     ranked = sorted(total.items(), key=lambda kv: -sum(kv[1]))[:top]
     return [{"where": k, "stalls": len(v), "stalled_s": round(sum(v), 3), "max_ms": round(max(v) * 1000, 1)}
