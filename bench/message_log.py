@@ -4,8 +4,9 @@ For each size (default 1,000 and 1,000,000 stored messages, generated into a rea
 tests/fixtures/message_log.py), the real MessageLogPanel is opened offscreen on the qasync loop:
 
   first_s     panel built → its newest rows painted (a bounded index scan, before all ids are in)
-  open_s      panel built → every id loaded (on a worker thread), applied and painted
-  scroll_s    scroll to the last row, select it and paint it (its page read from the database)
+  open_s      panel built → every id loaded (on the storage executor), applied and painted
+  scroll_s    scroll to the last row, select it and paint it (its page read from the database, off
+              the loop: until the row shows its content, not the placeholder)
   filter_s    search "Maria" (contact name, in SQL) → ids applied
   sort_s      sort by contact (in SQL) → ids applied
   mem_mb      Python memory held after open + scroll (tracemalloc, every thread)
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +45,7 @@ from ghl_desktop.core.events import EventBus  # noqa: E402
 from ghl_desktop.core.message_log import LogColumn, LogSort  # noqa: E402
 from ghl_desktop.services.message_log import MessageLogService  # noqa: E402
 from ghl_desktop.ui.bridge import ServiceBridge  # noqa: E402
+from ghl_desktop.ui.message_log_models import LOADING_CELL  # noqa: E402
 from ghl_desktop.ui.panels.message_log import MessageLogPanel  # noqa: E402
 from ghl_desktop.ui.qloop import QEventLoop  # noqa: E402
 from tests.fixtures.message_log import bulk_messages, seed_directory  # noqa: E402
@@ -65,7 +68,9 @@ def _open(app: QApplication, loop: asyncio.AbstractEventLoop, service: MessageLo
     panel.resize(1280, 720)
     panel.show()
     _paint(app)
-    assert panel.model.rowCount() > 0
+    # the reads run on the storage executor (off the loop): the loop runs until the first rows are in
+    loop.run_until_complete(_until(lambda: panel.model.rowCount() > 0 and _shown(panel, 0)))
+    _paint(app)
     first_s = time.perf_counter() - start
     loop.run_until_complete(panel.wait_idle())
     _paint(app)
@@ -74,9 +79,24 @@ def _open(app: QApplication, loop: asyncio.AbstractEventLoop, service: MessageLo
     start = time.perf_counter()
     panel.view.scrollToBottom()
     panel.view.selectRow(count - 1)
+    _paint(app)  # asks for the last page (a placeholder until it is read)
+    loop.run_until_complete(_until(lambda: _shown(panel, count - 1)))
     _paint(app)
-    assert panel.model.index(count - 1, 0).data()
     return panel, first_s, open_s, time.perf_counter() - start
+
+
+def _shown(panel: MessageLogPanel, row: int) -> bool:
+    """The row's content is painted (not the placeholder of a page not read yet)."""
+    value = panel.model.index(row, 0).data()
+    return bool(value) and value != LOADING_CELL
+
+
+async def _until(ready: Callable[[], bool], limit: float = 300) -> None:
+    deadline = time.perf_counter() + limit
+    while not ready():
+        if time.perf_counter() > deadline:
+            raise TimeoutError("the message log did not show the rows")
+        await asyncio.sleep(0.001)
 
 
 def _close(panel: MessageLogPanel) -> None:
@@ -96,7 +116,7 @@ def measure(app: QApplication, loop: asyncio.AbstractEventLoop, path: Path, coun
         insert_s = time.perf_counter() - start
         bus = EventBus()
         bridge = ServiceBridge(bus)
-        service = MessageLogService(db.message_log, bus=bus)
+        service = MessageLogService(db.message_log, run=db.aio.run, bus=bus)  # as MessageLogService.for_app
 
         panel, first_s, open_s, scroll_s = _open(app, loop, service, bridge, count)
         start = time.perf_counter()
