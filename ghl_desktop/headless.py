@@ -32,6 +32,7 @@ from ghl_desktop.config import Settings, load_settings
 from ghl_desktop.core.errors import ConfigError, GhlDesktopError, SecretStoreError
 from ghl_desktop.core.loop_watch import watch_from_env
 from ghl_desktop.core.models import SessionState, WhatsAppSession
+from ghl_desktop.core.ports import SecretStore
 from ghl_desktop.runtime import BridgeRuntime, RuntimeOptions, neonize_transport_factory, runtime_options_from_env
 from ghl_desktop.sandbox_mode import (
     external_sandbox_settings,
@@ -96,13 +97,13 @@ async def _main(*, sandbox: bool, sandbox_port: int, sandbox_url: str | None = N
         # a worker of a cluster (PostgreSQL) keeps its tokens sealed in the database: the App opens that
         # store (adapters/storage/secrets_db.py), no keyring or vault is needed
         cluster = not sandbox and is_cluster_url(settings.database_url)
-        secrets = None
+        secrets: SecretStore | None = None
         if external and not cluster:  # the tokens `locations connect --sandbox-url` kept (never the real store)
             secrets = await asyncio.to_thread(sandbox_secret_store, settings)
         elif not cluster:
             try:
                 # opened first: a client secret saved in the window's Settings lives there
-                secrets = open_secret_store(settings)
+                secrets = await asyncio.to_thread(open_secret_store, settings)  # keyring: D-Bus, vault: a file
             except SecretStoreError as exc:
                 print(f"headless: {exc}", file=sys.stderr)
                 return 2
@@ -112,13 +113,13 @@ async def _main(*, sandbox: bool, sandbox_port: int, sandbox_url: str | None = N
             pass  # the sandbox's app credentials are in ``settings`` already
         else:
             if secrets is not None:
-                settings = with_stored_client_secret(settings, secrets)
+                settings = await asyncio.to_thread(with_stored_client_secret, settings, secrets)
             if not settings.has_ghl_credentials:
                 print("headless: no HighLevel credentials (GHL_CLIENT_ID / GHL_CLIENT_SECRET); "
                       "use --sandbox to try the app with the built-in sandbox", file=sys.stderr)
                 return 2
         try:
-            app = App(settings, secrets=secrets, console_log=sys.stdout, sandbox=sandbox or bool(external))
+            app = await App.open(settings, secrets=secrets, console_log=sys.stdout, sandbox=sandbox or bool(external))
         except ConfigError as exc:  # a cluster worker without GHL_DESKTOP_SECRET_KEY
             print(f"headless: {exc}", file=sys.stderr)
             return 2
@@ -186,13 +187,13 @@ async def hold_sandbox_webhooks(sandbox_url: str) -> None:
 
 async def ensure_linked(runtime: BridgeRuntime, sandbox_url: str | None, stop: asyncio.Event) -> None:
     """A connected location and a connected WhatsApp number, set up through the real flows if missing."""
-    db = runtime.app.db
-    if not db.locations.list():
+    db = runtime.app.db.aio  # storage calls run on the storage executor, off the loop
+    if not await db.locations.list():
         if sandbox_url is None:
             _say("connect a HighLevel location: waiting for the browser consent")
         await runtime.oauth.connect()
-    location = db.locations.list()[0]
-    sessions = [s for s in runtime.sessions.list_sessions(location.id) if s.state is not SessionState.LOGGED_OUT]
+    location = (await db.locations.list())[0]
+    sessions = [s for s in await db.sessions.list(location.id) if s.state is not SessionState.LOGGED_OUT]
     connected = asyncio.Event()
 
     def on_change(event: SessionChanged) -> None:
@@ -202,7 +203,7 @@ async def ensure_linked(runtime: BridgeRuntime, sandbox_url: str | None, stop: a
     unsubscribe = runtime.app.bus.subscribe(SessionChanged, on_change)
     try:
         if any(runtime.sessions.transport_for(s.id) and s.state is SessionState.CONNECTED
-               for s in runtime.sessions.list_sessions(location.id)):
+               for s in await db.sessions.list(location.id)):
             return
         if not sessions:
             await _link_new_number(runtime, location.id, sandbox_url)
@@ -213,7 +214,7 @@ async def ensure_linked(runtime: BridgeRuntime, sandbox_url: str | None, stop: a
         for task in pending:
             task.cancel()
         if not done:
-            states = ", ".join(f"{s.id[:8]} {s.state.value}" for s in runtime.sessions.list_sessions(location.id))
+            states = ", ".join(f"{s.id[:8]} {s.state.value}" for s in await db.sessions.list(location.id))
             raise TimeoutError(f"no WhatsApp number connected within {READY_TIMEOUT:.0f} s ({states})")
     finally:
         unsubscribe()

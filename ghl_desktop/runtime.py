@@ -194,7 +194,8 @@ class BridgeRuntime:
         self.http = create_http_client(settings)
         versions = parse_version_overrides(settings.api_versions)  # the same overrides for both
         self.tokens = TokenManager(app.secrets, app.db.locations, self.http, settings, version_overrides=versions,
-                                   cluster=getattr(app, "token_cluster", None))  # PostgreSQL: cluster-wide refresh
+                                   cluster=getattr(app, "token_cluster", None),  # PostgreSQL: cluster-wide refresh
+                                   offload=app.db.aio.run)  # SQLite: a refresh's keyring + row writes off the loop
         self.client = GhlClient(settings, self.tokens, self.http, rate=self.options.rate_limits,
                                 options=ClientOptions(version_overrides=versions))
         self.gateway = GhlGateway(self.client)

@@ -203,13 +203,18 @@ class SessionService:
         self._runtimes: dict[str, _Runtime] = {}
         self._pacers: dict[str, PacedSender] = {}
         self._tasks = BackgroundTasks(log, "sessions background task")
+        #: per session: a state change's read-check-write runs under it, so changes stay in the order
+        #: they were asked for and none decides on a state another change is still writing
+        self._locks: dict[str, asyncio.Lock] = {}
 
     # --- reading ------------------------------------------------------------------------------------
 
     def get(self, session_id: str) -> WhatsAppSession | None:
+        """A synchronous read (the widgets' models); code on the loop awaits ``aio.get`` instead."""
         return self.repo.get(session_id)
 
     def list_sessions(self, location_id: str | None = None) -> list[WhatsAppSession]:
+        """A synchronous read (the widgets' models); code on the loop awaits ``aio.list`` instead."""
         return self.repo.list(location_id)
 
     def transport_for(self, session_id: str) -> WhatsAppTransport | None:
@@ -227,9 +232,9 @@ class SessionService:
         """A new unpaired session for a location: QR codes start arriving as :class:`SessionQr`.
         With ``pair_phone`` a pairing code for that number is requested too (:class:`SessionPairCode`)."""
         session_id = uuid.uuid4().hex
-        self.sessions_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.sessions_dir.mkdir, parents=True, exist_ok=True)
         store = self.sessions_dir / f"{session_id}{self.options.store_suffix}"
-        session = self.repo.create(
+        session = await self.aio.create(
             WhatsAppSession(
                 id=session_id,
                 location_id=location_id,
@@ -248,11 +253,11 @@ class SessionService:
         await self._start(rt)
         if pair_phone is not None:
             await self.pair_by_phone(session_id, pair_phone)
-        return self._require(session_id)
+        return await self._require(session_id)
 
     async def pair_by_phone(self, session_id: str, phone: str) -> str:
         """Ask WhatsApp for a pairing code for ``phone`` (the alternative to scanning)."""
-        session = self._require(session_id)
+        session = await self._require(session_id)
         rt = self._runtimes.get(session_id)
         if session.state is not SessionState.WAITING_FOR_SCAN or rt is None or rt.transport is None:
             raise WhatsAppError(f"session is {session.state.value}; press Link again to get a new code")
@@ -261,40 +266,41 @@ class SessionService:
         except TimeoutError as exc:
             raise SessionNotConnected("WhatsApp is not reachable yet; try again in a moment") from exc
         code = await rt.transport.pair_phone(phone)
-        self._set_state(session_id, SessionState.WAITING_FOR_SCAN,
-                        detail=f"Enter the pairing code on the phone {phone} (Linked devices → Link with phone number)")
+        await self._set_state(session_id, SessionState.WAITING_FOR_SCAN,
+                              detail=f"Enter the pairing code on the phone {phone} "
+                                     "(Linked devices → Link with phone number)")
         self.bus.publish(SessionPairCode(session_id, code))
         return code
 
     async def link_again(self, session_id: str) -> None:
         """Start over with a fresh device (after logout, QR timeout, failure): new QR codes."""
-        session = self._require(session_id)
+        session = await self._require(session_id)
         if not can_transition(session.state, SessionState.WAITING_FOR_SCAN):
             raise WhatsAppError(f"cannot link again while {session.state.value}; log out first")
         await self._retire(session_id)
-        self._delete_store(session.store_path)
-        self._set_state(session_id, SessionState.WAITING_FOR_SCAN,
-                        detail="Scan the QR code with WhatsApp on your phone")
-        rt = self._new_runtime(self._require(session_id))
+        await self._delete_store(session.store_path)
+        await self._set_state(session_id, SessionState.WAITING_FOR_SCAN,
+                              detail="Scan the QR code with WhatsApp on your phone")
+        rt = self._new_runtime(await self._require(session_id))
         self._start_qr_timer(rt)
         await self._start(rt)
 
     async def retry(self, session_id: str) -> None:
         """Connect a paired session again after a final state (ban expired, other client gone…)."""
-        session = self._require(session_id)
+        session = await self._require(session_id)
         if session.state in _LIVE:
             return
         if not can_transition(session.state, SessionState.CONNECTING):
             raise WhatsAppError(f"cannot retry from {session.state.value}")
         await self._retire(session_id)
-        self._set_state(session_id, SessionState.CONNECTING, detail="Connecting")
-        await self._start(self._new_runtime(self._require(session_id)))
+        await self._set_state(session_id, SessionState.CONNECTING, detail="Connecting")
+        await self._start(self._new_runtime(await self._require(session_id)))
 
     async def resume_all(self) -> list[WhatsAppSession]:
         """At start-up: reconnect every linked session; unfinished linking becomes FAILED."""
         resumed: list[WhatsAppSession] = []
         now = datetime.now(UTC)
-        for session in self.repo.list():
+        for session in await self.aio.list():
             if session.id in self._runtimes:
                 continue
             if self.may_connect is not None and not self.may_connect(session.id):
@@ -302,12 +308,12 @@ class SessionService:
             ban_over = (session.state is SessionState.TEMPORARILY_BANNED and session.state_until is not None
                         and session.state_until <= now)
             if session.state in _LIVE or ban_over:
-                self._set_state(session.id, SessionState.CONNECTING, detail="Resuming")
-                rt = self._new_runtime(self._require(session.id))
+                await self._set_state(session.id, SessionState.CONNECTING, detail="Resuming")
+                rt = self._new_runtime(await self._require(session.id))
                 await self._start(rt)
-                resumed.append(self._require(session.id))
+                resumed.append(await self._require(session.id))
             elif session.state is SessionState.WAITING_FOR_SCAN:
-                self._set_state(session.id, SessionState.FAILED, detail=LINK_INTERRUPTED)
+                await self._set_state(session.id, SessionState.FAILED, detail=LINK_INTERRUPTED)
         return resumed
 
     async def connect_held(self) -> list[WhatsAppSession]:
@@ -321,11 +327,11 @@ class SessionService:
 
     async def logout(self, session_id: str) -> None:
         """Unlink the number from this app (the phone's Linked devices list loses it)."""
-        session = self._require(session_id)
+        session = await self._require(session_id)
         rt = self._runtimes.get(session_id)
         if session.state is SessionState.WAITING_FOR_SCAN:
             await self._retire(session_id)
-            self._set_state(session_id, SessionState.FAILED, detail="Linking cancelled")
+            await self._set_state(session_id, SessionState.FAILED, detail="Linking cancelled")
             return
         if rt is not None and rt.transport is not None and session.state in _LIVE:
             try:
@@ -333,21 +339,23 @@ class SessionService:
             except (TimeoutError, GhlDesktopError) as exc:
                 log.warning("session %s: logout on WhatsApp failed (%s); forgetting it locally", session_id, exc)
         await self._retire(session_id)
-        self._delete_store(session.store_path)
+        await self._delete_store(session.store_path)
         if can_transition(session.state, SessionState.LOGGED_OUT):
-            self._set_state(session_id, SessionState.LOGGED_OUT, detail="Logged out from this app")
+            await self._set_state(session_id, SessionState.LOGGED_OUT, detail="Logged out from this app")
 
     async def remove(self, session_id: str) -> None:
         """Log out (when possible), delete the engine store and forget the session."""
-        session = self.repo.get(session_id)
+        session = await self.aio.get(session_id)
         if session is None:
             return
         if session.state in _LIVE:
             with contextlib.suppress(GhlDesktopError):
                 await self.logout(session_id)
         await self._retire(session_id)
-        self._delete_store(session.store_path)
-        self.repo.delete(session_id)
+        await self._delete_store(session.store_path)
+        async with self._lock(session_id):  # after any state change still being written
+            await self.aio.delete(session_id)
+        self._locks.pop(session_id, None)
         self._pacers.pop(session_id, None)
         log.info("session %s removed", session_id)
         self.bus.publish(SessionRemoved(session_id))
@@ -373,7 +381,7 @@ class SessionService:
 
     async def send(self, session_id: str, call: Callable[[WhatsAppTransport], Awaitable[T]]) -> T:
         """Run one send on the session's transport in its pacing slot."""
-        session = self._require(session_id)
+        session = await self._require(session_id)
         if session.state is SessionState.LOGGED_OUT:
             raise SessionLoggedOut("this WhatsApp number was logged out; link it again")
         transport = self.transport_for(session_id)
@@ -410,8 +418,8 @@ class SessionService:
 
     # --- internals: runtime -------------------------------------------------------------------------
 
-    def _require(self, session_id: str) -> WhatsAppSession:
-        session = self.repo.get(session_id)
+    async def _require(self, session_id: str) -> WhatsAppSession:
+        session = await self.aio.get(session_id)
         if session is None:
             raise WhatsAppError(f"unknown session {session_id}")
         return session
@@ -448,44 +456,68 @@ class SessionService:
             await rt.transport.start()
         except GhlDesktopError as exc:
             if exc.transient:
-                self._schedule_reconnect(rt, f"could not connect: {exc}")
+                await self._schedule_reconnect(rt, f"could not connect: {exc}")
             else:
-                self._fail(rt, SessionState.FAILED, f"Could not start: {exc}")
+                await self._fail(rt, SessionState.FAILED, f"Could not start: {exc}")
         except Exception as exc:  # an engine error we have no type for: keep trying, visibly
             log.exception("session %s: transport start failed", rt.session_id)
-            self._schedule_reconnect(rt, f"could not connect: {exc}")
+            await self._schedule_reconnect(rt, f"could not connect: {exc}")
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         return self._tasks.spawn(coro)
 
-    def _delete_store(self, store_path: str) -> None:
+    @staticmethod
+    def _unlink_store(store_path: str) -> None:
         base = Path(store_path)
         for path in (base, *(base.with_name(base.name + s) for s in ("-wal", "-shm", "-journal", ".tmp"))):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    def _set_state(self, session_id: str, state: SessionState, *, detail: str | None = None,
-                   state_until: datetime | None = None) -> WhatsAppSession | None:
-        current = self.repo.get(session_id)
-        rt = self._runtimes.get(session_id)
-        if current is None:
-            return None
-        if rt is not None:
-            rt.state = current.state
-        if current.state is not state and not can_transition(current.state, state):
-            log.warning("session %s: transition %s → %s not allowed; ignored", session_id, current.state, state)
-            return current
-        if (current.state, current.detail, current.state_until) == (state, detail, state_until):
-            return current
-        updated = self.repo.set_state(session_id, state, detail, state_until)
-        if rt is not None:
-            rt.state = updated.state
-        log.info("session %s: %s%s", session_id, state.value, f" ({detail})" if detail else "")
-        self.bus.publish(SessionChanged(updated))
-        return updated
+    async def _delete_store(self, store_path: str) -> None:
+        await asyncio.to_thread(self._unlink_store, store_path)  # file system: off the loop
 
-    def _state(self, rt: _Runtime) -> SessionState | None:
-        session = self.repo.get(rt.session_id)
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        lock = self._locks.get(session_id)
+        if lock is None:
+            lock = self._locks[session_id] = asyncio.Lock()
+        return lock
+
+    def _change(self, session_id: str, state: SessionState, detail: str | None,
+                state_until: datetime | None) -> asyncio.Task[WhatsAppSession | None]:
+        """Start a state change now (its place in the session's order is taken at once); it runs to
+        the end even if whoever asked for it is cancelled, so a half-done write never leaves the lock."""
+        return self._spawn(self._apply(session_id, state, detail, state_until))
+
+    async def _apply(self, session_id: str, state: SessionState, detail: str | None,
+                     state_until: datetime | None) -> WhatsAppSession | None:
+        async with self._lock(session_id):
+            current = await self.aio.get(session_id)
+            rt = self._runtimes.get(session_id)
+            if current is None:
+                return None
+            if rt is not None:
+                rt.state = current.state
+            if current.state is not state and not can_transition(current.state, state):
+                log.warning("session %s: transition %s → %s not allowed; ignored", session_id, current.state, state)
+                return current
+            if (current.state, current.detail, current.state_until) == (state, detail, state_until):
+                return current
+            updated = await self.aio.set_state(session_id, state, detail, state_until)
+            if rt is not None:
+                rt.state = updated.state
+            log.info("session %s: %s%s", session_id, state.value, f" ({detail})" if detail else "")
+            self.bus.publish(SessionChanged(updated))
+            return updated
+
+    async def _set_state(self, session_id: str, state: SessionState, *, detail: str | None = None,
+                         state_until: datetime | None = None) -> WhatsAppSession | None:
+        """Store and publish a state change (read, transition check and write on the storage executor,
+        in order with the session's other changes)."""
+        return await asyncio.shield(self._change(session_id, state, detail, state_until))
+
+    async def _state(self, rt: _Runtime) -> SessionState | None:
+        async with self._lock(rt.session_id):  # after the changes already asked for
+            session = await self.aio.get(rt.session_id)
         rt.state = None if session is None else session.state
         return rt.state
 
@@ -495,10 +527,11 @@ class SessionService:
         if transport is not None:
             self._spawn(transport.stop())
 
-    def _fail(self, rt: _Runtime, state: SessionState, detail: str, until: datetime | None = None) -> None:
+    async def _fail(self, rt: _Runtime, state: SessionState, detail: str, until: datetime | None = None) -> None:
         rt.cancel_timers()
-        self._set_state(rt.session_id, state, detail=detail, state_until=until)
+        changed = self._change(rt.session_id, state, detail, until)
         self._stop_transport_later(rt)
+        await asyncio.shield(changed)
 
     def _start_qr_timer(self, rt: _Runtime) -> None:
         async def expire() -> None:
@@ -506,31 +539,35 @@ class SessionService:
             rt.qr_task = None
             if rt.closed or self._runtimes.get(rt.session_id) is not rt:
                 return
-            state = self._state(rt)
+            state = await self._state(rt)
+            if rt.closed:
+                return
             if state is not None and not state.is_final and state is not SessionState.CONNECTED:
                 log.info("session %s: no scan within %.0f s", rt.session_id, self.options.qr_timeout)
-                self._fail(rt, SessionState.FAILED, QR_EXPIRED)
+                await self._fail(rt, SessionState.FAILED, QR_EXPIRED)
 
         if rt.qr_task is None:
             rt.qr_task = self._spawn(expire())
 
-    def _schedule_reconnect(self, rt: _Runtime, reason: str) -> None:
+    async def _schedule_reconnect(self, rt: _Runtime, reason: str) -> None:
         if rt.closed or (rt.reconnect_task is not None and not rt.reconnect_task.done()):
             return
         delay = rt.backoff.next_delay()
         attempt = rt.backoff.attempts
-        self._set_state(rt.session_id, SessionState.RECONNECTING,
-                        detail=f"{reason}; retrying in {delay:.3g} s (attempt {attempt})")
+        changed = self._change(rt.session_id, SessionState.RECONNECTING,
+                               f"{reason}; retrying in {delay:.3g} s (attempt {attempt})", None)
 
         async def redial() -> None:
+            await asyncio.wait({changed})  # stored before the delay starts (not cancelled with this timer)
             await asyncio.sleep(delay)
             rt.reconnect_task = None
-            if rt.closed or self._state(rt) is not SessionState.RECONNECTING:
+            if rt.closed or await self._state(rt) is not SessionState.RECONNECTING or rt.closed:
                 return
             log.info("session %s: reconnect attempt %d", rt.session_id, attempt)
             await self._start(rt)
 
-        rt.reconnect_task = self._spawn(redial())
+        rt.reconnect_task = self._spawn(redial())  # set before any await: a second call schedules nothing
+        await asyncio.shield(changed)
 
     # --- internals: transport events ----------------------------------------------------------------
 
@@ -546,17 +583,17 @@ class SessionService:
             return
         if rt.closed or self._runtimes.get(rt.session_id) is not rt:
             return  # a retired transport's late news
-        state = self._state(rt)
-        if state is None or state.is_final:
-            return  # final states wait for the user (Link again / Retry)
-        self._on_connection_event(rt, state, event)
+        state = await self._state(rt)
+        if rt.closed or state is None or state.is_final:
+            return  # retired meanwhile; final states wait for the user (Link again / Retry)
+        await self._on_connection_event(rt, state, event)
 
-    def _on_connection_event(self, rt: _Runtime, state: SessionState, event: TransportEvent) -> None:
+    async def _on_connection_event(self, rt: _Runtime, state: SessionState, event: TransportEvent) -> None:
         sid = rt.session_id
         if isinstance(event, QrCode):
-            self._set_state(sid, SessionState.WAITING_FOR_SCAN,
-                            detail=self._require(sid).detail if state is SessionState.WAITING_FOR_SCAN
-                            else "Scan the QR code with WhatsApp on your phone")
+            detail = ((await self._require(sid)).detail if state is SessionState.WAITING_FOR_SCAN
+                      else "Scan the QR code with WhatsApp on your phone")
+            await self._set_state(sid, SessionState.WAITING_FOR_SCAN, detail=detail)
             self._start_qr_timer(rt)
             rt.first_qr.set()
             self.bus.publish(SessionQr(sid, event.code, event.expires_in))
@@ -566,9 +603,9 @@ class SessionService:
             if rt.qr_task is not None:
                 rt.qr_task.cancel()
                 rt.qr_task = None
-            updated = self.repo.set_identity(sid, event.phone, event.jid)
+            updated = await self.aio.set_identity(sid, event.phone, event.jid)
             self.bus.publish(SessionChanged(updated))
-            self._set_state(sid, SessionState.CONNECTING, detail="Paired — connecting")
+            await self._set_state(sid, SessionState.CONNECTING, detail="Paired — connecting")
         elif isinstance(event, Connected):
             if rt.qr_task is not None:
                 rt.qr_task.cancel()
@@ -577,52 +614,53 @@ class SessionService:
                 rt.offline_task.cancel()
                 rt.offline_task = None
             rt.backoff.reset()
-            session = self._require(sid)
+            session = await self._require(sid)
             if event.jid and session.jid != event.jid:
-                updated = self.repo.set_identity(sid, session.phone or phone_from_jid(event.jid), event.jid)
+                updated = await self.aio.set_identity(sid, session.phone or phone_from_jid(event.jid), event.jid)
                 self.bus.publish(SessionChanged(updated))
-            self._set_state(sid, SessionState.CONNECTED, detail=None)
+            await self._set_state(sid, SessionState.CONNECTED, detail=None)
         elif isinstance(event, Disconnected):
-            self._schedule_reconnect(rt, f"connection lost ({event.reason})" if event.reason else "connection lost")
+            await self._schedule_reconnect(
+                rt, f"connection lost ({event.reason})" if event.reason else "connection lost")
         elif isinstance(event, ConnectFailed):
             if not event.permanent:
-                self._schedule_reconnect(rt, event.reason)
+                await self._schedule_reconnect(rt, event.reason)
             elif "QR" in event.reason:
-                self._fail(rt, SessionState.FAILED, QR_EXPIRED)
+                await self._fail(rt, SessionState.FAILED, QR_EXPIRED)
             else:
-                self._fail(rt, SessionState.FAILED, f"Could not connect: {event.reason}")
+                await self._fail(rt, SessionState.FAILED, f"Could not connect: {event.reason}")
         elif isinstance(event, LoggedOut):
-            self._fail(rt, SessionState.LOGGED_OUT, "Unlinked on the phone — press Link again")
+            await self._fail(rt, SessionState.LOGGED_OUT, "Unlinked on the phone — press Link again")
         elif isinstance(event, StreamReplaced):
-            self._fail(rt, SessionState.REPLACED,
+            await self._fail(rt, SessionState.REPLACED,
                        "Another WhatsApp client took over this number — press Retry to take it back")
         elif isinstance(event, TemporarilyBanned):
             until = event.expires_at
             when = f" until {until:%Y-%m-%d %H:%M} UTC" if until else ""
-            self._fail(rt, SessionState.TEMPORARILY_BANNED,
+            await self._fail(rt, SessionState.TEMPORARILY_BANNED,
                        f"WhatsApp temporarily banned this number (code {event.code}){when}", until)
         elif isinstance(event, ClientOutdated):
-            self._fail(rt, SessionState.CLIENT_OUTDATED, "WhatsApp refuses this app version — update the app")
+            await self._fail(rt, SessionState.CLIENT_OUTDATED, "WhatsApp refuses this app version — update the app")
         elif isinstance(event, KeepAliveLost):
             if state is SessionState.CONNECTED:
-                self._set_state(sid, SessionState.PHONE_OFFLINE, detail="WhatsApp is not answering keep-alives")
+                await self._set_state(sid, SessionState.PHONE_OFFLINE, detail="WhatsApp is not answering keep-alives")
                 self._start_offline_timer(rt)
         elif isinstance(event, KeepAliveRestored):
             if rt.offline_task is not None:
                 rt.offline_task.cancel()
                 rt.offline_task = None
             if state is SessionState.PHONE_OFFLINE:
-                self._set_state(sid, SessionState.CONNECTED, detail=None)
+                await self._set_state(sid, SessionState.CONNECTED, detail=None)
 
     def _start_offline_timer(self, rt: _Runtime) -> None:
         async def force_reconnect() -> None:
             await asyncio.sleep(self.options.phone_offline_grace)
             rt.offline_task = None
-            if rt.closed or self._state(rt) is not SessionState.PHONE_OFFLINE:
+            if rt.closed or await self._state(rt) is not SessionState.PHONE_OFFLINE or rt.closed:
                 return
             if rt.transport is not None:
                 await rt.transport.stop()
-            self._schedule_reconnect(rt, "keep-alives lost for too long")
+            await self._schedule_reconnect(rt, "keep-alives lost for too long")
 
         if rt.offline_task is None:
             rt.offline_task = self._spawn(force_reconnect())

@@ -25,6 +25,7 @@ ones finish (drain), and joins the threads, so quitting leaves no thread behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
@@ -62,8 +63,9 @@ def workers_for(dialect: str) -> int:
     return 1 if dialect == "sqlite" else POSTGRES_WORKERS
 
 
-def _nothing() -> None:
-    return None
+def _started(ready: threading.Barrier) -> None:
+    with contextlib.suppress(threading.BrokenBarrierError):
+        ready.wait(timeout=10)
 
 
 class StorageExecutor:
@@ -77,9 +79,13 @@ class StorageExecutor:
         self._lock = threading.Lock()
         self._closed = False
         self._threads: set[int] = set()
-        # start a worker now: the pool starts its threads lazily, and a thread start on a busy machine
-        # takes tens of ms, which would otherwise land on the loop inside the first awaited call
-        self._pool.submit(self._call, _nothing, (), {})
+        # start every worker now: the pool starts its threads lazily (one per submit that finds no idle
+        # thread), and a thread start on a busy machine takes tens of ms, which would otherwise land on
+        # the loop inside an awaited call. The barrier keeps each started worker busy until all exist,
+        # so each submit starts a new one (a pool of one passes it at once).
+        ready = threading.Barrier(self.workers)
+        for _ in range(self.workers):
+            self._pool.submit(self._call, _started, (ready,), {})
 
     @property
     def closed(self) -> bool:
