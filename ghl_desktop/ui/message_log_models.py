@@ -117,7 +117,7 @@ def _failure_color() -> QColor:
 
 def status_text(row: LogRow) -> str:
     label = STATUS_LABELS.get(row.status, str(row.status))
-    if row.status is MessageStatus.FAILED and row.error:
+    if row.error:  # a failure's reason, or a note: "waiting: +1… is disconnected", "sent from … instead"
         return f"{label}: {row.error}"
     return label
 
@@ -242,8 +242,8 @@ class MessageLogModel(QAbstractTableModel):
             return row.kind.value
         if column is LogColumn.STATUS:
             return STATUS_LABELS.get(row.status, str(row.status))
-        if row.status is MessageStatus.FAILED and row.error:
-            # the reason is part of the row, not only a tooltip
+        if row.error:
+            # the reason (or a waiting / routing note) is part of the row, not only a tooltip
             return f"{row.error} — {row.text}" if row.text else row.error
         return row.text
 

@@ -68,3 +68,20 @@ async def test_the_dialog_shows_and_saves_the_settings(app: App, qtbot: Any) -> 
 async def _drain(tasks: Tasks) -> None:
     while tasks._tasks:  # the dialog's save task (Tasks keeps each until done)
         await asyncio.gather(*list(tasks._tasks))
+
+
+def test_the_message_log_row_shows_a_waiting_reply_s_reason_and_its_number() -> None:
+    from datetime import UTC, datetime
+
+    from ghl_desktop.core.message_log import LogColumn, LogRow
+    from ghl_desktop.core.models import Direction, MessageKind, MessageStatus
+    from ghl_desktop.ui.message_log_models import MessageLogModel, status_text
+
+    row = LogRow(id=1, time=datetime(2026, 12, 4, 20, 0, tzinfo=UTC), direction=Direction.OUTBOUND,
+                 kind=MessageKind.TEXT, status=MessageStatus.PENDING, location_id="loc1",
+                 chat_jid="4915112340001@s.whatsapp.net", session_id="s1", number="+15550100001",
+                 text="Sent while number one is down", error="waiting: +15550100001 is disconnected")
+    assert MessageLogModel._display(row, LogColumn.NUMBER) == "+15550100001"
+    assert MessageLogModel._display(row, LogColumn.TEXT) == (
+        "waiting: +15550100001 is disconnected — Sent while number one is down")
+    assert status_text(row).endswith(": waiting: +15550100001 is disconnected")
