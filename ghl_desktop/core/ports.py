@@ -15,7 +15,7 @@ when it returns (stored before acknowledged, as before).
 from __future__ import annotations
 
 from array import array
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -136,10 +136,12 @@ class JobQueue(Protocol):
 
     def complete_and_lease(self, done: Sequence[int], owner: str, *, now: datetime, lease_seconds: float,
                            limit: int = 10, kinds: Sequence[str] | None = None,
-                           routes: Sequence[str] | None = None) -> list[Job]:
+                           routes: Sequence[str] | None = None,
+                           finish: Mapping[int, Callable[[], object]] | None = None) -> list[Job]:
         """``complete_many(done)`` and ``lease(limit=..., kinds=..., routes=...)`` in ONE transaction (one
         commit): a finished job's successor on its ``ordering_key`` is eligible in the same call. ``limit``
-        0: complete only."""
+        0: complete only. ``finish``: per job, its handler's last write (blocking, over this database's
+        repositories), run first in the same transaction; a job whose write raises is not completed."""
         ...
 
     def retry_later(self, job_id: int, owner: str, *, error: str, run_at: datetime) -> None: ...
@@ -299,7 +301,8 @@ class AsyncJobQueue(Protocol):
     async def complete_many(self, job_ids: Sequence[int], owner: str) -> int: ...
     async def complete_and_lease(self, done: Sequence[int], owner: str, *, now: datetime, lease_seconds: float,
                                  limit: int = 10, kinds: Sequence[str] | None = None,
-                                 routes: Sequence[str] | None = None) -> list[Job]: ...
+                                 routes: Sequence[str] | None = None,
+                                 finish: Mapping[int, Callable[[], object]] | None = None) -> list[Job]: ...
     async def retry_later(self, job_id: int, owner: str, *, error: str, run_at: datetime) -> None: ...
     async def dead_letter(self, job_id: int, owner: str, *, error: str) -> None: ...
     async def requeue_dead(self, job_id: int) -> bool: ...

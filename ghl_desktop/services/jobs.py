@@ -11,17 +11,20 @@ the next one, and that one write completes them all AND leases due jobs for the 
 (``complete_and_lease``: one transaction). A chat's next message is leased in the same commit that
 completes the previous one, so the runner does not pay a lease round trip per finished job. A job
 counts as done only once that write committed; a crash before it runs the job again (at-least-once,
-handlers are idempotent), and per-``ordering_key`` order is the queue's, unchanged.
+handlers are idempotent), and per-``ordering_key`` order is the queue's, unchanged. A handler may hand
+its last write to that transaction (:func:`finish_with_completion`): one commit for both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from ghl_desktop.core.backoff import backoff_delay as core_backoff_delay
 from ghl_desktop.core.errors import GhlDesktopError, GhlRateLimited, StorageBusy
@@ -33,6 +36,50 @@ from ghl_desktop.services.events import RunnerProblem
 log = logging.getLogger("ghl.jobs")
 
 JobHandler = Callable[[Job], Awaitable[None]]
+
+#: the last writes the running job's handler handed to its completion (set per job task by the runner)
+_last_writes: contextvars.ContextVar[list[tuple[Callable[[], object], Callable[[Any], None] | None]] | None] = (
+    contextvars.ContextVar("ghl_job_last_writes", default=None))
+
+
+def finish_with_completion(write: Callable[[], object], then: Callable[[Any], None] | None = None) -> bool:
+    """For a handler's LAST step: run ``write`` (a blocking function over the repositories of the queue's
+    database) in the transaction that completes the job, so the job's result and its completion are one
+    commit; ``then(result)`` runs on the loop once it committed. Nothing may come after it in the handler
+    (a handler that raises afterwards has it discarded). False when the handler does not run under a
+    :class:`JobRunner` (a direct call): then the caller writes itself."""
+    pending = _last_writes.get()
+    if pending is None:
+        return False
+    pending.append((write, then))
+    return True
+
+
+class _LastWrites:
+    """A job's handed-over last writes: run together on the storage thread, results kept for ``then``."""
+
+    def __init__(self, items: list[tuple[Callable[[], object], Callable[[Any], None] | None]]) -> None:
+        self.items = list(items)
+        self.results: list[object] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        self.results, self.error = [], None
+        try:
+            for write, _then in self.items:
+                self.results.append(write())
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def deliver(self, job: Job) -> None:
+        for (_write, then), result in zip(self.items, self.results, strict=True):
+            if then is None:
+                continue
+            try:
+                then(result)
+            except Exception:
+                log.exception("job %s (%s): the after-commit step of its last write failed", job.id, job.kind)
 
 
 class RetryLater(Exception):
@@ -125,7 +172,7 @@ class JobRunner:
         self._in_flight: set[int] = set()
         self._paused = False
         #: finished jobs waiting for the next completion write, and the task doing that write
-        self._finished: list[tuple[Job, asyncio.Future[bool]]] = []
+        self._finished: list[tuple[Job, _LastWrites | None, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
         #: slots promised to a lease in flight (a tick's lease and a flush's lease may overlap)
         self._reserved = 0
@@ -254,7 +301,10 @@ class JobRunner:
             if job.id in self._in_flight:
                 continue
             self._in_flight.add(job.id)
-            task = asyncio.get_running_loop().create_task(self._run(job), name=f"job-{job.id}-{job.kind}")
+            context = contextvars.copy_context()
+            context.run(_last_writes.set, [])  # this job's own list (finish_with_completion)
+            task = asyncio.get_running_loop().create_task(self._run(job), name=f"job-{job.id}-{job.kind}",
+                                                          context=context)
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
@@ -283,8 +333,16 @@ class JobRunner:
             except asyncio.CancelledError:
                 await self._release(job)
                 raise
-            if action == "complete" and await self._complete(job):
-                return
+            handed = _last_writes.get()
+            last = _LastWrites(handed) if handed else None
+            if action == "complete":
+                if await self._complete(job, last):
+                    return
+                if last is not None:
+                    write = self._complete_alone(job, last)
+            elif last is not None:
+                log.warning("job %s (%s): its handler failed after handing over its last write; not written",
+                            job.id, job.kind)
             await self._record(job, action, write)
         finally:
             heartbeat.cancel()
@@ -338,11 +396,23 @@ class JobRunner:
             return "dead-letter", lambda: self._queue.dead_letter(job.id, self._owner, error=reason)
         return "complete", lambda: self._queue.complete(job.id, self._owner)
 
-    async def _complete(self, job: Job) -> bool:
-        """Have ``job`` completed by the next batched write; True once it committed, False when that
-        write failed (the caller then records it alone, with the bookkeeping retries)."""
+    def _complete_alone(self, job: Job, last: _LastWrites) -> Callable[[], Awaitable[object]]:
+        """The bookkeeping write of a job whose batch failed: its last writes and its completion, alone."""
+        async def write() -> None:
+            await self._queue.complete_and_lease([job.id], self._owner, now=utcnow(),
+                                                 lease_seconds=self._options.lease_seconds, limit=0,
+                                                 finish={job.id: last.run})
+            if last.error is not None:
+                raise last.error
+            last.deliver(job)
+        return write
+
+    async def _complete(self, job: Job, last: _LastWrites | None = None) -> bool:
+        """Have ``job`` completed by the next batched write (with its handler's ``last`` writes); True
+        once it committed, False when that write failed (the caller then records it alone, with the
+        bookkeeping retries)."""
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._finished.append((job, done))
+        self._finished.append((job, last, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush(), name="job-completions")
         return await asyncio.shield(done)
@@ -358,9 +428,11 @@ class JobRunner:
                 if free and self._gate is not None and not await self._gate():
                     self._reserved -= free
                     free = 0
+                finish = {job.id: last.run for job, last, _ in batch if last is not None}
+                extra: dict[str, Any] = {"finish": finish} if finish else {}
                 jobs = await self._queue.complete_and_lease(
-                    [job.id for job, _ in batch], self._owner, now=utcnow(),
-                    lease_seconds=self._options.lease_seconds, limit=free, kinds=list(self._handlers))
+                    [job.id for job, _, _ in batch], self._owner, now=utcnow(),
+                    lease_seconds=self._options.lease_seconds, limit=free, kinds=list(self._handlers), **extra)
             except Exception as exc:
                 log.info("completing %d job(s) together failed (%s); recording them one by one", len(batch), exc)
                 jobs, ok = [], False
@@ -368,9 +440,12 @@ class JobRunner:
                 ok = True
             finally:
                 self._reserved -= free
-            for _job, done in batch:
+            for job, last, done in batch:
+                written = ok and (last is None or last.error is None)
+                if written and last is not None:
+                    last.deliver(job)
                 if not done.done():
-                    done.set_result(ok)
+                    done.set_result(written)
             self._start(jobs)
             if jobs:
                 self._wake.set()

@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
@@ -317,11 +317,16 @@ class RoutedQueue:
         return n + (int(await self._queue.complete_many(plain, owner)) if plain else 0)
 
     async def complete_and_lease(self, done: Sequence[int], owner: str, *, now: datetime, lease_seconds: float,
-                                 limit: int = 10, kinds: Sequence[str] | None = None) -> list[Job]:
+                                 limit: int = 10, kinds: Sequence[str] | None = None,
+                                 finish: Mapping[int, Callable[[], object]] | None = None) -> list[Job]:
+        finish = dict(finish or {})
+        for job_id in done:  # a fenced job's last write goes first, on its own (then its fenced completion)
+            if job_id in finish and (job_id in self._routes or job_id in self._own.used):
+                await self._own.run(finish.pop(job_id))
         plain, _n = await self._split(done, owner)
         return self._remember(await self._queue.complete_and_lease(
             plain, owner, now=now, lease_seconds=lease_seconds, limit=limit, kinds=kinds,
-            routes=self._own.held_ids()))
+            routes=self._own.held_ids(), **({"finish": finish} if finish else {})))
 
     def _forget(self, job_id: int) -> None:
         self._routes.pop(job_id, None)

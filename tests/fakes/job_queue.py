@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -118,8 +118,18 @@ class MemoryJobQueue:
 
     def complete_and_lease(self, done: Sequence[int], owner: str, *, now: datetime, lease_seconds: float,
                            limit: int = 10, kinds: Sequence[str] | None = None,
-                           routes: Sequence[str] | None = None) -> list[Job]:
-        self.complete_many(done, owner)
+                           routes: Sequence[str] | None = None,
+                           finish: Mapping[int, Callable[[], object]] | None = None) -> list[Job]:
+        finished = []
+        for job_id in done:
+            write = (finish or {}).get(job_id)
+            try:
+                if write is not None:
+                    write()
+            except Exception:
+                continue
+            finished.append(job_id)
+        self.complete_many(finished, owner)
         return self.lease(owner, now=now, lease_seconds=lease_seconds, limit=limit, kinds=kinds)
 
     def retry_later(self, job_id: int, owner: str, *, error: str, run_at: datetime) -> None:

@@ -14,7 +14,7 @@ from ghl_desktop.adapters.storage import Database
 from ghl_desktop.core.errors import StorageBusy
 from ghl_desktop.core.models import Job, JobState, NewJob
 from ghl_desktop.core.ports import AsyncJobQueue
-from ghl_desktop.services.jobs import JobRunner, RunnerOptions
+from ghl_desktop.services.jobs import JobRunner, RunnerOptions, finish_with_completion
 
 FAST = RunnerOptions(concurrency=4, lease_seconds=5, poll_interval=0.01, max_attempts=3,
                      backoff_base=0.001, backoff_cap=0.005)
@@ -34,14 +34,15 @@ class SlowBatches:
         return getattr(self._queue, name)
 
     async def complete_and_lease(self, done: Sequence[int], owner: str, *, now: datetime, lease_seconds: float,
-                                 limit: int = 10, kinds: Sequence[str] | None = None) -> list[Job]:
+                                 limit: int = 10, kinds: Sequence[str] | None = None,
+                                 **more: Any) -> list[Job]:
         self.batches.append(len(done))
         await asyncio.sleep(self.delay)
         if self.fail:
             self.fail -= 1
             raise StorageBusy("database is locked")
         return await self._queue.complete_and_lease(done, owner, now=now, lease_seconds=lease_seconds,
-                                                    limit=limit, kinds=kinds)
+                                                    limit=limit, kinds=kinds, **more)
 
 
 @pytest.mark.asyncio
@@ -101,3 +102,33 @@ async def test_stop_waits_for_the_completion_write_in_flight(db: Database) -> No
     await asyncio.wait_for(done.wait(), 10)
     await runner.stop(grace=0.0)  # the job's task is cancelled at once; its completion write still lands
     assert db.jobs.get(job_id).state is JobState.DONE  # type: ignore[union-attr]
+
+
+@pytest.mark.asyncio
+async def test_a_handlers_last_write_is_committed_with_the_completion(db: Database) -> None:
+    after: list[int] = []
+    attempts = {"n": 0}
+
+    def write(job_id: int) -> int:
+        attempts["n"] += 1
+        if job_id == flaky and attempts["n"] == 1:
+            raise StorageBusy("database is locked")  # refused once: that job is then completed on its own
+        return db.jobs.enqueue(NewJob(kind="note", payload={"of": job_id}, dedupe_key=f"note-{job_id}"))[0]
+
+    async def handler(job: Job) -> None:
+        assert finish_with_completion(lambda: write(job.id), after.append)
+
+    flaky = db.jobs.enqueue(NewJob(kind="k", payload={}, ordering_key="x"))[0]
+    other = db.jobs.enqueue(NewJob(kind="k", payload={}, ordering_key="x"))[0]
+    queue = SlowBatches(db.aio.jobs, delay=0.0)
+    async def noted(job: Job) -> None:
+        pass
+
+    await JobRunner(queue, {"k": handler, "note": noted}, FAST).run_until_idle(10)  # type: ignore[arg-type]
+    assert db.jobs.get(flaky).state is JobState.DONE and db.jobs.get(other).state is JobState.DONE  # type: ignore[union-attr]
+    notes = {j.payload["of"]: j.id for j in db.jobs.list() if j.kind == "note"}
+    assert set(notes) == {flaky, other}
+    assert sorted(after) == sorted(notes.values())  # ``then`` saw each write's result, once, after its commit
+    assert attempts["n"] == 3
+    # outside a runner there is nothing to hand over to
+    assert not finish_with_completion(lambda: None)

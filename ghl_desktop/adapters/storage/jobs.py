@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Integer, bindparam, case, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Integer, Table, bindparam, case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -39,7 +39,7 @@ from ghl_desktop.core.models import WAITING_PREFIX, Job, JobState, NewJob, utcno
 log = logging.getLogger("ghl.storage.jobs")
 
 _UNFINISHED = (JobState.PENDING.value, JobState.RUNNING.value)
-_JOBS = JobRow.__table__
+_JOBS = cast(Table, JobRow.__table__)
 _DEDUPE = select(_JOBS.c.id).where(_JOBS.c.dedupe_key == bindparam("dedupe"))
 _INSERT = insert(_JOBS).returning(_JOBS.c.id)
 
@@ -62,6 +62,19 @@ def _job(row: Any) -> Job:
         updated_at=row.updated_at,
         route=row.route,
     )
+
+
+def _finished(s: Session, job_id: int, write: Callable[[], object] | None) -> bool:
+    """Run a job's last write in a savepoint of the completing transaction; False if it raised."""
+    if write is None:
+        return True
+    try:
+        with s.begin_nested():
+            write()
+    except Exception as exc:  # the caller learns it from its write (the runner records that job alone)
+        log.info("job %s: its last write failed (%s); not completed with the batch", job_id, exc)
+        return False
+    return True
 
 
 def _check_payload(payload: dict[str, Any]) -> None:
@@ -130,10 +143,15 @@ class SqlJobQueue:
 
     def complete_and_lease(self, done: Sequence[int], owner: str, *, now: datetime, lease_seconds: float,
                            limit: int = 10, kinds: Sequence[str] | None = None,
-                           routes: Sequence[str] | None = None) -> list[Job]:
+                           routes: Sequence[str] | None = None,
+                           finish: Mapping[int, Callable[[], object]] | None = None) -> list[Job]:
         """Complete ``done`` (as :meth:`complete_many`) and lease up to ``limit`` due jobs, in ONE
         transaction: the job runner's bookkeeping for a batch of finished jobs and the slots they free
-        is one commit. A finished job's successor on its ``ordering_key`` can be leased right away."""
+        is one commit. A finished job's successor on its ``ordering_key`` can be leased right away.
+
+        ``finish``: per job of ``done``, its handler's last write (a blocking function using the
+        repositories of this database), run first inside the same transaction, each in a savepoint: a
+        job whose write raises is not completed (its write rolled back), the others are."""
         if not owner:
             raise ValueError("lease owner must be a non-empty string")
         if lease_seconds <= 0:
@@ -143,8 +161,10 @@ class SqlJobQueue:
         if limit <= 0 and not done:
             return []
         until = now + timedelta(seconds=lease_seconds)
-        with self._tx.write() as s:
+        with self._tx.together() if finish else self._tx.write() as s:
             conn = s.connection()
+            if finish:
+                done = [job_id for job_id in done if _finished(s, job_id, finish.get(job_id))]
             if done:
                 self._complete_in(conn, done, owner)
             if limit <= 0:
@@ -323,7 +343,7 @@ class _Statements:
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
         self._lease: dict[tuple[bool, bool], Any] = {}
-        ids = bindparam("ids", expanding=True)
+        ids: Any = bindparam("ids", expanding=True)
         self.take = (
             update(_JOBS)
             .where(_JOBS.c.id.in_(ids))

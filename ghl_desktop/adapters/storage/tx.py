@@ -8,6 +8,7 @@ transaction was rolled back); anything else as ``StorageError``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -38,10 +39,16 @@ class Transactions:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._joined = threading.local()
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """A write transaction (SQLite: ``BEGIN IMMEDIATE``, so it holds the write lock from the start)."""
+        """A write transaction (SQLite: ``BEGIN IMMEDIATE``, so it holds the write lock from the start).
+        Inside :meth:`together` on this thread: that transaction (it commits or rolls back everything)."""
+        joined: Session | None = getattr(self._joined, "session", None)
+        if joined is not None:
+            yield joined
+            return
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(**{WRITE_OPTION: True})
@@ -53,6 +60,17 @@ class Transactions:
             if is_busy(exc):
                 raise StorageBusy(f"Database busy, will retry: {_first_line(exc)}", detail=str(exc)) from exc
             raise StorageError(f"Database write failed: {_first_line(exc)}", detail=str(exc)) from exc
+
+    @contextmanager
+    def together(self) -> Iterator[Session]:
+        """ONE write transaction that every :meth:`write` on this thread inside the block joins: several
+        repositories' writes, one commit (the job runner completes a job with its handler's last write)."""
+        with self.write() as session:
+            self._joined.session = session
+            try:
+                yield session
+            finally:
+                self._joined.session = None
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -4,6 +4,7 @@ retry first asks HighLevel whether that ``altId`` exists)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 from ghl_desktop.core.convert import (
@@ -46,7 +47,7 @@ from ghl_desktop.services.bridge.common import (
     megabytes,
 )
 from ghl_desktop.services.bridge.groups import GroupNames, needs_group_name
-from ghl_desktop.services.jobs import RetryLater
+from ghl_desktop.services.jobs import RetryLater, finish_with_completion
 
 
 class InboundWork(GroupNames):
@@ -138,7 +139,11 @@ class InboundWork(GroupNames):
                 location_id, contact_id=contact_id, text=text, attachments=attachments,
                 alt_id=msg.id, direction=direction, date=msg.timestamp,
             )
-        self._logged(await messages.update(row.id, ghl_message_id=posted.message_id, status=MessageStatus.SENT))
+        # the job's last write, committed together with its completion (one commit, services/jobs.py)
+        sent = functools.partial(self._repos.sync.messages.update, row.id, ghl_message_id=posted.message_id,
+                                 status=MessageStatus.SENT)
+        if not finish_with_completion(sent, self._logged):
+            self._logged(await messages.update(row.id, ghl_message_id=posted.message_id, status=MessageStatus.SENT))
 
     async def _upload_inbound_media(
         self, session_id: str, location_id: str, contact_id: str, msg: IncomingMessage

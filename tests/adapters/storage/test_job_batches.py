@@ -98,3 +98,40 @@ def test_a_failed_complete_and_lease_changes_nothing(sqlite_url: str) -> None:
         assert state(db, a1) is JobState.RUNNING and db.jobs.count("done") == 0
     finally:
         db.close()
+
+
+def test_a_jobs_last_write_commits_with_its_completion(store: Database) -> None:
+    a = enqueue(store, "a")
+    b = enqueue(store, "b")
+    store.jobs.lease("w1", now=T0, lease_seconds=LEASE, limit=2)
+
+    def good() -> object:  # any repository write of this database joins the completing transaction
+        return store.jobs.enqueue(NewJob(kind="follow-up", payload={"of": "a"}, dedupe_key="after-a"))
+
+    def bad() -> object:
+        store.jobs.enqueue(NewJob(kind="follow-up", payload={"of": "b"}, dedupe_key="after-b"))
+        raise RuntimeError("the message vanished")
+
+    got = store.jobs.complete_and_lease([a, b], "w1", now=T0 + timedelta(seconds=1), lease_seconds=LEASE,
+                                        limit=0, finish={a: good, b: bad})
+    assert got == []
+    assert state(store, a) is JobState.DONE  # with its write
+    assert [j.payload for j in store.jobs.list("pending")] == [{"of": "a"}]
+    assert state(store, b) is JobState.RUNNING  # not completed, and its write rolled back (savepoint)
+    # alone again (the runner's fallback), now succeeding
+    store.jobs.complete_and_lease([b], "w1", now=T0 + timedelta(seconds=2), lease_seconds=LEASE, limit=0,
+                                  finish={b: lambda: store.jobs.enqueue(NewJob(kind="f", payload={"of": "b"}))})
+    assert state(store, b) is JobState.DONE and store.jobs.count("pending") == 2
+
+
+def test_a_last_write_is_undone_when_the_completing_transaction_fails(sqlite_url: str) -> None:
+    db = open_database(sqlite_url)
+    try:
+        a1 = enqueue(db, "a1", ordering_key="A")
+        db.jobs.lease("w1", now=T0, lease_seconds=LEASE)
+        with pytest.raises(StorageError, match="naive datetime"):
+            db.jobs.complete_and_lease([a1], "w1", now=T0.replace(tzinfo=None), lease_seconds=LEASE, limit=1,
+                                       finish={a1: lambda: db.jobs.enqueue(NewJob(kind="f", payload={}))})
+        assert state(db, a1) is JobState.RUNNING and db.jobs.count() == 1  # neither completion nor write
+    finally:
+        db.close()
