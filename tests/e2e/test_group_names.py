@@ -28,7 +28,7 @@ async def group_contact(env: Env, text: str) -> dict[str, Any]:
         message = next((m for m in state["messages"] if str(m.get("body", "")).endswith(f": {text}")), None)
         if message is None:
             return None
-        return next(c for c in state["contacts"] if c["id"] == message["contactId"])
+        return dict(next(c for c in state["contacts"] if c["id"] == message["contactId"]))
 
     return dict(await eventually(landed, 30))
 
