@@ -62,6 +62,14 @@ def select_history(sync: HistorySync, days: int, now: datetime, *,
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryChanged:
+    """A number's history import moved on (stored, imported, cancelled, its days changed): published on
+    the event bus by services/bridge/history.py; the window re-reads the progress."""
+
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryProgress:
     """One number's history import, as the window shows it: ``imported`` of ``total`` in HighLevel."""
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ghl_desktop.core.errors import GhlDesktopError
+from ghl_desktop.core.history import HistoryProgress
 from ghl_desktop.core.models import Location, LocationState, SessionState, WhatsAppSession
 from ghl_desktop.core.routing import NumberRouting
 from ghl_desktop.services.health import HealthLevel, HealthMonitor, HealthSnapshot
@@ -259,6 +260,33 @@ class Cockpit:
         return await self.app.db.aio.routing.set_fallback(location_id, fallback)
 
     # -- end of several numbers per location ------------------------------------------------------------
+
+
+    # -- history on link (issue 15; helper `history`) ------------------------------------------------------
+    # The chats WhatsApp offers when a number is linked are imported into HighLevel as far back as the
+    # number's history days (its own value, else the setting ``history_days``; 0: off). Progress and
+    # Cancel go through the running bridge (services/bridge/history.py).
+
+    @property
+    def history_days_setting(self) -> int:
+        """The app-wide ``history_days`` (a number without its own value follows it; 0: off)."""
+        return int(self.app.settings.history_days)
+
+    async def history_progress(self, session_id: str | None = None) -> list[HistoryProgress]:
+        """Imported / total per number that has an import or days of its own ([] without a bridge)."""
+        if self.runtime is None or self.app.closed:
+            return []
+        return await self.runtime.history.progress([session_id] if session_id else None)
+
+    async def set_history_days(self, session_id: str, days: int | None) -> None:
+        """The number's own history days (0..90; 0: no import for it; None: follow the setting)."""
+        await self._require().history.set_days(session_id, days)
+
+    async def cancel_history(self, session_id: str) -> int:
+        """Stop the number's import; returns how many waiting messages will not be imported."""
+        return await self._require().history.cancel(session_id)
+
+    # -- end of history on link -------------------------------------------------------------------------
 
 
 __all__ = [

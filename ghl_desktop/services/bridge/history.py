@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ghl_desktop.core.convert import incoming_to_payload
 from ghl_desktop.core.events import EventBus
-from ghl_desktop.core.history import CANCELLED, HistoryProgress, check_history_days, select_history
+from ghl_desktop.core.history import CANCELLED, HistoryChanged, HistoryProgress, check_history_days, select_history
 from ghl_desktop.core.jobs import InboundPayload
 from ghl_desktop.core.models import Direction, Job, Message, MessageStatus, NewJob, WhatsAppSession, utcnow
 from ghl_desktop.core.whatsapp import HistorySync, IncomingMessage
@@ -47,13 +46,6 @@ JobHandler = Callable[[Job], Awaitable[None]]
 
 def ordering_prefix(session_id: str) -> str:
     return f"history:{session_id}:"
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryChanged:
-    """A number's history import moved on (stored, imported, cancelled, its days changed)."""
-
-    session_id: str
 
 
 class HistoryStore(Protocol):

@@ -18,6 +18,8 @@ from ghl_desktop.services.health import HealthAction, HealthSnapshot
 from ghl_desktop.ui.bridge import ServiceBridge
 from ghl_desktop.ui.models import SessionsModel, health_maps
 from ghl_desktop.ui.panels.base import Confirm, Tasks, panel_frame
+from ghl_desktop.ui.panels.history import ACTION as HISTORY_ACTION
+from ghl_desktop.ui.panels.history import HistoryStrip, open_history, phone_in
 from ghl_desktop.ui.panels.number_routing import ACTION as ROUTING_ACTION
 from ghl_desktop.ui.panels.number_routing import open_number_routing, several_numbers
 from ghl_desktop.ui.widgets import ActionTable, EmptyStateView, RowAction, StatusLabel
@@ -59,6 +61,8 @@ class NumbersPanel(QWidget):
         self.empty = EmptyStateView(
             self.view, "No WhatsApp numbers linked yet — link one to a location to start bridging.")
         layout.addWidget(self.empty)
+        self.history = HistoryStrip(cockpit, bridge, tasks, lambda sid: phone_in(self.model, sid), self)  # issue 15
+        layout.addWidget(self.history)
         self.status = StatusLabel("numbersStatus")
         self.status.setAccessibleName("Numbers status")
         layout.addWidget(self.status)
@@ -115,6 +119,9 @@ class NumbersPanel(QWidget):
         if siblings:
             actions.append((ROUTING_ACTION, lambda: open_number_routing(
                 self, self.cockpit, self.tasks, session.location_id, siblings)))
+        if session.state is SessionState.WAITING_FOR_SCAN or self.history.has_import(sid):  # issue 15
+            actions.append((HISTORY_ACTION, lambda: open_history(self, self.cockpit, self.tasks, sid,
+                                                                 phone_in(self.model, sid))))
         actions.append(("Remove", lambda: self.run("remove", sid)))
         return actions
 
