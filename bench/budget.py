@@ -24,7 +24,7 @@ counted it); request counts and 429s are the sandbox's own (GET /_sandbox/state 
 customers' contacts exist before the drain (the steady state: one request per message); the line
 reports requests per message so an extra request per message would show.
 
-    .venv/bin/python bench/budget.py [--backlog 1000] [--window 10] [--latency-seconds 40] [--quick]
+    .venv/bin/python bench/budget.py [--backlog 1000] [--window 10] [--latency-seconds 30] [--quick]
 
 Prints a table and appends one JSON line to bench/results/budget.jsonl.
 """
@@ -271,12 +271,12 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=None, help="messages per location (default 1000; --quick 200)")
     parser.add_argument("--window", type=float, default=REAL_WINDOW,
                         help="the limit's window in seconds (HighLevel: 10); shorter = the same limit, faster")
-    parser.add_argument("--latency-seconds", type=float, default=None, help="default 40 (--quick 15)")
+    parser.add_argument("--latency-seconds", type=float, default=None, help="default 30 (--quick 15)")
     parser.add_argument("--quick", action="store_true", help="CI-sized run")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/results")
     args = parser.parse_args()
     args.backlog = args.backlog or (200 if args.quick else 1000)
-    args.latency_seconds = args.latency_seconds or (15.0 if args.quick else 40.0)
+    args.latency_seconds = args.latency_seconds or (15.0 if args.quick else 30.0)
     logging.disable(logging.INFO)
     load = os.getloadavg()
     r = asyncio.run(run(args))

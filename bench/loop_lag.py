@@ -12,7 +12,7 @@ next one is scheduled ``--interval`` after it ran (one block counts once). Measu
 run: idle (window open, numbers linked, no traffic: the timer's own jitter, the baseline) and under
 load (from the first customer send to the last message posted).
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python bench/loop_lag.py [--messages 150] [--quick]
+    QT_QPA_PLATFORM=offscreen .venv/bin/python bench/loop_lag.py [--messages 100] [--quick]
 
 Prints a table and appends one JSON line to bench/results/loop_lag.jsonl (loop_lag_p99_ms).
 """
@@ -122,7 +122,7 @@ def culprits(blocks: list[Any], top: int = 5) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--messages", type=int, default=None, help="per number (default 150; --quick 30)")
+    parser.add_argument("--messages", type=int, default=None, help="per number (default 100; --quick 30)")
     parser.add_argument("--interval", type=float, default=0.01, help="the probe's period in seconds")
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument("--watch", type=float, default=0, metavar="MS",
@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="CI-sized run")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/results")
     args = parser.parse_args()
-    args.messages = args.messages or (30 if args.quick else 150)
+    args.messages = args.messages or (30 if args.quick else 100)
     logging.disable(logging.INFO)
     from ghl_desktop.ui.main import create_qt_application
     from ghl_desktop.ui.qloop import QEventLoop
