@@ -98,7 +98,7 @@ async def tray_menu(stage: Any) -> None:
     """A number logged out on the phone (by :func:`dropped_number_notice`, else here): the menu lists it."""
     w = stage.window
     sid = _session_of(w, NUMBER)
-    number = w.cockpit.number(sid) if sid else None
+    number = await w.cockpit.number(sid) if sid else None
     if number is not None and number.state.value != "logged_out":
         await _drop(stage, "logout")
     await stage.until(lambda: any(t.startswith(NUMBER) for t in w.tray.action_texts()))
@@ -176,7 +176,7 @@ async def dropped_number_notice(stage: Any) -> None:
 
 
 def _session_of(window: Any, phone: str) -> str | None:
-    return next((s.id for s in window.cockpit.numbers() if s.phone == phone), None)
+    return next((s.id for s in window.numbers.model.records() if s.phone == phone), None)
 
 
 async def _drop(stage: Any, kind: str) -> None:

@@ -287,6 +287,14 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class HealthMonitor:
     """Computes the :class:`HealthSnapshot` from the stored sessions, locations and queued work, and
     turns conditions into debounced :class:`NoticeRequested` events.
@@ -431,7 +439,10 @@ class HealthMonitor:
             self._unsubscribe.append(self._bus.subscribe(
                 StorageRecovered, lambda _event: self.set_storage_problem(None)))
             self._unsubscribe.append(self._bus.subscribe(object, self._on_event))
-        self.refresh()
+        if self._offload is not None and _loop_running():
+            self._refresh_soon()  # the first computation's reads off the loop (a window built on it)
+        else:
+            self.refresh()
 
     def _ensure_poll(self) -> None:
         if self._poll is not None or self._poll_seconds <= 0 or not self._unsubscribe:

@@ -313,7 +313,8 @@ class Lifecycle(QObject):
 
     def confirm_quit(self) -> bool:
         """Asked before Quit (tray or menu): only when numbers are live."""
-        live = live_numbers(self.window.cockpit.numbers())
+        # the numbers the window shows (kept current by the session events): no database read here
+        live = live_numbers(self.window.numbers.model.records())
         if live and not self.confirm(live):
             return False
         self._remember()

@@ -39,7 +39,7 @@ from PySide6.QtWidgets import (
 )
 
 from ghl_desktop.app import App
-from ghl_desktop.services.cockpit import Cockpit
+from ghl_desktop.services.cockpit import Cockpit, CockpitStatus
 from ghl_desktop.services.health import HealthLevel, HealthSnapshot, NoticeRequested
 from ghl_desktop.ui import theme
 from ghl_desktop.ui.bridge import ServiceBridge
@@ -186,11 +186,17 @@ class MainWindow(QMainWindow):
         self._status_timer.setSingleShot(True)
         self._status_timer.setInterval(250)  # coalesce bursts of events into one count query
         self._status_timer.timeout.connect(self.refresh_status)
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._refresh_again: str | None = None
+        self._status_task: asyncio.Task[None] | None = None
+        self._status_again = False
         self.bridge.event_published.connect(lambda _event: self._status_timer.start())
         self._poll_timer = QTimer(self)
         self._poll_timer.setInterval(POLL_MS)
         self._poll_timer.timeout.connect(self.poll)
         self._poll_timer.start()
+        # what needs no read at once (mode, secret store, database); the counts and rows when they arrive
+        self._show_status(self.cockpit.last_status(), counts=False)
         self.refresh()
 
     # -- the log area (H2's panels; the old mixin panel until they land) --
@@ -250,6 +256,7 @@ class MainWindow(QMainWindow):
             # the Qt side at once (the window may be deleted before the task runs)
             self._status_timer.stop()
             self._poll_timer.stop()
+            self.dead_panel.stop()
             self.bridge.detach()
             self.tray.hide()
             self._shutdown_task = asyncio.get_event_loop().create_task(self._shutdown())
@@ -356,40 +363,87 @@ class MainWindow(QMainWindow):
     # -- data --
 
     def _locations_changed(self) -> None:
+        # what depends on the locations, from the ones the panel shows (no read of its own)
         self.numbers.set_location_names(self.locations.model.names())
-        self.link.set_locations(self.cockpit.linkable_locations())
+        self.link.set_locations(self.locations.linkable())
 
     def _reconnect_location(self, location_id: str) -> None:
         row = self.locations.model.row_of(location_id)
         if row is not None:
             self.locations.start_connect(reconnect=self.locations.model.record(row))
 
-    def refresh(self) -> None:
-        """Reload every panel through the cockpit (cheap: a few hundred rows at most)."""
+    def refresh(self) -> asyncio.Task[None] | None:
+        """Reload every panel through the cockpit: the reads run off the loop (one hop for locations,
+        numbers and counts, one for health) and the panels update when they arrive. One refresh in
+        flight; calls meanwhile run it once more afterwards."""
+        return self._schedule_refresh("refresh")
+
+    def poll(self) -> asyncio.Task[None] | None:
+        """What no event announces: token expiry, a location needing reconnect, health counts."""
+        return self._schedule_refresh("poll")
+
+    def _schedule_refresh(self, kind: str) -> asyncio.Task[None] | None:
         if self.app.closed:
-            return
-        self.locations.refresh()
-        self.numbers.refresh()
-        self.log_panel.refresh_choices()  # the location/number filters
-        self._apply_health(self.cockpit.refresh_health())
-        self.refresh_status()
+            return None
+        if self._refresh_task is not None and not self._refresh_task.done():
+            if self._refresh_again != "refresh":
+                self._refresh_again = kind
+            return self._refresh_task
+        self._refresh_task = self.tasks.spawn(self._refresh(kind), name=f"window-{kind}")
+        return self._refresh_task
+
+    async def _refresh(self, kind: str) -> None:
+        while True:
+            self._refresh_again = None
+            if kind == "refresh":
+                self.log_panel.refresh_choices()  # the location/number filters (their own read)
+            snapshot = await self.cockpit.refresh_health()
+            overview = await self.cockpit.overview()
+            if self.app.closed:
+                return
+            self._apply_health(snapshot)
+            self.locations.set_locations(overview.locations)  # → changed → names, linkable locations
+            if kind == "refresh":
+                self.numbers.set_numbers(overview.numbers, overview.location_names)
+            self._show_status(overview.status)
+            if self._refresh_again is None:
+                return
+            kind = self._refresh_again
 
     def _apply_health(self, snapshot: HealthSnapshot) -> None:
         self.locations.apply_health(snapshot)
         self.numbers.apply_health(snapshot)
 
-    def poll(self) -> None:
-        """What no event announces: token expiry, a location needing reconnect, health counts."""
+    def refresh_status(self) -> asyncio.Task[None] | None:
+        """The status bar's counts, read off the loop (one read in flight, a burst reads once more)."""
         if self.app.closed:
-            return
-        self.locations.refresh()
-        self._apply_health(self.cockpit.refresh_health())
-        self.refresh_status()
+            return None
+        if self._status_task is not None and not self._status_task.done():
+            self._status_again = True
+            return self._status_task
+        self._status_task = self.tasks.spawn(self._read_status(), name="window-status")
+        return self._status_task
 
-    def refresh_status(self) -> None:
-        if self.app.closed:
-            return
-        status = self.cockpit.status()
+    async def _read_status(self) -> None:
+        while True:
+            self._status_again = False
+            status = await self.cockpit.status()
+            if self.app.closed:
+                return
+            self._show_status(status)
+            if not self._status_again:
+                return
+
+    async def wait_idle(self) -> None:
+        """Until the reads and actions started so far have landed in the panels (tests)."""
+        while True:
+            await self.tasks.wait()
+            await self.log_panel.wait_idle()
+            await self.dead_panel.wait_idle()
+            if not self.tasks.running and not self.log_panel.model.busy:
+                return
+
+    def _show_status(self, status: CockpitStatus, *, counts: bool = True) -> None:
         if status.sandbox:
             self.mode_label.setText("Sandbox mode" + (f" · {self.sandbox_url}" if self.sandbox_url else ""))
         else:
@@ -401,12 +455,14 @@ class MainWindow(QMainWindow):
         self.database_label.setText(f"Database: {shown}")
         self.database_label.setToolTip(status.database)
         self.secrets_label.setToolTip(f"Where HighLevel tokens and the client secret are kept: {status.secret_store}")
-        counts = (f"{status.locations} location{'s' * (status.locations != 1)} · "
+        if not counts:
+            return
+        text = (f"{status.locations} location{'s' * (status.locations != 1)} · "
                   f"{status.numbers} number{'s' * (status.numbers != 1)} · "
                   f"{status.pending_jobs} queued job{'s' * (status.pending_jobs != 1)}")
         if status.needs_you:
-            counts += f" · {status.needs_you} need{'s' * (status.needs_you == 1)} you"
-        self.counts_label.setText(counts)
+            text += f" · {status.needs_you} need{'s' * (status.needs_you == 1)} you"
+        self.counts_label.setText(text)
 
     # -- look --
 
@@ -468,7 +524,8 @@ class MainWindow(QMainWindow):
         try:
             self.cockpit.close()
             await self.tasks.cancel_all()
-            await self.log_panel.model.aclose()
+            await self.log_panel.aclose()
+            await self.dead_panel.aclose()
             if self.runtime is not None:
                 await self.runtime.stop()
             await self.app.aclose()

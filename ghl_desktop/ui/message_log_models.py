@@ -416,6 +416,12 @@ class MessageLogModel(QAbstractTableModel):
         return None
 
     def _request(self, row: int) -> None:
+        try:
+            loop = asyncio.get_event_loop()
+        except RuntimeError:
+            return  # painted after the loop is gone (a window outliving its app): nothing to read with
+        if loop.is_closed():
+            return
         start = row - row % self._page
         cache, fetching = self._cache, self._fetching
         wanted = [i for i in self._ids[start:start + self._page] if i not in cache and i not in fetching]
@@ -426,7 +432,7 @@ class MessageLogModel(QAbstractTableModel):
         self._want.append((start, wanted))
         if self._send_handle is None:
             # every page asked for during this paint goes in one hop, on the next loop iteration
-            self._send_handle = asyncio.get_event_loop().call_soon(self._send_reads)
+            self._send_handle = loop.call_soon(self._send_reads)
 
     def _send_reads(self) -> None:
         self._send_handle = None

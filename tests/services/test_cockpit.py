@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -29,17 +31,18 @@ def app() -> Iterator[App]:
     instance.logging.close()
 
 
-def test_a_number_of_a_location_needing_reconnect_is_stalled_with_its_waiting_count(app: App) -> None:
+@pytest.mark.asyncio
+async def test_a_number_of_a_location_needing_reconnect_is_stalled_with_its_waiting_count(app: App) -> None:
     seeded = seed(app.db)
     dental = seeded["locations"][0]
     cockpit = Cockpit(app)
     try:
-        assert cockpit.snapshot().number("s-dental").health.ok  # type: ignore[union-attr]
+        assert (await cockpit.refresh_health()).number("s-dental").health.ok  # type: ignore[union-attr]
         app.db.locations.set_state(dental.id, LocationState.NEEDS_RECONNECT)  # type: ignore[attr-defined]
         for i in range(3):
             app.db.jobs.enqueue(NewJob(kind="wa.inbound",
                                        payload={"session_id": "s-dental", "message": {"id": f"m{i}"}}))
-        number = cockpit.refresh_health().number("s-dental")
+        number = (await cockpit.refresh_health()).number("s-dental")
         assert number is not None and number.waiting == 3
         assert number.health.level is HealthLevel.NEEDS_YOU
         reason = number.health.reason.lower()
@@ -47,8 +50,40 @@ def test_a_number_of_a_location_needing_reconnect_is_stalled_with_its_waiting_co
         assert number.health.action is HealthAction.RECONNECT_LOCATION
         location = cockpit.snapshot().location(dental.id)  # type: ignore[attr-defined]
         assert location is not None and location.health.action is HealthAction.RECONNECT_LOCATION
-        status = cockpit.status()
+        status = await cockpit.status()
         assert status.needs_you >= 2 and status.numbers == 2 and status.locations == 2
+        assert status.pending_jobs == 3
+    finally:
+        cockpit.close()
+
+
+@pytest.mark.asyncio
+async def test_the_reads_run_on_the_storage_executor_not_the_loop_thread(app: App,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(app.db)
+    cockpit = Cockpit(app)
+    threads: list[str] = []
+    for repository, method in ((app.db.locations, "list"), (app.db.sessions, "list"), (app.db.sessions, "get"),
+                               (app.db.jobs, "count")):
+        original = getattr(repository, method)
+
+        def spy(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(repository, method, spy)
+    try:
+        overview = await cockpit.overview()
+        assert [loc.name for loc in overview.locations] == ["Bright Smiles Dental", "Northside Fitness"]
+        assert [n.id for n in overview.numbers] == ["s-dental", "s-fitness"]
+        assert overview.status.locations == 2 and overview.status.numbers == 2
+        assert [loc.name for loc in overview.linkable_locations] == ["Bright Smiles Dental"]
+        assert [loc.name for loc in await cockpit.linkable_locations()] == ["Bright Smiles Dental"]
+        assert (await cockpit.location_names())[overview.locations[0].id] == "Bright Smiles Dental"
+        number = await cockpit.number("s-dental")
+        assert number is not None and number.id == "s-dental" and await cockpit.number("nope") is None
+        assert len(await cockpit.numbers()) == 2
+        assert threads and all(name.startswith("ghl-db") for name in threads), threads
     finally:
         cockpit.close()
 

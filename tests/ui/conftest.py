@@ -47,6 +47,7 @@ def window(qtbot, qloop: asyncio.AbstractEventLoop, app: App) -> Iterator[MainWi
     qtbot.addWidget(win)
     win.show()
     qtbot.waitExposed(win)
+    qloop.run_until_complete(asyncio.wait_for(win.wait_idle(), 30))  # the first reads, off the loop
     yield win
     if not win.shutdown_done:
         qloop.run_until_complete(asyncio.wait_for(win.wait_shutdown(), 30))

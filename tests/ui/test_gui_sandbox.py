@@ -68,6 +68,7 @@ async def gui(qtbot: Any, opener: Any = None) -> AsyncIterator[MainWindow]:
     try:
         await eventually(lambda: task.done() or (windows and windows[0].bridge_ready), 30)
         assert not task.done(), task.result()
+        await asyncio.wait_for(windows[0].wait_idle(), 30)  # the reads started by bridge_ready, off the loop
         yield windows[0]
     finally:
         if windows:
@@ -218,10 +219,12 @@ async def test_reconnect_action_for_a_location_that_needs_it(qtbot: Any) -> None
         qtbot.addWidget(window)
         window.show()
         try:
+            await asyncio.wait_for(window.wait_idle(), 30)  # the rows, read off the loop
             location = env.app.db.locations.list()[0]
             assert "Reconnect" not in window.locations.view.action_names(0)
             env.app.db.locations.set_state(location.id, LocationState.NEEDS_RECONNECT)
             window.poll()  # what the poll timer does: no event announces a refused refresh token
+            await asyncio.wait_for(window.wait_idle(), 30)
             assert texts(window.locations.model, 2) == ["Needs reconnect"]
             assert "Reconnect" in window.locations.view.action_names(0)
             number = texts(window.numbers.model, 2)
@@ -233,6 +236,7 @@ async def test_reconnect_action_for_a_location_that_needs_it(qtbot: Any) -> None
             await eventually(lambda: texts(window.locations.model, 2) == ["Connected"], 30)
             assert "Reconnect" not in window.locations.view.action_names(0)
             window.poll()
+            await asyncio.wait_for(window.wait_idle(), 30)
             assert texts(window.numbers.model, 2) == ["Connected"]
         finally:
             await asyncio.wait_for(window.wait_shutdown(), 20)
@@ -272,6 +276,7 @@ async def test_dead_letter_is_listed_and_retried_from_the_window(qtbot: Any) -> 
             dead.view.setFocus()
             dead.view.selectRow(0)
             qtbot.mouseClick(dead.retry_button, Qt.MouseButton.LeftButton)
+            await asyncio.wait_for(dead.wait_idle(), 30)  # the retry runs off the loop
             assert dead.status.text()
             await eventually(lambda: dead_rows() == 0, 10)
             await eventually(lambda: env.app.db.messages.get(stored.id or 0).status is MessageStatus.SENT, 20)
@@ -289,6 +294,7 @@ async def test_session_row_actions_log_out_and_remove(qtbot: Any) -> None:
         qtbot.addWidget(window)
         window.show()
         try:
+            await asyncio.wait_for(window.wait_idle(), 30)  # the rows, read off the loop
             assert texts(window.numbers.model, 2) == ["Connected"]
             assert window.numbers.view.trigger(0, "Log out")
             await eventually(lambda: texts(window.numbers.model, 2) == ["Logged out — pair again"], 20)
@@ -348,6 +354,7 @@ async def test_an_expired_code_offers_a_new_one_that_the_phone_can_scan(qtbot: A
         qtbot.addWidget(window)
         window.show()
         try:
+            await asyncio.wait_for(window.wait_idle(), 30)  # the locations, read off the loop
             qtbot.mouseClick(window.numbers.link_button, Qt.MouseButton.LeftButton)
             await eventually(lambda: window.link.qr_view.code is not None, 20)
             first = window.link.qr_view.code

@@ -60,6 +60,8 @@ def host_window(qtbot: Any, app: App, *, tray_shown: bool) -> tuple[MainWindow, 
     qtbot.addWidget(window)
     notices = NoticeCenter(None, balloon=lambda *a: False, parent=window)
     lifecycle = Lifecycle(window, tray, notices, UiState(app.settings.home), confirm=Answers(True), parent=window)
+    # the window's first reads (off the loop thread) land before the test acts, as they do long before a user can
+    asyncio.get_event_loop().run_until_complete(asyncio.wait_for(window.wait_idle(), 30))
     return window, tray, notices, lifecycle
 
 

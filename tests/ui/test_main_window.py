@@ -24,6 +24,11 @@ from tests.fakes.secrets import MemorySecretStore
 from tests.ui.seed import seed
 
 
+def settle(window: MainWindow) -> None:
+    """Run the loop until the window's reads (off the loop thread) have landed in the panels."""
+    asyncio.get_event_loop().run_until_complete(asyncio.wait_for(window.wait_idle(), 30))
+
+
 def column_texts(model, column: int) -> list[str]:  # type: ignore[no-untyped-def]
     return [model.index(row, column).data() for row in range(model.rowCount())]
 
@@ -45,6 +50,7 @@ def test_without_a_runtime_the_actions_say_why_they_are_off(window: MainWindow) 
 def test_panels_show_rows_written_to_sqlite(window: MainWindow, app: App) -> None:
     seed(app.db)
     window.refresh()
+    settle(window)
     locations, numbers = window.locations.model, window.numbers.model
     assert not window.locations.empty.showing_hint
     assert column_texts(locations, 0) == ["Bright Smiles Dental", "Northside Fitness"]
@@ -63,11 +69,13 @@ def test_a_number_whose_location_needs_reconnect_is_stalled_not_green(window: Ma
     dental = seeded["locations"][0]
     assert isinstance(dental, Location)
     window.refresh()
+    settle(window)
     numbers = window.numbers.model
     assert numbers.index(0, 2).data() == "Connected"
     green = numbers.index(0, 2).data(Qt.ItemDataRole.ForegroundRole).color()
     app.db.locations.set_state(dental.id, LocationState.NEEDS_RECONNECT)
     window.poll()  # what the poll timer does: no event announces a refused refresh token
+    settle(window)
     assert numbers.index(0, 2).data() == "Bridging stalled"
     detail = numbers.index(0, 3).data().lower()
     assert "bridging stalled" in detail and "reconnect" in detail
@@ -90,6 +98,7 @@ def test_a_banned_row_says_until_when_in_local_time_and_what_to_do(
                                            detail=f"banned until {until:%Y-%m-%d %H:%M} UTC", state_until=until)
         app.bus.publish(SessionChanged(banned))
         window.refresh()
+        settle(window)
         local = until.astimezone()
         state = window.numbers.model.index(0, 2).data()
         detail = window.numbers.model.index(0, 3).data()
@@ -118,12 +127,14 @@ def test_one_app_name_in_the_title_and_the_layout_holds_from_1024x640(window: Ma
 def test_events_from_the_services_reach_the_panels(window: MainWindow, app: App) -> None:
     seed(app.db)
     window.refresh()
+    settle(window)
     record = window.numbers.model.index(0, 0).data(RecordRole)
     dropped = app.db.sessions.set_state(record.id, SessionState.LOGGED_OUT, detail="Unlinked on the phone")
     app.bus.publish(SessionChanged(dropped))
     assert window.numbers.model.index(0, 2).data() == "Logged out — pair again"
     app.db.locations.delete("Kx3mPq7ZtR2wYb9LcVdN")
     app.bus.publish(LocationsChanged(location_id="Kx3mPq7ZtR2wYb9LcVdN", kind="UNINSTALL"))
+    settle(window)  # the panel reads the locations again, off the loop
     assert column_texts(window.locations.model, 0) == ["Bright Smiles Dental"]
 
 
@@ -150,6 +161,7 @@ def test_qr_area_renders_and_changes_with_the_code(window: MainWindow) -> None:
 def test_reveal_selects_the_row(window: MainWindow, app: App) -> None:
     seed(app.db)
     window.refresh()
+    settle(window)
     window.hide()
     window.reveal(session_id="s-fitness")
     assert window.isVisible()
@@ -221,11 +233,13 @@ async def test_closing_the_window_shuts_the_app_down(qtbot) -> None:  # type: ig
 def test_link_asks_for_the_location_only_when_there_is_a_choice(window: MainWindow, app: App) -> None:
     seed(app.db)  # one connected location, one that needs reconnecting (cannot take a new number)
     window.refresh()
+    settle(window)
     box = window.link.location_box
     assert box.count() == 1 and box.isHidden()
     assert box.currentText() == "Bright Smiles Dental"
     app.db.locations.upsert(Location(id="Zz9", name="Westside Physio", company_id="cmp-1"))
     window.refresh()
+    settle(window)
     assert not box.isHidden()
     assert [box.itemText(i) for i in range(box.count())] == ["Bright Smiles Dental", "Westside Physio"]
 

@@ -32,6 +32,11 @@ from ghl_desktop.ui.widgets import StatusLabel, rich_link
 from tests.ui.seed import seed
 
 
+def settle(window: MainWindow) -> None:
+    """Run the loop until the window's reads (off the loop thread) have landed in the panels."""
+    asyncio.get_event_loop().run_until_complete(asyncio.wait_for(window.wait_idle(), 30))
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -126,6 +131,7 @@ def _in_window(widget: QWidget, window: QWidget) -> QRect:
 def test_at_1024x640_the_pairing_row_does_not_overlap_the_qr(window: MainWindow, app: App, qtbot: Any) -> None:
     seed(app.db)
     window.refresh()
+    settle(window)
     window.link.follow("s-new")
     app.bus.publish(SessionQr("s-new", "2@" + "x" * 200, expires_in=60.0))
     window.resize(1024, 640)
@@ -195,6 +201,7 @@ async def test_tab_leaves_a_table_and_enter_opens_the_row_actions_that_follow_he
         qtbot.addWidget(window)
         window.show()
         try:
+            await asyncio.wait_for(window.wait_idle(), 30)  # the rows, read off the loop
             view = window.numbers.view
             assert not view.tabKeyNavigation()
             window.activateWindow()
@@ -218,6 +225,7 @@ async def test_tab_leaves_a_table_and_enter_opens_the_row_actions_that_follow_he
             # the location stalls: the number's first action becomes Reconnect location
             env.app.db.locations.set_state(env.location_id, LocationState.NEEDS_RECONNECT)
             window.poll()
+            await asyncio.wait_for(window.wait_idle(), 30)
             assert view.action_names(0)[0] == "Reconnect location"
             assert window.locations.view.action_names(0) == ["Reconnect"]
         finally:
@@ -238,6 +246,7 @@ INTERACTIVE = (QAbstractButton, QLineEdit, QComboBox, QTableView)
 def test_every_control_has_an_accessible_name(window: MainWindow, app: App) -> None:
     seed(app.db)
     window.refresh()
+    settle(window)
     missing = [f"{type(w).__name__} {w.objectName()!r} {getattr(w, 'text', lambda: '')()!r}"
                for w in window.findChildren(QWidget)
                if isinstance(w, INTERACTIVE) and w.isVisibleTo(window) and not w.accessibleName()
@@ -310,6 +319,7 @@ def test_state_colours_are_readable_on_the_table_in_both_schemes() -> None:
 def test_rows_show_an_icon_for_their_state(window: MainWindow, app: App) -> None:
     seed(app.db)
     window.refresh()
+    settle(window)
     icons = [window.numbers.model.index(r, 2).data(Qt.ItemDataRole.DecorationRole) for r in range(2)]
     assert all(icon is not None and not icon.isNull() for icon in icons)
     ok, waiting = (icon.pixmap(16).toImage() for icon in icons)

@@ -63,6 +63,11 @@ class Tasks:
     def running(self) -> frozenset[asyncio.Task[Any]]:
         return frozenset(self._tasks)
 
+    async def wait(self) -> None:
+        """Until every task started so far (and those they start) has finished (tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def cancel_all(self) -> None:
         tasks = list(self._tasks)
         for task in tasks:

@@ -284,19 +284,24 @@ class LinkPanel(QWidget):
             self.status.say(str(exc), error=True)
             return None
         self.status.say(f"Asking WhatsApp for a pairing code for {phone}…")
-        session = self.cockpit.number(self.session_id) if self.session_id else None
         self._pair_phone = phone
+        return self.tasks.spawn(self._pair(phone), name="pair", on_error=self._failed)
+
+    async def _pair(self, phone: str) -> None:
+        """The number being linked now (read off the loop), or a new number for the chosen location."""
+        session = await self.cockpit.number(self.session_id) if self.session_id else None
         if session is not None and session.state is SessionState.WAITING_FOR_SCAN:
-            return self.tasks.spawn(self.cockpit.pair_number(session.id, phone), name="pair", on_error=self._failed)
+            await self.cockpit.pair_number(session.id, phone)
+            return
         location_id = self._chosen_location()
         if location_id is None:
             self.status.say("Connect a HighLevel location first: a number bridges to a location.", error=True)
-            return None
+            return
         self.session_id = None
         self.title.setText(f"Pairing a number for {self.location_box.currentText()}")
         self._pending_pair_phone = phone  # the code may arrive before link_number returns
         self._set_phase("starting")
-        return self.tasks.spawn(self._create(location_id, phone), name="pair", on_error=self._failed)
+        await self._create(location_id, phone)
 
     def copy_code(self) -> None:
         code = self.pair_code.text()

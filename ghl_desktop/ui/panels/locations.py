@@ -1,6 +1,7 @@
 """The HighLevel locations panel: the locations with their health (a location that needs reconnecting
 says so and offers Reconnect), and Connect HighLevel (the OAuth install in the browser, cancellable,
-its progress under the table). Reads and actions go through the :class:`Cockpit` only."""
+its progress under the table). Reads and actions go through the :class:`Cockpit` only, awaited
+(nothing waits for the database on the loop thread)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import asyncio
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
-from ghl_desktop.core.models import Location
+from ghl_desktop.core.models import Location, LocationState
 from ghl_desktop.services.cockpit import NO_RUNTIME, Cockpit
 from ghl_desktop.services.health import HealthAction, HealthSnapshot
 from ghl_desktop.ui.bridge import ServiceBridge
@@ -72,12 +73,23 @@ class LocationsPanel(QWidget):
 
     # -- data --
 
-    def refresh(self) -> None:
-        locations = self.cockpit.locations()
+    def refresh(self) -> asyncio.Task[None]:
+        """Read the locations (off the loop) and show them when they arrive."""
+        return self.tasks.spawn(self._refresh(), name="locations-refresh")
+
+    async def _refresh(self) -> None:
+        self.set_locations(await self.cockpit.locations())
+
+    def set_locations(self, locations: list[Location]) -> None:
+        """Show these locations (a reset only when something shown changed); ``changed`` follows."""
         if [(loc.id, loc.name, loc.state, loc.token_expires_at) for loc in locations] != [
                 (loc.id, loc.name, loc.state, loc.token_expires_at) for loc in self.model.records()]:
             self.model.set_records(locations)
         self.changed.emit()
+
+    def linkable(self) -> list[Location]:
+        """The shown locations a new number can bridge to (connected ones)."""
+        return [loc for loc in self.model.records() if loc.state is LocationState.CONNECTED]
 
     def apply_health(self, snapshot: HealthSnapshot) -> None:
         self.model.set_health(health_maps(snapshot)[0])
@@ -148,8 +160,8 @@ class LocationsPanel(QWidget):
             return
         names = ", ".join(loc.name for loc in connected)
         self.connect_status.say(f"Connected: {names}.")
-        self.apply_health(self.cockpit.refresh_health())
-        self.refresh()
+        self.apply_health(await self.cockpit.refresh_health())
+        await self._refresh()
 
 
 __all__ = ["LocationsPanel"]

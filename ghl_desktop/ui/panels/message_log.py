@@ -245,6 +245,15 @@ class _RowKeys(QObject):
         return False
 
 
+def _loop_usable() -> bool:
+    """Whether this thread has an open event loop to run a read on (a Qt timer may outlive it)."""
+    try:
+        loop = asyncio.get_event_loop()
+    except RuntimeError:
+        return False
+    return not loop.is_closed()
+
+
 class _Tasks:
     """Asyncio tasks a panel started (kept referenced; failures logged). :meth:`soon` starts a read
     on the next loop iteration: one asked for while the loop is not running (a widget built before
@@ -273,6 +282,16 @@ class _Tasks:
     @property
     def idle(self) -> bool:
         return not self._tasks and not self._soon
+
+    async def cancel_all(self) -> None:
+        for handle in self._soon:
+            handle.cancel()
+        self._soon.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def wait(self) -> None:
         while self._tasks or self._soon:
@@ -764,6 +783,12 @@ class MessageLogPanel(QWidget):
 
         return self.tasks.spawn(run(), "message-log-export")
 
+    async def aclose(self) -> None:
+        """The window is shutting down: cancel the reads in flight (their threads finish on their own)."""
+        self._search_timer.stop()
+        await self.tasks.cancel_all()
+        await self.model.aclose()
+
     async def wait_idle(self) -> None:
         """Until the ids query, the page reads, the live changes, the details and any export have
         finished (tests, the bench)."""
@@ -904,8 +929,10 @@ class DeadLettersPanel(QWidget):
         bridge.message_logged.connect(lambda _m: self._debounce.start())
         self.refresh()
 
-    def poll(self) -> asyncio.Task[None]:
+    def poll(self) -> asyncio.Task[None] | None:
         """Reload the list only when the dead letters changed (one aggregate query otherwise)."""
+        if self._closing or not _loop_usable():
+            return None  # the window shut down (or the loop is gone): nothing to read for
         return self._read(force=False)
 
     def refresh(self) -> asyncio.Task[None]:
@@ -956,6 +983,16 @@ class DeadLettersPanel(QWidget):
     async def wait_idle(self) -> None:
         """Until the reads and retries asked for so far are done (tests)."""
         await self.tasks.wait()
+
+    def stop(self) -> None:
+        """The window is shutting down: no more polls."""
+        self._closing = True
+        self._timer.stop()
+        self._debounce.stop()
+
+    async def aclose(self) -> None:
+        self.stop()
+        await self.tasks.cancel_all()
 
     def _update_buttons(self) -> None:
         self.retry_all_button.setEnabled(self.model.rowCount() > 0)
