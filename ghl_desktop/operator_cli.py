@@ -93,7 +93,9 @@ async def operator_runtime(db_url: str | None, sandbox_url: str | None,
             from ghl_desktop.adapters.whatsapp.neonize import ensure_executor
 
             ensure_executor(asyncio.get_running_loop(), 8)
-            factory = neonize_transport_factory(settings.sessions_dir)
+            from ghl_desktop.runtime import cluster_engine_stores
+
+            factory = neonize_transport_factory(settings.sessions_dir, cluster_engine_stores(app))
         runtime = BridgeRuntime(app, factory, RuntimeOptions(), open_url=open_url)
         try:
             yield runtime

@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from ghl_desktop.adapters.storage.engine_store import engine_store_schema
 from ghl_desktop.adapters.storage.orm import ClusterWorkerRow, JobRow, NumberLeaseRow, SessionRow, UTCDateTime
 from ghl_desktop.adapters.storage.tx import Transactions
 from ghl_desktop.core.models import JobState, SessionState, utcnow
@@ -124,7 +125,15 @@ class SqlOwnership:
                 .values(worker=worker, epoch=NumberLeaseRow.epoch + 1, expires_at=until, updated_at=now)
                 .returning(NumberLeaseRow.session_id, NumberLeaseRow.epoch)
             ).all()
+            self._engine_stores(s, [str(sid) for sid, _epoch in taken])
         return {str(sid): int(epoch) for sid, epoch in taken}
+
+    def _engine_stores(self, s: Session, session_ids: list[str]) -> None:
+        """PostgreSQL: the schema of each taken number's WhatsApp engine store (neonize, engine_store.py)."""
+        if self._tx.dialect != "postgresql":
+            return
+        for sid in session_ids:
+            s.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{engine_store_schema(sid)}"'))
 
     def claim_one(self, worker: str, session_id: str, ttl: float) -> int | None:
         """Hold one given number whatever its state (the process linking it: nobody else connects it
@@ -143,6 +152,8 @@ class SqlOwnership:
                         expires_at=now + timedelta(seconds=ttl), updated_at=now)
                 .returning(NumberLeaseRow.epoch)
             )
+            if epoch is not None:
+                self._engine_stores(s, [session_id])
         return None if epoch is None else int(epoch)
 
     def release(self, worker: str, session_ids: Iterable[str]) -> int:

@@ -114,9 +114,13 @@ class NeonizeTransport(Ingress, Outbound):
         expected_numbers: int = 50,
         require_bot_tag_off: bool = True,
         journal: bool = True,
+        store_address: str | None = None,
     ) -> None:
         self.session_id = session_id
         self.store_path = Path(store_path)
+        #: a cluster (PostgreSQL): whatsmeow's store at this ``postgres://`` address instead of the SQLite
+        #: file at ``store_path`` (adapters/storage/engine_store.py); the event journal stays a local file
+        self.store_address = store_address
         self._handler = handler
         self._proxy = proxy
         self._retry_initial = retry_initial
@@ -178,10 +182,11 @@ class NeonizeTransport(Ingress, Outbound):
         self._loop = loop
         ensure_executor(loop, self._expected_numbers)  # trap 3
         client = CLIENTS.get(self.session_id)
-        store = str(self.store_path)
+        store = self.store_address or str(self.store_path)
         if client is None:
             self.store_path.parent.mkdir(parents=True, exist_ok=True)
-            client = client_mod.NewAClient(quote_store_path(store), uuid=f"ghl-{self.session_id}")
+            name = self.store_address or quote_store_path(store)
+            client = client_mod.NewAClient(name, uuid=f"ghl-{self.session_id}")
             CLIENTS[self.session_id] = client
             CLIENT_STORES[self.session_id] = store
         elif CLIENT_STORES[self.session_id] != store:
@@ -211,7 +216,8 @@ class NeonizeTransport(Ingress, Outbound):
             return
         await self.attach()
         self._client._stop_finalizer.atexit = True  # until our own stop() has run
-        self._create_store_file()
+        if self.store_address is None:
+            self._create_store_file()
         assert self._loop is not None
         self._supervisor = self._loop.create_task(self._run(), name=f"wa-connect-{self.session_id}")
 
