@@ -178,7 +178,8 @@ class RelayStore:
         try:
             if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
                 path = Path(url.removeprefix("sqlite:///")).expanduser()
-                ensure_private_dir(path.parent, tighten_existing=False)  # new: 0700; the queue holds message bodies and phone numbers
+                # a new folder 0700 (the queue holds message bodies and phone numbers); an existing one is the user's
+                ensure_private_dir(path.parent, tighten_existing=False)
                 ensure_private_sqlite(path)
             engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
         except (SQLAlchemyError, ValueError, OSError) as exc:
