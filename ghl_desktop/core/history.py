@@ -19,10 +19,12 @@ from ghl_desktop.core.whatsapp import HistorySync, IncomingMessage
 #: the furthest back an import may reach (WhatsApp's own history sync offers about three months)
 MAX_HISTORY_DAYS = 90
 
-#: what a history item is: waiting for its turn, in HighLevel, or not imported because the user cancelled
+#: what a history item is: waiting for its turn, in HighLevel, not imported because the user cancelled, or
+#: refused for good (its job dead-lettered; the message log says why and can retry it)
 PENDING = "pending"
 IMPORTED = "imported"
 CANCELLED = "cancelled"
+FAILED = "failed"
 
 CANCELLED_NOTE = "not imported: the history import was cancelled"
 
@@ -79,12 +81,13 @@ class HistoryProgress:
     total: int = 0
     imported: int = 0
     cancelled: int = 0
+    failed: int = 0
     #: the user cancelled it: what was still waiting is not imported, later chunks are dropped
     stopped: bool = False
 
     @property
     def pending(self) -> int:
-        return max(0, self.total - self.imported - self.cancelled)
+        return max(0, self.total - self.imported - self.cancelled - self.failed)
 
     @property
     def running(self) -> bool:
@@ -94,6 +97,8 @@ class HistoryProgress:
         if self.total == 0:
             return "cancelled" if self.stopped else "nothing imported"
         text = f"{self.imported} of {self.total} imported"
+        if self.failed:
+            text += f", {self.failed} failed (see the message log)"
         if self.stopped:
             return f"{text} (cancelled)"
         return text if self.pending else f"{text}, done"

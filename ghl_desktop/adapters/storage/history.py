@@ -28,7 +28,7 @@ from ghl_desktop.adapters.storage.orm import (
     SessionRow,
 )
 from ghl_desktop.adapters.storage.tx import Transactions
-from ghl_desktop.core.history import CANCELLED, CANCELLED_NOTE, IMPORTED, PENDING, HistoryProgress
+from ghl_desktop.core.history import CANCELLED, CANCELLED_NOTE, FAILED, IMPORTED, PENDING, HistoryProgress
 from ghl_desktop.core.models import Direction, JobState, Message, MessageKind, MessageStatus, NewJob, utcnow
 
 
@@ -124,10 +124,18 @@ class SqlHistoryRepository:
             return row.state if row is not None else None
 
     def mark_imported(self, message_id: int) -> None:
+        """In HighLevel (also after a failed one was retried from the message log)."""
+        self._mark(message_id, IMPORTED, (PENDING, FAILED))
+
+    def mark_failed(self, message_id: int) -> None:
+        """Refused for good: its job is dead-lettered (counted apart, no longer waiting)."""
+        self._mark(message_id, FAILED, (PENDING,))
+
+    def _mark(self, message_id: int, state: str, from_states: Sequence[str]) -> None:
         with self._tx.write() as s:
             s.execute(update(HistoryItemRow).where(HistoryItemRow.message_id == message_id,
-                                                   HistoryItemRow.state == PENDING)
-                      .values(state=IMPORTED).execution_options(synchronize_session=False))
+                                                   HistoryItemRow.state.in_(list(from_states)))
+                      .values(state=state).execution_options(synchronize_session=False))
 
     # --- progress / cancel ---------------------------------------------------------------------------
 
@@ -151,7 +159,7 @@ class SqlHistoryRepository:
             row = imports.get(sid)
             out.append(HistoryProgress(
                 session_id=sid, days=row.days if row else None, total=sum(c.values()),
-                imported=c.get(IMPORTED, 0), cancelled=c.get(CANCELLED, 0),
+                imported=c.get(IMPORTED, 0), cancelled=c.get(CANCELLED, 0), failed=c.get(FAILED, 0),
                 stopped=bool(row.cancelled) if row else False))
         return out
 

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from ghl_desktop.core.convert import incoming_to_payload
+from ghl_desktop.core.errors import GhlDesktopError
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.history import CANCELLED, HistoryChanged, HistoryProgress, check_history_days, select_history
 from ghl_desktop.core.jobs import InboundPayload
@@ -56,6 +57,7 @@ class HistoryStore(Protocol):
     def store_chunk(self, session_id: str, items: Sequence[tuple[Message, NewJob]]) -> int: ...
     def item_state(self, message_id: int) -> str | None: ...
     def mark_imported(self, message_id: int) -> None: ...
+    def mark_failed(self, message_id: int) -> None: ...
     def progress(self, session_ids: Sequence[str] | None = None) -> list[HistoryProgress]: ...
     def cancel(self, session_id: str, *, ordering_prefix: str) -> int: ...
     def live_work_due(self, kinds: Sequence[str], now: Any) -> bool: ...
@@ -145,7 +147,13 @@ class HistoryImport:
         if isinstance(message_id, int):
             if await self._run(self._store.item_state, message_id) == CANCELLED:
                 return
-        await self._inbound(job)
+        try:
+            await self._inbound(job)
+        except GhlDesktopError as error:
+            if not error.transient and isinstance(message_id, int):  # the runner dead-letters it
+                await self._run(self._store.mark_failed, message_id)
+                self._changed(str(job.payload.get("session_id", "")))
+            raise
         if isinstance(message_id, int):
             await self._run(self._store.mark_imported, message_id)
             self._changed(str(job.payload.get("session_id", "")))
