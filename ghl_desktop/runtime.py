@@ -129,13 +129,16 @@ def runtime_options_from_env(base: RuntimeOptions, environ: Mapping[str, str] | 
     return replace(base, **{part: replace(getattr(base, part), **values) for part, values in parts.items()})
 
 
-def neonize_transport_factory(sessions_dir: Path) -> TransportFactory:
-    """Real WhatsApp: one neonize client per linked number, its store under the data dir."""
+def neonize_transport_factory(sessions_dir: Path, store_addresses: Any = None) -> TransportFactory:
+    """Real WhatsApp: one neonize client per linked number, its store under the data dir (a cluster:
+    ``store_addresses(session)``, the number's store in PostgreSQL — see :func:`cluster_engine_stores`)."""
 
     def make(session: WhatsAppSession, handler: EventHandler) -> WhatsAppTransport:
         from ghl_desktop.adapters.whatsapp.neonize import NeonizeTransport
 
-        return NeonizeTransport(session.id, Path(session.store_path), handler, proxy=session.proxy)
+        address = None if store_addresses is None else store_addresses(session)
+        return NeonizeTransport(session.id, Path(session.store_path), handler, proxy=session.proxy,
+                                store_address=address)
 
     return make
 
@@ -166,6 +169,17 @@ def cluster_device_stores(app: App) -> Any:
     from ghl_desktop.adapters.whatsapp.simulated import SecretDeviceStore
 
     return lambda session: SecretDeviceStore(app.secrets, app.db.aio.run, session.id)
+
+
+def cluster_engine_stores(app: App) -> Any:
+    """For neonize on a cluster worker: each number's whatsmeow store in the cluster's PostgreSQL, one schema
+    per number (adapters/storage/engine_store.py; the schema is made when a worker or linker takes the
+    number's lease); None on one desktop (the SQLite file in the data dir)."""
+    if not is_cluster(app):
+        return None
+    from ghl_desktop.adapters.storage.engine_store import engine_store_address
+
+    return lambda session: engine_store_address(app.db.url, session.id)
 
 
 def sandbox_media_origins(app: App) -> tuple[str, ...]:

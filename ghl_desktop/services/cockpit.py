@@ -6,9 +6,13 @@ per window from the :class:`~ghl_desktop.app.App` and, when the bridge runs in t
 :class:`~ghl_desktop.runtime.BridgeRuntime`. Without a runtime (the bare shell in tests) the reads
 work and every action raises :class:`NoRuntime` with a sentence saying why.
 
-Reads: :meth:`locations`, :meth:`numbers`, :meth:`status`, :meth:`snapshot` (one computed health
-per number and location, from ``cockpit.health`` — the HealthMonitor — so a number whose location
-needs reconnecting is never a green "Connected").
+Reads (async: the database work runs on the storage executor, ``app.db.aio``, never on the loop
+thread the window shares — docs/event-loop.md): :meth:`overview` (locations, numbers and the status
+bar's counts in one hop: what the window's refresh shows), :meth:`locations`, :meth:`numbers`,
+:meth:`number`, :meth:`location_names`, :meth:`linkable_locations`, :meth:`status`,
+:meth:`refresh_health` (one computed health per number and location, from ``cockpit.health`` — the
+HealthMonitor — so a number whose location needs reconnecting is never a green "Connected");
+:meth:`snapshot` is the latest computed health, without touching the database.
 
 Actions (async): :meth:`connect_location` (probes HighLevel first: an unreachable network is a
 readable error in seconds, not a 300 s wait), :meth:`cancel_connect`, :meth:`reconnect_location`,
@@ -30,7 +34,7 @@ from urllib.parse import urlsplit
 
 from ghl_desktop.core.errors import GhlDesktopError
 from ghl_desktop.core.history import HistoryProgress
-from ghl_desktop.core.models import Location, LocationState, SessionState, WhatsAppSession
+from ghl_desktop.core.models import JobState, Location, LocationState, SessionState, WhatsAppSession
 from ghl_desktop.core.routing import NumberRouting
 from ghl_desktop.services.health import HealthLevel, HealthMonitor, HealthSnapshot
 from ghl_desktop.services.message_log import MessageLogService
@@ -69,6 +73,23 @@ class CockpitStatus:
     needs_you: int
 
 
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """What the window shows after a refresh, read in one hop."""
+
+    locations: list[Location]
+    numbers: list[WhatsAppSession]
+    status: CockpitStatus
+
+    @property
+    def location_names(self) -> dict[str, str]:
+        return {loc.id: loc.name for loc in self.locations}
+
+    @property
+    def linkable_locations(self) -> list[Location]:
+        return [loc for loc in self.locations if loc.state is LocationState.CONNECTED]
+
+
 class Cockpit:
     def __init__(self, app: App, runtime: BridgeRuntime | None = None, *,
                  probe_timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
@@ -76,6 +97,12 @@ class Cockpit:
         self.runtime = runtime
         self.probe_timeout = probe_timeout
         self._connect_task: asyncio.Task[list[Location]] | None = None
+        from ghl_desktop.app import display_database_url
+
+        #: the status bar's database label and secret store (fixed for the app's life: no I/O per refresh)
+        self._database = display_database_url(app.db.display_url)
+        self._secret_store = app.secrets.description
+        self._last_status: CockpitStatus | None = None
         #: H2's MessageLogService and H1's HealthMonitor, built here once their modules exist
         self.log: MessageLogService = MessageLogService.for_app(app, runtime)
         self.health: HealthMonitor = self._build_health()
@@ -98,43 +125,73 @@ class Cockpit:
     def sandbox(self) -> bool:
         return self.app.sandbox
 
-    def locations(self) -> list[Location]:
-        return [] if self.app.closed else self.app.db.locations.list()
+    async def locations(self) -> list[Location]:
+        if self.app.closed:
+            return []
+        return await self.app.db.aio.locations.list()
 
-    def numbers(self) -> list[WhatsAppSession]:
-        return [] if self.app.closed else self.app.db.sessions.list()
+    async def numbers(self) -> list[WhatsAppSession]:
+        if self.app.closed:
+            return []
+        return await self.app.db.aio.sessions.list()
 
-    def number(self, session_id: str) -> WhatsAppSession | None:
-        return None if self.app.closed else self.app.db.sessions.get(session_id)
+    async def number(self, session_id: str) -> WhatsAppSession | None:
+        if self.app.closed:
+            return None
+        return await self.app.db.aio.sessions.get(session_id)
 
-    def location_names(self) -> dict[str, str]:
-        return {loc.id: loc.name for loc in self.locations()}
+    async def location_names(self) -> dict[str, str]:
+        return {loc.id: loc.name for loc in await self.locations()}
 
-    def linkable_locations(self) -> list[Location]:
+    async def linkable_locations(self) -> list[Location]:
         """Locations a new number can bridge to (connected ones)."""
-        return [loc for loc in self.locations() if loc.state is LocationState.CONNECTED]
+        return [loc for loc in await self.locations() if loc.state is LocationState.CONNECTED]
 
     def snapshot(self) -> HealthSnapshot:
-        """One health per number and location, the HealthMonitor's (the tray reads the same)."""
-        return self.health.snapshot
+        """The latest computed health (the HealthMonitor's, the tray reads the same), without touching
+        the database; :meth:`refresh_health` re-computes."""
+        return self.health.last
 
-    def refresh_health(self) -> HealthSnapshot:
-        """Recompute now (after a change no event announces, e.g. a poll)."""
-        return self.health.refresh()
+    async def refresh_health(self) -> HealthSnapshot:
+        """Recompute now (after a change no event announces, e.g. a poll), the reads off the loop."""
+        return await self.health.refresh_async()
 
     def last_snapshot(self) -> HealthSnapshot:
         """The latest computed health, without touching the database."""
         return self.health.last
 
-    def status(self) -> CockpitStatus:
-        status = self.app.status()
-        snapshot = self.snapshot()
+    def last_status(self) -> CockpitStatus:
+        """The status of the latest :meth:`overview` (before any: the fixed parts — mode, secret store,
+        database — and zero counts), without touching the database."""
+        return self._last_status if self._last_status is not None else self._status(0, 0, 0)
+
+    async def status(self) -> CockpitStatus:
+        """The status bar's counts (one hop); "needs you" from the latest computed health."""
+        return (await self.overview()).status
+
+    async def overview(self) -> Overview:
+        """Locations, numbers and the status counts, in one hop to the storage executor."""
+        app = self.app
+        if app.closed:
+            return Overview([], [], self._status(0, 0, 0))
+
+        def read() -> tuple[list[Location], list[WhatsAppSession], int]:
+            db = app.db
+            return db.locations.list(), db.sessions.list(), db.jobs.count(JobState.PENDING.value)
+
+        locations, numbers, pending = await app.db.aio.run(read)
+        self._last_status = self._status(len(locations), len(numbers), pending)
+        return Overview(locations, numbers, self._last_status)
+
+    def _status(self, locations: int, numbers: int, pending: int) -> CockpitStatus:
+        snapshot = self.health.last
         needs = sum(1 for n in snapshot.numbers if n.health.level is HealthLevel.NEEDS_YOU)
         needs += sum(1 for loc in snapshot.locations if loc.health.level is HealthLevel.NEEDS_YOU)
+        app = self.app
         return CockpitStatus(
-            sandbox=status.sandbox, secret_store=status.secret_store, database=status.database,
-            locations=status.locations, numbers=status.sessions, pending_jobs=status.pending_jobs,
-            failed_messages=snapshot.failed_messages, needs_you=needs,
+            sandbox=app.sandbox, secret_store=self._secret_store, database=self._database,
+            locations=locations, numbers=numbers,
+            pending_jobs=pending, failed_messages=snapshot.failed_messages, needs_you=needs,
         )
 
     @property
@@ -236,11 +293,10 @@ class Cockpit:
     async def renew_code(self, session_id: str) -> None:
         """A fresh QR code for a number being linked whose code expired (whatever its state now)."""
         sessions = self._require().sessions
-        session = sessions.get(session_id)
+        session = await self.number(session_id)
         if session is not None and session.state is SessionState.WAITING_FOR_SCAN:
             await sessions.logout(session_id)  # ends this linking attempt (its codes ran out)
         await sessions.link_again(session_id)
-
 
     # -- several numbers per location (issue 15; helper `multi`) ----------------------------------------
     # A reply goes from the number its contact last wrote to, else from the location's default number;
@@ -295,4 +351,5 @@ __all__ = [
     "CockpitStatus",
     "HighLevelUnreachable",
     "NoRuntime",
+    "Overview",
 ]

@@ -77,9 +77,18 @@ class NumbersPanel(QWidget):
 
     # -- data --
 
-    def refresh(self) -> None:
-        self.model.set_location_names(self.cockpit.location_names())
-        self.model.set_records(self.cockpit.numbers())
+    def refresh(self) -> asyncio.Task[None]:
+        """Read the numbers and the location names (off the loop); shown when they arrive."""
+        return self.tasks.spawn(self._refresh(), name="numbers-refresh")
+
+    async def _refresh(self) -> None:
+        overview = await self.cockpit.overview()
+        self.set_numbers(overview.numbers, overview.location_names)
+
+    def set_numbers(self, numbers: list[WhatsAppSession], names: dict[str, str] | None = None) -> None:
+        if names is not None:
+            self.model.set_location_names(names)
+        self.model.set_records(numbers)
 
     def set_location_names(self, names: dict[str, str]) -> None:
         self.model.set_location_names(names)
