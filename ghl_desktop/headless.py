@@ -143,8 +143,8 @@ async def _main(*, sandbox: bool, sandbox_port: int, sandbox_url: str | None = N
 
             from ghl_desktop.runtime import cluster_engine_stores
 
-            factory = neonize_transport_factory(settings.sessions_dir, cluster_engine_stores(app))  # PG: stores there
-            runtime = BridgeRuntime(app, factory, options, open_url=show_url)
+            engines = neonize_transport_factory(settings.sessions_dir, cluster_engine_stores(app))  # PG: stores there
+            runtime = BridgeRuntime(app, engines, options, open_url=show_url)
         stack.push_async_callback(runtime.stop)
         if sandbox and sandbox_url is not None:
             # runs before runtime.stop (LIFO): replies made while the endpoint closes wait for the next run

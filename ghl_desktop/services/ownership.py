@@ -318,6 +318,7 @@ class RoutedQueue:
 
     async def complete_and_lease(self, done: Sequence[int], owner: str, *, now: datetime, lease_seconds: float,
                                  limit: int = 10, kinds: Sequence[str] | None = None,
+                                 routes: Sequence[str] | None = None,
                                  finish: Mapping[int, Callable[[], object]] | None = None) -> list[Job]:
         finish = dict(finish or {})
         for job_id in done:  # a fenced job's last write goes first, on its own (then its fenced completion)

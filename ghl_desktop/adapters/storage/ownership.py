@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, exists, func, literal, null, or_, select, text, update
+from sqlalchemy import BigInteger, and_, delete, exists, func, literal, null, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -179,7 +179,7 @@ class SqlOwnership:
             s.execute(update(NumberLeaseRow).where(NumberLeaseRow.worker == worker)
                       .values(worker=None, expires_at=now, updated_at=now)
                       .execution_options(synchronize_session=False))
-            s.execute(ClusterWorkerRow.__table__.delete().where(ClusterWorkerRow.name == worker))
+            s.execute(delete(ClusterWorkerRow).where(ClusterWorkerRow.name == worker))
 
     def unroute(self, session_ids: Iterable[str]) -> int:
         """Pending jobs routed to numbers nobody will connect again (logged out...) go back to any worker."""
