@@ -385,6 +385,7 @@ class MessageLogModel(QAbstractTableModel):
             # a new list (filter/sort): the cached rows stay (a row is the same whatever the view)
             self.beginResetModel()
             self._ids = ids
+            self._missing.clear()
             self._layout += 1
             self.endResetModel()
         self._head_shown = not final
@@ -550,14 +551,22 @@ class MessageLogModel(QAbstractTableModel):
                     self._cache[message_id] = row
                     self._cache.move_to_end(message_id)
             if generation != self._generation or self._loading:
-                # the filter changed meanwhile: the new query's answer decides what is in view
+                # the filter changed meanwhile: the new query's answer decides what is in view (it was
+                # read after these changes were stored); the rows it shows are repainted
                 if self._loading:
                     self._pending.extend(batch)
+                else:
+                    for message_id in batch:
+                        row = self.row_of(message_id)
+                        if row is not None:
+                            self.dataChanged.emit(self.index(row, 0), self.index(row, len(LOG_COLUMNS) - 1))
                 continue
             for message_id in batch:
                 self._place(message_id, found.get(message_id) is not None)
             while len(self._cache) > self._cache_rows:
                 self._cache.popitem(last=False)
+            if not self._reads and not self._updates:
+                self._changed_at.clear()  # nothing read before these changes is still on its way
             self.changes_applied.emit(batch)
 
     def _place(self, message_id: int, matches: bool) -> None:

@@ -501,3 +501,44 @@ def test_a_superseded_query_never_runs_and_a_stale_answer_is_dropped(
     _wait(qloop, panel)
     assert seen == ["Maria"]
     assert {r.contact_name for r in _rows(panel)} == {"Maria Lopez"}
+
+
+def test_a_page_read_that_started_before_a_live_change_does_not_bring_back_the_old_row(
+        qloop: asyncio.AbstractEventLoop, service: MessageLogService, db: Database,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With several storage threads (PostgreSQL) a page read may come back after a newer read of one of
+    its rows: the row read last for a change wins, whatever order the answers arrive in."""
+    model = MessageLogModel(service, page_size=50)
+    model.load_now()
+    stale = {row.id: row for row in db.message_log.rows([model.id_at(r) for r in range(50)])}
+    newer = MessageStatus.READ
+    position = next(r for r in range(50) if stale[model.id_at(r)].status.rank < newer.rank
+                    and stale[model.id_at(r)].status is not MessageStatus.FAILED)
+    target = model.id_at(position)
+    release = asyncio.Event()
+    rows_of = service.rows
+
+    async def slow_page(ids: Any) -> Any:
+        await release.wait()
+        return [stale[i] for i in ids if i in stale]  # what the page read saw before the change
+
+    monkeypatch.setattr(service, "rows", slow_page)
+    assert model.index(position, 0).data() == LOADING_CELL  # the page read starts (and waits)
+    applied: list[list[int]] = []
+    model.changes_applied.connect(applied.append)
+
+    async def change_then_release() -> None:
+        await asyncio.sleep(0.01)
+        assert model.reads == 1
+        db.messages.update(target, status=newer)
+        model.apply_id(target)
+        while not applied:
+            await asyncio.sleep(0.005)
+        release.set()
+        await model.wait_idle()
+
+    qloop.run_until_complete(asyncio.wait_for(change_then_release(), 30))
+    monkeypatch.setattr(service, "rows", rows_of)
+    assert stale[target].status is not newer
+    assert model.index(position, 0).data(RowRole).status is newer  # the newer read kept
+    assert all(model.index(r, 0).data(RowRole) is not None for r in range(50))  # the rest: the old read
