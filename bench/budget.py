@@ -1,8 +1,9 @@
 """HighLevel's rate budget: how much of it the bridge uses on a backlog, and the latency below it.
 
 The sandbox runs in its own process (``ghl-desktop sandbox``) and enforces HighLevel's real limit —
-100 requests per app per location in a sliding 10 s window (``--window`` shortens the window and says
-the scale in the output and the JSON line) — answering 429 past it. The bridge is the app's own
+100 requests per app per location in a sliding 10 s window (``--window`` changes the window — shorter
+for a faster run, longer where the machine cannot keep up with the real rate — and the output and the
+JSON line say the scale) — answering 429 past it. The bridge is the app's own
 ``BridgeRuntime`` with the app's default options (job runner, HighLevel client, its rate scheduler
 told the documented limit) and three locations connected through the consent page, each with its own
 simulated WhatsApp number linked by QR.
@@ -270,7 +271,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backlog", type=int, default=None, help="messages per location (default 1000; --quick 200)")
     parser.add_argument("--window", type=float, default=REAL_WINDOW,
-                        help="the limit's window in seconds (HighLevel: 10); shorter = the same limit, faster")
+                        help="the limit's window in seconds (HighLevel: 10); shorter = the same limit, faster; "
+                             "longer = a slower rate (room for the bridge on a slow machine)")
     parser.add_argument("--latency-seconds", type=float, default=None, help="default 30 (--quick 15)")
     parser.add_argument("--quick", action="store_true", help="CI-sized run")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/results")
@@ -281,7 +283,7 @@ def main() -> None:
     load = os.getloadavg()
     r = asyncio.run(run(args))
     scale = f"{LIMIT} / {r['window_s']:g} s" + ("" if r["window_s"] == REAL_WINDOW else
-                                               f" (HighLevel's 100 / 10 s shortened {r['scale']:g}x)")
+                                               f" (HighLevel's 100 / 10 s at {r['scale']:g}x its rate)")
     table([
         ("limit (sandbox, per location)", scale),
         ("backlog", f"{r['backlog_per_location']:,} messages on each of {r['locations']} locations"),
