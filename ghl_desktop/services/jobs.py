@@ -31,6 +31,7 @@ from ghl_desktop.core.errors import GhlDesktopError, GhlRateLimited, StorageBusy
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.models import WAITING_PREFIX, Job, utcnow
 from ghl_desktop.core.ports import AsyncJobQueue
+from ghl_desktop.core.storage_lane import BACKGROUND
 from ghl_desktop.services.events import RunnerProblem
 
 log = logging.getLogger("ghl.jobs")
@@ -200,7 +201,9 @@ class JobRunner:
     def start(self) -> None:
         if self._main is None:
             self._stopping = False
-            self._main = asyncio.get_running_loop().create_task(self._loop(), name="job-runner")
+            context = contextvars.copy_context()
+            context.run(BACKGROUND.set, True)  # leases and purges wait while the intake's calls do
+            self._main = asyncio.get_running_loop().create_task(self._loop(), name="job-runner", context=context)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop leasing; give the jobs in flight ``grace`` seconds (default ``stop_grace_seconds``) to
@@ -303,6 +306,7 @@ class JobRunner:
             self._in_flight.add(job.id)
             context = contextvars.copy_context()
             context.run(_last_writes.set, [])  # this job's own list (finish_with_completion)
+            context.run(BACKGROUND.set, True)  # its storage calls wait while the intake's do (core.storage_lane)
             task = asyncio.get_running_loop().create_task(self._run(job), name=f"job-{job.id}-{job.kind}",
                                                           context=context)
             self._running.add(task)

@@ -29,8 +29,9 @@ import contextlib
 import functools
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar, cast
 
 from ghl_desktop.core.errors import StorageError
@@ -43,6 +44,7 @@ from ghl_desktop.core.ports import (
     AsyncSessionRepository,
 )
 from ghl_desktop.core.routing import AsyncRoutingRepository
+from ghl_desktop.core.storage_lane import BACKGROUND
 
 log = logging.getLogger("ghl.storage")
 
@@ -79,6 +81,9 @@ class StorageExecutor:
         self._lock = threading.Lock()
         self._closed = False
         self._threads: set[int] = set()
+        #: calls waiting for a worker: the loop's own first, then the job runner's (core.storage_lane)
+        self._now: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = deque()
+        self._later: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = deque()
         # start every worker now: the pool starts its threads lazily (one per submit that finds no idle
         # thread), and a thread start on a busy machine takes tens of ms, which would otherwise land on
         # the loop inside an awaited call. The barrier keeps each started worker busy until all exist,
@@ -99,23 +104,42 @@ class StorageExecutor:
         self._threads.add(threading.get_ident())
         return fn(*args, **kwargs)
 
-    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(*args, **kwargs)`` on a worker thread and await it."""
-        loop = asyncio.get_running_loop()
+    def _submit(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                background: bool) -> Future[T]:
+        future: Future[T] = Future()
         with self._lock:
             if self._closed:
                 raise StorageClosed("the database is closed (the app is quitting)")
-            future = self._pool.submit(self._call, fn, args, kwargs)
+            (self._later if background else self._now).append((future, fn, args, kwargs))
+            self._pool.submit(self._next)  # one worker turn per waiting call
+        return future
+
+    def _next(self) -> None:
+        """(worker) Run the most urgent waiting call: any other one before the job runner's."""
+        try:
+            future, fn, args, kwargs = self._now.popleft()
+        except IndexError:
+            future, fn, args, kwargs = self._later.popleft()
+        if not future.set_running_or_notify_cancel():
+            return  # its awaiting task was cancelled before it started
+        try:
+            result = self._call(fn, args, kwargs)
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` on a worker thread and await it (the job runner's calls, marked by
+        ``core.storage_lane.BACKGROUND``, wait while others do)."""
+        loop = asyncio.get_running_loop()
+        future = self._submit(fn, args, kwargs, background=BACKGROUND.get())
         return await asyncio.wrap_future(future, loop=loop)
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` on a worker thread and wait for it here (code that is not on the loop: CLI tools,
         worker threads). Never call this on the event loop thread."""
-        with self._lock:
-            if self._closed:
-                raise StorageClosed("the database is closed (the app is quitting)")
-            future = self._pool.submit(self._call, fn, args, kwargs)
-        return future.result()
+        return self._submit(fn, args, kwargs, background=False).result()
 
     def shutdown(self, *, wait: bool = True) -> None:
         """Refuse new calls, finish the submitted ones, join the threads. Idempotent."""
