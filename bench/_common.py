@@ -303,3 +303,20 @@ class SentCounter:
             if time.perf_counter() > deadline:
                 raise TimeoutError(f"only {len(self.done)} of {n} messages reached HighLevel in {limit:.0f} s")
             await asyncio.sleep(0.005)
+
+
+async def customers(sandbox_url: str, plan: list[dict[str, Any]]) -> dict[str, float]:
+    """Run bench/_customers.py (the customers in their own process) with ``plan``; returns when each
+    text was sent (time.perf_counter: CLOCK_MONOTONIC, comparable across processes on Linux)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "plan.json"
+        path.write_text(json.dumps(plan), "utf-8")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench._customers", sandbox_url, str(path), cwd=str(ROOT),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the customers' process failed ({proc.returncode}): {err.decode()[-2000:]}")
+    return {str(k): float(v) for k, v in json.loads(out.decode().strip().splitlines()[-1]).items()}

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from bench._common import NO_LIMITS, SandboxProcess, link_number, sandbox_process  # noqa: E402
+from bench._common import NO_LIMITS, SandboxProcess, customers, link_number, sandbox_process  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -159,21 +159,15 @@ class Posted:
 
 
 async def traffic(env: WindowEnv, prefix: str, per_number: int, customers_per_number: int = 2) -> None:
-    """``per_number`` messages to every linked number from its own customers, as fast as they go;
-    returns once the bridge has posted all of them to HighLevel."""
+    """``per_number`` messages to every linked number from its own customers, as fast as they go; the
+    customers run in their own process (bench/_customers.py), so their sends are not work on this
+    loop. Returns once the bridge has posted all of them to HighLevel."""
+    plan = [{"phone": f"+49152{n:03d}{c:05d}", "name": f"Customer {n}.{c}", "to": env.numbers[n],
+             "texts": [f"{prefix} {n} {i}" for i in range(c, per_number, customers_per_number)]}
+            for n in range(len(env.numbers)) for c in range(customers_per_number)]
     posted = Posted(env.window.app.bus, prefix)
     try:
-        async def customer(n: int, c: int, phone: str) -> None:
-            for i in range(c, per_number, customers_per_number):
-                await env.send(phone, f"{prefix} {n} {i}", env.numbers[n])
-
-        jobs = []
-        for n in range(len(env.numbers)):
-            for c in range(customers_per_number):
-                phone = f"+49152{n:03d}{c:05d}"
-                await env.customer(phone, f"Customer {n}.{c}")
-                jobs.append(customer(n, c, phone))
-        await asyncio.gather(*jobs)
+        await customers(env.url, plan)
         await posted.wait(per_number * len(env.numbers), 600)
     finally:
         posted.close()

@@ -15,9 +15,10 @@ simulated WhatsApp number linked by QR.
                                 full window (aligned at the drain's first request; the last, partial
                                 window — the backlog running out — is left out), lowest location
               rate_limited_429  429 answers the sandbox gave during the run (all locations)
-  latency   the same customers send at half the budget (limit ÷ 2 per window per location) for
-            ``--latency-seconds``: latency_p50_ms / latency_p99_ms from the customer's send on the
-            WhatsApp network to HighLevel's answer to the bridge's post (MessageLogged with a HighLevel
+  latency   the same customers (in their own process, bench/_customers.py) send at half the budget
+            (limit ÷ 2 per window per location, evenly paced) for ``--latency-seconds``:
+            latency_p50_ms / latency_p99_ms from the customer's send on the WhatsApp network to
+            HighLevel's answer to the bridge's post (MessageLogged with a HighLevel
             id), i.e. WhatsApp event → HighLevel request, upper bound.
 
 Request times are the bridge's (the moment HighLevel's answer arrived, a few ms after the sandbox
@@ -46,6 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import BridgeEnv, bridge_env, percentile, record, sandbox_process, table
+from bench._common import customers as run_customers
 
 LIMIT = 100  # HighLevel: 100 requests per app per location per 10 s
 REAL_WINDOW = 10.0
@@ -209,24 +211,14 @@ async def measure(env: BridgeEnv, args: argparse.Namespace) -> dict[str, Any]:
 
         # latency at half the budget
         await asyncio.sleep(window + 0.5)
-        sent_at: dict[str, float] = {}
-        sends: list[asyncio.Future[str]] = []
         gap = 2 * window / LIMIT  # per location: LIMIT / 2 messages per window
         count = max(1, int(args.latency_seconds / gap))
-
-        async def paced(loc: str) -> None:
-            t0 = time.perf_counter()
-            for i in range(count):
-                delay = t0 + i * gap - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                body = f"latency {loc} {i}"
-                phone = customers[loc][i % CUSTOMERS]
-                sent_at[body] = time.perf_counter()
-                sends.append(asyncio.ensure_future(env.send(phone, body, env.numbers[loc])))
-
-        await asyncio.gather(*(paced(loc) for loc in locations))
-        await asyncio.gather(*sends)
+        # paced sends from the customers' own process (their HTTP is not work on the bridge's loop):
+        # location message i at start + i·gap, round robin over its customers
+        plan = [{"phone": phone, "to": env.numbers[loc], "gap": gap * CUSTOMERS, "offset": k * gap,
+                 "texts": [f"latency {loc} {i}" for i in range(k, count, CUSTOMERS)]}
+                for loc in locations for k, phone in enumerate(customers[loc])]
+        sent_at = await run_customers(env.url, plan)
         await posts.wait(list(sent_at), 120)
         latencies = [(posts.at[b] - t) * 1000 for b, t in sent_at.items()]
         final = await limits(env)
