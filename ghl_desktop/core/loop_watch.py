@@ -13,7 +13,10 @@ that happened to run after it.
 
 On Linux the time the loop thread spent *runnable but waiting for a CPU* (``/proc/.../schedstat``,
 other processes' fault, not ours) is taken off the measured stall, so a loaded machine does not make
-the detector fire; time spent waiting for a lock, the GIL or the disk still counts.
+the detector fire. The same goes for the GIL: a thread of ours that holds it and is then preempted by
+the OS keeps the loop thread asleep until it gets a CPU back, so while the loop thread sleeps, the
+time the process's other threads spent waiting for a CPU is taken off too (:func:`net_stall`). Time
+spent waiting for a lock, the disk, a sleep or another thread's work still counts.
 
 Pure standard library (core stays free of Qt and I/O libraries); any asyncio loop works (qasync's
 too, whose ``set_debug`` slow-callback report is not available). The app turns it on with
@@ -54,16 +57,49 @@ def _schedstat_path(native_id: int | None) -> str | None:
     return path if os.path.exists(path) else None
 
 
-def _runqueue_wait(path: str | None) -> float:
-    """Seconds the thread has spent runnable but waiting for a CPU (0 where unknown)."""
+def _schedstat(path: str | None) -> tuple[float, float]:
+    """Seconds the thread has spent on a CPU and runnable but waiting for one ((0, 0) where unknown)."""
     if path is None:
-        return 0.0
+        return 0.0, 0.0
     try:
         with open(path, "rb") as f:  # a procfs read: no disk, no fsync
             fields = f.read().split()
-        return int(fields[1]) / 1e9
+        return int(fields[0]) / 1e9, int(fields[1]) / 1e9
     except (OSError, IndexError, ValueError):
-        return 0.0
+        return 0.0, 0.0
+
+
+def _runqueue_wait(path: str | None) -> float:
+    """Seconds the thread has spent runnable but waiting for a CPU (0 where unknown)."""
+    return _schedstat(path)[1]
+
+
+def _other_threads_waits(skip: Iterable[int | None]) -> dict[int, float]:
+    """Runqueue waits (seconds) of this process's threads but ``skip`` (native ids); {} where unknown."""
+    if not sys.platform.startswith("linux"):
+        return {}
+    skipped = set(skip)
+    waits: dict[int, float] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return {}
+    for name in tids:
+        if not name.isdigit() or int(name) in skipped:
+            continue
+        waits[int(name)] = _runqueue_wait(f"/proc/self/task/{name}/schedstat")
+    return waits
+
+
+def net_stall(duration: float, own_queue_wait: float, *, window: float = 0.0, own_cpu: float = 0.0,
+              own_wait_in_window: float = 0.0, others_queue_wait: float = 0.0) -> float:
+    """How long the loop's own code held it: ``duration`` less the time the loop thread waited for a
+    CPU (``own_queue_wait``), less — within the ``window`` sampled after the threshold — the time the
+    process's other threads waited for a CPU (``others_queue_wait``) while the loop thread slept
+    (neither on a CPU nor queued for one): that is a GIL held by a preempted thread. What a lock, the
+    disk or a sleep holds is not excused by it (a quiet machine has no such waits to credit)."""
+    asleep = max(0.0, window - own_cpu - own_wait_in_window)
+    return duration - max(0.0, own_queue_wait) - min(max(0.0, others_queue_wait), asleep)
 
 
 @dataclass(frozen=True)
@@ -83,7 +119,8 @@ class Block:
 
     #: wall-clock seconds the loop did not answer
     duration: float
-    #: ``duration`` less the time the thread waited for a CPU (what the code itself held the loop)
+    #: ``duration`` less the time the thread (or a preempted GIL holder) waited for a CPU: what the code
+    #: itself held the loop (:func:`net_stall`)
     stalled: float
     #: the sampled stacks, innermost frame last, in sampling order (the first one at the threshold)
     samples: tuple[tuple[Frame, ...], ...] = field(default_factory=tuple)
@@ -224,6 +261,7 @@ class LoopWatch:
     def _run(self) -> None:
         loop = self.loop
         schedstat = _schedstat_path(self._native_id)
+        me = threading.get_native_id()
         while not self._stop.is_set():
             if loop.is_closed() or not loop.is_running():
                 self._stop.wait(self.interval)
@@ -246,6 +284,10 @@ class LoopWatch:
             if answered.wait(self.threshold):
                 self._stop.wait(self.interval)
                 continue
+            # a stall: from here on, also what the loop thread and the other threads wait for (the GIL)
+            window_start = time.monotonic()
+            own_start = _schedstat(schedstat)
+            others_start = _other_threads_waits((self._native_id, me)) if schedstat else {}
             samples: list[tuple[Frame, ...]] = []
             while True:
                 if len(samples) < MAX_SAMPLES:
@@ -262,7 +304,15 @@ class LoopWatch:
             duration = (acked[0] if acked else time.monotonic()) - sent
             if duration <= self.threshold:
                 continue  # the watchdog itself woke late
-            stalled = duration - max(0.0, _runqueue_wait(schedstat) - queued)
+            window = time.monotonic() - window_start
+            own_end = _schedstat(schedstat)
+            others = 0.0
+            if schedstat:
+                others_end = _other_threads_waits((self._native_id, me))
+                # a thread started during the stall (e.g. by an executor's submit) waited all its life in it
+                others = sum(max(0.0, w - others_start.get(t, 0.0)) for t, w in others_end.items())
+            stalled = net_stall(duration, own_end[1] - queued, window=window, own_cpu=own_end[0] - own_start[0],
+                                own_wait_in_window=own_end[1] - own_start[1], others_queue_wait=others)
             if stalled <= self.threshold:
                 continue  # the machine was busy, not our loop
             block = Block(duration, stalled, tuple(samples))
@@ -305,5 +355,5 @@ def watch_from_env(loop: asyncio.AbstractEventLoop | None = None,
     return watch
 
 
-__all__ = ["DEFAULT_THRESHOLD", "ENV", "Block", "Frame", "LoopWatch", "log_block", "threshold_from_env",
-           "watch_from_env"]
+__all__ = ["DEFAULT_THRESHOLD", "ENV", "Block", "Frame", "LoopWatch", "log_block", "net_stall",
+           "threshold_from_env", "watch_from_env"]

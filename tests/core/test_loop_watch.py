@@ -42,6 +42,20 @@ def test_a_blocking_call_on_the_loop_is_caught_with_its_stack() -> None:
     assert text.startswith("event loop blocked for ") and "_blocks_the_loop" in text and "time.sleep(0.05)" in text
 
 
+def test_a_preempted_gil_holder_is_the_machines_fault_a_sleep_a_lock_or_cpu_work_are_not() -> None:
+    net = loop_watch.net_stall
+    # the loop thread slept 40 of the 50 ms after the threshold; nobody else waited for a CPU: a sleep,
+    # a lock, the disk — all of it counts
+    assert net(0.07, 0.0, window=0.05, own_cpu=0.01, others_queue_wait=0.0) == pytest.approx(0.07)
+    # the same sleep while another thread of ours (the GIL holder) sat 40 ms in the run queue
+    assert net(0.07, 0.0, window=0.05, own_cpu=0.01, others_queue_wait=0.04) == pytest.approx(0.03)
+    # credited at most for the time the loop thread slept: its own CPU work is never excused
+    assert net(0.07, 0.0, window=0.05, own_cpu=0.05, others_queue_wait=0.2) == pytest.approx(0.07)
+    assert net(0.07, 0.0, window=0.05, own_cpu=0.01, others_queue_wait=0.2) == pytest.approx(0.03)
+    # and, as before, the loop thread's own waits for a CPU
+    assert net(0.07, 0.03, window=0.05, own_wait_in_window=0.03, others_queue_wait=0.0) == pytest.approx(0.04)
+
+
 def test_awaiting_does_not_fire() -> None:
     assert asyncio.run(_scenario(block=False)) == []
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -26,6 +27,8 @@ from ghl_desktop.sandbox_mode import point_sandbox_webhooks
 from ghl_desktop.services.jobs import RunnerOptions
 from ghl_desktop.services.sessions import SessionOptions
 from tests.fakes.secrets import MemorySecretStore
+
+T = TypeVar("T")
 
 FAST_RUNTIME = RuntimeOptions(
     runner=RunnerOptions(concurrency=8, lease_seconds=30, poll_interval=0.05, max_attempts=6,
@@ -48,6 +51,8 @@ class Env:
     runtime: BridgeRuntime
     http: httpx.AsyncClient
     linked: str = SANDBOX_LINKED_PHONE
+    #: the connected location (read once, off the loop, when the environment is ready)
+    first_location: str = ""
 
     @property
     def url(self) -> str:
@@ -55,7 +60,7 @@ class Env:
 
     @property
     def location_id(self) -> str:
-        return self.app.db.locations.list()[0].id
+        return self.first_location or self.app.db.locations.list()[0].id
 
     async def state(self) -> dict[str, Any]:
         answer = await self.http.get(f"{self.url}/_sandbox/state")
@@ -124,12 +129,19 @@ class Env:
         return str(next(iter(answer.json()["uploadedFiles"].values())))
 
 
+async def off_loop(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """A test's own blocking call (a database read or write, a file) on a worker thread, awaited."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
 async def eventually(check: Callable[[], Any], limit: float = 20.0, interval: float = 0.05) -> Any:
-    """Poll an async or sync check until it returns a truthy value (a liveness bound, not a speed goal)."""
+    """Poll an async or sync check until it returns a truthy value (a liveness bound, not a speed goal).
+    A sync check (typically the test reading the database) runs on a worker thread: the e2e tests run
+    under the blocked-loop detector, and a test's own reads must not hold the loop either."""
     deadline = asyncio.get_running_loop().time() + limit
     last: Any = None
     while asyncio.get_running_loop().time() < deadline:
-        last = check()
+        last = check() if inspect.iscoroutinefunction(check) else await asyncio.to_thread(check)
         if asyncio.iscoroutine(last):
             last = await last
         if last:
@@ -162,7 +174,7 @@ async def bridge_env(runtime_options: RuntimeOptions | None = None, *,
             await runtime.start()
             await point_sandbox_webhooks(sb.url, runtime.webhooks.url)
             await ensure_linked(runtime, sb.url, asyncio.Event())
-            env = Env(sb, app, runtime, http)
+            env = Env(sb, app, runtime, http, first_location=(await app.db.aio.locations.list())[0].id)
             yield env
             # everything the bridge sent HighLevel during the test passed the official OpenAPI specs
             assert (await env.state())["validation_failures"] == 0, (await env.state())["validation_failure_details"]

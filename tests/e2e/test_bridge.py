@@ -194,7 +194,7 @@ async def test_duplicate_webhook_and_repeated_whatsapp_delivery_change_nothing()
         wa_id = await env.send(ALICE, text="only once please")
         await eventually(lambda: _has_alt(env, wa_id))
         # WhatsApp (the network) delivering the same message again is a no-op
-        session = env.runtime.sessions.list_sessions()[0]
+        session = (await env.app.db.aio.sessions.list())[0]
         again = IncomingMessage(id=wa_id, chat="4915112345678@s.whatsapp.net", sender="4915112345678@s.whatsapp.net",
                                 sender_phone=ALICE, sender_lid=None, push_name="Alice", timestamp=utcnow(),
                                 kind=MessageKind.TEXT, text="only once please")
@@ -206,7 +206,7 @@ async def test_duplicate_webhook_and_repeated_whatsapp_delivery_change_nothing()
         reply_id = await env.reply(contact["id"], "answer once")
         await eventually(lambda: _inbox_len(env, ALICE, 1))
         # HighLevel retrying the same delivery (same messageId) stores nothing new
-        _job_id, created = env.app.db.jobs.enqueue(
+        _job_id, created = await env.app.db.aio.jobs.enqueue(
             NewJob(kind=OUTBOUND, payload={"event": {"messageId": reply_id}}, dedupe_key=f"ghl:msg:{reply_id}"))
         assert not created
         await env.runtime.runner.run_until_idle(10)

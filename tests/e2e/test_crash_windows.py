@@ -160,10 +160,10 @@ async def test_a_receipt_redelivered_after_a_crash_still_reaches_highlevel() -> 
     async with bridge_env() as env:
         ghl_id, row = await _reply_to_offline_phone(env)
         # what a kill between storing "delivered" and storing its status job leaves
-        env.app.db.messages.update(row.id, status=MessageStatus.DELIVERED)
+        await env.app.db.aio.messages.update(row.id, status=MessageStatus.DELIVERED)
         assert not [j for j in env.app.db.jobs.list(limit=500) if j.kind == STATUS]
         # the network redelivers the unacked receipt to the restarted bridge
-        session = env.runtime.sessions.list_sessions()[0]
+        session = (await env.app.db.aio.sessions.list())[0]
         receipt = Receipt(chat=row.chat_jid, message_ids=(row.wa_message_id,), kind=ReceiptKind.DELIVERED,
                           timestamp=utcnow())
         await env.runtime.bridge.on_receipt(session, receipt)

@@ -158,12 +158,12 @@ async def test_a_permanent_error_dead_letters_with_a_reason_and_a_manual_retry_d
         assert broken not in await alt_counts(env)
 
         env.sandbox.state.app.provider_id = correct  # fixed
-        assert env.app.db.jobs.requeue_dead(job.id)
+        assert await env.app.db.aio.jobs.requeue_dead(job.id)
         env.runtime.runner.wake()
         await eventually(lambda: _has(env, broken))
-        assert not env.app.db.jobs.requeue_dead(job.id)  # no longer dead: a second click does nothing
+        assert not await env.app.db.aio.jobs.requeue_dead(job.id)  # no longer dead: a second click does nothing
         await env.runtime.runner.run_until_idle(20)
-        again = env.app.db.jobs.get(job.id)
+        again = await env.app.db.aio.jobs.get(job.id)
         assert again is not None and again.state is JobState.DONE
         counts = await alt_counts(env)
         assert counts[broken] == 1 and counts[ok] == 1

@@ -16,7 +16,7 @@ from ghl_desktop.core.models import WAITING_PREFIX, Job, JobState, LocationState
 from ghl_desktop.services.bridge import INBOUND, OUTBOUND
 from ghl_desktop.services.health import HealthMonitor
 from ghl_desktop.webhooks.intake import WebhookIntake
-from tests.e2e.harness import FAST_RUNTIME, Env, bridge_env, eventually
+from tests.e2e.harness import FAST_RUNTIME, Env, bridge_env, eventually, off_loop
 
 ALICE = "+4915112345678"
 
@@ -26,12 +26,11 @@ def _jobs(env: Env, kind: str) -> list[Job]:
 
 
 def _age(env: Env, job_id: int, seconds: float) -> None:
-    """Make a job look ``seconds`` older (created earlier) and due now."""
+    """Make a job look ``seconds`` older (created earlier) and due now (blocking: call it off the loop)."""
     now = utcnow()
     with env.app.db.jobs._tx.write() as s:  # test-only backdating of created_at
         s.execute(update(JobRow).where(JobRow.id == job_id).values(
             created_at=now - timedelta(seconds=seconds), next_attempt_at=now))
-    env.runtime.runner.wake()
 
 
 @pytest.mark.asyncio
@@ -45,7 +44,7 @@ async def test_inbound_for_a_stalled_location_waits_visibly_outside_the_backlog_
     options = replace(FAST_RUNTIME, runner=replace(FAST_RUNTIME.runner, max_wait_seconds=3600.0))
     async with bridge_env(options) as env:
         await env.customer(ALICE, "Alice")
-        env.app.db.locations.set_state(env.location_id, state)
+        await env.app.db.aio.locations.set_state(env.location_id, state)
         await env.send(ALICE, text="anyone there?")
 
         def waiting() -> Job | None:
@@ -67,7 +66,8 @@ async def test_inbound_for_a_stalled_location_waits_visibly_outside_the_backlog_
         assert row.health.reason == f"bridging stalled: {reason} — 1 waiting" and row.waiting == 1
 
         # older than the maximum wait: dead-lettered with the reason, for a person to see and retry
-        _age(env, job.id, 3601)
+        await off_loop(_age, env, job.id, 3601)  # a write: on a thread, not on the loop
+        env.runtime.runner.wake()
 
         def dead() -> Job | None:
             j = jobs.get(job.id)
@@ -105,7 +105,8 @@ async def test_a_reply_to_a_banned_number_waits_with_the_ban_as_its_reason_then_
         assert env.app.db.jobs.count_backlog() == 0
         assert list(env.app.db.jobs.waiting_by_payload(OUTBOUND, ("event", "locationId"))) == [env.location_id]
 
-        _age(env, job.id, 7200)
+        await off_loop(_age, env, job.id, 7200)  # a write: on a thread, not on the loop
+        env.runtime.runner.wake()
 
         def dead() -> Job | None:
             j = env.app.db.jobs.get(job.id)
@@ -120,7 +121,7 @@ async def test_a_reply_to_a_banned_number_waits_with_the_ban_as_its_reason_then_
 async def test_the_webhook_backlog_counts_only_work_that_runs_by_itself() -> None:
     async with bridge_env() as env:
         await env.customer(ALICE, "Alice")
-        env.app.db.locations.set_state(env.location_id, LocationState.NEEDS_RECONNECT)
+        await env.app.db.aio.locations.set_state(env.location_id, LocationState.NEEDS_RECONNECT)
         for n in range(3):
             await env.send(ALICE, text=f"message {n}")
         # the first waits with its reason; the two behind it on the chat's ordering key wait for the same
