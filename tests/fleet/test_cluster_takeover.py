@@ -7,7 +7,8 @@ sandbox over loopback: 3 ``headless --sandbox-url --db-url --worker`` processes,
   over at once;
 - no number is ever connected twice at once (the sandbox's ``max_concurrent_sessions`` stays 1),
   every inbound message reaches HighLevel exactly once and every agent reply reaches the customer's
-  phone exactly once, whichever worker took the webhook and whichever holds the number.
+  phone exactly once, whichever worker took the webhook and whichever holds the number;
+- a forced token expiry while the three workers post to HighLevel costs exactly one refresh.
 
 Timings are shortened through the environment (heartbeat 1 s, takeover 5 s); the waits below are
 liveness bounds, not speed checks."""
@@ -240,6 +241,9 @@ def test_three_workers_share_six_numbers_and_survive_kills(sandbox_url: str, pg_
         kill_w2(2)
         c.start("w2")  # back: it gets its share again
         _until(lambda: c.spread(WORKERS), "rebalanced 2/2/2 after w2 restarted")
+        # a forced expiry while all three post to HighLevel: one refresh for the whole cluster
+        refreshes = c.http.get("/_sandbox/state").json()["stats"].get("oauth_refreshes_by_location", {})
+        assert c.http.post("/_sandbox/tokens/expire", json={"locationId": location}).json()["expired"] >= 1
         phase(3)
         kill_w2(4)
         c.start("w2")
@@ -270,6 +274,8 @@ def test_three_workers_share_six_numbers_and_survive_kills(sandbox_url: str, pg_
             assert {m["from"] for m in got} == {NUMBERS[CUSTOMERS.index(customer)]}  # ... from the number written to
         numbers = c.numbers()
         assert {p: numbers[p]["max_concurrent_sessions"] for p in NUMBERS} == dict.fromkeys(NUMBERS, 1)
+        stats = c.http.get("/_sandbox/state").json()["stats"]
+        assert stats["oauth_refreshes_by_location"][location] - refreshes.get(location, 0) == 1
         print(f"cluster: {len(texts)} inbound, {len(replies)} replies, takeover after SIGKILL "
               f"{', '.join(f'{t:.1f} s' for t in takeovers)} (takeover setting 5 s)")
     finally:
