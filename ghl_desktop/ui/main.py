@@ -81,7 +81,7 @@ def build_runtime(
     app: App, mode: SandboxMode | None, open_url: OpenUrl, options: RuntimeOptions | None = None
 ) -> BridgeRuntime:
     """The runtime the window drives: simulated WhatsApp in sandbox mode, neonize otherwise."""
-    from ghl_desktop.runtime import BridgeRuntime, RuntimeOptions, neonize_transport_factory
+    from ghl_desktop.runtime import BridgeRuntime, RuntimeOptions, cluster_engine_stores, neonize_transport_factory
 
     if mode is not None:
         from ghl_desktop.adapters.whatsapp.simulated import simulated_transport_factory
@@ -91,7 +91,9 @@ def build_runtime(
     from ghl_desktop.adapters.whatsapp.neonize import ensure_executor
 
     ensure_executor(asyncio.get_running_loop(), 50)
-    return BridgeRuntime(app, neonize_transport_factory(app.settings.sessions_dir), options, open_url=open_url)
+    # a cluster's window (PostgreSQL) keeps each number's engine store there too, so any worker can take it over
+    engines = neonize_transport_factory(app.settings.sessions_dir, cluster_engine_stores(app))
+    return BridgeRuntime(app, engines, options, open_url=open_url)
 
 
 async def run_window(
