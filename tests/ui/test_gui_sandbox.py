@@ -37,6 +37,15 @@ def texts(model: Any, column: int) -> list[str]:
     return [model.index(row, column).data() for row in range(model.rowCount())]
 
 
+def on_loop(check: Any) -> Any:
+    """A check that reads widgets, run by ``eventually`` on the loop thread (not on a worker thread:
+    the message log model schedules its page reads on the loop)."""
+    async def run() -> Any:
+        return check()
+
+    return run
+
+
 def log_texts(window: MainWindow, header: str = "Text") -> list[str]:
     """A column of the message log as shown, whichever log panel the window has."""
     from PySide6.QtWidgets import QTableView
@@ -129,8 +138,8 @@ async def test_fresh_machine_connect_link_message_and_drop(qtbot: Any) -> None:
         # a customer writes: the message shows up in the log, then as sent to HighLevel
         await sandbox_post(http, f"{url}/_sandbox/phones", {"phone": ALICE, "name": "Alice"})
         await sandbox_post(http, f"{url}/_sandbox/phones/{ALICE}/send", {"to": LINKED, "text": "Is Thursday ok?"})
-        await eventually(lambda: "Is Thursday ok?" in log_texts(window), 20)
-        await eventually(lambda: log_texts(window, "Status")[0] == "Sent", 20)
+        await eventually(on_loop(lambda: "Is Thursday ok?" in log_texts(window)), 20)
+        await eventually(on_loop(lambda: log_texts(window, "Status")[0] == "Sent"), 20)
 
         # the phone unlinks us: one tray notice saying so, the row says Logged out and offers Link again
         await sandbox_post(http, f"{url}/_sandbox/whatsapp/{LINKED}/drop", {"kind": "logout"})
@@ -259,13 +268,13 @@ async def test_dead_letter_is_listed_and_retried_from_the_window(qtbot: Any) -> 
             dead = window.dead_panel
             assert dead is not None
 
-            def dead_rows() -> int:
-                dead.refresh()  # what its poll timer does
+            async def dead_rows() -> int:  # on the loop (a widget), awaited by eventually
+                await dead.refresh()  # what its poll timer does (the read runs off the loop)
                 return int(dead.model.rowCount())
 
             await eventually(dead_rows, 30)
             assert window.log_tabs.tabText(1) == "Dead letters (1)"
-            await eventually(lambda: "Did this get lost?" in log_texts(window), 10)
+            await eventually(on_loop(lambda: "Did this get lost?" in log_texts(window)), 10)
             stored = env.app.db.messages.recent(1)[0]
             assert stored.body == "Did this get lost?" and stored.status is MessageStatus.RECEIVED
 
@@ -278,7 +287,10 @@ async def test_dead_letter_is_listed_and_retried_from_the_window(qtbot: Any) -> 
             qtbot.mouseClick(dead.retry_button, Qt.MouseButton.LeftButton)
             await asyncio.wait_for(dead.wait_idle(), 30)  # the retry runs off the loop
             assert dead.status.text()
-            await eventually(lambda: dead_rows() == 0, 10)
+            async def no_dead_rows() -> bool:
+                return await dead_rows() == 0
+
+            await eventually(no_dead_rows, 10)
             await eventually(lambda: env.app.db.messages.get(stored.id or 0).status is MessageStatus.SENT, 20)
             posted = [m for m in await env.messages() if m.get("altId") == wa_id]
             assert len(posted) == 1 and posted[0]["body"] == "Did this get lost?"

@@ -524,16 +524,15 @@ def test_a_page_read_that_started_before_a_live_change_does_not_bring_back_the_o
 
     monkeypatch.setattr(service, "rows", slow_page)
     assert model.index(position, 0).data() == LOADING_CELL  # the page read starts (and waits)
-    applied: list[list[int]] = []
-    model.changes_applied.connect(applied.append)
+    applied = asyncio.Event()
+    model.changes_applied.connect(lambda _ids: applied.set())
 
     async def change_then_release() -> None:
         await asyncio.sleep(0.01)
         assert model.reads == 1
         db.messages.update(target, status=newer)
         model.apply_id(target)
-        while not applied:
-            await asyncio.sleep(0.005)
+        await applied.wait()  # the change's row is in, while the older page read still waits
         release.set()
         await model.wait_idle()
 
