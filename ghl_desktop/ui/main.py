@@ -147,7 +147,8 @@ async def run_window(
                 return f"The built-in sandbox could not start: {exc}"
             settings = mode.settings
         try:
-            app = App(settings, secrets=secrets, logging_setup=logging_setup, console_log=False, sandbox=use_sandbox)
+            app = await App.open(settings, secrets=secrets, logging_setup=logging_setup, console_log=False,
+                                 sandbox=use_sandbox)
         except GhlDesktopError as exc:
             log.error("cannot start: %s", exc)
             return str(exc)
