@@ -50,6 +50,9 @@ async def test_a_cancelled_waiting_call_never_runs_and_errors_come_back() -> Non
         doomed = loop.create_task(_in_lane(ex, False, ran.append, "doomed"))
         await asyncio.sleep(0.02)
         doomed.cancel()
+        # the cancel reaches the executor's future through loop callbacks (already due: they run before
+        # the sleep's timer); only then may the worker be freed
+        await asyncio.sleep(0.05)
         gate.set()
         await busy
         with pytest.raises(asyncio.CancelledError):
