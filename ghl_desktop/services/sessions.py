@@ -133,6 +133,9 @@ class _Runtime:
         #: the session's state as this service last stored or read it (transport_for answers from it,
         #: without a database read per lookup: this service is the only writer of a live session's state)
         self.state: SessionState | None = None
+        #: the session's row as this service last stored or read it: an incoming message needs the
+        #: session's id and location (which never change), not a database read per message
+        self.row: WhatsAppSession | None = None
 
     def cancel_timers(self) -> None:
         current = asyncio.current_task()
@@ -435,6 +438,7 @@ class SessionService:
             await self._on_event(rt, event)
 
         rt.state = session.state
+        rt.row = session
         rt.transport = self.transport_factory(session, handler)
         self._runtimes[session.id] = rt
         return rt
@@ -496,7 +500,7 @@ class SessionService:
             if current is None:
                 return None
             if rt is not None:
-                rt.state = current.state
+                rt.state, rt.row = current.state, current
             if current.state is not state and not can_transition(current.state, state):
                 log.warning("session %s: transition %s → %s not allowed; ignored", session_id, current.state, state)
                 return current
@@ -504,7 +508,7 @@ class SessionService:
                 return current
             updated = await self.aio.set_state(session_id, state, detail, state_until)
             if rt is not None:
-                rt.state = updated.state
+                rt.state, rt.row = updated.state, updated
             log.info("session %s: %s%s", session_id, state.value, f" ({detail})" if detail else "")
             self.bus.publish(SessionChanged(updated))
             return updated
@@ -519,6 +523,7 @@ class SessionService:
         async with self._lock(rt.session_id):  # after the changes already asked for
             session = await self.aio.get(rt.session_id)
         rt.state = None if session is None else session.state
+        rt.row = session
         return rt.state
 
     def _stop_transport_later(self, rt: _Runtime) -> None:
@@ -604,6 +609,7 @@ class SessionService:
                 rt.qr_task.cancel()
                 rt.qr_task = None
             updated = await self.aio.set_identity(sid, event.phone, event.jid)
+            rt.row = updated
             self.bus.publish(SessionChanged(updated))
             await self._set_state(sid, SessionState.CONNECTING, detail="Paired — connecting")
         elif isinstance(event, Connected):
@@ -617,6 +623,7 @@ class SessionService:
             session = await self._require(sid)
             if event.jid and session.jid != event.jid:
                 updated = await self.aio.set_identity(sid, session.phone or phone_from_jid(event.jid), event.jid)
+                rt.row = updated
                 self.bus.publish(SessionChanged(updated))
             await self._set_state(sid, SessionState.CONNECTED, detail=None)
         elif isinstance(event, Disconnected):
@@ -665,8 +672,15 @@ class SessionService:
         if rt.offline_task is None:
             rt.offline_task = self._spawn(force_reconnect())
 
+    async def _row(self, rt: _Runtime) -> WhatsAppSession | None:
+        """The session's row for an incoming event: the one this service holds for a live session (it
+        is the only writer of it), read again once the session is closed (removed: None, dropped)."""
+        if rt.row is None or rt.closed:
+            rt.row = await self.aio.get(rt.session_id)
+        return rt.row
+
     async def _deliver(self, rt: _Runtime, message: IncomingMessage) -> None:
-        session = await self.aio.get(rt.session_id)
+        session = await self._row(rt)
         if session is None:
             log.info("message %s for removed session %s dropped", message.id, rt.session_id)
             return
@@ -694,7 +708,7 @@ class SessionService:
             return
 
     async def _deliver_receipt(self, rt: _Runtime, receipt: Receipt) -> None:
-        session = await self.aio.get(rt.session_id)
+        session = await self._row(rt)
         if session is None:
             return
         if self.on_receipt is None:
@@ -704,7 +718,7 @@ class SessionService:
     async def _deliver_other(self, rt: _Runtime, event: CallEvent | HistorySync) -> None:
         """Calls and history chunks: awaited (with the storage retry) before the transport acks them;
         without a sink they are dropped, not left on WhatsApp (nothing would ever take them)."""
-        session = await self.aio.get(rt.session_id)
+        session = await self._row(rt)
         sink = self.on_call if isinstance(event, CallEvent) else self.on_history
         if session is None or sink is None:
             log.debug("session %s: %s dropped (no sink)", rt.session_id, type(event).__name__)
