@@ -87,7 +87,8 @@ def rows() -> list[tuple[str, str, str, str]]:
         steps = s.get("cold_start_steps_s", {})
         out.append(("`cold_start_s`", f"{s['cold_start_s']:.1f} s (median of {s['rounds']}; {load(s)}, {s['commit']})",
                     "< 2 s", "double-click to the window, sandbox mode on a fresh data dir"
-                    + (f" (imports {steps.get('starting_s', 0):.1f} s, sandbox {steps.get('sandbox_s', 0):.1f} s,"
+                    + (f" (to the first log line — interpreter, re-exec, imports, Qt — "
+                       f"{steps.get('starting_s', 0):.1f} s, sandbox {steps.get('sandbox_s', 0):.1f} s,"
                        f" database {steps.get('app_s', 0):.1f} s, window {steps.get('window_s', 0):.1f} s)"
                        if steps else "")))
         out.append(("`rss_mb_1` / `rss_mb_10`", f"{s['rss_mb_1']:.0f} / {s['rss_mb_10']:.0f} MB "
