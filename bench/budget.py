@@ -149,13 +149,10 @@ async def measure(env: BridgeEnv, args: argparse.Namespace) -> dict[str, Any]:
         scheduler = env.runtime.client.scheduler
         held_before = {loc: scheduler.limiter(f"location:{loc}").delayed_requests for loc in locations}
         before = await limits(env)
-        bodies: dict[str, list[str]] = {loc: [] for loc in locations}
-
-        async def customer_sends(loc: str, k: int, phone: str) -> None:
-            for i in range(k, args.backlog, CUSTOMERS):
-                body = f"drain {loc} {i}"
-                bodies[loc].append(body)
-                await env.send(phone, body, env.numbers[loc])
+        bodies = {loc: [f"drain {loc} {i}" for i in range(args.backlog)] for loc in locations}
+        backlog_plan = [{"phone": phone, "to": env.numbers[loc],
+                         "texts": [f"drain {loc} {i}" for i in range(k, args.backlog, CUSTOMERS)]}
+                        for loc in locations for k, phone in enumerate(customers[loc])]
 
         closed = {loc: 0 for loc in locations}
         samples = 0
@@ -177,7 +174,7 @@ async def measure(env: BridgeEnv, args: argparse.Namespace) -> dict[str, Any]:
         runner = env.runtime.runner
         runner.pause()
         sends_start = time.perf_counter()
-        await asyncio.gather(*(customer_sends(loc, k, p) for loc in locations for k, p in enumerate(customers[loc])))
+        await run_customers(env.url, backlog_plan)  # the customers' own process, as fast as they go
         everything = [b for loc in locations for b in bodies[loc]]
         deadline = time.perf_counter() + 300
         while any(b not in posts.stored for b in everything):
