@@ -80,6 +80,9 @@ class Overview:
     locations: list[Location]
     numbers: list[WhatsAppSession]
     status: CockpitStatus
+    #: a cluster's window (PostgreSQL, issue 14): session id → the worker holding the number's lease
+    #: (a number nobody holds right now is missing); None on one desktop, which holds every number
+    holders: dict[str, str] | None = None
 
     @property
     def location_names(self) -> dict[str, str]:
@@ -175,13 +178,18 @@ class Cockpit:
         if app.closed:
             return Overview([], [], self._status(0, 0, 0))
 
-        def read() -> tuple[list[Location], list[WhatsAppSession], int]:
+        def read() -> tuple[list[Location], list[WhatsAppSession], int, dict[str, str] | None]:
             db = app.db
-            return db.locations.list(), db.sessions.list(), db.jobs.count(JobState.PENDING.value)
+            holders = None
+            if db.engine.dialect.name == "postgresql":  # one worker of a cluster: who holds which number
+                from ghl_desktop.adapters.storage.ownership import ownership_repo
 
-        locations, numbers, pending = await app.db.aio.run(read)
+                holders = ownership_repo(db).holders()
+            return db.locations.list(), db.sessions.list(), db.jobs.count(JobState.PENDING.value), holders
+
+        locations, numbers, pending, holders = await app.db.aio.run(read)
         self._last_status = self._status(len(locations), len(numbers), pending)
-        return Overview(locations, numbers, self._last_status)
+        return Overview(locations, numbers, self._last_status, holders)
 
     def _status(self, locations: int, numbers: int, pending: int) -> CockpitStatus:
         snapshot = self.health.last

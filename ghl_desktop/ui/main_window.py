@@ -403,8 +403,8 @@ class MainWindow(QMainWindow):
                 return
             self._apply_health(snapshot)
             self.locations.set_locations(overview.locations)  # → changed → names, linkable locations
-            if kind == "refresh":
-                self.numbers.set_numbers(overview.numbers, overview.location_names)
+            if kind == "refresh" or overview.holders is not None:  # a cluster: other workers change numbers
+                self.numbers.set_numbers(overview.numbers, overview.location_names, overview.holders)
             self._show_status(overview.status)
             if self._refresh_again is None:
                 return

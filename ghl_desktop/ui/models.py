@@ -270,13 +270,25 @@ def session_state_label(record: WhatsAppSession, health: Health = OK) -> str:
 class SessionsModel(_HealthRows[WhatsAppSession]):
     """Linked (or being-linked) WhatsApp numbers (``cockpit.numbers()``)."""
 
-    COLUMNS = ("Number", "Location", "State", "Detail", "Since", "")
+    COLUMNS = ("Number", "Location", "State", "Detail", "Since", "Worker", "")
+    #: the worker holding the number in a cluster (issue 14); the numbers panel hides it on one desktop
+    WORKER_COLUMN = 5
     #: the column showing the row's actions (Log out, Remove, Retry…); its text is empty
-    ACTIONS_COLUMN = 5
+    ACTIONS_COLUMN = 6
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._location_names: dict[str, str] = {}
+        self._holders: dict[str, str] = {}
+
+    def set_holders(self, holders: dict[str, str]) -> None:
+        """Session id → the worker holding it (a cluster's window)."""
+        if holders == self._holders:
+            return
+        self._holders = dict(holders)
+        if self._rows:
+            column = self.WORKER_COLUMN
+            self.dataChanged.emit(self.index(0, column), self.index(len(self._rows) - 1, column))
 
     def set_location_names(self, names: dict[str, str]) -> None:
         self._location_names = dict(names)
@@ -298,6 +310,8 @@ class SessionsModel(_HealthRows[WhatsAppSession]):
             return (record.detail or "").replace("\n", " ")
         if column == 4:
             return format_time(record.updated_at, seconds=False)
+        if column == self.WORKER_COLUMN:
+            return self._holders.get(record.id, "— (nobody right now)")
         return ""
 
     def tooltip(self, record: WhatsAppSession, column: int) -> str | None:
@@ -316,6 +330,17 @@ class SessionsModel(_HealthRows[WhatsAppSession]):
         self.beginInsertRows(QModelIndex(), len(self._rows), len(self._rows))
         self._rows.append(session)
         self.endInsertRows()
+
+    def merge(self, sessions: Sequence[WhatsAppSession]) -> None:
+        """Become ``sessions`` row by row (changed rows repaint in place, new ones appended, gone ones
+        removed): a refresh that keeps the selection and never resets the view."""
+        keep = {s.id for s in sessions}
+        for gone in [s.id for s in self._rows if s.id not in keep]:
+            self.remove(gone)
+        current = {s.id: s for s in self._rows}
+        for session in sessions:
+            if current.get(session.id) != session:
+                self.upsert(session)
 
     def remove(self, session_id: str) -> None:
         for row, existing in enumerate(self._rows):

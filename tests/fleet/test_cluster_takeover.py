@@ -233,7 +233,9 @@ def test_three_workers_share_six_numbers_and_survive_kills(sandbox_url: str, pg_
             c.kill("w2")
             killed = time.monotonic()
             phase(n)  # customers keep writing (to w2's numbers too: they wait on WhatsApp for the takeover)
-            after = _until(lambda: c.spread(["w1", "w3"]), f"kill {n}: w2's numbers connected again by w1 and w3")
+            # the issue's bound: every number connected again within 45 s of the kill (takeover here: 5 s)
+            after = _until(lambda: c.spread(["w1", "w3"]), f"kill {n}: w2's numbers connected again by w1 and w3",
+                           within=45)
             takeovers.append(time.monotonic() - killed)
             assert all(after[p] in ("w1", "w3") for p, w in before.items() if w == "w2")
 
@@ -263,6 +265,12 @@ def test_three_workers_share_six_numbers_and_survive_kills(sandbox_url: str, pg_
             return all(inbox[customer][text] >= 1 for customer, text in replies)
 
         _until(all_replied, "every reply on its customer's phone", within=300)
+
+        def ticks() -> bool:  # each reply's delivery tick reached HighLevel
+            sent = {m["body"]: m for m in c.hl_messages() if m["direction"] == "outbound"}
+            return all(text in sent and sent[text]["status"] in ("delivered", "read") for _, text in replies)
+
+        _until(ticks, "every reply delivered (its tick) in HighLevel", within=120)
         time.sleep(2)  # a late duplicate would land now
         bodies = Counter(m["body"] for m in c.hl_messages() if m["direction"] == "inbound")
         assert {t: bodies[t] for t in texts} == dict.fromkeys(texts, 1)  # each exactly once

@@ -56,8 +56,9 @@ class NumbersPanel(QWidget):
         header = self.view.horizontalHeader()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
-        for column in (0, 1, 2, 4, 5):
+        for column in (0, 1, 2, 4, 5, 6):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        self.view.setColumnHidden(SessionsModel.WORKER_COLUMN, True)  # shown on a cluster's window only
         self.empty = EmptyStateView(
             self.view, "No WhatsApp numbers linked yet — link one to a location to start bridging.")
         layout.addWidget(self.empty)
@@ -83,11 +84,18 @@ class NumbersPanel(QWidget):
 
     async def _refresh(self) -> None:
         overview = await self.cockpit.overview()
-        self.set_numbers(overview.numbers, overview.location_names)
+        self.set_numbers(overview.numbers, overview.location_names, overview.holders)
 
-    def set_numbers(self, numbers: list[WhatsAppSession], names: dict[str, str] | None = None) -> None:
+    def set_numbers(self, numbers: list[WhatsAppSession], names: dict[str, str] | None = None,
+                    holders: dict[str, str] | None = None) -> None:
+        """``holders`` (a cluster's window): the worker holding each number, shown in a Worker column."""
         if names is not None:
             self.model.set_location_names(names)
+        if holders is not None:
+            self.model.set_holders(holders)
+            self.view.setColumnHidden(SessionsModel.WORKER_COLUMN, False)
+            self.model.merge(numbers)  # read every poll on a cluster: in place, the selection stays
+            return
         self.model.set_records(numbers)
 
     def set_location_names(self, names: dict[str, str]) -> None:
