@@ -254,7 +254,9 @@ class BridgeRuntime:
         self.relay: RelayClient | None = None
         relay_token = app.secrets.get(RELAY_TOKEN_KEY) if settings.relay_url else None
         if settings.relay_url and relay_token:
-            self.relay = RelayClient(settings.relay_url, relay_token, self.intake, bus=app.bus)
+            # a cluster's workers each stream the install's events beside each other (relay/server.py)
+            self.relay = RelayClient(settings.relay_url, relay_token, self.intake, bus=app.bus,
+                                     worker=None if self.ownership is None else self.ownership.worker)
             if settings.oauth_via_relay:  # the relay's /oauth/callback hands the code to this desktop only
                 self.oauth.relay = self.relay
         elif settings.relay_url:

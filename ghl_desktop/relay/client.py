@@ -40,7 +40,13 @@ import aiohttp
 from ghl_desktop.core.backoff import backoff_ceiling
 from ghl_desktop.core.errors import MalformedWebhook, OAuthError, WebhookBacklogFull
 from ghl_desktop.core.events import EventBus
-from ghl_desktop.relay.server import CLOSE_REVOKED, OAUTH_AUTHORIZATIONS_PATH, OAUTH_CALLBACK_PATH, STREAM_PATH
+from ghl_desktop.relay.server import (
+    CLOSE_REVOKED,
+    OAUTH_AUTHORIZATIONS_PATH,
+    OAUTH_CALLBACK_PATH,
+    STREAM_PATH,
+    WORKER_HEADER,
+)
 from ghl_desktop.webhooks.gate import KIND_OAUTH_CODE, MAX_JSON_DEPTH, json_depth
 from ghl_desktop.webhooks.intake import WebhookIntake
 
@@ -116,8 +122,11 @@ class RelayClient:
         backoff_max: float = 60.0,
         heartbeat: float = 30.0,
         rng: Callable[[], float] = random.random,
+        worker: str | None = None,
     ) -> None:
         self.base_url = relay_url.rstrip("/")
+        #: a cluster worker's name (issue 14): its stream then runs beside the other workers' ones
+        self.worker = worker
         self.url = stream_url(relay_url)
         self._token = token
         self._intake = intake
@@ -196,9 +205,12 @@ class RelayClient:
 
     async def _connect_once(self, session: aiohttp.ClientSession) -> None:
         try:
+            headers = {"Authorization": f"Bearer {self._token}"}
+            if self.worker:
+                headers[WORKER_HEADER] = self.worker
             ws = await session.ws_connect(
                 self.url,
-                headers={"Authorization": f"Bearer {self._token}"},
+                headers=headers,
                 heartbeat=self.heartbeat,
                 timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
                 max_msg_size=4 * 1024 * 1024,

@@ -5,7 +5,10 @@ Same delivery endpoints and checks as direct mode (``ghl_desktop.webhooks``); a 
 connect to ``GET /v1/stream`` with ``Authorization: Bearer <token>``; the relay streams that install's
 pending events in id order as ``{"id", "kind", "event"}`` text frames and deletes one only when the
 desktop answers ``{"ack": id}``. A reconnecting desktop is sent every unacknowledged event again, in
-order. A second connection with the same token replaces the first (close code 4001).
+order. A second connection with the same token replaces the first (close code 4001) — unless the two
+name different workers of a cluster (``X-Ghl-Worker: NAME``, issue 14): then both stream, each is sent
+every pending event, and the cluster's shared database stores each event once (the intake deduplicates);
+the first acknowledgement deletes it.
 
 ``GET /oauth/callback?code&state`` receives HighLevel's OAuth redirect for users who cannot register a
 loopback URI. The desktop first registers the sign-in's ``state`` with ``POST /v1/oauth/authorizations``
@@ -56,6 +59,9 @@ DEFAULT_BACKLOG_LIMIT = 100_000
 #: unacknowledged frames in flight per connection; the desktop acks in order, so this only bounds memory
 STREAM_WINDOW = 256
 CLOSE_REPLACED = 4001
+#: a cluster worker's name on its stream: streams of different workers of one install do not replace
+#: each other (each gets every event; the shared database stores it once)
+WORKER_HEADER = "X-Ghl-Worker"
 CLOSE_REVOKED = 4003
 
 T = TypeVar("T")
@@ -87,7 +93,8 @@ class RelayState:
         self._executor = (StorageExecutor(store.engine.dialect.name, name="relay-db")
                           if config.db_thread else None)
         self._wake: dict[int, set[asyncio.Event]] = {}
-        self.connections: dict[int, web.WebSocketResponse] = {}
+        #: install id → worker name ("" for a desktop) → its open stream
+        self.connections: dict[int, dict[str, web.WebSocketResponse]] = {}
         self.installs: dict[int, Install] = {}
         self.monitor = StorageMonitor()
 
@@ -185,15 +192,18 @@ async def _stream(request: web.Request) -> web.StreamResponse:
     install = await _install_of(request, "stream")
     if install is None:
         return _unauthorized()
+    worker = request.headers.get(WORKER_HEADER, "").strip()[:128]
     ws = web.WebSocketResponse(heartbeat=state.config.heartbeat_seconds, max_msg_size=64 * 1024)
     await ws.prepare(request)
-    previous = state.connections.get(install.id)
-    state.connections[install.id] = ws
+    streams = state.connections.setdefault(install.id, {})
+    previous = streams.get(worker)
+    streams[worker] = ws
     state.installs[install.id] = install
     if previous is not None and not previous.closed:
         log.info("install %s reconnected; closing its previous stream", install.name)
         await previous.close(code=CLOSE_REPLACED, message=b"replaced by a newer connection")
-    log.info("install %s connected", install.name, extra={"install": install.id})
+    log.info("install %s connected%s", install.name, f" (worker {worker})" if worker else "",
+             extra={"install": install.id})
     in_flight: set[int] = set()
     wake = state.listen(install.id)
     sender = asyncio.create_task(_send_pending(state, install, ws, wake, in_flight))
@@ -217,9 +227,12 @@ async def _stream(request: web.Request) -> web.StreamResponse:
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
-        if state.connections.get(install.id) is ws:
-            del state.connections[install.id]
-            state.installs.pop(install.id, None)
+        streams = state.connections.get(install.id, {})
+        if streams.get(worker) is ws:
+            del streams[worker]
+            if not streams:
+                state.connections.pop(install.id, None)
+                state.installs.pop(install.id, None)
         log.info("install %s disconnected", install.name, extra={"install": install.id})
     return ws
 
@@ -334,19 +347,21 @@ async def _status(request: web.Request) -> web.Response:
         return _unauthorized()
     pending = await state.db(state.store.pending_count, install.id)
     return web.json_response({"ok": True, "install": install.name, "pending": pending,
-                              "connected": install.id in state.connections})
+                              "connected": bool(state.connections.get(install.id)),
+                              "streams": len(state.connections.get(install.id, {}))})
 
 
 async def close_revoked_streams(state: RelayState) -> int:
     """Close every open stream whose token was revoked since it connected; returns how many."""
     closed = 0
-    for install_id, ws in list(state.connections.items()):
+    for install_id, streams in list(state.connections.items()):
         if await state.db(state.store.is_active, install_id):
             continue
         name = state.installs.get(install_id)
         log.info("token of install %s was revoked; closing its stream", name.name if name else install_id)
-        await ws.close(code=CLOSE_REVOKED, message=b"token revoked")
-        closed += 1
+        for ws in list(streams.values()):
+            await ws.close(code=CLOSE_REVOKED, message=b"token revoked")
+            closed += 1
     return closed
 
 
@@ -384,8 +399,9 @@ async def _maintenance(app: web.Application) -> Any:
 
 async def _close_streams(app: web.Application) -> None:
     """On shutdown, end open streams first so the graceful wait does not sit on them."""
-    for ws in list(app[STATE_KEY].connections.values()):
-        await ws.close(code=1001, message=b"relay shutting down")
+    for streams in list(app[STATE_KEY].connections.values()):
+        for ws in list(streams.values()):
+            await ws.close(code=1001, message=b"relay shutting down")
 
 
 def create_relay_app(store: RelayStore, gate: WebhookGate, config: RelayConfig | None = None) -> web.Application:
@@ -452,6 +468,7 @@ __all__ = [
     "OAUTH_CALLBACK_PATH",
     "STATUS_PATH",
     "STREAM_PATH",
+    "WORKER_HEADER",
     "RelayConfig",
     "RelayServer",
     "RelaySink",

@@ -21,7 +21,7 @@ from ghl_desktop.relay.client import (
     RelayStateChanged,
 )
 from ghl_desktop.relay.logs import JsonFormatter, redact
-from ghl_desktop.relay.server import RelayConfig, RelayServer
+from ghl_desktop.relay.server import WORKER_HEADER, RelayConfig, RelayServer
 from ghl_desktop.relay.store import RelayStore
 from ghl_desktop.webhooks.endpoint import APP_PATH, PROVIDER_PATH
 from ghl_desktop.webhooks.gate import KIND_APP_EVENT, KIND_OUTBOUND_MESSAGE, WebhookGate
@@ -320,3 +320,43 @@ async def test_relay_never_logs_tokens_codes_or_bodies(rig: Rig, caplog: pytest.
     assert "stored" in text  # the relay did log
     for secret in (rig.token, "c0de-s3cret", "very private words"):
         assert secret not in text
+
+
+@pytest.mark.asyncio
+async def test_workers_of_one_cluster_stream_side_by_side_and_each_event_is_stored_once(rig: Rig) -> None:
+    """Issue 14: a cluster's workers share one relay token (it is in the shared database). Streams that
+    name different workers do not replace each other; each is sent every pending event, the shared
+    queue stores it once, and the same worker connecting again still replaces its old stream."""
+    headers = {"Authorization": f"Bearer {rig.token}"}
+    raw_w1 = await rig.http.ws_connect(rig.url + "/v1/stream", headers={**headers, WORKER_HEADER: "w1"})
+    raw_w2 = await rig.http.ws_connect(rig.url + "/v1/stream", headers={**headers, WORKER_HEADER: "w2"})
+    body = outbound_message()
+    assert await rig.deliver(body) == 200
+    for ws in (raw_w1, raw_w2):  # both stay open and both get the event
+        frame = json.loads((await ws.receive()).data)
+        assert frame["event"]["messageId"] == body["messageId"]
+    status = await rig.http.get(rig.url + "/v1/status", headers=headers)
+    assert (await status.json())["streams"] == 2
+    again = await rig.http.ws_connect(rig.url + "/v1/stream", headers={**headers, WORKER_HEADER: "w1"})
+    msg = await raw_w1.receive()
+    assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 4001
+    for ws in (raw_w2, again):
+        await ws.close()
+
+    # two workers' relay clients over one shared queue (the cluster's database): stored once, acked
+    workers = [rig.client(), rig.client()]
+    for client, name in zip(workers, ("w1", "w2"), strict=True):
+        client.worker = name
+        client.start()
+    try:
+        await wait_for(lambda: all(c.state is RelayLinkState.CONNECTED for c in workers), "both workers connected")
+        bodies = [outbound_message() for _ in range(5)]
+        for b in bodies:
+            assert await rig.deliver(b) == 200
+        await wait_for(lambda: rig.store.pending_count() == 0, "every event acknowledged")
+        assert all(c.state is RelayLinkState.CONNECTED for c in workers)  # neither replaced the other
+        assert sum(c.received for c in workers) >= 6  # (a duplicate reaching both is stored once:)
+        assert sorted(rig.message_ids()) == sorted([body["messageId"], *(b["messageId"] for b in bodies)])
+    finally:
+        for client in workers:
+            await client.stop()

@@ -215,4 +215,5 @@ async def test_healthz_is_liveness_only_and_counts_need_the_token(relay: Relay) 
     async with relay.http.get(relay.url + "/v1/status", headers={"Authorization": "Bearer ghlr_wrong"}) as resp:
         assert resp.status == 401
     async with relay.http.get(relay.url + "/v1/status", headers={"Authorization": f"Bearer {token}"}) as resp:
-        assert await resp.json() == {"ok": True, "install": "desktop", "pending": 1, "connected": False}
+        assert await resp.json() == {"ok": True, "install": "desktop", "pending": 1, "connected": False,
+                                     "streams": 0}
