@@ -51,6 +51,7 @@ bench: venv-test
 	$(PY) bench/budget.py $(if $(QUICK),--quick)
 	QT_QPA_PLATFORM=offscreen $(PY) bench/loop_lag.py $(if $(QUICK),--quick)
 	$(PY) bench/startup.py $(if $(QUICK),--quick)
+	$(PY) bench/cluster_workers.py $(if $(QUICK),--quick)
 
 lint: venv-test
 	$(VENV)/bin/ruff check ghl_desktop tests bench
