@@ -85,7 +85,7 @@ def rows() -> list[tuple[str, str, str, str]]:
     s = latest("startup")
     if s:
         steps = s.get("cold_start_steps_s", {})
-        out.append(("`cold_start_s`", f"{s['cold_start_s']:.1f} s (median of {s['rounds']}; {load(s)}, {s['commit']})",
+        out.append(("`cold_start_s`", f"{s['cold_start_s']:.2f} s (median of {s['rounds']}; {load(s)}, {s['commit']})",
                     "< 2 s", "double-click to the window, sandbox mode on a fresh data dir"
                     + (f" (to the first log line — interpreter, re-exec, imports, Qt — "
                        f"{steps.get('starting_s', 0):.1f} s, sandbox {steps.get('sandbox_s', 0):.1f} s,"
