@@ -150,3 +150,27 @@ async def test_limiter_pauses_when_the_server_says_nothing_remains() -> None:
     async with limiter.slot():
         waited = time.monotonic() - began
     assert waited >= 0.1
+
+
+@pytest.mark.asyncio
+async def test_remaining_zero_pauses_only_when_others_share_the_budget() -> None:
+    """``X-RateLimit-Remaining: 0`` after our own full window: the sliding window alone holds the next
+    request (until our oldest answer is a window old); the same answer while we sent less than the
+    limit means someone else uses the budget: wait the server's whole interval."""
+    now = [100.0]
+    limiter = RateScheduler(RateLimitConfig(window_seconds=10.0, max_per_window=3),
+                            clock=lambda: now[0]).limiter("location:x")
+    zero = RateHeaders.parse({"x-ratelimit-remaining": "0", "x-ratelimit-interval-milliseconds": "10000"})
+    assert zero.remaining == 0
+    for at in (100.0, 101.0, 102.0):
+        now[0] = at
+        async with limiter.slot():
+            await limiter.observe(zero if at == 102.0 else RateHeaders(), status=200)
+    now[0] = 102.5
+    assert limiter._wait_seconds(now[0]) == pytest.approx(7.5)  # 100 + 10: our oldest answer leaves
+
+    shared = RateScheduler(RateLimitConfig(window_seconds=10.0, max_per_window=3),
+                           clock=lambda: now[0]).limiter("location:y")
+    async with shared.slot():
+        await shared.observe(zero, status=200)
+    assert shared._wait_seconds(now[0]) == pytest.approx(10.0)  # one of ours, yet none left: others
