@@ -150,6 +150,18 @@ async def eventually(check: Callable[[], Any], limit: float = 20.0, interval: fl
     raise AssertionError(f"condition not met within {limit} s (last value {last!r})")
 
 
+async def eventually_on_loop(check: Callable[[], Any], limit: float = 20.0, interval: float = 0.05) -> Any:
+    """:func:`eventually` for checks that read Qt widgets or models: a sync check runs on the loop's own
+    thread (Qt objects belong to it: read from a worker thread they can show a state half-applied)."""
+    if inspect.iscoroutinefunction(check):
+        return await eventually(check, limit, interval)
+
+    async def here() -> Any:
+        return check()
+
+    return await eventually(here, limit, interval)
+
+
 @asynccontextmanager
 async def bridge_env(runtime_options: RuntimeOptions | None = None, *,
                      transport_factory: Callable[[str], Any] | None = None,

@@ -26,7 +26,8 @@ from ghl_desktop.config import load_settings
 from ghl_desktop.sandbox.consent import ConsentClicker
 from ghl_desktop.ui.main import create_qt_application, run_window
 from ghl_desktop.ui.main_window import MainWindow
-from tests.e2e.harness import FAST_RUNTIME, eventually
+from tests.e2e.harness import FAST_RUNTIME
+from tests.e2e.harness import eventually_on_loop as eventually
 
 SETTLE_SECONDS = float(os.environ.get("GHL_SCREENSHOT_SETTLE", "0.8"))
 LINKED = "+15550100001"

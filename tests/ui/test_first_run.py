@@ -239,7 +239,7 @@ async def test_a_real_mode_window_shows_the_checklist_and_opens_the_wizard_once(
 ) -> None:
     from ghl_desktop.ui.main import run_window
     from ghl_desktop.ui.main_window import MainWindow
-    from tests.e2e.harness import eventually
+    from tests.e2e.harness import eventually_on_loop as eventually
 
     monkeypatch.setenv("GHL_API_BASE", sandbox.url)
     monkeypatch.setenv("GHL_CLIENT_ID", sandbox.client_id)

@@ -26,7 +26,8 @@ from ghl_desktop.ui.main import run_window
 from ghl_desktop.ui.main_window import MainWindow
 from ghl_desktop.ui.panels.link import EXPIRED_TEXT
 from ghl_desktop.ui.widgets import link_targets
-from tests.e2e.harness import FAST_RUNTIME, bridge_env, eventually
+from tests.e2e.harness import FAST_RUNTIME, bridge_env
+from tests.e2e.harness import eventually_on_loop as eventually
 from tests.fakes.secrets import MemorySecretStore
 
 LINKED = "+15550100077"

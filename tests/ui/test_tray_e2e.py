@@ -20,7 +20,8 @@ from ghl_desktop.ui.lifecycle import Lifecycle
 from ghl_desktop.ui.main import run_window
 from ghl_desktop.ui.main_window import MainWindow
 from ghl_desktop.ui.tray import Tray, TrayState
-from tests.e2e.harness import FAST_RUNTIME, eventually
+from tests.e2e.harness import FAST_RUNTIME
+from tests.e2e.harness import eventually_on_loop as eventually
 from tests.fakes.secrets import MemorySecretStore
 
 LINKED = "+15550100088"
