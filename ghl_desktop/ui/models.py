@@ -311,10 +311,14 @@ class SessionsModel(_HealthRows[WhatsAppSession]):
         if column == 4:
             return format_time(record.updated_at, seconds=False)
         if column == self.WORKER_COLUMN:
-            return self._holders.get(record.id, "— (nobody right now)")
+            return self._holders.get(record.id, "—")
         return ""
 
     def tooltip(self, record: WhatsAppSession, column: int) -> str | None:
+        if column == self.WORKER_COLUMN:
+            worker = self._holders.get(record.id)
+            return (f"Connected by the worker {worker}" if worker else
+                    "No worker holds this number right now; one takes it over within the takeover time")
         health = self.health_of(record)
         if not health.ok and column in (2, 3):
             return health.reason

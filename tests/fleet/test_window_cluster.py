@@ -98,7 +98,9 @@ async def test_a_cluster_window_shows_which_worker_holds_each_number(pg_url: str
             assert panel.model.headerData(worker, Qt.Orientation.Horizontal) == "Worker"
             assert not panel.view.isColumnHidden(worker)
             rows = dict(zip(_column(panel, 0), _column(panel, worker), strict=True))
-            assert rows == {"+15550100001": "office-2", "+15550100002": "— (nobody right now)"}
+            assert rows == {"+15550100001": "office-2", "+15550100002": "—"}
+            tip = panel.model.data(panel.model.index(1, worker), Qt.ItemDataRole.ToolTipRole)
+            assert tip.startswith("No worker holds this number right now")
 
             # the next poll (a cluster's numbers change under other workers) repaints in place
             panel.view.selectRow(1)

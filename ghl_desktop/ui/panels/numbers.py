@@ -94,8 +94,9 @@ class NumbersPanel(QWidget):
         if holders is not None:
             self.model.set_holders(holders)
             self.view.setColumnHidden(SessionsModel.WORKER_COLUMN, False)
-            self.model.merge(numbers)  # read every poll on a cluster: in place, the selection stays
-            return
+            if self.model.rowCount():
+                self.model.merge(numbers)  # read every poll on a cluster: in place, the selection stays
+                return
         self.model.set_records(numbers)
 
     def set_location_names(self, names: dict[str, str]) -> None:
