@@ -75,3 +75,15 @@ def test_a_blocked_loop_fails_the_test_and_an_awaiting_one_does_not(tmp_path: Pa
     assert "the event loop was blocked longer than 20 ms 1 time(s)" in out, out
     assert "test_child.py:9 in test_sleeps_on_the_loop" in out and "time.sleep(0.05)" in out, out
     assert "tolerated stalls" in out and "in test_allowed (this test's own, on purpose)" in out, out
+
+
+def test_an_innermost_allow_matches_only_stalls_with_nothing_above_that_frame() -> None:
+    from ghl_desktop.core.loop_watch import Block, Frame
+    from tests.fixtures.loop_watch import _allowed
+
+    qt = Frame("/venv/site-packages/qasync/__init__.py", 404, "run_forever", "rslt = self.__app.exec()")
+    ours = Frame("/repo/ghl_desktop/ui/panels/numbers.py", 90, "set_numbers", "self.model.set_records(numbers)")
+    allow = [("innermost:qasync/__init__.py", "Qt's own C++ work")]
+    assert _allowed(Block(0.08, 0.08, ((qt,), (qt,))), allow) is not None
+    assert _allowed(Block(0.08, 0.08, ((qt,), (qt, ours))), allow) is None  # our code ran in the stall
+    assert _allowed(Block(0.08, 0.08, ((qt, ours),)), [("qasync/__init__.py", "any frame")]) is not None

@@ -83,7 +83,10 @@ async def _idle(window: MainWindow) -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.loop_watch
+# a stall with no Python frame above QApplication.exec() is Qt's own C++ work (layout, timers) on this
+# machine kind's 2 shared cores: no code of ours runs then, so it cannot be a read on the loop (the
+# SQL guard below catches those, however quick); seen in a fresh-clone run at load ~3 (83 ms)
+@pytest.mark.loop_watch(allow=[("innermost:qasync/__init__.py", "Qt's own C++ event processing, no Python frame")])
 async def test_open_live_update_details_and_retry_never_read_the_database_on_the_loop(
         qtbot: Any, stocked_app: App, loop_watch: LoopWatch) -> None:
     app = stocked_app
@@ -92,6 +95,10 @@ async def test_open_live_update_details_and_retry_never_read_the_database_on_the
     try:
         # -- open --
         with loop_watch.pause():  # widget construction is CPU (see the module); its reads are guarded
+            # let the loop answer the watchdog once while paused: a stall counts from the watchdog's
+            # last unanswered ping, which otherwise went out before the pause (seen: 145 ms, the
+            # window's modules compiled on first import, as on a fresh clone with no __pycache__)
+            await asyncio.sleep(0.05)
             window = MainWindow(app)
         qtbot.addWidget(window)
         await _idle(window)
