@@ -17,15 +17,15 @@ leases and routing), not how a fleet of machines scales. Skipped (said so) witho
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,9 +35,8 @@ from bench._common import NO_LIMITS, record, table
 from bench._pg import fresh_schema, postgres_url
 from ghl_desktop.adapters.crypto import ENV_KEY
 from ghl_desktop.sandbox.consent import approve_links
-from tests.fixtures.processes import CliProcess, free_port, standalone_sandbox
+from tests.fixtures.processes import CliProcess, free_port, standalone_sandbox, until
 
-T = TypeVar("T")
 NUMBERS = [f"+1555040000{i}" for i in range(6)]
 CUSTOMERS = [f"+1555050000{i}" for i in range(6)]
 TIMING = {  # a short heartbeat so a round starts quickly; the bridge's own pacing off (as bridge_throughput)
@@ -46,15 +45,7 @@ TIMING = {  # a short heartbeat so a round starts quickly; the bridge's own paci
 }
 
 
-def _until(check: Callable[[], T], what: str, within: float = 300.0) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not within {within:.0f} s")
-        time.sleep(0.2)
+_until = functools.partial(until, within=300.0)
 
 
 def one_round(server_url: str, workers: int, messages: int, tmp: Path) -> dict[str, Any]:

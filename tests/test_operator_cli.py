@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from ghl_desktop.adapters.crypto import ENV_KEY
 from ghl_desktop.sandbox.consent import approve_links
 from ghl_desktop.webhooks.endpoint import PROVIDER_PATH
 from tests.fixtures.processes import CliProcess, free_port, standalone_sandbox
+from tests.fixtures.processes import until as _until
 
 CUSTOMER = "+15550107777"
 
@@ -32,17 +32,6 @@ def _approve(consent_url: str) -> None:
         approve = http.get(httpx.URL(consent_url).join(links[0]))
         assert approve.status_code == 302, approve.text
         http.get(approve.headers["location"]).raise_for_status()
-
-
-def _until(check: Any, what: str, within: float = 60.0) -> Any:
-    deadline = time.monotonic() + within  # a liveness bound, not a speed check
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within:.0f} s")
-        time.sleep(0.2)
 
 
 @pytest.fixture

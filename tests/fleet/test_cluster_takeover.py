@@ -15,15 +15,16 @@ liveness bounds, not speed checks."""
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -33,11 +34,10 @@ from ghl_desktop.adapters.storage import open_database
 from ghl_desktop.adapters.storage.ownership import ownership_repo
 from ghl_desktop.sandbox.consent import approve_links
 from ghl_desktop.webhooks.endpoint import PROVIDER_PATH
-from tests.fixtures.processes import CliProcess, free_port, standalone_sandbox
+from tests.fixtures.processes import CliProcess, free_port, standalone_sandbox, until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-T = TypeVar("T")
 NUMBERS = [f"+1555020000{i}" for i in range(6)]
 CUSTOMERS = [f"+1555030000{i}" for i in range(6)]  # customer i writes to number i
 WORKERS = ["w1", "w2", "w3"]
@@ -49,15 +49,7 @@ TIMING = {
 }
 
 
-def _until(check: Callable[[], T], what: str, within: float = 90.0) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within:.0f} s (last: {value!r})")
-        time.sleep(0.25)
+_until = functools.partial(until, within=90.0, interval=0.25)
 
 
 @pytest.fixture
