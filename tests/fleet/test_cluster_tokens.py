@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from ghl_desktop.adapters.storage import open_database
 from ghl_desktop.adapters.storage.secrets_db import DbSecretStore, cluster_token_parts
 from ghl_desktop.core.errors import SecretStoreError
 from ghl_desktop.core.models import Location, utcnow
+from tests.fixtures.processes import standalone_sandbox
 
 pytestmark = pytest.mark.postgres
 
@@ -60,32 +60,11 @@ def test_sqlite_keeps_the_desktop_store(sqlite_url: str) -> None:
         assert cluster_token_parts(db, {}) is None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def sandbox_url() -> Iterator[str]:
     """``ghl-desktop sandbox`` in its own process on a free loopback port."""
-    cmd = [str(BIN / "ghl-desktop"), "sandbox", "--host", "127.0.0.1", "--port", str(_free_port()), "--locations", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        assert first.startswith("sandbox: "), first
-        yield first.split(" ", 1)[1].strip()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with standalone_sandbox(locations=1) as url:
+        yield url
 
 
 @pytest.mark.parametrize("db_knows", [True, False], ids=["expiry-recorded", "only-401"])
