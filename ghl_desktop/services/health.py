@@ -351,6 +351,9 @@ class HealthMonitor:
         self._timer: asyncio.TimerHandle | None = None
         self._soon: asyncio.TimerHandle | None = None
         self._last_refresh = float("-inf")
+        #: the latest refresh's reads: an input outside the database (Pause, relay, storage) re-computes
+        #: from them at once, on the loop, while a refresh with fresh reads runs off it
+        self._last_reads: _Reads | None = None
         #: how many times the health was computed (a burst of events must not mean a burst of queries)
         self.refreshes = 0
         self._poll: asyncio.Task[None] | None = None
@@ -397,7 +400,7 @@ class HealthMonitor:
         if self._pausable is not None:
             self._pausable.pause()
         log.info("bridging paused by the user")
-        self.refresh()
+        self._changed()
 
     def resume(self) -> None:
         if not self._paused:
@@ -406,7 +409,7 @@ class HealthMonitor:
         if self._pausable is not None:
             self._pausable.resume()
         log.info("bridging resumed")
-        self.refresh()
+        self._changed()
 
     # --- inputs that are not in the database ---------------------------------------------------
 
@@ -416,12 +419,23 @@ class HealthMonitor:
         self._relay_detail = detail
         if self._relay_state == "connected":
             self._relay_was_connected = True
-        self.refresh()
+        self._changed()
 
     def set_storage_problem(self, text: str | None) -> None:
         """Durable writes fail (``text`` says why, e.g. disk full), or work again (None)."""
         self._storage_problem = text
-        self.refresh()
+        self._changed()
+
+    def _changed(self) -> None:
+        """An input that is not in the database changed: re-compute, with the reads off the loop thread
+        when the monitor runs on a loop with an ``offload`` (the tray's Pause, relay and storage events)."""
+        if self._offload is not None and _loop_running() and self._unsubscribe:
+            if self._last_reads is not None:  # shown at once (e.g. "paused"), from the latest reads
+                with self._lock:
+                    self._refresh(self._last_reads)
+            self._refresh_soon()
+        else:
+            self.refresh()
 
     # --- wiring --------------------------------------------------------------------------------
 
@@ -551,7 +565,10 @@ class HealthMonitor:
         self._ensure_poll()
         now = self._clock()
         self._seen = set()
-        locations, sessions, (inbound, outbound, failed) = reads if reads is not None else self._read()
+        if reads is None:
+            reads = self._read()
+        self._last_reads = reads
+        locations, sessions, (inbound, outbound, failed) = reads
         by_location = {loc.id: loc for loc in locations}
         conditions: list[_Condition] = []
 

@@ -484,3 +484,50 @@ def test_a_full_disk_needs_you_at_once_and_clears_when_writes_work_again(
         assert monitor.snapshot.storage is None and monitor.snapshot.worst is HealthLevel.OK
     finally:
         monitor.stop()
+
+
+@pytest.mark.asyncio
+async def test_pause_relay_and_storage_inputs_never_read_the_database_on_the_loop(db: Database, bus: EventBus) -> None:
+    """In the app (reads offloaded to the storage thread), the tray's Pause, a relay state and a storage
+    problem show at once from the latest reads, and the fresh reads they trigger run off the loop."""
+    import asyncio
+    import threading
+
+    add_number(db)
+    loop_thread = threading.get_ident()
+    on_loop: list[str] = []
+    sessions = db.sessions
+
+    class Watched:
+        def list(self, location_id: str | None = None) -> list[WhatsAppSession]:
+            if threading.get_ident() == loop_thread:
+                on_loop.append("sessions.list")
+            return sessions.list(location_id)
+
+    runner = Pausable()
+    monitor = HealthMonitor(locations=db.locations, sessions=Watched(), jobs=db.jobs, bus=bus, poll_seconds=0,
+                            pausable=runner, offload=db.aio.run)
+    monitor.start()
+    try:
+        async def refreshed(count: int) -> None:
+            for _ in range(250):
+                if monitor.refreshes >= count and (monitor._in_flight is None or monitor._in_flight.done()):
+                    return
+                await asyncio.sleep(0.02)
+            raise AssertionError(f"{monitor.refreshes} refreshes, wanted {count}")
+
+        await refreshed(1)
+        before = monitor.refreshes
+        monitor.pause()
+        assert runner.calls == ["pause"]
+        assert monitor.last.paused and monitor.last.summary() == "1 number · paused"  # at once
+        await refreshed(before + 2)  # and again with fresh reads, off the loop
+        monitor.set_relay_state("unauthorized")
+        monitor.set_storage_problem("disk full")
+        assert monitor.last.storage is not None and "disk full" in monitor.last.storage.reason
+        monitor.resume()
+        assert not monitor.last.paused
+        await refreshed(before + 6)
+        assert on_loop == []
+    finally:
+        monitor.stop()
