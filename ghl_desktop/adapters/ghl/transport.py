@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+# httpx imports httpcore only when it builds its first transport (~150 ms on a busy machine); imported
+# here it is paid at start-up with the other imports, not on the event loop when the first client is built
+import httpcore  # noqa: F401
 import httpx
 
 from ghl_desktop.config import Settings
