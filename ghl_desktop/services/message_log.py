@@ -157,6 +157,26 @@ class MessageLogService:
 
         return await self._off(read)
 
+    async def ends(self, log_filter: LogFilter, sort: LogSort, limit: int, first_rows: int
+                   ) -> tuple[int, array[int], array[int], list[LogRow]]:
+        """The view's two ends before its whole id list, in one hop: (how many match, the first
+        ``limit`` ids, the last ``limit`` ids — empty when the first are all —, the rows of the first
+        and of the last ``first_rows`` of them). Each is a bounded index scan (``head_is_cheap``) and
+        the count an index count, so a million messages open (and scroll to the end) at once."""
+        def read() -> tuple[int, array[int], array[int], list[LogRow]]:
+            head = self.query.ids(log_filter, sort, limit)
+            if len(head) < limit:
+                return len(head), head, array("q"), self.query.rows(list(head[:first_rows]))
+            count = self.query.count(log_filter)
+            tail = array("q")
+            if count > len(head):
+                tail = self.query.ids(log_filter, LogSort(sort.column, not sort.descending), limit)
+                tail.reverse()
+            wanted = list(dict.fromkeys([*head[:first_rows], *tail[-first_rows:]]))
+            return count, head, tail, self.query.rows(wanted)
+
+        return await self._off(read)
+
     async def rows(self, message_ids: Sequence[int]) -> list[LogRow]:
         """One page of rows (ids that no longer exist are left out)."""
         if not message_ids:

@@ -148,6 +148,10 @@ class MessageLogModel(QAbstractTableModel):
         self._queries: set[asyncio.Task[None]] = set()  # id queries in flight (cancelled by aclose)
         self._pending: list[int] = []  # messages logged while a query ran
         self._head_shown = False  # the rows are only the first screenful of a query still running
+        # while the whole id list is on its way: the view's length is known (an index count) and its two
+        # ends (first and last ``_ends`` ids); the ids between are 0 (unknown: a placeholder, no read)
+        self._partial = False
+        self._ends = (0, 0)
         self.pages_read = 0  # how many pages were read (tests, bench)
         self.reads = 0  # how many hops to the database the page reads took
         # page reads: ids asked for by data() (scheduled or in flight), the pages not yet sent, the call
@@ -192,7 +196,7 @@ class MessageLogModel(QAbstractTableModel):
                 or not 0 <= index.column() < len(LOG_COLUMNS):
             return None
         if role == IdRole:
-            return self._ids[index.row()]
+            return self._ids[index.row()] or None  # 0: not known yet (the id list is on its way)
         if role not in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole, RowRole, StatusRole,
                         Qt.ItemDataRole.AccessibleTextRole, Qt.ItemDataRole.ForegroundRole):
             return None
@@ -297,9 +301,11 @@ class MessageLogModel(QAbstractTableModel):
     def reload(self) -> asyncio.Task[None]:
         """Query the ids for the current filter and sort; the answer replaces the rows when it arrives.
 
-        The unfiltered log in time order (how it opens) first shows its newest ``HEAD_ROWS`` (an index
-        scan that stops there, read with the rows of its first page in one hop); the complete list
-        then only appends the rest below."""
+        The unfiltered log in time order (how it opens) is shown at once at its full length (an index
+        count) with its newest and its oldest ``HEAD_ROWS`` (index scans that stop there, read with the
+        rows of the first and the last page in one hop: it opens and scrolls to either end without
+        waiting); the rows between show a placeholder until the complete id list arrives and fills
+        them in place (no reset: scroll position and selection stay)."""
         self._generation += 1
         generation = self._generation
         self._set_loading(True)
@@ -350,11 +356,16 @@ class MessageLogModel(QAbstractTableModel):
             return  # superseded before it started (typing, clicking sorts): no query at all
         try:
             if self._service.head_is_cheap(self._filter, self._sort):
-                head, rows = await self._service.head(self._filter, self._sort, HEAD_ROWS, self._page)
+                tick = self._tick
+                count, head, tail, rows = await self._service.ends(self._filter, self._sort, HEAD_ROWS,
+                                                                   self._page)
                 if generation != self._generation:
                     return
-                self._store(rows, self._tick)
-                self._apply(head, final=False)
+                self._store(rows, tick)
+                if len(head) < HEAD_ROWS:  # that is all of them
+                    self._apply(head)
+                    return
+                self._apply_ends(count, head, tail)
             ids = await self._service.ids(self._filter, self._sort)
             if generation == self._generation and not self._head_shown and len(ids):
                 # a new list (a filter or sort change): its first page is read before it is shown, so
@@ -372,9 +383,50 @@ class MessageLogModel(QAbstractTableModel):
         if generation == self._generation:
             self._apply(ids)
 
+    def _apply_ends(self, count: int, head: array[int], tail: array[int]) -> None:
+        """Show ``count`` rows: ``head`` first, ``tail`` last, unknown (0) between."""
+        ids = array("q", head)
+        count = max(count, len(head))
+        tail = tail[max(0, len(head) + len(tail) - count):]  # a short log: the two ends overlap
+        middle = count - len(ids) - len(tail)
+        if middle:
+            ids.frombytes(bytes(8 * middle))
+        ids.extend(tail)
+        self._apply(ids, final=False)
+        self._partial = True
+        self._ends = (len(head), len(tail))
+
+    def _fill(self, ids: array[int]) -> bool:
+        """The whole list arrived while only its ends are shown: fill it in place when it is the shown
+        list (plus messages that arrived meanwhile, at the top or the end: inserted); else False."""
+        old, (h, t) = self._ids, self._ends
+        extra = len(ids) - len(old)
+        if extra < 0:
+            return False
+        tail = old[len(old) - t:]
+        if ids[extra:extra + h] == old[:h] and ids[len(ids) - t:] == tail:
+            at = 0  # newer messages above (newest first)
+        elif ids[:h] == old[:h] and ids[len(old) - t:len(old)] == tail:
+            at = len(old)  # newer messages below (oldest first)
+        else:
+            return False
+        if extra:
+            self.beginInsertRows(QModelIndex(), at, at + extra - 1)
+            self._ids = ids
+            self._layout += 1
+            self.endInsertRows()
+        else:
+            self._ids = ids
+        self._partial = False
+        if ids:  # the placeholders between the ends get their ids (only visible rows repaint)
+            self.dataChanged.emit(self.index(0, 0), self.index(len(ids) - 1, len(LOG_COLUMNS) - 1))
+        return True
+
     def _apply(self, ids: array[int], *, final: bool = True) -> None:
         head = len(self._ids)
-        if self._head_shown and final and len(ids) >= head and ids[:head] == self._ids:
+        if self._partial and final and self._fill(ids):
+            pass
+        elif self._head_shown and final and not self._partial and len(ids) >= head and ids[:head] == self._ids:
             # the first rows are already on screen: append the rest, keep selection and scroll
             if len(ids) > head:
                 self.beginInsertRows(QModelIndex(), head, len(ids) - 1)
@@ -385,6 +437,7 @@ class MessageLogModel(QAbstractTableModel):
             # a new list (filter/sort): the cached rows stay (a row is the same whatever the view)
             self.beginResetModel()
             self._ids = ids
+            self._partial = False
             self._missing.clear()
             self._layout += 1
             self.endResetModel()
@@ -412,7 +465,7 @@ class MessageLogModel(QAbstractTableModel):
         if cached is not None:
             self._cache.move_to_end(message_id)
             return cached
-        if message_id not in self._fetching and message_id not in self._missing:
+        if message_id and message_id not in self._fetching and message_id not in self._missing:
             self._request(row)
         return None
 
@@ -425,7 +478,7 @@ class MessageLogModel(QAbstractTableModel):
             return
         start = row - row % self._page
         cache, fetching = self._cache, self._fetching
-        wanted = [i for i in self._ids[start:start + self._page] if i not in cache and i not in fetching]
+        wanted = [i for i in self._ids[start:start + self._page] if i and i not in cache and i not in fetching]
         message_id = self._ids[row]
         if message_id not in wanted:
             wanted.append(message_id)
@@ -557,9 +610,10 @@ class MessageLogModel(QAbstractTableModel):
                     self._pending.extend(batch)
                 else:
                     for message_id in batch:
-                        row = self.row_of(message_id)
-                        if row is not None:
-                            self.dataChanged.emit(self.index(row, 0), self.index(row, len(LOG_COLUMNS) - 1))
+                        position = self.row_of(message_id)
+                        if position is not None:
+                            self.dataChanged.emit(self.index(position, 0),
+                                                  self.index(position, len(LOG_COLUMNS) - 1))
                 continue
             for message_id in batch:
                 self._place(message_id, found.get(message_id) is not None)

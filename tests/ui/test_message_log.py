@@ -9,7 +9,7 @@ import asyncio
 import csv
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QWidget
 
 from ghl_desktop.adapters.storage import Database
 from ghl_desktop.core.events import EventBus
-from ghl_desktop.core.message_log import LogColumn
+from ghl_desktop.core.message_log import LogColumn, LogFilter, LogSort
 from ghl_desktop.core.models import Direction, Message, MessageKind, MessageStatus, NewJob
 from ghl_desktop.services.bridge import MessageLogged
 from ghl_desktop.services.message_log import MessageLogService
@@ -29,6 +29,7 @@ from ghl_desktop.ui.message_log_models import (
     LOADING_CELL,
     PAGE_SIZE,
     DeadLettersModel,
+    IdRole,
     MessageLogModel,
     RowRole,
 )
@@ -158,13 +159,76 @@ def test_all_history_loads_off_the_loop_thread(qtbot: Any, qloop: asyncio.Abstra
     panel.show()
     assert panel.model.loading and panel.count_label.text() == "Loading messages…"
     _wait(qloop, panel)
-    # the newest screenful first (an index scan that stops), then the rest appended below it
-    assert shown == [("reset", HEAD_ROWS, True), ("insert", ROWS, True)]
+    # at its full length at once (an index count, both ends read by scans that stop), then the whole
+    # id list fills it in place: one reset, no insert
+    assert shown == [("reset", ROWS, True)]
     assert panel.model.rowCount() == ROWS and panel.count_label.text() == f"{ROWS} messages"
-    # every id query ran off the loop thread: the bounded head too
-    assert calls == [(False, HEAD_ROWS), (False, None)]
+    # every id query ran off the loop thread: the bounded head and tail too
+    assert calls == [(False, HEAD_ROWS), (False, HEAD_ROWS), (False, None)]
     assert 0 < panel.model.cached_rows() <= 2 * PAGE_SIZE < ROWS  # the visible rows, a page at a time
     assert _rows(panel)[0].id == ROWS  # newest first
+
+
+def test_a_big_log_opens_at_its_full_length_with_both_ends_then_fills_in_place(
+        qtbot: Any, qloop: asyncio.AbstractEventLoop, service: MessageLogService, db: Database, bus: EventBus,
+        bridge: ServiceBridge, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the whole id list is in, the view has its full length: the newest and oldest rows show
+    their content (scroll to the end works at once), the rows between are placeholders that read
+    nothing. A message logged meanwhile is inserted once, at the top, when the list arrives."""
+    bulk_messages(db, 1000 - ROWS, start=datetime.now(UTC))  # after the fixture's: time order is id order
+    total = 1000
+    gate = asyncio.Event()
+    full_ids = service.ids
+
+    async def slow_ids(*args: Any, **kwargs: Any) -> Any:
+        ids = await full_ids(*args, **kwargs)
+        if len(args) < 3 and "limit" not in kwargs:  # the whole list: held until the test lets it go
+            await gate.wait()
+        return ids
+
+    monkeypatch.setattr(service, "ids", slow_ids)
+    panel = MessageLogPanel(service, bridge)
+    qtbot.addWidget(panel)
+    panel.resize(1000, 500)
+    panel.show()
+    model = panel.model
+    resets: list[int] = []
+    inserted: list[tuple[int, int]] = []
+    model.modelReset.connect(lambda: resets.append(model.rowCount()))
+    model.rowsInserted.connect(lambda _p, first, last: inserted.append((first, last)))
+    qloop.run_until_complete(asyncio.wait_for(_until(lambda: model.rowCount() == total), 30))
+    assert resets == [total] and model.loading
+    assert model.index(0, 0).data(RowRole).id == total  # newest first, with its content
+    assert model.index(total - 1, 0).data(RowRole).id == 1  # the oldest too: scroll to the end at once
+    middle = model.index(total // 2, 0)
+    assert middle.data() == LOADING_CELL and middle.data(RowRole) is None and middle.data(IdRole) is None
+    assert model._send_handle is None and not model._want  # an unknown id reads nothing
+    panel.view.scrollToBottom()
+    panel.view.selectRow(total - 1)
+
+    message, _ = db.messages.record(Message(
+        location_id="loc-dental", session_id="s-dental-1", direction=Direction.INBOUND, kind=MessageKind.TEXT,
+        chat_jid="34600111222@s.whatsapp.net", wa_message_id="LIVE-OPEN", body="while it opened",
+        created_at=datetime.now(UTC) + timedelta(hours=1)))  # after the bulk rows, which end in the future
+    bus.publish(MessageLogged(message))
+    gate.set()
+    _wait(qloop, panel)
+    assert resets == [total] and inserted == [(0, 0)]  # filled in place; the new message inserted once
+    assert model.rowCount() == total + 1 and not model.loading
+    ids = list(model.ids())
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == total + 1 and ids[0] == message.id
+    assert model.index(0, 0).data(RowRole).text == "while it opened"
+    assert panel.selected_id() == 1  # the selection stayed on the oldest row (its id moved one down)
+    assert model.index(total // 2, 0).data() == LOADING_CELL  # now a page to read
+    _wait(qloop, panel)
+    assert model.index(total // 2, 0).data(RowRole).id == ids[total // 2]
+    maria = LogFilter(text="Maria", statuses=frozenset({MessageStatus.RECEIVED}))  # the count follows filters
+    assert db.message_log.count(maria) == len(service.ids_now(maria, LogSort())) > 0
+
+
+async def _until(ready: Any) -> None:
+    while not ready():  # noqa: ASYNC110 - a model's state, polled while the loop runs its reads
+        await asyncio.sleep(0.005)
 
 
 def test_a_row_not_read_yet_is_a_placeholder_and_its_page_is_read_once(

@@ -175,6 +175,11 @@ class SqlMessageLog:
                 result.close()
         return out
 
+    def count(self, log_filter: LogFilter) -> int:
+        query = select(func.count()).select_from(M).where(*_conditions(log_filter))
+        with self._tx.read() as s:
+            return int(s.scalar(query) or 0)
+
     def matches(self, message_id: int, log_filter: LogFilter) -> bool:
         query = select(M.id).where(M.id == message_id, *_conditions(log_filter))
         with self._tx.read() as s:

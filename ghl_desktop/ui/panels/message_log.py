@@ -611,6 +611,8 @@ class MessageLogPanel(QWidget):
                 self.view.selectRow(row)
             else:
                 self._show_details(None)
+        elif self.selected_id() is not None:
+            self._show_details(self.selected_id())  # a row selected before its id was known
 
     # -- selection and details ------------------------------------------------------------------
 
@@ -657,11 +659,12 @@ class MessageLogPanel(QWidget):
         self.details.setFocus()
 
     def selected_id(self) -> int | None:
-        index = self.view.currentIndex()
-        return int(index.data(IdRole)) if index.isValid() else None
+        value = self.view.currentIndex().data(IdRole)  # None: no row, or its id is not known yet
+        return int(value) if value else None
 
     def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
-        self._show_details(int(current.data(IdRole)) if current.isValid() else None)
+        value = current.data(IdRole) if current.isValid() else None
+        self._show_details(int(value) if value else None)
 
     def _show_details(self, message_id: int | None) -> None:
         """Show this message's details: read off the loop; the pane keeps what it shows until they
