@@ -6,15 +6,20 @@ Callers above the adapter never look at HTTP statuses: every failure leaves this
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-# httpx imports httpcore only when it builds its first transport (~150 ms on a busy machine); imported
-# here it is paid at start-up with the other imports, not on the event loop when the first client is built
+# httpx imports httpcore only when it builds its first transport (~150 ms on a busy machine), and
+# httpcore imports sniffio when it first closes a connection; imported here they are paid at start-up
+# with the other imports, not on the event loop in the middle of a request
 import httpcore  # noqa: F401
 import httpx
+
+with contextlib.suppress(ImportError):  # httpcore runs without it (then it assumes asyncio)
+    import sniffio  # noqa: F401
 
 from ghl_desktop.config import Settings
 from ghl_desktop.core.errors import (
