@@ -261,9 +261,7 @@ class TokenManager:
                 self._needs_reconnect.add(location_id)
         return self._expiry[location_id]
 
-    def _company_expiry(self, company_id: str) -> datetime | None:
-        if company_id in self._company_expiry_cache:
-            return self._company_expiry_cache[company_id]
+    def _stored_company_expiry(self, company_id: str) -> datetime | None:
         raw = self._secrets.get(company_key(company_id, "expires_at"))
         parsed: datetime | None = None
         if raw:
@@ -273,7 +271,12 @@ class TokenManager:
                 parsed = None
         if parsed is not None and parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
-        self._company_expiry_cache[company_id] = parsed
+        return parsed
+
+    def _company_expiry(self, company_id: str) -> datetime | None:
+        if company_id in self._company_expiry_cache:
+            return self._company_expiry_cache[company_id]
+        parsed = self._company_expiry_cache[company_id] = self._stored_company_expiry(company_id)
         return parsed
 
     def _expiring(self, expires_at: datetime | None) -> bool:
@@ -413,6 +416,8 @@ class TokenManager:
             token = self._cached_access(company_key(company_id, "access_token"))
             if token and not self._expiring(self._company_expiry(company_id)):
                 return token
+            if self._cluster is not None:
+                return await self._refresh_company_cluster(company_id, rejected_token=None)
             return await self._refresh_company_locked(company_id)
 
     async def refresh_company(self, company_id: str, *, rejected_token: str | None = None) -> str:
@@ -420,6 +425,25 @@ class TokenManager:
             current = self._cached_access(company_key(company_id, "access_token"))
             if current and rejected_token is not None and current != rejected_token:
                 return current
+            if self._cluster is not None:
+                return await self._refresh_company_cluster(company_id, rejected_token=rejected_token)
+            return await self._refresh_company_locked(company_id)
+
+    def _stored_company(self, company_id: str) -> tuple[str | None, datetime | None]:
+        return self._secrets.get(company_key(company_id, "access_token")), self._stored_company_expiry(company_id)
+
+    async def _refresh_company_cluster(self, company_id: str, *, rejected_token: str | None) -> str:
+        """The agency token's refresh on a cluster worker, single-flight across the workers as a
+        location's is: HighLevel rotates refresh tokens, so a second worker refreshing with the same one
+        would be refused and the agency would look disconnected. Under the cluster lock the stored token
+        is read again and refreshed only if it is still expiring, or still the one the server refused."""
+        assert self._cluster is not None
+        async with self._cluster.hold(f"ghl-refresh:company:{company_id}"):
+            token, expiry = await self._cluster.run(self._stored_company, company_id)
+            if token and token != rejected_token and not self._expiring(expiry):
+                self._access[company_key(company_id, "access_token")] = token
+                self._company_expiry_cache[company_id] = expiry
+                return token  # another worker refreshed it
             return await self._refresh_company_locked(company_id)
 
     async def _refresh_company_locked(self, company_id: str) -> str:
