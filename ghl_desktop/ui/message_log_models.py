@@ -77,6 +77,9 @@ PAGE_SIZE = 100
 CACHE_ROWS = 2000
 #: rows shown at once when the unfiltered log opens, before all ids have arrived
 HEAD_ROWS = 200
+#: live changes are applied at most once per this many seconds (a burst: one read, one insert, one
+#: repaint); the first change after a quiet spell is applied at once
+LIVE_TICK = 0.25
 #: what a cell shows while its page is being read (the first column; the others stay empty)
 LOADING_CELL = "…"
 
@@ -164,6 +167,8 @@ class MessageLogModel(QAbstractTableModel):
         # live changes: ids waiting for their hop, the task that applies them
         self._updates: list[int] = []
         self._updater: asyncio.Task[None] | None = None
+        self._applied_at = float("-inf")  # loop time of the last live batch applied
+        self.live_batches = 0  # how many live batches were applied (tests)
         # a read started before a change of the same message must not overwrite the newer row
         self._tick = 0
         self._changed_at: dict[int, int] = {}
@@ -585,7 +590,12 @@ class MessageLogModel(QAbstractTableModel):
             self._updater = asyncio.get_event_loop().create_task(self._apply_updates(), name="message-log-live")
 
     async def _apply_updates(self) -> None:
+        loop = asyncio.get_event_loop()
         while self._updates:
+            # one batch per tick: the changes of a burst gather meanwhile (one read, one repaint)
+            await asyncio.sleep(max(0.0, self._applied_at + LIVE_TICK - loop.time()))
+            if not self._updates:
+                return
             if self._loading:  # a new query started: its answer, then these
                 self._pending.extend(self._updates)
                 self._updates.clear()
@@ -615,13 +625,44 @@ class MessageLogModel(QAbstractTableModel):
                             self.dataChanged.emit(self.index(position, 0),
                                                   self.index(position, len(LOG_COLUMNS) - 1))
                 continue
-            for message_id in batch:
-                self._place(message_id, found.get(message_id) is not None)
+            self._applied_at = loop.time()
+            self.live_batches += 1
+            self._place_all(batch, found)
             while len(self._cache) > self._cache_rows:
                 self._cache.popitem(last=False)
             if not self._reads and not self._updates:
                 self._changed_at.clear()  # nothing read before these changes is still on its way
             self.changes_applied.emit(batch)
+
+    def _place_all(self, batch: list[int], found: dict[int, LogRow | None]) -> None:
+        """A batch of changes in as few model updates as it takes: removals one by one (rare), the new
+        rows inserted a block per position (a burst of new messages at the top: one insert), the
+        changed rows repainted with one dataChanged over their span."""
+        changed: list[int] = []
+        new: list[int] = []
+        for message_id in batch:
+            matches = found.get(message_id) is not None
+            if self.row_of(message_id) is not None:
+                if matches:
+                    changed.append(message_id)
+                else:
+                    self._place(message_id, False)
+            elif matches:
+                new.append(message_id)
+        if new:
+            at: dict[int, list[int]] = {}
+            for message_id in new:
+                at.setdefault(self._position_for(message_id), []).append(message_id)
+            descending = self._sort.descending or self._sort.column is not LogColumn.TIME
+            for position in sorted(at, reverse=True):  # from the bottom: the positions above stay valid
+                block = sorted(at[position], reverse=descending)
+                self.beginInsertRows(QModelIndex(), position, position + len(block) - 1)
+                self._ids[position:position] = array("q", block)
+                self._layout += 1
+                self.endInsertRows()
+        rows = [r for r in (self.row_of(i) for i in changed) if r is not None]
+        if rows:
+            self.dataChanged.emit(self.index(min(rows), 0), self.index(max(rows), len(LOG_COLUMNS) - 1))
 
     def _place(self, message_id: int, matches: bool) -> None:
         row = self.row_of(message_id)

@@ -395,6 +395,47 @@ def test_live_messages_apply_by_id_without_reset(qtbot: Any, qloop: asyncio.Abst
     assert panel.model.rowCount() == count
 
 
+def test_a_burst_of_live_messages_is_one_read_and_one_insert_with_every_row_once(
+        qtbot: Any, qloop: asyncio.AbstractEventLoop, panel: MessageLogPanel, db: Database, bus: EventBus,
+        service: MessageLogService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live log coalesces: a burst of new messages and status changes is read in one hop and
+    applied as one insert (newest on top) and one repaint of the changed rows, never a reset."""
+    model = panel.model
+    reads: list[int] = []
+    changes = service.changes
+
+    async def spy(message_ids: Any, log_filter: Any) -> Any:
+        reads.append(len(message_ids))
+        return await changes(message_ids, log_filter)
+
+    monkeypatch.setattr(service, "changes", spy)
+    events: list[tuple[str, int, int]] = []
+    model.modelReset.connect(lambda: events.append(("reset", 0, 0)))
+    model.rowsInserted.connect(lambda _p, first, last: events.append(("insert", first, last)))
+    model.dataChanged.connect(lambda top, bottom, *_: events.append(("changed", top.row(), bottom.row())))
+    old = [model.id_at(r) for r in (0, 5)]
+    batches = model.live_batches
+    burst = []
+    for n in range(12):
+        message, _ = db.messages.record(Message(
+            location_id="loc-dental", session_id="s-dental-1", direction=Direction.INBOUND, kind=MessageKind.TEXT,
+            chat_jid="34600111222@s.whatsapp.net", wa_message_id=f"BURST{n}", body=f"burst {n}"))
+        burst.append(message)
+    for message in burst:  # as the bridge publishes them, in one go
+        bus.publish(MessageLogged(message))
+    for message_id in old:  # two shown rows change meanwhile
+        bus.publish(MessageLogged(db.messages.update(message_id, status=MessageStatus.READ)))
+    _wait(qloop, panel)
+    assert model.live_batches == batches + 1 and reads == [14]
+    assert [e for e in events if e[0] != "changed" or e[1] >= 12] == [("insert", 0, 11), ("changed", 12, 17)]
+    ids = list(model.ids())
+    assert model.rowCount() == ROWS + 12 and len(set(ids)) == len(ids)
+    assert ids[:12] == sorted((m.id for m in burst), reverse=True) and ids[12:] == sorted(ids[12:], reverse=True)
+    rows = _rows(panel)
+    assert [r.text for r in rows[:12]] == [f"burst {n}" for n in reversed(range(12))]
+    assert [rows[12].status, rows[17].status] == [MessageStatus.READ, MessageStatus.READ]
+
+
 def test_select_message_clears_filters_that_hide_it(qtbot: Any, qloop: asyncio.AbstractEventLoop,
                                                     panel: MessageLogPanel) -> None:
     _search(qtbot, qloop, panel, "Chen")
