@@ -148,6 +148,7 @@ async def measure(env: BridgeEnv, args: argparse.Namespace) -> dict[str, Any]:
         # drain: a backlog of args.backlog messages per location
         scheduler = env.runtime.client.scheduler
         held_before = {loc: scheduler.limiter(f"location:{loc}").delayed_requests for loc in locations}
+        pauses_before = {loc: scheduler.limiter(f"location:{loc}").header_pauses for loc in locations}
         before = await limits(env)
         bodies = {loc: [f"drain {loc} {i}" for i in range(args.backlog)] for loc in locations}
         backlog_plan = [{"phone": phone, "to": env.numbers[loc],
@@ -156,6 +157,12 @@ async def measure(env: BridgeEnv, args: argparse.Namespace) -> dict[str, Any]:
 
         closed = {loc: 0 for loc in locations}
         samples = 0
+        runner = env.runtime.runner
+        slots = runner._options.concurrency
+        # the job runner's slots: jobs running, and how many of them wait for a closed location window
+        # (LocationLimiter.waiting); "starved": every slot held (running jobs) while a location had budget
+        # but no job running, i.e. the other locations' waiting jobs kept its jobs from starting
+        occupancy = {"running": 0, "waiting": 0, "all_slots_waiting": 0, "starved": 0}
 
         async def watch_limiters() -> None:
             # how often the client's own scheduler had the location's window closed (full, or paused on
@@ -164,14 +171,23 @@ async def measure(env: BridgeEnv, args: argparse.Namespace) -> dict[str, Any]:
             while True:
                 await asyncio.sleep(0.05)
                 samples += 1
+                waiting = 0
+                open_locations = 0
                 for loc in locations:
                     limiter = scheduler.limiter(f"location:{loc}")
+                    waiting += limiter.waiting
                     if limiter._wait_seconds(limiter._clock()) > 0:
                         closed[loc] += 1
+                    elif limiter._in_flight == 0:
+                        open_locations += 1
+                running = runner.active_jobs if hasattr(runner, "active_jobs") else len(runner._running)
+                occupancy["running"] += len(runner._running)
+                occupancy["waiting"] += waiting
+                occupancy["all_slots_waiting"] += int(waiting >= slots)
+                occupancy["starved"] += int(running >= slots and open_locations > 0)
 
         # the backlog: every message stored in the local queue while the job runner is paused (as after
         # an outage), then the runner resumes and the drain is timed from there
-        runner = env.runtime.runner
         runner.pause()
         sends_start = time.perf_counter()
         await run_customers(env.url, backlog_plan)  # the customers' own process, as fast as they go
@@ -195,6 +211,8 @@ async def measure(env: BridgeEnv, args: argparse.Namespace) -> dict[str, Any]:
         closed_share = {loc: closed[loc] / max(1, samples) for loc in locations}
         after = await limits(env)
         held = {loc: scheduler.limiter(f"location:{loc}").delayed_requests - held_before[loc] for loc in locations}
+        header_pauses = {loc: scheduler.limiter(f"location:{loc}").header_pauses - pauses_before[loc]
+                         for loc in locations}
 
         use: dict[str, float] = {}
         windows: dict[str, list[int]] = {}
@@ -241,11 +259,18 @@ async def measure(env: BridgeEnv, args: argparse.Namespace) -> dict[str, Any]:
         "budget_use": round(use[low], 3),
         "budget_use_by_location": [round(use[loc], 3) for loc in locations],
         "requests_per_window_lowest": windows[low],
+        "requests_per_window_by_location": [windows[loc] for loc in locations],
         "requests_per_message": round(sum(requests.values()) / (args.backlog * len(locations)), 3),
         "rate_limited_429": limited, "rate_limited_429_drain": limited_drain, "client_saw_429": client_429,
         "held_back_by_scheduler": [held[loc] for loc in locations],
+        "remaining_zero_pauses": [header_pauses[loc] for loc in locations],
         "scheduler_closed_share": [round(closed_share[loc], 3) for loc in locations],
         "bridge_drain_msg_per_s": round(drain_rate, 1),
+        "runner_slots": slots,
+        "slots_running_mean": round(occupancy["running"] / max(1, samples), 2),
+        "slots_waiting_for_window_mean": round(occupancy["waiting"] / max(1, samples), 2),
+        "all_slots_waiting_share": round(occupancy["all_slots_waiting"] / max(1, samples), 3),
+        "starved_share": round(occupancy["starved"] / max(1, samples), 3),
         "bounded_by": bounded_by,
         "drain_s": round(drain_s, 1), "sends_s": round(sent_s, 1),
         "drain_msg_per_min_per_location": round(args.backlog / drain_s * 60, 0),
@@ -282,7 +307,12 @@ def main() -> None:
         ("requests per message", r["requests_per_message"]),
         ("budget_use", f"{r['budget_use']}  by location {r['budget_use_by_location']}  (goal >= 0.95)"),
         ("requests the scheduler held back", r["held_back_by_scheduler"]),
+        ("whole-interval pauses on Remaining: 0", r["remaining_zero_pauses"]),
         ("share of the drain its window was closed", r["scheduler_closed_share"]),
+        ("runner slots: running / waiting for a window (mean)",
+         f"{r['slots_running_mean']} / {r['slots_waiting_for_window_mean']} of {r['runner_slots']}"),
+        ("share of the drain every slot waited for a window", r["all_slots_waiting_share"]),
+        ("share: slots full, a location open and idle", r["starved_share"]),
         ("bounded by", r["bounded_by"]),
         ("rate_limited_429", f"{r['rate_limited_429']}  (client saw {r['client_saw_429']}; goal 0)"),
         ("latency at half the budget", f"{r['latency_messages']} messages, "

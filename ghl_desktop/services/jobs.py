@@ -13,6 +13,13 @@ completes the previous one, so the runner does not pay a lease round trip per fi
 counts as done only once that write committed; a crash before it runs the job again (at-least-once,
 handlers are idempotent), and per-``ordering_key`` order is the queue's, unchanged. A handler may hand
 its last write to that transaction (:func:`finish_with_completion`): one commit for both.
+
+Slots are lent while a job waits for its location's HighLevel rate window (core/slots.py): such a job
+keeps its lease and its chat's place, but its slot runs another job meanwhile (another location's, with
+budget), and it takes a slot back, before any newly leased job, when the window opens. One location out
+of budget therefore does not stall the others (bench/budget.py). At most ``max_lent`` jobs wait so at
+once; past that a waiting job keeps its slot. A runner with a ``gate`` (the history import's, behind live
+work) never lends: more of its jobs waiting for a window would go ahead of the live ones when it opens.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import asyncio
 import contextvars
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -31,6 +39,7 @@ from ghl_desktop.core.errors import GhlDesktopError, GhlRateLimited, StorageBusy
 from ghl_desktop.core.events import EventBus
 from ghl_desktop.core.models import WAITING_PREFIX, Job, utcnow
 from ghl_desktop.core.ports import AsyncJobQueue
+from ghl_desktop.core.slots import SLOT_LENDER
 from ghl_desktop.core.storage_lane import BACKGROUND
 from ghl_desktop.services.events import RunnerProblem
 
@@ -128,6 +137,9 @@ class RunnerOptions:
     #: it is this old; 0: waits forever. None: DEFAULT_MAX_WAIT_SECONDS (the runtime passes the
     #: setting ``max_wait_seconds`` / GHL_DESKTOP_MAX_WAIT_SECONDS)
     max_wait_seconds: float | None = None
+    #: jobs that may wait for a location's rate window outside their slots at once (core/slots.py),
+    #: each still leased; past that a waiting job keeps its slot. 0: never lend a slot
+    max_lent: int = 64
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
@@ -177,10 +189,25 @@ class JobRunner:
         self._flusher: asyncio.Task[None] | None = None
         #: slots promised to a lease in flight (a tick's lease and a flush's lease may overlap)
         self._reserved = 0
+        #: jobs running without a slot (waiting for a rate window, core/slots.py); of them, those whose
+        #: wait is over and that wait for a slot back (they come before new leases)
+        self._lent = 0
+        self._returning = 0
+        self._slot_freed = asyncio.Event()
 
     @property
     def owner(self) -> str:
         return self._owner
+
+    @property
+    def active_jobs(self) -> int:
+        """Jobs holding a slot (running, not waiting outside their slot for a rate window)."""
+        return len(self._running) - self._lent
+
+    @property
+    def lent_slots(self) -> int:
+        """Jobs waiting for a rate window without holding a slot."""
+        return self._lent
 
     @property
     def paused(self) -> bool:
@@ -278,7 +305,48 @@ class JobRunner:
         by the same write; leases in flight have their slots reserved."""
         if self._stopping or self._paused:
             return 0
-        return max(0, self._options.concurrency - len(self._running) + finishing - self._reserved)
+        return max(0, self._options.concurrency - self.active_jobs - self._returning + finishing - self._reserved)
+
+    def _lender(self) -> Callable[[], AbstractAsyncContextManager[None]]:
+        """One job's :data:`core.slots.SLOT_LENDER`: while its context is open the job holds no slot
+        (nested or concurrent waits of the same job lend its one slot once)."""
+        depth = 0
+
+        @asynccontextmanager
+        async def lend() -> AsyncIterator[None]:
+            nonlocal depth
+            if depth == 0 and self._lent >= self._options.max_lent:
+                yield  # enough jobs wait without a slot: this one waits in its own
+                return
+            depth += 1
+            if depth == 1:
+                self._lent += 1
+                self._slot_freed.set()  # a job waiting for a slot back takes it, else a lease fills it
+                self._wake.set()
+            try:
+                yield
+            except BaseException:
+                depth -= 1
+                if depth == 0:
+                    self._lent -= 1
+                raise
+            depth -= 1
+            if depth > 0:
+                return
+            self._returning += 1
+            try:
+                # a slot back, before any newly leased job (_free_slots keeps one for each returning job)
+                while self.active_jobs >= self._options.concurrency:
+                    self._slot_freed.clear()
+                    await self._slot_freed.wait()
+            finally:
+                self._returning -= 1
+                self._lent -= 1
+        return lend
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slot_freed.set()
 
     async def _tick(self) -> None:
         free = self._free_slots()
@@ -307,10 +375,13 @@ class JobRunner:
             context = contextvars.copy_context()
             context.run(_last_writes.set, [])  # this job's own list (finish_with_completion)
             context.run(BACKGROUND.set, True)  # its storage calls wait while the intake's do (core.storage_lane)
+            # a wait for a rate window frees its slot (core.slots); not in a gated runner (the history
+            # import's): it runs behind live work, so never more than its slots' jobs wait ahead of it
+            context.run(SLOT_LENDER.set, self._lender() if self._gate is None else None)
             task = asyncio.get_running_loop().create_task(self._run(job), name=f"job-{job.id}-{job.kind}",
                                                           context=context)
             self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            task.add_done_callback(self._task_done)
 
     async def _heartbeat(self, job: Job) -> None:
         """Renew the lease while a long job runs (a 100 MB upload), so it is not taken over as crashed.

@@ -21,11 +21,13 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from ghl_desktop.core.backoff import backoff_delay
 from ghl_desktop.core.errors import GhlRateLimited
+from ghl_desktop.core.slots import outside_slot
 
 log = logging.getLogger("ghl.api.rate")
 
@@ -33,6 +35,9 @@ log = logging.getLogger("ghl.api.rate")
 DEFAULT_WINDOW_SECONDS = 10.0
 DEFAULT_MAX_PER_WINDOW = 100
 DEFAULT_DAILY_LIMIT = 200_000
+
+#: when the current task's request took its place in the window (set inside LocationLimiter.slot)
+_STARTED: ContextVar[float | None] = ContextVar("ghl_rate_started", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +118,8 @@ class LocationLimiter:
         self.window = config.window_seconds
         self.max = config.max_per_window
         self._done: deque[float] = deque()  # completion times inside the window
+        #: completion times of the last two windows (which of our requests the server may still count)
+        self._recent: deque[float] = deque()
         self._in_flight = 0
         self._paused_until = 0.0  # set by Remaining: 0 and by 429
         self._cond = asyncio.Condition()
@@ -122,6 +129,10 @@ class LocationLimiter:
         self.rate_limited_responses = 0
         #: requests that had to wait for the window (the scheduler, not the server, held them back)
         self.delayed_requests = 0
+        #: requests waiting for the window right now (read by bench/budget.py)
+        self.waiting = 0
+        #: whole-interval pauses on X-RateLimit-Remaining: 0 our own requests did not explain
+        self.header_pauses = 0
 
     def _prune(self, now: float) -> None:
         while self._done and self._done[0] <= now - self.window:
@@ -151,30 +162,49 @@ class LocationLimiter:
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """Hold a place in the window for one request, from before sending to after the answer."""
-        async with self._cond:
-            delayed = False
-            while True:
+        """Hold a place in the window for one request, from before sending to after the answer.
+
+        A closed window is waited for outside the job runner's slot (core/slots.py): the runner runs
+        another job (another location's, with budget) meanwhile."""
+        delayed = False
+        while True:
+            async with self._cond:
                 self._check_daily()
-                wait = self._wait_seconds(self._clock())
-                if wait <= 0:
+                if self._wait_seconds(started := self._clock()) <= 0:
+                    self._in_flight += 1
+                    self.sent_today += 1
                     break
                 if not delayed:
                     delayed = True
                     self.delayed_requests += 1
-                try:
-                    await asyncio.wait_for(self._cond.wait(), timeout=wait)
-                except TimeoutError:
-                    pass
-            self._in_flight += 1
-            self.sent_today += 1
+            async with outside_slot():
+                await self._until_open()
+        token = _STARTED.set(started)
         try:
             yield
         finally:
+            _STARTED.reset(token)
             async with self._cond:
                 self._in_flight -= 1
-                self._done.append(self._clock())
+                answered = self._clock()
+                self._done.append(answered)
+                self._recent.append(answered)
+                while self._recent and self._recent[0] <= answered - 2 * self.window:
+                    self._recent.popleft()
                 self._cond.notify_all()
+
+    async def _until_open(self) -> None:
+        """Wait until a request may start (not taking its place: the caller checks again)."""
+        async with self._cond:
+            self.waiting += 1
+            try:
+                while (wait := self._wait_seconds(self._clock())) > 0:
+                    try:
+                        await asyncio.wait_for(self._cond.wait(), timeout=wait)
+                    except TimeoutError:
+                        pass
+            finally:
+                self.waiting -= 1
 
     async def observe(self, headers: RateHeaders, *, status: int) -> None:
         """Adapt to what the server says about its own count."""
@@ -192,16 +222,27 @@ class LocationLimiter:
             if status == 429:
                 self.rate_limited_responses += 1
                 self._paused_until = max(self._paused_until, now + self.retry_after(headers))
-            elif headers.remaining == 0:
-                self._prune(now)
-                if self._in_flight + len(self._done) < self.max:
-                    # our own requests do not explain it: others (another install, a script) share this
-                    # budget, so wait the server's interval. When they do, the sliding window already
-                    # holds the next request until our oldest answer leaves the window — which is later
-                    # than the server's own slot frees (it counts arrivals, we count answers); a whole
-                    # interval from now on top would leave a quarter of the budget unused (bench/budget.py)
-                    self._paused_until = max(self._paused_until, now + interval)
+            elif headers.remaining == 0 and self._in_flight + self._answered_after(now) < self.max:
+                # our own requests do not explain it: others (another install, a script) share this
+                # budget, so wait the server's interval. When they do, the sliding window already
+                # holds the next request until our oldest answer leaves the window — which is later
+                # than the server's own slot frees (it counts arrivals, we count answers); a whole
+                # interval from now on top would leave a quarter of the budget unused (bench/budget.py)
+                self.header_pauses += 1
+                self._paused_until = max(self._paused_until, now + interval)
             self._cond.notify_all()
+
+    def _answered_after(self, now: float) -> int:
+        """Our answered requests the server may still count in the window it answered this one with.
+
+        It counted this request at some moment between when it took its place (``_STARTED``) and now,
+        over the window before that moment: every request of ours answered after ``started - window``
+        may be in it. Counting only the answers of the last window before *now* missed the ones that
+        left ours while this answer was on its way (a busy event loop reads it late), and so paused a
+        whole interval on our own traffic (bench/budget.py: windows of 100, 3, 100)."""
+        started = _STARTED.get()
+        since = (now if started is None else min(started, now)) - self.window
+        return sum(1 for answered in self._recent if answered > since)
 
     def retry_after(self, headers: RateHeaders) -> float:
         if headers.interval_seconds:
