@@ -4,15 +4,18 @@ Protocols), mapping rows to the frozen ``core.models`` dataclasses. Each method 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ghl_desktop.adapters.storage.jobs import insert_job
 from ghl_desktop.adapters.storage.orm import ContactLinkRow, LocationRow, MessageRow, SessionRow
 from ghl_desktop.adapters.storage.tx import RecordNotFound, StorageConflict, Transactions
+from ghl_desktop.core.errors import StorageError
 from ghl_desktop.core.models import (
     ContactLink,
     Direction,
@@ -32,7 +35,12 @@ log = logging.getLogger("ghl.storage")
 # --- locations -------------------------------------------------------------------------------
 
 
-def _location(row: LocationRow) -> Location:
+_LOCATIONS = cast(Table, LocationRow.__table__)
+_LOCATION_BY_ID = select(_LOCATIONS).where(_LOCATIONS.c.id == bindparam("id"))
+
+
+def _location(row: Any) -> Location:
+    """A location from an ORM row or a Core row of its table (same attribute names)."""
     return Location(
         id=row.id,
         name=row.name,
@@ -76,7 +84,7 @@ class SqlLocationRepository:
 
     def get(self, location_id: str) -> Location | None:
         with self._tx.read() as s:
-            row = s.get(LocationRow, location_id)
+            row = s.connection().execute(_LOCATION_BY_ID, {"id": location_id}).first()
             return _location(row) if row else None
 
     def list(self) -> list[Location]:
@@ -204,7 +212,19 @@ class SqlSessionRepository:
 # --- contact links ---------------------------------------------------------------------------
 
 
-def _contact(row: ContactLinkRow) -> ContactLink:
+_CONTACTS = cast(Table, ContactLinkRow.__table__)
+#: contacts.find's lookups, one per key column, built once (a call only binds values)
+_CONTACT_BY = {
+    column: select(_CONTACTS)
+    .where(_CONTACTS.c.location_id == bindparam("location"), _CONTACTS.c[column] == bindparam("value"))
+    .order_by(_CONTACTS.c.id)
+    .limit(1)
+    for column in ("phone", "wa_jid", "wa_lid", "ghl_contact_id")
+}
+
+
+def _contact(row: Any) -> ContactLink:
+    """A contact link from an ORM row or a Core row of its table (same attribute names)."""
     return ContactLink(
         id=row.id,
         location_id=row.location_id,
@@ -242,15 +262,11 @@ class SqlContactRepository:
     ) -> ContactLink | None:
         keys = (("phone", phone), ("wa_jid", wa_jid), ("wa_lid", wa_lid), ("ghl_contact_id", ghl_contact_id))
         with self._tx.read() as s:
+            conn = s.connection()
             for column, value in keys:
                 if value is None:
                     continue
-                row = s.scalars(
-                    select(ContactLinkRow)
-                    .where(ContactLinkRow.location_id == location_id, getattr(ContactLinkRow, column) == value)
-                    .order_by(ContactLinkRow.id)
-                    .limit(1)
-                ).first()
+                row = conn.execute(_CONTACT_BY[column], {"location": location_id, "value": value}).first()
                 if row is not None:
                     return _contact(row)
         return None
@@ -333,7 +349,30 @@ class SqlContactRepository:
 # --- messages --------------------------------------------------------------------------------
 
 
-def _message(row: MessageRow) -> Message:
+_MESSAGES = cast(Table, MessageRow.__table__)
+_BY_WA = and_(_MESSAGES.c.session_id == bindparam("session"), _MESSAGES.c.wa_message_id == bindparam("wa"))
+_BY_GHL = and_(_MESSAGES.c.location_id == bindparam("location"), _MESSAGES.c.ghl_message_id == bindparam("ghl"))
+#: the message repository's hot statements, built once with bound parameters: SQLAlchemy's compiled
+#: cache is keyed on the statement, and building an ORM query + loading ORM objects cost several times
+#: what running the statement costs (bench/bridge_throughput.py, the intake and each wa.inbound job)
+_MESSAGE_BY_WA = select(_MESSAGES).where(_BY_WA).limit(1)
+_MESSAGE_BY_ID = select(_MESSAGES).where(_MESSAGES.c.id == bindparam("id"))
+_MESSAGE_BY_ID_LOCKED = _MESSAGE_BY_ID.with_for_update()
+_EXISTING = {
+    (True, False): select(_MESSAGES).where(_BY_WA).order_by(_MESSAGES.c.id).limit(1),
+    (False, True): select(_MESSAGES).where(_BY_GHL).order_by(_MESSAGES.c.id).limit(1),
+    (True, True): select(_MESSAGES).where(or_(_BY_WA, _BY_GHL)).order_by(_MESSAGES.c.id).limit(1),
+}
+_MESSAGE_INSERT = insert(_MESSAGES).returning(_MESSAGES.c.id)
+#: update(): every column it may change, set from the row read (under the write lock) and merged
+_UPDATED = ("status", "error", "wa_message_id", "ghl_message_id", "media_ref", "session_id", "updated_at")
+_MESSAGE_UPDATE = (
+    update(_MESSAGES).where(_MESSAGES.c.id == bindparam("row_id")).values({c: bindparam(c) for c in _UPDATED})
+)
+
+
+def _message(row: Any) -> Message:
+    """A message from an ORM row or a Core row of its table (same attribute names)."""
     return Message(
         id=row.id,
         location_id=row.location_id,
@@ -359,17 +398,40 @@ def _message(row: MessageRow) -> Message:
     )
 
 
-def _existing_message(s: Session, message: Message) -> MessageRow | None:
-    keys = []
-    if message.session_id is not None and message.wa_message_id is not None:
-        keys.append(and_(MessageRow.session_id == message.session_id,
-                         MessageRow.wa_message_id == message.wa_message_id))
-    if message.ghl_message_id is not None:
-        keys.append(and_(MessageRow.location_id == message.location_id,
-                         MessageRow.ghl_message_id == message.ghl_message_id))
-    if not keys:
+def _existing_message(s: Session, message: Message) -> Any:
+    """The stored row with the same (session, WhatsApp id) or (location, HighLevel id), else None."""
+    by_wa = message.session_id is not None and message.wa_message_id is not None
+    by_ghl = message.ghl_message_id is not None
+    if not (by_wa or by_ghl):
         return None
-    return s.scalars(select(MessageRow).where(or_(*keys)).order_by(MessageRow.id).limit(1)).first()
+    params = {"session": message.session_id, "wa": message.wa_message_id, "location": message.location_id,
+              "ghl": message.ghl_message_id}
+    return s.connection().execute(_EXISTING[by_wa, by_ghl], params).first()
+
+
+def _message_values(message: Message) -> dict[str, Any]:
+    return {
+        "location_id": message.location_id,
+        "session_id": message.session_id,
+        "direction": Direction(message.direction).value,
+        "kind": MessageKind(message.kind).value,
+        "chat_jid": message.chat_jid,
+        "sender_jid": message.sender_jid,
+        "wa_message_id": message.wa_message_id,
+        "ghl_message_id": message.ghl_message_id,
+        "body": message.body,
+        "media_ref": message.media_ref,
+        "media_mime": message.media_mime,
+        "media_name": message.media_name,
+        "media_size": message.media_size,
+        "quoted_wa_id": message.quoted_wa_id,
+        "from_me": message.from_me,
+        "status": MessageStatus(message.status).value,
+        "error": message.error,
+        "sent_at": message.sent_at,
+        "created_at": message.created_at,
+        "updated_at": message.updated_at,
+    }
 
 
 class SqlMessageRepository:
@@ -385,40 +447,10 @@ class SqlMessageRepository:
 
         The stored message's id is added to the job payload as ``message_id`` (unless the payload
         already has that key), because the caller cannot know it before the insert."""
-        row = MessageRow(
-            location_id=message.location_id,
-            session_id=message.session_id,
-            direction=Direction(message.direction).value,
-            kind=MessageKind(message.kind).value,
-            chat_jid=message.chat_jid,
-            sender_jid=message.sender_jid,
-            wa_message_id=message.wa_message_id,
-            ghl_message_id=message.ghl_message_id,
-            body=message.body,
-            media_ref=message.media_ref,
-            media_mime=message.media_mime,
-            media_name=message.media_name,
-            media_size=message.media_size,
-            quoted_wa_id=message.quoted_wa_id,
-            from_me=message.from_me,
-            status=MessageStatus(message.status).value,
-            error=message.error,
-            sent_at=message.sent_at,
-            created_at=message.created_at,
-            updated_at=message.updated_at,
-        )
+        values = _message_values(message)
         try:
             with self._tx.write() as s:
-                existing = _existing_message(s, message)
-                if existing is not None:
-                    return _message(existing), False
-                s.add(row)
-                s.flush()
-                if job is not None:
-                    payload = dict(job.payload)
-                    payload.setdefault("message_id", row.id)
-                    insert_job(s, job, payload=payload)
-                return _message(row), True
+                return _record(s, message, values, job)
         except StorageConflict:
             # PostgreSQL: a concurrent record() of the same message committed between our check and
             # our insert; the unique key refused ours, and our transaction (job included) rolled back.
@@ -428,6 +460,36 @@ class SqlMessageRepository:
                     raise  # not a duplicate: e.g. unknown location or session
                 return _message(existing), False
 
+    def record_many(
+        self, items: Sequence[tuple[Message, NewJob | None]]
+    ) -> list[tuple[Message, bool] | Exception]:
+        """:meth:`record` for several messages in ONE transaction (one commit: the intake's group
+        commit). Each message is recorded in its own savepoint, so one that cannot be stored is its
+        own failure: a payload :meth:`record` refuses (its exception is its result), one the database
+        refuses (a PostgreSQL race on its unique key, an unknown session: recorded again on its own
+        afterwards, so its existing row or its error is its alone). Returns one result (or error) per
+        item, in order; a failure of the transaction itself (the database, its commit) is raised."""
+        results: list[tuple[Message, bool] | Exception] = []
+        alone: list[int] = []
+        with self._tx.write() as s:
+            for i, (message, job) in enumerate(items):
+                try:
+                    with s.begin_nested():
+                        results.append(_record(s, message, _message_values(message), job))
+                except (IntegrityError, StorageConflict) as exc:
+                    results.append(StorageConflict(str(exc)))
+                    alone.append(i)
+                except SQLAlchemyError:
+                    raise  # the database, not this message: the whole batch fails (and is retried)
+                except Exception as exc:  # this message's own fault (e.g. a payload that is not JSON)
+                    results.append(exc)
+        for i in alone:
+            try:
+                results[i] = self.record(*items[i])
+            except StorageError as exc:
+                results[i] = exc
+        return results
+
     def get(self, message_id: int) -> Message | None:
         with self._tx.read() as s:
             row = s.get(MessageRow, message_id)
@@ -435,10 +497,7 @@ class SqlMessageRepository:
 
     def by_wa_id(self, session_id: str, wa_message_id: str) -> Message | None:
         with self._tx.read() as s:
-            row = s.scalars(
-                select(MessageRow).where(MessageRow.session_id == session_id,
-                                         MessageRow.wa_message_id == wa_message_id)
-            ).first()
+            row = s.connection().execute(_MESSAGE_BY_WA, {"session": session_id, "wa": wa_message_id}).first()
             return _message(row) if row else None
 
     def by_ghl_id(self, location_id: str, ghl_message_id: str) -> Message | None:
@@ -465,23 +524,27 @@ class SqlMessageRepository:
         new_status = MessageStatus(status) if status is not None else None
         try:
             with self._tx.write() as s:
-                row = s.get(MessageRow, message_id)
+                conn = s.connection()
+                # the write transaction holds SQLite's write lock; PostgreSQL: the row, FOR UPDATE
+                query = _MESSAGE_BY_ID if conn.dialect.name == "sqlite" else _MESSAGE_BY_ID_LOCKED
+                row = conn.execute(query, {"id": message_id}).first()
                 if row is None:
                     raise RecordNotFound(f"No message with id {message_id}")
+                values = row._asdict()
                 if new_status is not None:
                     current = MessageStatus(row.status)
                     if new_status is MessageStatus.FAILED or new_status.rank >= current.rank:
-                        row.status = new_status.value
+                        values["status"] = new_status.value
                     else:
                         log.debug("message %s: kept status %s over late %s", message_id, current, new_status)
                 for column, value in (("error", error), ("wa_message_id", wa_message_id),
                                       ("ghl_message_id", ghl_message_id), ("media_ref", media_ref),
                                       ("session_id", session_id)):
                     if value is not None:
-                        setattr(row, column, value)
-                row.updated_at = utcnow()
-                s.flush()
-                return _message(row)
+                        values[column] = value
+                values["updated_at"] = utcnow()
+                conn.execute(_MESSAGE_UPDATE, {"row_id": message_id, **{c: values[c] for c in _UPDATED}})
+                return _message(_Values(values))
         except StorageConflict as exc:
             raise StorageConflict(
                 f"Cannot update message {message_id}: another message already has that WhatsApp or "
@@ -513,6 +576,34 @@ class SqlMessageRepository:
             query = query.where(MessageRow.location_id == location_id)
         with self._tx.read() as s:
             return [_message(r) for r in s.scalars(query)]
+
+
+def _record(s: Session, message: Message, values: dict[str, Any], job: NewJob | None) -> tuple[Message, bool]:
+    """(inside a write transaction) record()'s work: the existing message, or the new one + its job."""
+    existing = _existing_message(s, message)
+    if existing is not None:
+        return _message(existing), False
+    message_id = int(s.connection().execute(_MESSAGE_INSERT, values).scalar_one())
+    if job is not None:
+        payload = dict(job.payload)
+        payload.setdefault("message_id", message_id)
+        insert_job(s, job, payload=payload)
+    return _message(_Values({**values, "id": message_id})), True
+
+
+class _Values:
+    """Attribute access over a dict of column values (a row just written, for :func:`_message`)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 def _rowcount(result: Any) -> int:

@@ -4,8 +4,10 @@ Why it exists: the sessions service, the bridge and the UI must run end to end w
 behaves like the neonize transport where the rest of the product can tell:
 
 * the same domain events (QR codes that rotate, paired, connected, every drop kind, messages,
-  receipts) arrive through the handler, one at a time and in order, on the event loop;
-* an incoming message (or receipt) is acknowledged to the network only AFTER the handler returned,
+  receipts) arrive through the handler in order, on the event loop; messages of different chats
+  may be handled concurrently (one chat's messages one after the other, in order), every other
+  event alone, after the messages before it;
+* an incoming message (or receipt) is acknowledged to the network only AFTER its handler returned,
   so a client that dies before storing it gets it again on the next connection;
 * the paired identity lives in a small engine store file (JSON, mode 0600) at ``store_path``, so a
   new process resumes without a scan; ``logout`` forgets it;
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -68,6 +71,8 @@ from ghl_desktop.core.whatsapp import (
 WS_PATH = "/_sandbox/whatsapp/ws"
 MAX_FRAME = 160 * 1024 * 1024
 _STOP = object()
+#: messages (of different chats) handed to the handler at once, each acked after its own handler returned
+MESSAGES_IN_FLIGHT = 64
 _CALLS_KEPT = 256  # offers remembered for their terminate (video flag, push name, phone)
 _CALL_OUTCOMES = {"missed": CallOutcome.MISSED, "rejected": CallOutcome.REJECTED, "answered": CallOutcome.ANSWERED}
 
@@ -460,30 +465,62 @@ class SimulatedTransport:
         )
 
     async def _dispatch(self) -> None:
-        """Hand events to the handler one at a time; ack a queued event only after the handler
-        returned (the durable hand-off). A handler failure leaves the event unacked: the network
-        redelivers it on the next connection."""
-        while True:
-            item = await self._events.get()
-            if isinstance(item, _Queued):
-                if item.event is None:
+        """Hand events to the handler; ack a queued event only after ITS handler returned (the durable
+        hand-off). A handler failure leaves the event unacked: the network redelivers it on the next
+        connection.
+
+        Messages of different chats are handled concurrently (up to :data:`MESSAGES_IN_FLIGHT`), so
+        the intake can store several in one commit; the messages of one chat are handled one after
+        the other, in order. Every other event (receipts, calls, history, connection news) waits until
+        the messages before it were handled, and is handled alone."""
+        chats: dict[str, asyncio.Task[None]] = {}  # chat -> its newest message task
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                item = await self._events.get()
+                if isinstance(item, _Queued) and isinstance(item.event, IncomingMessage):
+                    while len(in_flight) >= MESSAGES_IN_FLIGHT:
+                        await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    chat = item.event.chat
+                    task = asyncio.get_running_loop().create_task(self._handle_message(item, chats.get(chat)))
+                    chats[chat] = task
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                    task.add_done_callback(functools.partial(_forget_chat, chats, chat))
+                    continue
+                if in_flight:  # what came before this event is handled first
+                    await asyncio.wait(set(in_flight))
+                if isinstance(item, _Queued):
+                    if item.event is not None and not await self._handled(item.event):
+                        continue
                     await self._send_frame({"op": "ack", "qid": item.qid})
                     continue
-                try:
-                    await self.handler(item.event)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    self.log.exception("handler failed for %s; left unacked", type(item.event).__name__)
-                    continue
-                await self._send_frame({"op": "ack", "qid": item.qid})
-                continue
-            try:
-                await self.handler(item)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.log.exception("handler failed for %s", type(item).__name__)
+                await self._handled(item)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            if in_flight:
+                await asyncio.wait(set(in_flight))
+
+    async def _handle_message(self, item: _Queued, before: asyncio.Task[None] | None) -> None:
+        """One message: after the chat's previous one, through the handler, then acked."""
+        if before is not None:
+            await asyncio.wait((before,))
+        assert item.event is not None
+        if await self._handled(item.event):
+            await self._send_frame({"op": "ack", "qid": item.qid})
+
+    async def _handled(self, event: Any) -> bool:
+        """Run the handler for ``event``; False (logged) when it failed."""
+        try:
+            await self.handler(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            what = "; left unacked" if isinstance(event, (IncomingMessage, Receipt, CallEvent, HistorySync)) else ""
+            self.log.exception("handler failed for %s%s", type(event).__name__, what)
+            return False
+        return True
 
     async def _send_frame(self, frame: dict[str, Any]) -> bool:
         ws = self._ws
@@ -606,6 +643,12 @@ class SimulatedTransport:
                 return await resp.read()
         except aiohttp.ClientError as exc:
             raise WhatsAppTransientError(f"media download failed: {exc}") from exc
+
+
+def _forget_chat(chats: dict[str, asyncio.Task[None]], chat: str, task: asyncio.Task[None]) -> None:
+    """A chat's message task finished: forget it unless a newer one of the chat is waiting on it."""
+    if chats.get(chat) is task:
+        del chats[chat]
 
 
 class _Queued:

@@ -35,7 +35,7 @@ from ghl_desktop.core.models import (
     NewJob,
     WhatsAppSession,
 )
-from ghl_desktop.core.ports import ContactRepository
+from ghl_desktop.core.ports import AsyncMessageRepository, ContactRepository
 from ghl_desktop.core.whatsapp import (
     IncomingMessage,
 )
@@ -47,6 +47,7 @@ from ghl_desktop.services.bridge.common import (
     megabytes,
 )
 from ghl_desktop.services.bridge.groups import GroupNames, needs_group_name
+from ghl_desktop.services.bridge.intake import GroupCommit
 from ghl_desktop.services.jobs import RetryLater, finish_with_completion
 
 
@@ -78,10 +79,20 @@ class InboundWork(GroupNames):
             dedupe_key=f"wa:{session.id}:{msg.id}",
             ordering_key=f"chat:{session.location_id}:{msg.chat}",
         )
-        stored, created = await self._repos.messages.record(row, job)
+        stored, created = await self._intake().record(row, job)
         if created:
             self._logged(stored)
             self._on_enqueued()
+
+    def _intake(self) -> GroupCommit | AsyncMessageRepository:
+        """Where on_message stores: one transaction for the messages arriving together (intake.py)
+        when the message repository can record several at once, else one call per message."""
+        intake: GroupCommit | AsyncMessageRepository | None = getattr(self, "_group_commit", None)
+        if intake is None:
+            record_many = getattr(self._repos.sync.messages, "record_many", None)
+            intake = GroupCommit(self._repos.run, record_many) if record_many else self._repos.messages
+            self._group_commit = intake
+        return intake
 
     async def _handle_inbound(self, job: Job) -> None:
         payload = InboundPayload.from_json(job.payload)
