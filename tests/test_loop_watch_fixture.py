@@ -87,3 +87,42 @@ def test_an_innermost_allow_matches_only_stalls_with_nothing_above_that_frame() 
     assert _allowed(Block(0.08, 0.08, ((qt,), (qt,))), allow) is not None
     assert _allowed(Block(0.08, 0.08, ((qt,), (qt, ours))), allow) is None  # our code ran in the stall
     assert _allowed(Block(0.08, 0.08, ((qt, ours),)), [("qasync/__init__.py", "any frame")]) is not None
+
+
+E2E_CHILD = '''
+import asyncio, time
+import pytest
+
+@pytest.mark.asyncio
+async def test_an_e2e_test_that_blocks():  # no marker: tests/e2e/conftest.py puts it on
+    await asyncio.sleep(0.03)
+    time.sleep(0.05)
+    await asyncio.sleep(0.03)
+
+@pytest.mark.asyncio
+async def test_an_e2e_test_that_awaits():
+    await asyncio.sleep(0.05)
+'''
+
+
+def test_every_e2e_test_runs_under_the_detector(tmp_path: Path) -> None:
+    """tests/e2e/conftest.py, as is, in a directory of its own: an unmarked async test there that
+    blocks its loop fails; one that only awaits passes."""
+    e2e = tmp_path / "e2e"
+    e2e.mkdir()
+    (e2e / "conftest.py").write_text((ROOT / "tests" / "e2e" / "conftest.py").read_text(encoding="utf-8"))
+    (e2e / "test_child.py").write_text(textwrap.dedent(E2E_CHILD))
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("GHL_DESKTOP_LOOP_WATCH", None)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.fixtures.loop_watch",
+         "-c", str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path), "-rA", str(e2e)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert "FAILED e2e/test_child.py::test_an_e2e_test_that_blocks" in out, out
+    assert "PASSED e2e/test_child.py::test_an_e2e_test_that_awaits" in out, out
+    assert "test_child.py:8 in test_an_e2e_test_that_blocks" in out and "time.sleep(0.05)" in out, out

@@ -362,7 +362,12 @@ async def test_an_import_interrupted_by_quitting_resumes_at_the_next_start_and_l
         assert len(imported) == count
         assert_once(messages)
         in_chat_order(imported)
-        (progress,) = await eventually(env.progress)
+        # the last job's completion commits just after its post landed (completions are group-committed)
+        async def all_imported() -> list[HistoryProgress]:
+            found = await env.progress()
+            return found if [(p.imported, p.total) for p in found] == [(count, count)] else []
+
+        (progress,) = await eventually(all_imported, 20)
         assert (progress.imported, progress.total) == (count, count)
 
 

@@ -6,20 +6,17 @@ Callers above the adapter never look at HTTP statuses: every failure leaves this
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
 # httpx imports httpcore only when it builds its first transport (~150 ms on a busy machine), and
-# httpcore imports sniffio when it first closes a connection; imported here they are paid at start-up
-# with the other imports, not on the event loop in the middle of a request
+# httpcore imports sniffio on every pool lock and connection close (a failed import each time when it is
+# missing: a sys.path scan on the event loop); imported here, both are paid once, at start-up
 import httpcore  # noqa: F401
 import httpx
-
-with contextlib.suppress(ImportError):  # httpcore runs without it (then it assumes asyncio)
-    import sniffio  # noqa: F401
+import sniffio  # noqa: F401  (a dependency of ours for this reason: pyproject.toml)
 
 from ghl_desktop.config import Settings
 from ghl_desktop.core.errors import (
