@@ -4,13 +4,17 @@ loopback port, rate limits off) so its OpenAPI validation is not counted against
 
   direct   provider messages posted straight to the sandbox with the bridge's own GhlClient
            (add_inbound_message, same rate limiter, same concurrency as the job runner)
-  bridge   customer messages sent on the simulated WhatsApp network → stored by the bridge (message +
-           job) → acked → job runner → contact cache → the same client → in HighLevel
+  bridge   customer messages sent on the simulated WhatsApp network (the customers in their own
+           process, bench/_customers.py) → stored by the bridge (message + job) → acked → job
+           runner → contact cache → the same client → in HighLevel
 
 Contacts exist before timing (the steady state: the contact cache answers). The bridge figure counts
-from the first customer send to the last message the bridge logged with a HighLevel id.
+from the first customer send to the last message the bridge logged with a HighLevel id. Lines
+without ``"customers"`` were measured with the customers' sends in the bridge's own process (their
+HTTP client's CPU counted against the bridge): ``--in-process-customers`` measures that way again.
 
     .venv/bin/python bench/bridge_throughput.py [--messages 1500] [--phones 8] [--quick] [--profile FILE]
+                                                [--in-process-customers]
 
 Prints a table and appends one JSON line to bench/results/bridge_throughput.jsonl (pipeline_ratio).
 """
@@ -28,6 +32,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -35,6 +40,7 @@ from bench._common import (
     NO_LIMITS,
     SentCounter,
     bridge_env,
+    customers,
     fast_runtime,
     record,
     sandbox_process,
@@ -62,7 +68,8 @@ async def direct(env, n: int, concurrency: int) -> float:  # type: ignore[no-unt
     return n / (time.perf_counter() - start)
 
 
-async def through_bridge(env, n: int, phones: list[str], profile: cProfile.Profile | None) -> float:  # type: ignore[no-untyped-def]
+async def through_bridge(env, n: int, phones: list[str], profile: cProfile.Profile | None,  # type: ignore[no-untyped-def]
+                         in_process: bool = False) -> float:
     """Customer messages/s from the simulated phones into HighLevel through the bridge."""
     from ghl_desktop.headless import SANDBOX_LINKED_PHONE
 
@@ -75,26 +82,41 @@ async def through_bridge(env, n: int, phones: list[str], profile: cProfile.Profi
     warm.close()
 
     counter = SentCounter(env.app.bus, lambda body: body.startswith("bench "))
-
-    async def phone_sends(k: int, phone: str) -> None:
-        for i in range(k, n, len(phones)):
-            await env.send(phone, f"bench {i}", linked)
-
+    # the customers send from their own process (bench/_customers.py), as in bench/budget.py: their
+    # HTTP client is the network's side, not work of the bridge being measured
+    plan = [{"phone": phone, "to": linked, "texts": [f"bench {i}" for i in range(k, n, len(phones))]}
+            for k, phone in enumerate(phones)]
     if profile:
         profile.enable()
-    start = time.perf_counter()
-    await asyncio.gather(*(phone_sends(k, p) for k, p in enumerate(phones)))
-    sent_s = time.perf_counter() - start
+    sending = asyncio.ensure_future(in_process_customers(env, plan) if in_process else customers(env.url, plan))
     await counter.wait(n, 600)
+    sent = await sending
     if profile:
         profile.disable()
     counter.close()
+    start = min(sent.values())
+    sent_s = max(sent.values()) - start
     elapsed = max(counter.done.values()) - start
-    print(f"  (the phones' {n} sends took {sent_s:.2f} s: {n / sent_s:.0f}/s offered)")
+    print(f"  (the customers' {n} sends took {sent_s:.2f} s: {n / sent_s:.0f}/s offered)")
     return n / elapsed
 
 
-async def run(n: int, n_phones: int, profile: cProfile.Profile | None) -> tuple[float, float]:
+async def in_process_customers(env, plan: list[dict[str, Any]]) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """--in-process-customers: the sends from this process (how the bench measured before): their
+    HTTP client's CPU counts against the bridge."""
+    sent: dict[str, float] = {}
+
+    async def sends(customer: dict[str, Any]) -> None:
+        for text in customer["texts"]:
+            sent[text] = time.perf_counter()
+            await env.send(customer["phone"], text, customer["to"])
+
+    await asyncio.gather(*(sends(c) for c in plan))
+    return sent
+
+
+async def run(n: int, n_phones: int, profile: cProfile.Profile | None,
+              in_process: bool = False) -> tuple[float, float]:
     phones = [f"+49151400{i:05d}" for i in range(n_phones)]
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["GHL_DESKTOP_HOME"] = str(Path(tmp) / "home")
@@ -103,7 +125,7 @@ async def run(n: int, n_phones: int, profile: cProfile.Profile | None) -> tuple[
         async with sandbox_process(faults=NO_LIMITS) as sb, bridge_env(sb, options) as env:
             concurrency = env.runtime.options.runner.concurrency
             base = await direct(env, n, concurrency)
-            bridge = await through_bridge(env, n, phones, profile)
+            bridge = await through_bridge(env, n, phones, profile, in_process)
             assert env.runtime.client.scheduler.rate_limited_responses == 0
     return base, bridge
 
@@ -115,11 +137,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="CI-sized run")
     parser.add_argument("--profile", default=None, help="cProfile the bridge phase into this file")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/results")
+    parser.add_argument("--in-process-customers", action="store_true",
+                        help="send the customers' messages from this process (the measurement before; recorded "
+                             "with customers=in-process)")
     args = parser.parse_args()
     n = args.messages or (200 if args.quick else 1500)
     logging.disable(logging.INFO)
     profile = cProfile.Profile() if args.profile else None
-    base, bridge = asyncio.run(run(n, args.phones, profile))
+    base, bridge = asyncio.run(run(n, args.phones, profile, args.in_process_customers))
     if profile:
         profile.dump_stats(args.profile)
         pstats.Stats(args.profile).sort_stats("cumulative").print_stats(40)
@@ -127,7 +152,9 @@ def main() -> None:
     table([("messages", n), ("phones", args.phones), ("direct msg/s", f"{base:.1f}"),
            ("bridge msg/s", f"{bridge:.1f}"), ("pipeline_ratio", f"{ratio:.2f}  (goal >= 0.7)")],
           "bridge throughput, sandbox in its own process, rate limits off")
-    record("bridge_throughput", {"messages": n, "phones": args.phones, "direct_msg_per_s": round(base, 1),
+    record("bridge_throughput", {"messages": n, "phones": args.phones,
+                                 "customers": "in-process" if args.in_process_customers else "own-process",
+                                 "direct_msg_per_s": round(base, 1),
                                  "bridge_msg_per_s": round(bridge, 1), "pipeline_ratio": round(ratio, 3)},
            quick=args.quick, enabled=not args.no_record and not args.profile)
 
