@@ -290,8 +290,19 @@ class TokenManager:
         if location_id in self._needs_reconnect:
             raise GhlNeedsReconnect(f"location {location_id} must be reconnected in HighLevel", status=401)
 
+    def _prime_location(self, location_id: str) -> None:
+        self._cached_access(location_key(location_id, "access_token"))
+        self.token_expiry(location_id)
+
+    async def _load_location(self, location_id: str) -> None:
+        """The first use of a location reads its token (keyring: a D-Bus round trip) and its row off the
+        loop; later uses are answered from memory."""
+        if location_key(location_id, "access_token") not in self._access or location_id not in self._expiry:
+            await self._off_loop(self._prime_location, location_id)
+
     async def access_token(self, location_id: str) -> str:
         """A token valid for at least ``refresh_skew`` (as far as we know), refreshing if needed."""
+        await self._load_location(location_id)
         self._raise_if_needs_reconnect(location_id)
         token = self._cached_access(location_key(location_id, "access_token"))
         if token and not self._expiring(self.token_expiry(location_id)):
@@ -308,6 +319,7 @@ class TokenManager:
     async def refresh(self, location_id: str, *, rejected_token: str | None = None) -> str:
         """Refresh after the server refused ``rejected_token`` (401 auth). If another caller has
         already replaced that token, the replacement is returned without a second refresh."""
+        await self._load_location(location_id)
         async with self._lock(location_id):
             self._raise_if_needs_reconnect(location_id)
             current = self._cached_access(location_key(location_id, "access_token"))
@@ -358,7 +370,7 @@ class TokenManager:
                 )
             except GhlNeedsReconnect:
                 log.warning("refresh token of location %s was refused", location_id)
-                if company_id and self._has_company_token(company_id):
+                if company_id and await self._has_company_token_off_loop(company_id):
                     return await self._remint_or_give_up(location_id, company_id)
                 await self._off_loop(self._mark_needs_reconnect, location_id)
                 raise
@@ -366,7 +378,7 @@ class TokenManager:
             log.info("refreshed access token of location %s (valid until %s)", location_id,
                      grant.expires_at.isoformat(timespec="seconds"))
             return grant.access_token
-        if company_id and self._has_company_token(company_id):
+        if company_id and await self._has_company_token_off_loop(company_id):
             return await self._remint_or_give_up(location_id, company_id)
         await self._off_loop(self._mark_needs_reconnect, location_id)
         raise GhlNeedsReconnect(f"no refresh token stored for location {location_id}", status=401)
@@ -401,13 +413,26 @@ class TokenManager:
 
     # --- company tokens ------------------------------------------------------------------------
 
+    async def _has_company_token_off_loop(self, company_id: str) -> bool:
+        found: bool = await self._off_loop(self._has_company_token, company_id)
+        return found
+
     def _has_company_token(self, company_id: str) -> bool:
         return bool(
             self._secrets.get(company_key(company_id, "access_token"))
             or self._secrets.get(company_key(company_id, "refresh_token"))
         )
 
+    def _prime_company(self, company_id: str) -> None:
+        self._cached_access(company_key(company_id, "access_token"))
+        self._company_expiry(company_id)
+
+    async def _load_company(self, company_id: str) -> None:
+        if company_key(company_id, "access_token") not in self._access or company_id not in self._company_expiry_cache:
+            await self._off_loop(self._prime_company, company_id)
+
     async def company_access_token(self, company_id: str) -> str:
+        await self._load_company(company_id)
         key = f"company:{company_id}"
         token = self._cached_access(company_key(company_id, "access_token"))
         if token and not self._expiring(self._company_expiry(company_id)):
@@ -421,6 +446,7 @@ class TokenManager:
             return await self._refresh_company_locked(company_id)
 
     async def refresh_company(self, company_id: str, *, rejected_token: str | None = None) -> str:
+        await self._load_company(company_id)
         async with self._lock(f"company:{company_id}"):
             current = self._cached_access(company_key(company_id, "access_token"))
             if current and rejected_token is not None and current != rejected_token:

@@ -250,3 +250,32 @@ async def test_a_5xx_from_the_token_endpoint_is_still_retried(ghl: Harness) -> N
     assert (await ghl.client.get_location(loc)).id == loc
     assert ghl.stats["oauth_token_refresh_token"] == 2
     assert ghl.db.locations.get(loc).state is LocationState.CONNECTED  # type: ignore[union-attr]
+
+
+@pytest.mark.asyncio
+async def test_with_an_offload_no_secret_is_read_on_the_loop(ghl: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app's TokenManager (``offload`` = the storage executor): the first use of a location, its
+    refused refresh and the agency re-mint read the secret store (keyring: D-Bus round trips) and the
+    location's row off the loop thread only."""
+    import threading
+
+    browser = Browser(click="agency")
+    [location] = await ghl.oauth(browser).connect(choose=lambda found: [found[0]])
+    await browser.finish()
+    ghl.secrets.set(location_key(location.id, "refresh_token"), "revoked-long-ago")
+    await ghl.control("POST", "/_sandbox/tokens/expire", {"locationId": location.id})
+    await ghl.control("POST", "/_sandbox/tokens/expire", {"company": True})
+    loop_thread = threading.get_ident()
+    on_loop: list[str] = []
+    get = ghl.secrets.get
+
+    def watched(key: str) -> str | None:
+        if threading.get_ident() == loop_thread:
+            on_loop.append(key)
+        return get(key)
+
+    monkeypatch.setattr(ghl.secrets, "get", watched)
+    tokens, client = ghl.build(offload=asyncio.to_thread)  # a restart: nothing in memory yet
+    assert (await client.get_location(location.id)).id == location.id
+    assert ghl.stats["oauth_location_tokens"] == 2  # install + re-mint: the path above was taken
+    assert tokens.refresh_requests >= 2 and on_loop == []
