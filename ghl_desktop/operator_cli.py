@@ -23,7 +23,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -121,28 +121,35 @@ async def _until_stopped(work: Any, limit: float) -> Any:
                 loop.remove_signal_handler(sig)
 
 
-async def _connect(db_url: str | None, sandbox_url: str | None) -> int:
-    command = "locations connect"
+async def _outcome(command: str, work: Awaitable[int], *, stopped: str, too_late: str) -> int:
+    """A command's exit code: ``work``'s, or 1 when it was stopped (SIGINT/SIGTERM) or ran out of time,
+    2 for a configuration error and 1 for any other failure, each said in one line on stderr."""
+    try:
+        return await work
+    except asyncio.CancelledError:
+        _fail(command, stopped)
+    except TimeoutError:
+        _fail(command, too_late)
+    except GhlDesktopError as exc:
+        _fail(command, str(exc))
+        return 2 if _is_config_error(exc) else 1
+    return 1
 
+
+async def _connect(db_url: str | None, sandbox_url: str | None) -> int:
     def show(url: str) -> bool:
         _say(f"consent: {url}")
         return True
 
-    try:
+    async def work() -> int:
         async with operator_runtime(db_url, sandbox_url, open_url=show) as runtime:
             locations = await _until_stopped(runtime.oauth.connect(), CONNECT_TIMEOUT)
-    except asyncio.CancelledError:
-        _fail(command, "stopped before the consent was given")
-        return 1
-    except TimeoutError:
-        _fail(command, f"no consent within {CONNECT_TIMEOUT:.0f} s")
-        return 1
-    except GhlDesktopError as exc:
-        _fail(command, str(exc))
-        return 2 if _is_config_error(exc) else 1
-    for location in locations:
-        _say(f"connected: {location.id} {location.name}")
-    return 0
+        for location in locations:
+            _say(f"connected: {location.id} {location.name}")
+        return 0
+
+    return await _outcome("locations connect", work(), stopped="stopped before the consent was given",
+                          too_late=f"no consent within {CONNECT_TIMEOUT:.0f} s")
 
 
 async def _link(db_url: str | None, sandbox_url: str | None, location_id: str, pair_phone: str | None) -> int:
@@ -150,7 +157,8 @@ async def _link(db_url: str | None, sandbox_url: str | None, location_id: str, p
     from ghl_desktop.services.events import SessionChanged, SessionPairCode, SessionQr
 
     command = "numbers link"
-    try:
+
+    async def work() -> int:
         async with operator_runtime(db_url, sandbox_url) as runtime:
             known = {loc.id for loc in await runtime.app.db.aio.run(runtime.app.db.locations.list)}
             if location_id not in known:
@@ -192,17 +200,11 @@ async def _link(db_url: str | None, sandbox_url: str | None, location_id: str, p
             finally:
                 for off in unsubscribe:
                     off()
-    except asyncio.CancelledError:
-        _fail(command, "stopped before the number was linked")
-        return 1
-    except TimeoutError:
-        _fail(command, f"not linked within {LINK_TIMEOUT:.0f} s")
-        return 1
-    except GhlDesktopError as exc:
-        _fail(command, str(exc))
-        return 2 if _is_config_error(exc) else 1
-    _say(f"linked: {phone}")
-    return 0
+        _say(f"linked: {phone}")
+        return 0
+
+    return await _outcome(command, work(), stopped="stopped before the number was linked",
+                          too_late=f"not linked within {LINK_TIMEOUT:.0f} s")
 
 
 def _is_config_error(exc: BaseException) -> bool:
