@@ -125,6 +125,13 @@ def status_text(row: LogRow) -> str:
     return label
 
 
+_ROW_FLAGS = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
+#: the roles MessageLogModel.data answers (as ints: a role comes in as either)
+_DATA_ROLES = frozenset(int(r) for r in (
+    Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole, RowRole, StatusRole, IdRole,
+    Qt.ItemDataRole.AccessibleTextRole, Qt.ItemDataRole.ForegroundRole))
+
+
 class MessageLogModel(QAbstractTableModel):
     """All messages matching a filter, in a sort order, read lazily (see the module docstring).
 
@@ -194,17 +201,16 @@ class MessageLogModel(QAbstractTableModel):
     def flags(self, index: AnyIndex) -> Qt.ItemFlag:
         if not index.isValid():
             return Qt.ItemFlag.NoItemFlags
-        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
+        return _ROW_FLAGS
 
     def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self._ids) \
+        # a paint asks every cell for ~7 roles: the ones never answered return first (a repaint of
+        # the live log is on the loop thread)
+        if role not in _DATA_ROLES or not index.isValid() or not 0 <= index.row() < len(self._ids) \
                 or not 0 <= index.column() < len(LOG_COLUMNS):
             return None
         if role == IdRole:
             return self._ids[index.row()] or None  # 0: not known yet (the id list is on its way)
-        if role not in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole, RowRole, StatusRole,
-                        Qt.ItemDataRole.AccessibleTextRole, Qt.ItemDataRole.ForegroundRole):
-            return None
         row = self.row_at(index.row())
         if row is None:
             if role == Qt.ItemDataRole.DisplayRole and self._ids[index.row()] not in self._missing:

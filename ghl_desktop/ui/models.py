@@ -291,6 +291,8 @@ class SessionsModel(_HealthRows[WhatsAppSession]):
             self.dataChanged.emit(self.index(0, column), self.index(len(self._rows) - 1, column))
 
     def set_location_names(self, names: dict[str, str]) -> None:
+        if names == self._location_names:
+            return  # every refresh passes them: no repaint (and no column re-fit) when nothing changed
         self._location_names = dict(names)
         if self._rows:
             self.dataChanged.emit(self.index(0, 1), self.index(len(self._rows) - 1, 1))
