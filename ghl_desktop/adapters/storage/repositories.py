@@ -4,18 +4,19 @@ Protocols), mapping rows to the frozen ``core.models`` dataclasses. Each method 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ghl_desktop.adapters.storage.jobs import insert_job
 from ghl_desktop.adapters.storage.orm import ContactLinkRow, LocationRow, MessageRow, SessionRow
-from ghl_desktop.adapters.storage.tx import RecordNotFound, StorageConflict, Transactions
-from ghl_desktop.core.errors import StorageError
+from ghl_desktop.adapters.storage.tx import RecordNotFound, StorageConflict, Transactions, is_busy
+from ghl_desktop.core.errors import StorageBusy, StorageError
 from ghl_desktop.core.models import (
     ContactLink,
     Direction,
@@ -31,6 +32,21 @@ from ghl_desktop.core.models import (
 )
 
 log = logging.getLogger("ghl.storage")
+
+
+@contextmanager
+def read_connection(tx: Transactions) -> Iterator[Connection]:
+    """``tx.read()`` for Core statements: a connection in one read transaction, without an ORM session
+    (for the hot lookups of the message path, building the session cost about as much as the query)."""
+    try:
+        with tx.engine.connect() as conn:
+            yield conn
+    except SQLAlchemyError as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        text = first[0] if first else type(exc).__name__
+        if is_busy(exc):
+            raise StorageBusy(f"Database busy, will retry: {text}", detail=str(exc)) from exc
+        raise StorageError(f"Database read failed: {text}", detail=str(exc)) from exc
 
 # --- locations -------------------------------------------------------------------------------
 
@@ -83,8 +99,8 @@ class SqlLocationRepository:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def get(self, location_id: str) -> Location | None:
-        with self._tx.read() as s:
-            row = s.connection().execute(_LOCATION_BY_ID, {"id": location_id}).first()
+        with read_connection(self._tx) as conn:
+            row = conn.execute(_LOCATION_BY_ID, {"id": location_id}).first()
             return _location(row) if row else None
 
     def list(self) -> list[Location]:
@@ -261,8 +277,7 @@ class SqlContactRepository:
         ghl_contact_id: str | None = None,
     ) -> ContactLink | None:
         keys = (("phone", phone), ("wa_jid", wa_jid), ("wa_lid", wa_lid), ("ghl_contact_id", ghl_contact_id))
-        with self._tx.read() as s:
-            conn = s.connection()
+        with read_connection(self._tx) as conn:
             for column, value in keys:
                 if value is None:
                     continue
@@ -496,8 +511,8 @@ class SqlMessageRepository:
             return _message(row) if row else None
 
     def by_wa_id(self, session_id: str, wa_message_id: str) -> Message | None:
-        with self._tx.read() as s:
-            row = s.connection().execute(_MESSAGE_BY_WA, {"session": session_id, "wa": wa_message_id}).first()
+        with read_connection(self._tx) as conn:
+            row = conn.execute(_MESSAGE_BY_WA, {"session": session_id, "wa": wa_message_id}).first()
             return _message(row) if row else None
 
     def by_ghl_id(self, location_id: str, ghl_message_id: str) -> Message | None:
