@@ -79,7 +79,7 @@ CACHE_ROWS = 2000
 HEAD_ROWS = 200
 #: live changes are applied at most once per this many seconds (a burst: one read, one insert, one
 #: repaint); the first change after a quiet spell is applied at once
-LIVE_TICK = 0.25
+LIVE_TICK = 0.5
 #: what a cell shows while its page is being read (the first column; the others stay empty)
 LOADING_CELL = "…"
 
