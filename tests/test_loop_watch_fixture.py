@@ -56,18 +56,23 @@ async def test_allowed():
 '''
 
 
-def test_a_blocked_loop_fails_the_test_and_an_awaiting_one_does_not(tmp_path: Path) -> None:
-    (tmp_path / "test_child.py").write_text(textwrap.dedent(CHILD))
+def _pytest_in(tmp_path: Path, target: Path) -> tuple[subprocess.CompletedProcess[str], str]:
+    """pytest with the loop-watch plugin, in ``tmp_path`` as its root, on ``target``; and its output."""
     (tmp_path / "pytest.ini").write_text(
         "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("GHL_DESKTOP_LOOP_WATCH", None)
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.fixtures.loop_watch",
-         "-c", str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path), "-rA", str(tmp_path / "test_child.py")],
+         "-c", str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path), "-rA", str(target)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
-    out = run.stdout + run.stderr
+    return run, run.stdout + run.stderr
+
+
+def test_a_blocked_loop_fails_the_test_and_an_awaiting_one_does_not(tmp_path: Path) -> None:
+    (tmp_path / "test_child.py").write_text(textwrap.dedent(CHILD))
+    run, out = _pytest_in(tmp_path, tmp_path / "test_child.py")
     assert run.returncode == 1, out
     assert "FAILED test_child.py::test_sleeps_on_the_loop" in out, out
     assert "PASSED test_child.py::test_awaits" in out, out
@@ -112,16 +117,7 @@ def test_every_e2e_test_runs_under_the_detector(tmp_path: Path) -> None:
     e2e.mkdir()
     (e2e / "conftest.py").write_text((ROOT / "tests" / "e2e" / "conftest.py").read_text(encoding="utf-8"))
     (e2e / "test_child.py").write_text(textwrap.dedent(E2E_CHILD))
-    (tmp_path / "pytest.ini").write_text(
-        "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("GHL_DESKTOP_LOOP_WATCH", None)
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.fixtures.loop_watch",
-         "-c", str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path), "-rA", str(e2e)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )
-    out = run.stdout + run.stderr
+    run, out = _pytest_in(tmp_path, e2e)
     assert run.returncode == 1, out
     assert "FAILED e2e/test_child.py::test_an_e2e_test_that_blocks" in out, out
     assert "PASSED e2e/test_child.py::test_an_e2e_test_that_awaits" in out, out
