@@ -113,9 +113,9 @@ async def _phone_send(request: web.Request) -> web.Response:
     number = _linked(net, body.get("to"))
     message = await net.build_message(body, sender=sender, linked=number, chat_phone=None)
     media = message.get("media")
-    sender.sent.append({"id": message["id"], "to": number.phone, "kind": message["kind"],
-                        "text": message.get("text"), "status": "sent", "timestamp": message["timestamp"],
-                        "media": {**media, "url": f"/_sandbox/whatsapp/media/{media['handle']}"} if media else None})
+    net.add_sent(sender, {"id": message["id"], "to": number.phone, "kind": message["kind"],
+                          "text": message.get("text"), "status": "sent", "timestamp": message["timestamp"],
+                          "media": {**media, "url": f"/_sandbox/whatsapp/media/{media['handle']}"} if media else None})
     await net.enqueue(number, "message", message)
     return web.json_response({"id": message["id"]}, status=201)
 
@@ -140,8 +140,8 @@ async def _phone_call(request: web.Request) -> web.Response:
     now = time.time()
     net.calls[call_id] = {"from": caller.phone, "to": number.phone, "outcome": outcome,
                           "video": video, "rejected_by_app": False}
-    caller.sent.append({"id": call_id, "to": number.phone, "kind": "call", "text": None,
-                        "status": outcome, "timestamp": now, "media": None, "video": video})
+    net.add_sent(caller, {"id": call_id, "to": number.phone, "kind": "call", "text": None,
+                          "status": outcome, "timestamp": now, "media": None, "video": video})
     offer = {"call_id": call_id, "from": caller.address,
              "from_alt": caller.jid if caller.lid and caller.share_phone else None,
              "push_name": caller.name, "video": video, "timestamp": now}
@@ -231,8 +231,7 @@ async def _phone_read(request: web.Request) -> web.Response:
     kind = body.get("kind", "read")
     if kind not in ("read", "played"):
         raise BadRequest("kind must be read or played")
-    known = {e["id"] for e in phone.inbox}
-    unknown = [i for i in ids if i not in known]
+    unknown = [i for i in ids if not net.inbox_indices(phone, i)]
     if unknown:
         raise _not_found(f"not in {phone.phone}'s inbox: {', '.join(unknown)}")
     # reading implies receiving: a phone that was offline delivers first
@@ -311,7 +310,7 @@ async def _send_from_phone(request: web.Request) -> web.Response:
     customer = _sim_phone(net, body.get("to"))
     message = await net.build_message(body, sender=None, linked=number, chat_phone=customer)
     now = message["timestamp"]
-    customer.inbox.append({
+    net.add_inbox(customer, {
         "id": message["id"], "from": number.phone, "from_jid": number.jid, "chat": customer.jid,
         "kind": message["kind"], "text": message.get("text"), "media": message.get("media"),
         "quoted_id": message.get("quoted_id"), "target_id": message.get("target_id"),

@@ -162,7 +162,7 @@ class _Conn:
         self.qr_code: str | None = None
         self.qr_expires_at: float | None = None  # epoch seconds the current code stops working
         self.qr_task: asyncio.Task[None] | None = None
-        self.sent_qids: set[str] = set()
+        self.sent_upto = 0  # qid number of the last event sent on this connection (queues are in qid order)
         self.lock = asyncio.Lock()
 
     async def send(self, frame: dict[str, Any]) -> None:

@@ -101,9 +101,13 @@ class WhatsAppNetwork(ClientProtocol):
                 if not isinstance(subject, str) or not subject.strip():
                     raise BadRequest("group_subject must be a non-empty string")
                 self.group_subjects[group] = subject.strip()
+                self.touch()
             members = self.groups.setdefault(group, [])
             if sender is not None and sender.phone not in members:
                 members.append(sender.phone)
+                self.touch()
+            elif not members:
+                self.touch()  # a new group
         if kind == "text":
             if not text:
                 raise BadRequest("a text message needs text")
@@ -198,6 +202,7 @@ class WhatsAppNetwork(ClientProtocol):
     # --- shutdown ----------------------------------------------------------------------------------
 
     async def shutdown(self, _app: web.Application | None = None) -> None:
+        self.flush()  # what changed since the last commit (connect counts, presence)
         for conn in list(self._conns):
             if conn.qr_task is not None:
                 conn.qr_task.cancel()

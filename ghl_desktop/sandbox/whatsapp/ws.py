@@ -68,6 +68,7 @@ class ClientProtocol(NetworkState):
             number = self.linked.get(phone)
             if number is not None:
                 number.connect_attempts += 1
+                self.touch()
                 if number.refuse_connects > 0:
                     number.refuse_connects -= 1
                     self.save()
@@ -197,6 +198,7 @@ class ClientProtocol(NetworkState):
         chats = self.history.pop(number.phone, None)
         if not chats:
             return
+        self.touch()  # consumed: the first chunk's commit writes the state without this seed
         chunks: list[list[dict[str, Any]]] = []
         current: list[dict[str, Any]] = []
         size = 0
@@ -289,7 +291,7 @@ class ClientProtocol(NetworkState):
             changed = 0
             for message_id in ids:
                 changed += self._mark_phone_sent(message_id, kind)
-            self.save()
+            self._commit()
             return {"updated": changed}
         if method == "reject_call":
             call = self.calls.get(str(args.get("call_id") or ""))
@@ -305,7 +307,7 @@ class ClientProtocol(NetworkState):
             self.save()
             return None
         if method == "presence":
-            number.presence[str(args.get("chat"))] = str(args.get("state"))
+            self.set_presence(number, str(args.get("chat")), str(args.get("state")))
             return None
         if method == "logout":
             number.logged_out = True
@@ -383,14 +385,15 @@ class ClientProtocol(NetworkState):
         stored_ts = now
         fresh: list[SimPhone] = []
         for phone in recipients:
-            existing = next((e for e in phone.inbox if e["id"] == message_id and e["from"] == number.phone), None)
+            existing = next((e for e in map(phone.inbox.__getitem__, self.inbox_indices(phone, message_id))
+                             if e["from"] == number.phone), None)
             if existing is not None:  # the same id again: the recipient dedupes, as WhatsApp does
                 stored_ts = existing["timestamp"]
                 continue
-            phone.inbox.append(dict(entry_base))
+            self.add_inbox(phone, dict(entry_base))
             self._apply_effect(phone, entry_base)
             fresh.append(phone)
-        self.save()
+        self._commit()
 
         async def deliver() -> None:
             for phone in fresh:
@@ -400,12 +403,13 @@ class ClientProtocol(NetworkState):
         after.append(deliver)
         return {"id": message_id, "timestamp": stored_ts}
 
-    @staticmethod
-    def _apply_effect(phone: SimPhone, entry: dict[str, Any]) -> None:
+    def _apply_effect(self, phone: SimPhone, entry: dict[str, Any]) -> None:
         """Edits, revokes and reactions change the message they target, as the phone shows it."""
-        target = next((e for e in phone.inbox if e["id"] == entry.get("target_id")), None)
-        if target is None:
+        target_id = entry.get("target_id")
+        found = self.inbox_indices(phone, target_id) if isinstance(target_id, str) else []
+        if not found or entry["kind"] not in ("edit", "revoke", "reaction"):
             return
+        target = phone.inbox[found[0]]
         if entry["kind"] == "edit":
             target["text"] = entry["text"]
             target["edited"] = True
@@ -413,6 +417,7 @@ class ClientProtocol(NetworkState):
             target["revoked"] = True
         elif entry["kind"] == "reaction":
             target["my_reaction"] = entry["reaction"] or None
+        self.changed_inbox(phone, found[0])
 
     async def _deliver_to_phone(self, phone: SimPhone, ids: list[str], linked_phone: str) -> None:
         """The phone received these messages: status ``delivered`` and a receipt to the sender."""
