@@ -66,6 +66,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user + system, every thread) a process has used so far: this one (``pid`` None) or
+    a child such as the sandbox (Linux ``/proc``; NaN where it cannot be read)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -319,4 +332,11 @@ async def customers(sandbox_url: str, plan: list[dict[str, Any]]) -> dict[str, f
         out, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"the customers' process failed ({proc.returncode}): {err.decode()[-2000:]}")
-    return {str(k): float(v) for k, v in json.loads(out.decode().strip().splitlines()[-1]).items()}
+    sent = {str(k): float(v) for k, v in json.loads(out.decode().strip().splitlines()[-1]).items()}
+    CUSTOMERS_CPU.append(sent.pop(CPU_KEY, float("nan")))
+    return sent
+
+
+#: the key of the customers' own CPU seconds in bench/_customers.py's JSON line, and every run's figure
+CPU_KEY = "_cpu_seconds"
+CUSTOMERS_CPU: list[float] = []

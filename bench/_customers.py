@@ -58,7 +58,8 @@ async def run(url: str, plan: list[dict[str, Any]]) -> dict[str, float]:
 
 def main() -> int:
     url, plan_path = sys.argv[1], Path(sys.argv[2])
-    sent = asyncio.run(run(url, json.loads(plan_path.read_text("utf-8"))))
+    sent: dict[str, float] = asyncio.run(run(url, json.loads(plan_path.read_text("utf-8"))))
+    sent["_cpu_seconds"] = time.process_time()  # bench/_common.CPU_KEY: what the customers cost the machine
     print(json.dumps(sent), flush=True)
     return 0
 

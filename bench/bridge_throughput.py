@@ -37,9 +37,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (
+    CUSTOMERS_CPU,
     NO_LIMITS,
     SentCounter,
     bridge_env,
+    cpu_seconds,
     customers,
     fast_runtime,
     record,
@@ -49,7 +51,24 @@ from bench._common import (
 from ghl_desktop.adapters.ghl.rate import RateLimitConfig
 
 
-async def direct(env, n: int, concurrency: int) -> float:  # type: ignore[no-untyped-def]
+class Cpu:
+    """CPU milliseconds per message of each process over one phase (where the two cores went)."""
+
+    def __init__(self, env, n: int) -> None:  # type: ignore[no-untyped-def]
+        self.pid, self.n = env.sandbox.process.pid, n
+        self.start = (cpu_seconds(), cpu_seconds(self.pid))
+        self.ms: dict[str, float] = {}
+
+    def stop(self, customers_s: float | None = None) -> dict[str, float]:
+        own, sandbox = cpu_seconds() - self.start[0], cpu_seconds(self.pid) - self.start[1]
+        self.ms = {"app": own, "sandbox": sandbox}
+        if customers_s is not None:
+            self.ms["customers"] = customers_s
+        self.ms = {k: round(v * 1000 / self.n, 2) for k, v in self.ms.items()}
+        return self.ms
+
+
+async def direct(env, n: int, concurrency: int, cpu: dict[str, Any]) -> float:  # type: ignore[no-untyped-def]
     """Provider messages/s posted directly with the bridge's GhlClient."""
     client = env.runtime.client
     location = env.location_id
@@ -63,13 +82,15 @@ async def direct(env, n: int, concurrency: int) -> float:  # type: ignore[no-unt
                                              alt_id=f"DIRECT{i:08d}", direction="inbound", date=now)
 
     await asyncio.gather(*(post(i) for i in range(min(50, n))))  # warm the connections
-    start = time.perf_counter()
+    start, meter = time.perf_counter(), Cpu(env, n)
     await asyncio.gather(*(post(i) for i in range(100, 100 + n)))
-    return n / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    cpu["direct"] = meter.stop()
+    return n / elapsed
 
 
 async def through_bridge(env, n: int, phones: list[str], profile: cProfile.Profile | None,  # type: ignore[no-untyped-def]
-                         in_process: bool = False) -> float:
+                         cpu: dict[str, Any], in_process: bool = False) -> float:
     """Customer messages/s from the simulated phones into HighLevel through the bridge."""
     from ghl_desktop.headless import SANDBOX_LINKED_PHONE
 
@@ -88,9 +109,12 @@ async def through_bridge(env, n: int, phones: list[str], profile: cProfile.Profi
             for k, phone in enumerate(phones)]
     if profile:
         profile.enable()
+    meter = Cpu(env, n)
+    CUSTOMERS_CPU.clear()
     sending = asyncio.ensure_future(in_process_customers(env, plan) if in_process else customers(env.url, plan))
     await counter.wait(n, 600)
     sent = await sending
+    cpu["bridge"] = meter.stop(CUSTOMERS_CPU[-1] if CUSTOMERS_CPU else None)
     if profile:
         profile.disable()
     counter.close()
@@ -115,7 +139,7 @@ async def in_process_customers(env, plan: list[dict[str, Any]]) -> dict[str, flo
     return sent
 
 
-async def run(n: int, n_phones: int, profile: cProfile.Profile | None,
+async def run(n: int, n_phones: int, profile: cProfile.Profile | None, cpu: dict[str, Any],
               in_process: bool = False) -> tuple[float, float]:
     phones = [f"+49151400{i:05d}" for i in range(n_phones)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,10 +148,14 @@ async def run(n: int, n_phones: int, profile: cProfile.Profile | None,
         options = fast_runtime(rate_limits=RateLimitConfig(max_per_window=10_000_000, adapt_to_headers=False))
         async with sandbox_process(faults=NO_LIMITS) as sb, bridge_env(sb, options) as env:
             concurrency = env.runtime.options.runner.concurrency
-            base = await direct(env, n, concurrency)
-            bridge = await through_bridge(env, n, phones, profile, in_process)
+            base = await direct(env, n, concurrency, cpu)
+            bridge = await through_bridge(env, n, phones, profile, cpu, in_process)
             assert env.runtime.client.scheduler.rate_limited_responses == 0
     return base, bridge
+
+
+def _cpu_line(ms: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.2f}" for name, value in ms.items())
 
 
 def main() -> None:
@@ -144,18 +172,22 @@ def main() -> None:
     n = args.messages or (200 if args.quick else 1500)
     logging.disable(logging.INFO)
     profile = cProfile.Profile() if args.profile else None
-    base, bridge = asyncio.run(run(n, args.phones, profile, args.in_process_customers))
+    cpu: dict[str, Any] = {}
+    base, bridge = asyncio.run(run(n, args.phones, profile, cpu, args.in_process_customers))
     if profile:
         profile.dump_stats(args.profile)
         pstats.Stats(args.profile).sort_stats("cumulative").print_stats(40)
     ratio = bridge / base
     table([("messages", n), ("phones", args.phones), ("direct msg/s", f"{base:.1f}"),
-           ("bridge msg/s", f"{bridge:.1f}"), ("pipeline_ratio", f"{ratio:.2f}  (goal >= 0.7)")],
+           ("bridge msg/s", f"{bridge:.1f}"), ("pipeline_ratio", f"{ratio:.2f}  (goal >= 0.7)"),
+           ("CPU ms/msg direct", _cpu_line(cpu.get("direct", {}))),
+           ("CPU ms/msg bridge", _cpu_line(cpu.get("bridge", {})))],
           "bridge throughput, sandbox in its own process, rate limits off")
     record("bridge_throughput", {"messages": n, "phones": args.phones,
                                  "customers": "in-process" if args.in_process_customers else "own-process",
                                  "direct_msg_per_s": round(base, 1),
-                                 "bridge_msg_per_s": round(bridge, 1), "pipeline_ratio": round(ratio, 3)},
+                                 "bridge_msg_per_s": round(bridge, 1), "pipeline_ratio": round(ratio, 3),
+                                 "cpu_ms_per_msg": cpu},
            quick=args.quick, enabled=not args.no_record and not args.profile)
 
 

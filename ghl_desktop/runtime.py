@@ -225,16 +225,18 @@ class BridgeRuntime:
         self.bridge = Bridge(
             app.db.aio, self.gateway, bridge_sessions,
             MediaDownloader(self.http, test_loopback_origins=sandbox_media_origins(app)), bus=app.bus,
-            options=bridge_options(self.options.bridge, settings), on_enqueued=lambda: self.runner.wake(),
+            options=bridge_options(self.options.bridge, settings), on_enqueued=lambda key=None: self.runner.wake(key),
         )
         runner_options = self.options.runner
         if runner_options.max_wait_seconds is None:  # the setting, unless the caller chose (tests)
             runner_options = replace(runner_options, max_wait_seconds=settings.max_wait_seconds)
         if self.ownership is None:
-            self.runner = JobRunner(app.db.aio.jobs, self.bridge.handlers, runner_options, bus=app.bus)
+            self.runner = JobRunner(app.db.aio.jobs, self.bridge.handlers, runner_options, bus=app.bus,
+                                    prepare=self.bridge.prepares)
         else:  # WhatsApp-side jobs only for the numbers held here; their completion fenced by epoch
             self.runner = JobRunner(RoutedQueue(app.db.aio.jobs, self.ownership), track_jobs(self.bridge.handlers),
-                                    runner_options, bus=app.bus, owner=f"{self.ownership.worker}:{os.urandom(3).hex()}")
+                                    runner_options, bus=app.bus, owner=f"{self.ownership.worker}:{os.urandom(3).hex()}",
+                                    prepare=self.bridge.prepares)
         self.sessions.on_message = self.bridge.on_message
         self.sessions.on_receipt = self.bridge.on_receipt
         self.sessions.on_call = self.bridge.on_call

@@ -120,9 +120,12 @@ class JobQueue(Protocol):
         ...
 
     def lease(self, owner: str, *, now: datetime, lease_seconds: float, limit: int = 10,
-              kinds: Sequence[str] | None = None, routes: Sequence[str] | None = None) -> list[Job]:
+              kinds: Sequence[str] | None = None, routes: Sequence[str] | None = None,
+              prepare: Callable[[Sequence[Job]], object] | None = None) -> list[Job]:
         """Atomically claim due jobs: pending with ``next_attempt_at <= now``, or running with an expired
-        lease (the worker died). For one ``ordering_key`` only the oldest unfinished job is eligible."""
+        lease (the worker died). For one ``ordering_key`` only the oldest unfinished job is eligible.
+        ``prepare(jobs)``: run after the commit on the same thread with the leased jobs (their handlers'
+        first reads, without another hop); what it raises is logged, the lease stands."""
         ...
 
     def extend_lease(self, job_id: int, owner: str, *, until: datetime) -> bool:
@@ -137,11 +140,13 @@ class JobQueue(Protocol):
     def complete_and_lease(self, done: Sequence[int], owner: str, *, now: datetime, lease_seconds: float,
                            limit: int = 10, kinds: Sequence[str] | None = None,
                            routes: Sequence[str] | None = None,
-                           finish: Mapping[int, Callable[[], object]] | None = None) -> list[Job]:
-        """``complete_many(done)`` and ``lease(limit=..., kinds=..., routes=...)`` in ONE transaction (one
-        commit): a finished job's successor on its ``ordering_key`` is eligible in the same call. ``limit``
-        0: complete only. ``finish``: per job, its handler's last write (blocking, over this database's
-        repositories), run first in the same transaction; a job whose write raises is not completed."""
+                           finish: Mapping[int, Callable[[], object]] | None = None,
+                           prepare: Callable[[Sequence[Job]], object] | None = None) -> list[Job]:
+        """``complete_many(done)`` and ``lease(limit=..., kinds=..., routes=..., prepare=...)`` in ONE
+        transaction (one commit): a finished job's successor on its ``ordering_key`` is eligible in the
+        same call. ``limit`` 0: complete only. ``finish``: per job, its handler's last write (blocking, over
+        this database's repositories), run first in the same transaction; a job whose write raises is not
+        completed."""
         ...
 
     def retry_later(self, job_id: int, owner: str, *, error: str, run_at: datetime) -> None: ...
@@ -299,14 +304,16 @@ class AsyncJobQueue(Protocol):
 
     async def enqueue(self, job: NewJob) -> tuple[int, bool]: ...
     async def lease(self, owner: str, *, now: datetime, lease_seconds: float, limit: int = 10,
-                    kinds: Sequence[str] | None = None, routes: Sequence[str] | None = None) -> list[Job]: ...
+                    kinds: Sequence[str] | None = None, routes: Sequence[str] | None = None,
+                    prepare: Callable[[Sequence[Job]], object] | None = None) -> list[Job]: ...
     async def extend_lease(self, job_id: int, owner: str, *, until: datetime) -> bool: ...
     async def complete(self, job_id: int, owner: str) -> None: ...
     async def complete_many(self, job_ids: Sequence[int], owner: str) -> int: ...
     async def complete_and_lease(self, done: Sequence[int], owner: str, *, now: datetime, lease_seconds: float,
                                  limit: int = 10, kinds: Sequence[str] | None = None,
                                  routes: Sequence[str] | None = None,
-                                 finish: Mapping[int, Callable[[], object]] | None = None) -> list[Job]: ...
+                                 finish: Mapping[int, Callable[[], object]] | None = None,
+                                 prepare: Callable[[Sequence[Job]], object] | None = None) -> list[Job]: ...
     async def retry_later(self, job_id: int, owner: str, *, error: str, run_at: datetime) -> None: ...
     async def dead_letter(self, job_id: int, owner: str, *, error: str) -> None: ...
     async def requeue_dead(self, job_id: int) -> bool: ...

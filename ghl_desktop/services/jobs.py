@@ -12,7 +12,15 @@ the next one, and that one write completes them all AND leases due jobs for the 
 completes the previous one, so the runner does not pay a lease round trip per finished job. A job
 counts as done only once that write committed; a crash before it runs the job again (at-least-once,
 handlers are idempotent), and per-``ordering_key`` order is the queue's, unchanged. A handler may hand
-its last write to that transaction (:func:`finish_with_completion`): one commit for both.
+its last write to that transaction (:func:`finish_with_completion`): one commit for both. A runner with
+``prepare`` (per kind, a blocking read) runs it for each job it leases in the same hop to the storage
+thread as the lease; the handler finds the result with :func:`prepared` instead of reading again.
+
+Wake-ups: a new job wakes the runner for a lease at once, unless a job of its ``ordering_key`` is running
+here (``wake(key)``): it cannot be leased before that one is done, and the write completing that one
+leases it. Such a wake-up is kept until the key has no job running here, and fires then (the new job may
+have committed after that write's lease). A job completed by the batched write needs no wake-up of its
+own: that write already leased for the slot it freed.
 
 Slots are lent while a job waits for its location's HighLevel rate window (core/slots.py): such a job
 keeps its lease and its chat's place, but its slot runs another job meanwhile (another location's, with
@@ -28,7 +36,7 @@ import asyncio
 import contextvars
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -47,6 +55,9 @@ log = logging.getLogger("ghl.jobs")
 
 JobHandler = Callable[[Job], Awaitable[None]]
 
+#: what the runner's ``prepare`` read for the running job when it was leased (set per job task)
+_prepared: contextvars.ContextVar[object | None] = contextvars.ContextVar("ghl_job_prepared", default=None)
+
 #: the last writes the running job's handler handed to its completion (set per job task by the runner)
 _last_writes: contextvars.ContextVar[list[tuple[Callable[[], object], Callable[[Any], None] | None]] | None] = (
     contextvars.ContextVar("ghl_job_last_writes", default=None))
@@ -63,6 +74,12 @@ def finish_with_completion(write: Callable[[], object], then: Callable[[Any], No
         return False
     pending.append((write, then))
     return True
+
+
+def prepared() -> object | None:
+    """In a handler: what the runner's ``prepare`` for its kind read when the job was leased (right
+    before it started), or None (no ``prepare``, it failed, or a direct call): then read yourself."""
+    return _prepared.get()
 
 
 class _LastWrites:
@@ -167,8 +184,15 @@ class JobRunner:
         owner: str | None = None,
         bus: EventBus | None = None,
         gate: Callable[[], Awaitable[bool]] | None = None,
+        prepare: Mapping[str, Callable[[Job], object]] | None = None,
     ) -> None:
         self._queue = queue
+        #: per kind, a blocking read run on the storage thread for each leased job (see :func:`prepared`)
+        self._prepare = dict(prepare or {})
+        self._prepared: dict[int, object] = {}
+        #: ordering keys of the jobs running here (how many each), and keys whose wake-up waits for them
+        self._keys: dict[str, int] = {}
+        self._deferred: set[str] = set()
         self._bus = bus
         #: asked before each lease; False: lease nothing this tick (the history import's runner leases
         #: only while live work is idle, services/bridge/history.py)
@@ -221,9 +245,27 @@ class JobRunner:
         self._paused = False
         self._wake.set()
 
-    def wake(self) -> None:
-        """New work was enqueued: look now instead of at the next poll."""
+    def wake(self, key: str | None = None) -> None:
+        """New work was enqueued: look now instead of at the next poll. ``key``: the new job's ordering
+        key; while a job of that key runs here the wake-up waits until none does (see the module doc)."""
+        if key is not None and self._keys.get(key):
+            self._deferred.add(key)
+            return
         self._wake.set()
+
+    def _lease_options(self) -> dict[str, Any]:
+        return {"prepare": self._prepare_leased} if self._prepare else {}
+
+    def _prepare_leased(self, jobs: Sequence[Job]) -> None:
+        """(storage thread, right after the lease) Each leased job's ``prepare`` read, kept for its task."""
+        for job in jobs:
+            read = self._prepare.get(job.kind)
+            if read is None:
+                continue
+            try:
+                self._prepared[job.id] = read(job)
+            except Exception as exc:  # its handler reads for itself (and meets the error there, if it lasts)
+                log.info("job %s (%s): reading ahead failed (%s); its handler reads itself", job.id, job.kind, exc)
 
     def start(self) -> None:
         if self._main is None:
@@ -362,6 +404,7 @@ class JobRunner:
                 lease_seconds=self._options.lease_seconds,
                 limit=free,
                 kinds=list(self._handlers),
+                **self._lease_options(),
             )
         finally:
             self._reserved -= free
@@ -369,10 +412,14 @@ class JobRunner:
 
     def _start(self, jobs: list[Job]) -> None:
         for job in jobs:
+            ready = self._prepared.pop(job.id, None)
             if job.id in self._in_flight:
                 continue
             self._in_flight.add(job.id)
+            if job.ordering_key is not None:
+                self._keys[job.ordering_key] = self._keys.get(job.ordering_key, 0) + 1
             context = contextvars.copy_context()
+            context.run(_prepared.set, ready)
             context.run(_last_writes.set, [])  # this job's own list (finish_with_completion)
             context.run(BACKGROUND.set, True)  # its storage calls wait while the intake's do (core.storage_lane)
             # a wait for a rate window frees its slot (core.slots); not in a gated runner (the history
@@ -402,6 +449,7 @@ class JobRunner:
 
     async def _run(self, job: Job) -> None:
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(job), name=f"lease-{job.id}")
+        batched = False  # completed by the batched write, which leased for its slot already
         try:
             try:
                 action, write = await self._outcome(job)
@@ -412,6 +460,7 @@ class JobRunner:
             last = _LastWrites(handed) if handed else None
             if action == "complete":
                 if await self._complete(job, last):
+                    batched = True
                     return
                 if last is not None:
                     write = self._complete_alone(job, last)
@@ -422,7 +471,22 @@ class JobRunner:
         finally:
             heartbeat.cancel()
             self._in_flight.discard(job.id)
-            self._wake.set()
+            if self._key_done(job.ordering_key) or not batched:
+                self._wake.set()
+
+    def _key_done(self, key: str | None) -> bool:
+        """One job of ``key`` no longer runs here; True when a wake-up waited for its key to be free."""
+        if key is None:
+            return False
+        left = self._keys.get(key, 0) - 1
+        if left > 0:
+            self._keys[key] = left
+            return False
+        self._keys.pop(key, None)
+        if key in self._deferred:
+            self._deferred.discard(key)
+            return True
+        return False
 
     async def _outcome(self, job: Job) -> tuple[str, Callable[[], Awaitable[object]]]:
         """Run the handler; return the bookkeeping write its result calls for (not yet done)."""
@@ -507,7 +571,8 @@ class JobRunner:
                 extra: dict[str, Any] = {"finish": finish} if finish else {}
                 jobs = await self._queue.complete_and_lease(
                     [job.id for job, _, _ in batch], self._owner, now=utcnow(),
-                    lease_seconds=self._options.lease_seconds, limit=free, kinds=list(self._handlers), **extra)
+                    lease_seconds=self._options.lease_seconds, limit=free, kinds=list(self._handlers), **extra,
+                    **self._lease_options())
             except Exception as exc:
                 log.info("completing %d job(s) together failed (%s); recording them one by one", len(batch), exc)
                 jobs, ok = [], False
@@ -522,8 +587,6 @@ class JobRunner:
                 if not done.done():
                     done.set_result(written)
             self._start(jobs)
-            if jobs:
-                self._wake.set()
 
     async def _release(self, job: Job) -> None:
         """A job cancelled mid-run (shutdown): due again now, not after its lease expires; not an attempt

@@ -274,9 +274,11 @@ class RoutedQueue:
         return jobs
 
     async def lease(self, owner: str, *, now: datetime, lease_seconds: float, limit: int = 10,
-                    kinds: Sequence[str] | None = None, routes: Sequence[str] | None = None) -> list[Job]:
+                    kinds: Sequence[str] | None = None, routes: Sequence[str] | None = None,
+                    prepare: Callable[[Sequence[Job]], object] | None = None) -> list[Job]:
+        extra = {"prepare": prepare} if prepare is not None else {}
         return self._remember(await self._queue.lease(owner, now=now, lease_seconds=lease_seconds, limit=limit,
-                                                      kinds=kinds, routes=self._own.held_ids()))
+                                                      kinds=kinds, routes=self._own.held_ids(), **extra))
 
     def _fence_of(self, job_id: int) -> tuple[str, int] | None:
         """(number, epoch) a job's completion must be checked against: the held connection it used (at
@@ -319,7 +321,8 @@ class RoutedQueue:
     async def complete_and_lease(self, done: Sequence[int], owner: str, *, now: datetime, lease_seconds: float,
                                  limit: int = 10, kinds: Sequence[str] | None = None,
                                  routes: Sequence[str] | None = None,
-                                 finish: Mapping[int, Callable[[], object]] | None = None) -> list[Job]:
+                                 finish: Mapping[int, Callable[[], object]] | None = None,
+                                 prepare: Callable[[Sequence[Job]], object] | None = None) -> list[Job]:
         finish = dict(finish or {})
         for job_id in done:  # a fenced job's last write goes first, on its own (then its fenced completion)
             if job_id in finish and (job_id in self._routes or job_id in self._own.used):
@@ -327,7 +330,8 @@ class RoutedQueue:
         plain, _n = await self._split(done, owner)
         return self._remember(await self._queue.complete_and_lease(
             plain, owner, now=now, lease_seconds=lease_seconds, limit=limit, kinds=kinds,
-            routes=self._own.held_ids(), **({"finish": finish} if finish else {})))
+            routes=self._own.held_ids(), **({"finish": finish} if finish else {}),
+            **({"prepare": prepare} if prepare is not None else {})))
 
     def _forget(self, job_id: int) -> None:
         self._routes.pop(job_id, None)

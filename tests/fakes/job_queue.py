@@ -60,7 +60,8 @@ class MemoryJobQueue:
         return job_id, True
 
     def lease(self, owner: str, *, now: datetime, lease_seconds: float, limit: int = 10,
-              kinds: Sequence[str] | None = None) -> list[Job]:
+              kinds: Sequence[str] | None = None,
+              prepare: Callable[[Sequence[Job]], object] | None = None) -> list[Job]:
         taken: list[Job] = []
         blocked: set[str] = set()
         for job in sorted(self._jobs.values(), key=lambda j: j.id):
@@ -82,6 +83,8 @@ class MemoryJobQueue:
                              lease_until=now + timedelta(seconds=lease_seconds), attempts=job.attempts + 1)
             self._jobs[job.id] = leased
             taken.append(leased)
+        if prepare is not None:
+            prepare(taken)
         return taken
 
     def _own(self, job_id: int, owner: str) -> Job:
@@ -119,7 +122,8 @@ class MemoryJobQueue:
     def complete_and_lease(self, done: Sequence[int], owner: str, *, now: datetime, lease_seconds: float,
                            limit: int = 10, kinds: Sequence[str] | None = None,
                            routes: Sequence[str] | None = None,
-                           finish: Mapping[int, Callable[[], object]] | None = None) -> list[Job]:
+                           finish: Mapping[int, Callable[[], object]] | None = None,
+                           prepare: Callable[[Sequence[Job]], object] | None = None) -> list[Job]:
         finished = []
         for job_id in done:
             write = (finish or {}).get(job_id)
@@ -130,7 +134,7 @@ class MemoryJobQueue:
                 continue
             finished.append(job_id)
         self.complete_many(finished, owner)
-        return self.lease(owner, now=now, lease_seconds=lease_seconds, limit=limit, kinds=kinds)
+        return self.lease(owner, now=now, lease_seconds=lease_seconds, limit=limit, kinds=kinds, prepare=prepare)
 
     def retry_later(self, job_id: int, owner: str, *, error: str, run_at: datetime) -> None:
         self._jobs[job_id] = replace(self._own(job_id, owner), state=JobState.PENDING, lease_owner=None,

@@ -4,17 +4,19 @@ the lease of the slots they free (``complete_and_lease``), per-chat order and at
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import pytest
 
 from ghl_desktop.adapters.storage import Database
+from ghl_desktop.adapters.storage.offloop import THREAD_PREFIX
 from ghl_desktop.core.errors import StorageBusy
 from ghl_desktop.core.models import Job, JobState, NewJob
 from ghl_desktop.core.ports import AsyncJobQueue
-from ghl_desktop.services.jobs import JobRunner, RunnerOptions, finish_with_completion
+from ghl_desktop.services.jobs import JobRunner, RunnerOptions, finish_with_completion, prepared
 
 FAST = RunnerOptions(concurrency=4, lease_seconds=5, poll_interval=0.01, max_attempts=3,
                      backoff_base=0.001, backoff_cap=0.005)
@@ -28,10 +30,18 @@ class SlowBatches:
         self._queue = queue
         self.delay = delay
         self.batches: list[int] = []
+        self.leases = 0  # lease calls of their own (the runner's ticks)
         self.fail = 0
+        #: (job id, step): the step runs once, right after the write that completed that job returned
+        self.after: tuple[int, Callable[[], Awaitable[object]]] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._queue, name)
+
+    async def lease(self, owner: str, **more: Any) -> list[Job]:
+        self.leases += 1
+        jobs: list[Job] = await self._queue.lease(owner, **more)
+        return jobs
 
     async def complete_and_lease(self, done: Sequence[int], owner: str, *, now: datetime, lease_seconds: float,
                                  limit: int = 10, kinds: Sequence[str] | None = None,
@@ -41,8 +51,12 @@ class SlowBatches:
         if self.fail:
             self.fail -= 1
             raise StorageBusy("database is locked")
-        return await self._queue.complete_and_lease(done, owner, now=now, lease_seconds=lease_seconds,
-                                                    limit=limit, kinds=kinds, **more)
+        jobs: list[Job] = await self._queue.complete_and_lease(done, owner, now=now, lease_seconds=lease_seconds,
+                                                               limit=limit, kinds=kinds, **more)
+        if self.after is not None and self.after[0] in done:
+            step, self.after = self.after[1], None
+            await step()
+        return jobs
 
 
 @pytest.mark.asyncio
@@ -132,3 +146,66 @@ async def test_a_handlers_last_write_is_committed_with_the_completion(db: Databa
     assert attempts["n"] == 3
     # outside a runner there is nothing to hand over to
     assert not finish_with_completion(lambda: None)
+
+
+@pytest.mark.asyncio
+async def test_a_leased_job_finds_what_prepare_read_for_it(db: Database) -> None:
+    """``prepare`` reads for each leased job on the storage thread, in the lease's own hop; the handler
+    finds it with ``prepared()``. A read that fails leaves the handler to read for itself."""
+    seen: dict[int, object] = {}
+
+    def read(job: Job) -> object:
+        if job.payload["n"] == 1:
+            raise RuntimeError("this read fails")
+        return (job.id, threading.current_thread().name)
+
+    async def handler(job: Job) -> None:
+        seen[job.id] = prepared()
+
+    ids = [db.jobs.enqueue(NewJob(kind="k", payload={"n": n}))[0] for n in range(3)]
+    await JobRunner(db.aio.jobs, {"k": handler}, FAST, prepare={"k": read}).run_until_idle(10)
+    assert all(db.jobs.get(i).state is JobState.DONE for i in ids)  # type: ignore[union-attr]
+    assert seen[ids[1]] is None  # its read failed: it ran all the same
+    for job_id in (ids[0], ids[2]):
+        read_id, thread = seen[job_id]  # type: ignore[misc]
+        assert read_id == job_id and thread.startswith(THREAD_PREFIX)
+    assert prepared() is None  # outside a job: nothing
+
+
+@pytest.mark.asyncio
+async def test_a_new_job_of_a_running_chat_waits_for_it_without_a_lease_of_its_own(db: Database) -> None:
+    """``wake(key)`` while the key's job runs here leases nothing; the new job is leased by the write
+    completing that one, or, when it committed after that write's lease, by the wake-up it kept."""
+    started = {n: asyncio.Event() for n in range(3)}
+    release = asyncio.Event()
+
+    async def handler(job: Job) -> None:
+        started[job.payload["n"]].set()
+        if job.payload["n"] == 0:
+            await release.wait()
+
+    slow = RunnerOptions(**{**FAST.__dict__, "poll_interval": 3600.0})  # only wake-ups and batches lease
+    queue = SlowBatches(db.aio.jobs, delay=0.0)
+    runner = JobRunner(queue, {"k": handler}, slow)  # type: ignore[arg-type]
+
+    async def enqueue(n: int) -> int:
+        job_id, _ = await db.aio.jobs.enqueue(NewJob(kind="k", payload={"n": n}, ordering_key="chat"))
+        runner.wake("chat")
+        return job_id
+
+    await enqueue(0)
+    runner.start()
+    try:
+        await asyncio.wait_for(started[0].wait(), 10)
+        writes = (len(queue.batches), queue.leases)
+        second = await enqueue(1)  # its chat is busy here: no lease for it now
+        await asyncio.sleep(0.1)
+        assert (len(queue.batches), queue.leases) == writes and not started[1].is_set()
+        # job 2 commits right after the write completing job 1, which found nothing more of the chat
+        queue.after = (second, lambda: enqueue(2))
+        release.set()
+        await asyncio.wait_for(started[1].wait(), 10)  # leased by the write completing job 0
+        await asyncio.wait_for(started[2].wait(), 10)  # by the wake-up kept until job 1 was done
+        assert queue.after is None
+    finally:
+        await runner.stop()

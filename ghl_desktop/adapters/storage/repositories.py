@@ -37,8 +37,13 @@ log = logging.getLogger("ghl.storage")
 @contextmanager
 def read_connection(tx: Transactions) -> Iterator[Connection]:
     """``tx.read()`` for Core statements: a connection in one read transaction, without an ORM session
-    (for the hot lookups of the message path, building the session cost about as much as the query)."""
+    (for the hot lookups of the message path, building the session cost about as much as the query).
+    Inside ``tx.reading()`` on this thread: that block's connection (one transaction for several reads)."""
+    joined = tx.joined_read
     try:
+        if joined is not None:
+            yield joined
+            return
         with tx.engine.connect() as conn:
             yield conn
     except SQLAlchemyError as exc:

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -71,6 +71,32 @@ class Transactions:
                 yield session
             finally:
                 self._joined.session = None
+
+    @property
+    def joined_read(self) -> Connection | None:
+        """The connection of the :meth:`reading` block open on this thread, if any."""
+        conn: Connection | None = getattr(self._joined, "read", None)
+        return conn
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """ONE read transaction that every Core read (``repositories.read_connection``) on this thread
+        inside the block joins: several lookups, one snapshot and one BEGIN (the job runner's reads for
+        the jobs it just leased). Nested: the outer block's."""
+        if self.joined_read is not None:
+            yield
+            return
+        try:
+            with self.engine.connect() as conn:
+                self._joined.read = conn
+                try:
+                    yield
+                finally:
+                    self._joined.read = None
+        except SQLAlchemyError as exc:
+            if is_busy(exc):
+                raise StorageBusy(f"Database busy, will retry: {_first_line(exc)}", detail=str(exc)) from exc
+            raise StorageError(f"Database read failed: {_first_line(exc)}", detail=str(exc)) from exc
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -18,6 +18,9 @@ a second message appear:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from ghl_desktop.core.models import Job
 from ghl_desktop.core.ports import FetchedMedia
 from ghl_desktop.services.bridge.calls import CALL, CallWork
 from ghl_desktop.services.bridge.common import (
@@ -51,6 +54,11 @@ class Bridge(InboundWork, OutboundWork, StatusWork, CallWork):
             APP_EVENT: self._handle_app_event,
             CALL: self._handle_call,
         }
+
+    @property
+    def prepares(self) -> dict[str, Callable[[Job], object]]:
+        """Per kind, the blocking first reads the runner does in its lease's hop (services/jobs.py)."""
+        return {INBOUND: self._prepare_inbound}
 
 
 __all__ = [

@@ -191,7 +191,7 @@ class BridgeWork:
         *,
         bus: EventBus | None = None,
         options: BridgeOptions = BridgeOptions(),
-        on_enqueued: Callable[[], None] | None = None,
+        on_enqueued: Callable[..., None] | None = None,
     ) -> None:
         self._repos = repos
         self._ghl = ghl
@@ -199,7 +199,8 @@ class BridgeWork:
         self._fetch = fetch_media
         self._bus = bus or EventBus()
         self._options = options
-        self._on_enqueued = on_enqueued or (lambda: None)
+        #: called after a job was stored, with its ordering key where there is one (JobRunner.wake)
+        self._on_enqueued: Callable[..., None] = on_enqueued or (lambda key=None: None)
 
     async def _fail(self, row: Message, reason: str) -> None:
         assert row.id is not None

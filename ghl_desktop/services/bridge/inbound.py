@@ -48,7 +48,7 @@ from ghl_desktop.services.bridge.common import (
 )
 from ghl_desktop.services.bridge.groups import GroupNames, needs_group_name
 from ghl_desktop.services.bridge.intake import GroupCommit
-from ghl_desktop.services.jobs import RetryLater, finish_with_completion
+from ghl_desktop.services.jobs import RetryLater, finish_with_completion, prepared
 
 
 class InboundWork(GroupNames):
@@ -82,7 +82,7 @@ class InboundWork(GroupNames):
         stored, created = await self._intake().record(row, job)
         if created:
             self._logged(stored)
-            self._on_enqueued()
+            self._on_enqueued(job.ordering_key)
 
     def _intake(self) -> GroupCommit | AsyncMessageRepository:
         """Where on_message stores: one transaction for the messages arriving together (intake.py)
@@ -99,8 +99,12 @@ class InboundWork(GroupNames):
         session_id = payload.session_id
         msg = incoming_from_payload(payload.message)
         messages = self._repos.messages
-        # what this job needs to know first, in one hop to the storage thread
-        reads = await self._repos.run(self._inbound_reads, session_id, msg)
+        # what this job needs to know first: read when it was leased (_prepare_inbound), else in one hop
+        ready = prepared()
+        if isinstance(ready, _InboundReads):
+            reads = ready
+        else:
+            reads = await self._repos.run(self._inbound_reads, session_id, msg)
         row = reads.row
         if row is None or row.id is None:
             raise GhlDesktopError(f"message {msg.id} vanished from the database")
@@ -184,6 +188,11 @@ class InboundWork(GroupNames):
         except (GhlPayloadTooLarge, MediaTooLarge, UnsupportedMedia) as error:
             return None, media_note(msg, f"HighLevel refused it ({error})")
         return url, None
+
+    def _prepare_inbound(self, job: Job) -> _InboundReads:
+        """(storage thread, as the runner leases the job) :meth:`_inbound_reads` of a ``wa.inbound`` job."""
+        payload = InboundPayload.from_json(job.payload)
+        return self._inbound_reads(payload.session_id, incoming_from_payload(payload.message))
 
     def _inbound_reads(self, session_id: str, msg: IncomingMessage) -> _InboundReads:
         """(storage thread) The message row, why its location is blocked, the quoted message's text and

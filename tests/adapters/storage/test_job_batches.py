@@ -7,6 +7,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import event
 
 from ghl_desktop.adapters.storage import Database, open_database
 from ghl_desktop.core.errors import StorageError
@@ -135,3 +136,42 @@ def test_a_last_write_is_undone_when_the_completing_transaction_fails(sqlite_url
         assert state(db, a1) is JobState.RUNNING and db.jobs.count() == 1  # neither completion nor write
     finally:
         db.close()
+
+
+def test_prepare_reads_for_the_leased_jobs_in_one_transaction_after_the_commit(store: Database) -> None:
+    a = enqueue(store, "a")
+    b = enqueue(store, "b", ordering_key="chat")
+    seen: list[tuple[int, JobState]] = []
+    checkouts: list[object] = []
+
+    def checkout(*args: object) -> None:
+        checkouts.append(args)
+
+    def prepare(jobs: object) -> None:
+        event.listen(store.engine, "checkout", checkout)
+        try:
+            for job in jobs:  # type: ignore[attr-defined]
+                assert store.locations.get("no-such-location") is None  # a Core read of the message path
+                assert store.messages.by_wa_id("no-session", f"wa-{job.id}") is None
+                seen.append((job.id, state(store, job.id)))
+        finally:
+            event.remove(store.engine, "checkout", checkout)
+
+    got = store.jobs.lease("w1", now=T0, lease_seconds=LEASE, limit=5, prepare=prepare)
+    assert sorted(j.id for j in got) == sorted([a, b])
+    assert sorted(i for i, _ in seen) == sorted([a, b])
+    assert all(s is JobState.RUNNING for _, s in seen)  # the lease was committed before
+    # the four Core reads joined ONE connection (the block's); ``state`` reads through the ORM, 1 each
+    assert len(checkouts) == len(seen), checkouts
+
+
+def test_a_failing_prepare_leaves_the_lease_standing(store: Database, caplog: pytest.LogCaptureFixture) -> None:
+    a = enqueue(store, "a")
+
+    def prepare(jobs: object) -> None:
+        raise RuntimeError("a read failed")
+
+    with caplog.at_level(logging.ERROR, logger="ghl.storage.jobs"):
+        got = store.jobs.lease("w1", now=T0, lease_seconds=LEASE, limit=5, prepare=prepare)
+    assert [j.id for j in got] == [a] and state(store, a) is JobState.RUNNING
+    assert "their handlers read for themselves" in caplog.text
