@@ -7,13 +7,17 @@ Callers above the adapter never look at HTTP statuses: every failure leaves this
 from __future__ import annotations
 
 import logging
+import ssl
+import urllib.request
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-# httpx imports httpcore only when it builds its first transport (~150 ms on a busy machine), and
-# httpcore imports sniffio on every pool lock and connection close (a failed import each time when it is
-# missing: a sys.path scan on the event loop); imported here, both are paid once, at start-up
+# The app's client runs on aiohttp (aio_transport.py), but httpx's default transport still serves the
+# proxy fallback below and the setup checks' short-lived clients: httpx imports httpcore only when it
+# builds its first such transport (~150 ms on a busy machine), and httpcore imports sniffio on every
+# pool lock and connection close (a failed import each time when it is missing: a sys.path scan on the
+# event loop); imported here, both are paid once, at start-up
 import httpcore  # noqa: F401
 import httpx
 import sniffio  # noqa: F401  (a dependency of ours for this reason: pyproject.toml)
@@ -33,6 +37,7 @@ from ghl_desktop.core.errors import (
     GhlVersionHeaderError,
 )
 
+from .aio_transport import AiohttpTransport
 from .rate import RateHeaders
 from .tls import ssl_context
 
@@ -92,25 +97,44 @@ def version_for(path: str, overrides: Mapping[str, str] | None = None) -> str:
     return _longest_prefix(VERSION_TABLE, path) or VERSION_DEFAULT
 
 
+def _proxy_from_environment() -> bool:
+    """True when HTTP(S)_PROXY / ALL_PROXY (or the OS's proxy settings) name a proxy: httpx's default
+    transport honours them (with NO_PROXY); the aiohttp transport is not given them."""
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
+
+
 def create_http_client(
     settings: Settings,
     *,
     timeout: httpx.Timeout | None = None,
     limits: httpx.Limits | None = None,
+    verify: ssl.SSLContext | None = None,
 ) -> httpx.AsyncClient:
     """The ONE httpx client of the app: pooled connections, bounded, with timeouts on every phase.
 
     ``base_url`` is the API base (``GHL_API_BASE``); the OAuth token endpoint lives there too. Uploads to
     signed storage URLs use absolute URLs through the same client. TLS uses the process's one context
-    (``tls.ssl_context``): building one per client loads the CA bundle on the event loop."""
-    return httpx.AsyncClient(
-        verify=ssl_context(),
-        base_url=settings.api_base.rstrip("/"),
-        timeout=timeout or httpx.Timeout(connect=10.0, read=60.0, write=120.0, pool=30.0),
-        limits=limits or httpx.Limits(max_connections=32, max_keepalive_connections=16, keepalive_expiry=30.0),
-        headers={"Accept": "application/json", "User-Agent": "ghl-desktop"},
-        follow_redirects=False,
-    )
+    (``tls.ssl_context``; ``verify`` replaces it, for tests): building one per client loads the CA
+    bundle on the event loop.
+
+    The client runs on :class:`~.aio_transport.AiohttpTransport` (about half the loop CPU per request of
+    httpx's default transport; docs/event-loop.md "The HTTP client"): same exceptions, timeouts per
+    phase (``write`` is enforced by the transport's own deadline on bodies over 64 KiB — aiohttp has
+    none), ``sni_hostname``, streaming. When the environment names a proxy, httpx's default transport
+    is used instead, as before (it applies HTTP(S)_PROXY / NO_PROXY; the aiohttp one is not given them)."""
+    context = verify or ssl_context()
+    timeout = timeout or httpx.Timeout(connect=10.0, read=60.0, write=120.0, pool=30.0)
+    limits = limits or httpx.Limits(max_connections=32, max_keepalive_connections=16, keepalive_expiry=30.0)
+    common: dict[str, Any] = {
+        "base_url": settings.api_base.rstrip("/"),
+        "timeout": timeout,
+        "headers": {"Accept": "application/json", "User-Agent": "ghl-desktop"},
+        "follow_redirects": False,
+    }
+    if _proxy_from_environment():
+        return httpx.AsyncClient(verify=context, limits=limits, **common)
+    return httpx.AsyncClient(transport=AiohttpTransport(verify=context, limits=limits), **common)
 
 
 def body_of(response: httpx.Response) -> dict[str, Any]:

@@ -4,15 +4,20 @@ directly, not through a redirect, not through a DNS name — and it caps redirec
 
 from __future__ import annotations
 
+import datetime
+import ssl
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import httpx
 import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from ghl_desktop.adapters.ghl import create_http_client
 from ghl_desktop.adapters.ghl.gateway import MAX_MEDIA_REDIRECTS, MediaDownloader, safe_file_name
-from ghl_desktop.core.errors import GhlBadRequest, MediaTooLarge
+from ghl_desktop.config import Settings
+from ghl_desktop.core.errors import GhlBadRequest, GhlTransientError, MediaTooLarge
 
 
 class Servers:
@@ -73,7 +78,8 @@ async def servers() -> AsyncIterator[Servers]:
 
 @pytest_asyncio.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
+    # the app's own client (runtime.py hands MediaDownloader the one create_http_client makes)
+    async with create_http_client(Settings(api_base="http://127.0.0.1:9")) as client:
         yield client
 
 
@@ -172,3 +178,77 @@ async def test_names_from_the_url_are_sanitised(servers: Servers, http: httpx.As
 ])
 def test_safe_file_name(raw: str, name: str) -> None:
     assert safe_file_name(raw) == name
+
+
+def _tls_pair(tmp_path: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A throwaway CA and a certificate for ``name`` signed by it: (server context, client context
+    trusting only that CA)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_name).public_key(leaf_key.public_key()).serial_number(2)
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "leaf.pem", tmp_path / "leaf.key"
+    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                serialization.NoEncryption()))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cadata=ca.public_bytes(serialization.Encoding.PEM).decode())
+    return server, client
+
+
+@pytest.mark.asyncio
+async def test_a_pinned_https_fetch_verifies_the_certificate_for_the_name(tmp_path: Path) -> None:
+    """The connection goes to the checked IP, yet TLS still sends the URL's name (SNI) and verifies the
+    certificate for it: a server whose certificate is for another name is refused."""
+    server_tls, client_tls = _tls_pair(tmp_path, "media.test")
+    seen: list[tuple[str | None, str]] = []
+    sni: list[str | None] = []
+    server_tls.sni_callback = lambda _sock, name, _ctx: sni.append(name)  # type: ignore[assignment]
+
+    async def file(request: web.Request) -> web.Response:
+        seen.append((request.headers.get("Connection"), request.host))
+        return web.Response(body=b"\x89PNG0000", content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", file)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+    await site.start()
+    port = runner.addresses[0][1]
+
+    async def resolver(host: str, port_: int) -> Sequence[str]:
+        return ["127.0.0.1"]
+
+    origins = [f"https://media.test:{port}", f"https://other.test:{port}"]
+    try:
+        async with create_http_client(Settings(api_base="http://127.0.0.1:9"), verify=client_tls) as http:
+            fetch = MediaDownloader(http, test_loopback_origins=origins, resolver=resolver)
+            got = await fetch(f"https://media.test:{port}/pic.png", 1000)
+            assert got.data == b"\x89PNG0000"
+            assert sni == ["media.test"] and seen == [("close", f"media.test:{port}")]
+            with pytest.raises(GhlTransientError, match="attachment download failed"):
+                await fetch(f"https://other.test:{port}/pic.png", 1000)  # certificate is for media.test
+            assert sni == ["media.test", "other.test"] and len(seen) == 1
+    finally:
+        await runner.cleanup()
