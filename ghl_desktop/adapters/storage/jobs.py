@@ -29,7 +29,6 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Integer, Table, bindparam, case, delete, exists, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from ghl_desktop.adapters.storage.orm import JobHeadRow, JobRow
@@ -42,6 +41,18 @@ _UNFINISHED = (JobState.PENDING.value, JobState.RUNNING.value)
 _JOBS = cast(Table, JobRow.__table__)
 _DEDUPE = select(_JOBS.c.id).where(_JOBS.c.dedupe_key == bindparam("dedupe"))
 _INSERT = insert(_JOBS).returning(_JOBS.c.id)
+#: per dialect: the insert that skips a taken dedupe_key (no row back) instead of failing on it
+_INSERT_NEW: dict[str, Any] = {}
+
+
+def insert_new(table: Table, dialect: str) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` for ``table`` (SQLite and PostgreSQL): a row
+    that would break a unique key is not written and returns nothing, without an error that would abort
+    a PostgreSQL transaction — one statement where a lookup first, or a savepoint, cost two more."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    build = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return build(table).on_conflict_do_nothing().returning(table.c.id)
 
 
 def _job(row: Any) -> Job:
@@ -103,28 +114,25 @@ def insert_job(s: Session, job: NewJob, *, payload: dict[str, Any] | None = None
     payload = job.payload if payload is None else payload
     _check_payload(payload)
     conn = s.connection()
-    if job.dedupe_key is not None:
-        existing = conn.execute(_DEDUPE, {"dedupe": job.dedupe_key}).scalar()
-        if existing is not None:
-            return int(existing), False
     now = utcnow()
     values = {"kind": job.kind, "payload": payload, "state": JobState.PENDING.value, "attempts": 0,
               "next_attempt_at": job.run_at or now, "dedupe_key": job.dedupe_key,
               "ordering_key": job.ordering_key, "created_at": now, "updated_at": now,
               "route": job.route}  # issue 14: the number a WhatsApp-side job needs (None: any worker)
-    if conn.dialect.name == "sqlite":
-        # the caller's transaction holds SQLite's one write lock (BEGIN IMMEDIATE) since before the
-        # dedupe check above: no other writer can take the dedupe_key in between
+    if job.dedupe_key is None:
         return int(conn.execute(_INSERT, values).scalar_one()), True
-    try:
-        with s.begin_nested():  # PostgreSQL: a racing enqueue of the same dedupe_key must not abort us
-            # (the session's connection inside the nested transaction: that is what emits the SAVEPOINT)
-            return int(s.connection().execute(_INSERT, values).scalar_one()), True
-    except IntegrityError:
-        existing = conn.execute(_DEDUPE, {"dedupe": job.dedupe_key}).scalar()
-        if existing is None:
-            raise
-        return int(existing), False
+    dialect = conn.dialect.name
+    statement = _INSERT_NEW.get(dialect)
+    if statement is None:
+        statement = _INSERT_NEW[dialect] = insert_new(_JOBS, dialect)
+    # the dedupe_key taken (also by a racing enqueue on PostgreSQL): nothing written, the holder's id
+    new = conn.execute(statement, values).scalar()
+    if new is not None:
+        return int(new), True
+    existing = conn.execute(_DEDUPE, {"dedupe": job.dedupe_key}).scalar()
+    if existing is None:  # pragma: no cover - a conflict is on the dedupe_key, whose row exists
+        raise StorageConflict(f"job {job.dedupe_key!r} conflicts with a row that is not there")
+    return int(existing), False
 
 
 class SqlJobQueue:

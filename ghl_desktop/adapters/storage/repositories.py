@@ -9,11 +9,11 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ghl_desktop.adapters.storage.jobs import insert_job
+from ghl_desktop.adapters.storage.jobs import insert_job, insert_new
 from ghl_desktop.adapters.storage.orm import ContactLinkRow, LocationRow, MessageRow, SessionRow
 from ghl_desktop.adapters.storage.tx import RecordNotFound, StorageConflict, Transactions, is_busy
 from ghl_desktop.core.errors import StorageBusy, StorageError
@@ -383,7 +383,6 @@ _EXISTING = {
     (False, True): select(_MESSAGES).where(_BY_GHL).order_by(_MESSAGES.c.id).limit(1),
     (True, True): select(_MESSAGES).where(or_(_BY_WA, _BY_GHL)).order_by(_MESSAGES.c.id).limit(1),
 }
-_MESSAGE_INSERT = insert(_MESSAGES).returning(_MESSAGES.c.id)
 #: update(): every column it may change, set from the row read (under the write lock) and merged
 _UPDATED = ("status", "error", "wa_message_id", "ghl_message_id", "media_ref", "session_id", "updated_at")
 _MESSAGE_UPDATE = (
@@ -609,12 +608,25 @@ class SqlMessageRepository:
             return [_message(r) for r in s.scalars(query)]
 
 
+_MESSAGE_INSERT_NEW: dict[str, Any] = {}
+
+
 def _record(s: Session, message: Message, values: dict[str, Any], job: NewJob | None) -> tuple[Message, bool]:
-    """(inside a write transaction) record()'s work: the existing message, or the new one + its job."""
-    existing = _existing_message(s, message)
-    if existing is not None:
+    """(inside a write transaction) record()'s work: the existing message, or the new one + its job.
+    One statement for a new message: the insert skips a row that breaks one of the two unique keys
+    (ON CONFLICT DO NOTHING), and only then is the existing one looked up."""
+    conn = s.connection()
+    dialect = conn.dialect.name
+    statement = _MESSAGE_INSERT_NEW.get(dialect)
+    if statement is None:
+        statement = _MESSAGE_INSERT_NEW[dialect] = insert_new(_MESSAGES, dialect)
+    new = conn.execute(statement, values).scalar()
+    if new is None:
+        existing = _existing_message(s, message)
+        if existing is None:  # pragma: no cover - the two unique keys are the ones looked up
+            raise StorageConflict("the message breaks a unique key, but no stored message matches it")
         return _message(existing), False
-    message_id = int(s.connection().execute(_MESSAGE_INSERT, values).scalar_one())
+    message_id = int(new)
     if job is not None:
         payload = dict(job.payload)
         payload.setdefault("message_id", message_id)
