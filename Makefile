@@ -43,6 +43,7 @@ test: sysdeps venv-test
 ## `make bench` is sized for under 10 minutes on 2 cores; `make bench QUICK=1` is CI-sized.
 bench: venv-test
 	QT_QPA_PLATFORM=offscreen $(PY) bench/bridge_throughput.py $(if $(QUICK),--quick)
+	QT_QPA_PLATFORM=offscreen $(PY) bench/bridge_anatomy.py $(if $(QUICK),--messages 200 --no-record)
 	@if [ -f bench/queue_lease.py ]; then $(PY) bench/queue_lease.py $(if $(QUICK),--quick); fi
 	$(PY) bench/relay_load.py $(if $(QUICK),--quick)
 	QT_QPA_PLATFORM=offscreen $(PY) bench/message_log.py $(if $(QUICK),--sizes 1000 20000 --no-record)
