@@ -217,6 +217,11 @@ class BridgeRuntime:
             app.db.sessions, transport_factory, app.bus, sessions_dir=settings.sessions_dir,
             options=self.options.sessions, aio=app.db.aio.sessions,
         )
+        if is_cluster(app):  # a number's whatsmeow store is a schema of the cluster's database: its device
+            # keys go with the number (logout, link again, remove), not only its local files
+            from ghl_desktop.adapters.storage.engine_store import drop_engine_store
+
+            self.sessions.forget_store = lambda session_id: app.db.aio.run(drop_engine_store, app.db, session_id)
         # a cluster worker (PostgreSQL) connects only the numbers it holds, and a job that needs another
         # worker's number is handed to it (services/ownership.py); None on one desktop
         self.ownership = cluster_ownership(app, self.sessions)

@@ -193,6 +193,9 @@ class SessionService:
         #: durable-write health, shared with the webhook intake by the runtime (core.storage_health)
         self.storage = StorageMonitor(bus)
         self.sessions_dir = Path(sessions_dir)
+        #: a number's engine store held outside its files (a cluster's PostgreSQL schema per number,
+        #: adapters/storage/engine_store.py): forgotten with them on logout, link again and remove
+        self.forget_store: Callable[[str], Awaitable[object]] | None = None
         self.options = options or SessionOptions()
         self.on_message: MessageSink | None = None
         self.on_receipt: ReceiptSink | None = None
@@ -281,7 +284,7 @@ class SessionService:
         if not can_transition(session.state, SessionState.WAITING_FOR_SCAN):
             raise WhatsAppError(f"cannot link again while {session.state.value}; log out first")
         await self._retire(session_id)
-        await self._delete_store(session.store_path)
+        await self._delete_store(session)
         await self._set_state(session_id, SessionState.WAITING_FOR_SCAN,
                               detail="Scan the QR code with WhatsApp on your phone")
         rt = self._new_runtime(await self._require(session_id))
@@ -342,7 +345,7 @@ class SessionService:
             except (TimeoutError, GhlDesktopError) as exc:
                 log.warning("session %s: logout on WhatsApp failed (%s); forgetting it locally", session_id, exc)
         await self._retire(session_id)
-        await self._delete_store(session.store_path)
+        await self._delete_store(session)
         if can_transition(session.state, SessionState.LOGGED_OUT):
             await self._set_state(session_id, SessionState.LOGGED_OUT, detail="Logged out from this app")
 
@@ -355,7 +358,7 @@ class SessionService:
             with contextlib.suppress(GhlDesktopError):
                 await self.logout(session_id)
         await self._retire(session_id)
-        await self._delete_store(session.store_path)
+        await self._delete_store(session)
         async with self._lock(session_id):  # after any state change still being written
             await self.aio.delete(session_id)
         self._locks.pop(session_id, None)
@@ -477,8 +480,17 @@ class SessionService:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    async def _delete_store(self, store_path: str) -> None:
-        await asyncio.to_thread(self._unlink_store, store_path)  # file system: off the loop
+    async def _delete_store(self, session: WhatsAppSession) -> None:
+        """The number's device forgotten here: its store files and, in a cluster, its store schema. A
+        schema that cannot be dropped now is logged; the next link of the number starts a new device
+        all the same (``link_again`` drops it first)."""
+        await asyncio.to_thread(self._unlink_store, session.store_path)  # file system: off the loop
+        if self.forget_store is None:
+            return
+        try:
+            await self.forget_store(session.id)
+        except Exception as exc:  # the database: logout / remove go on, the log says what is left
+            log.warning("session %s: its engine store in the database could not be dropped (%s)", session.id, exc)
 
     def _lock(self, session_id: str) -> asyncio.Lock:
         lock = self._locks.get(session_id)

@@ -4,7 +4,10 @@ and per-number schema on the harness's PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import uuid
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
@@ -64,3 +67,45 @@ def test_the_address_opens_the_numbers_own_schema(pg_url: str) -> None:
         with db.engine.connect() as conn:
             left = conn.exec_driver_sql("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,)).scalar()
         assert left == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.asyncio
+async def test_a_cluster_worker_forgets_a_numbers_schema_with_the_number(
+        pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logout, link again and remove drop the number's whatsmeow schema (its device keys), not only
+    its local files: the runtime wires ``SessionService.forget_store`` on a cluster's database."""
+    from ghl_desktop.adapters.crypto import ENV_KEY
+    from ghl_desktop.adapters.whatsapp.simulated import simulated_transport_factory
+    from ghl_desktop.app import App
+    from ghl_desktop.config import Settings
+    from ghl_desktop.runtime import BridgeRuntime
+
+    monkeypatch.setenv(ENV_KEY, secrets.token_hex(32))
+    app = App(Settings(home=tmp_path / "home", db_url=pg_url), console_log=False)
+    try:
+        runtime = BridgeRuntime(app, simulated_transport_factory("http://127.0.0.1:9"))
+        assert runtime.sessions.forget_store is not None
+        session_id = uuid.uuid4().hex
+        schema = await app.db.aio.run(ensure_engine_store, app.db, session_id)
+        await runtime.sessions.forget_store(session_id)
+        with app.db.engine.connect() as conn:
+            left = conn.exec_driver_sql("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,)).scalar()
+        assert left == 0
+        await runtime.http.aclose()
+    finally:
+        await app.aclose()
+
+
+def test_a_desktop_keeps_no_schema_to_forget(tmp_path: Path) -> None:
+    from ghl_desktop.adapters.whatsapp.simulated import simulated_transport_factory
+    from ghl_desktop.app import App
+    from ghl_desktop.config import Settings
+    from ghl_desktop.runtime import BridgeRuntime
+    from tests.fakes.secrets import MemorySecretStore
+
+    app = App(Settings(home=tmp_path / "home"), secrets=MemorySecretStore(), console_log=False)
+    try:
+        assert BridgeRuntime(app, simulated_transport_factory("http://127.0.0.1:9")).sessions.forget_store is None
+    finally:
+        asyncio.run(app.aclose())

@@ -354,13 +354,22 @@ async def test_messages_reach_the_sink_before_the_ack_and_come_back_when_it_fail
 
 @pytest.mark.asyncio
 async def test_logout_link_again_and_remove(db: Database, tmp_path: Path) -> None:
+    forgotten: list[str] = []
+
+    async def forget(session_id: str) -> None:  # a cluster's store schema (runtime.py wires it)
+        forgotten.append(session_id)
+        if len(forgotten) == 3:
+            raise OSError("the database is gone")  # logged; remove goes on
+
     async with harness(db, tmp_path) as h:
+        h.service.forget_store = forget
         sid = await h.linked_session()
         store = h.row(sid).store_path
         assert exists(store)
         await h.service.logout(sid)
         assert h.row(sid).state is SessionState.LOGGED_OUT
         assert not exists(store)  # the engine store is gone
+        assert forgotten == [sid]
         assert await h.network.linked_state(LINKED) == "logged_out"
 
         shown = len(h.of(SessionQr))
@@ -373,6 +382,8 @@ async def test_logout_link_again_and_remove(db: Database, tmp_path: Path) -> Non
         await h.service.remove(sid)
         assert db.sessions.get(sid) is None
         assert not exists(store)
+        # logout, link again, then remove: its logout (that one fails: only logged) and its own
+        assert forgotten == [sid] * 4
         assert h.of(SessionRemoved) == [SessionRemoved(sid)]
         assert await h.network.linked_state(LINKED) == "logged_out"
 

@@ -56,10 +56,16 @@ def ensure_engine_store(db: Any, session_id: str) -> str:
     return schema
 
 
+#: how long dropping a number's schema waits for a lock (a whatsmeow transaction still open on it)
+DROP_LOCK_TIMEOUT = "10s"
+
+
 def drop_engine_store(db: Any, session_id: str) -> None:
-    """Forget the number's device (logout / remove): its schema and every table whatsmeow made there."""
+    """Forget the number's device (logout / remove, SessionService.forget_store): its schema and every
+    table whatsmeow made there. Waits at most :data:`DROP_LOCK_TIMEOUT` for a lock, then raises."""
     schema = engine_store_schema(session_id)
     with db.engine.begin() as conn:
+        conn.execute(text(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
         conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
 
 
