@@ -177,3 +177,10 @@ class Browser:
     async def finish(self) -> None:
         await asyncio.gather(*self.tasks)
 
+
+@pytest_asyncio.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    """The app's own HTTP client (``create_http_client``: what runtime.py hands GhlClient, TokenManager,
+    OAuth and MediaDownloader), pointed nowhere: each test gives absolute URLs of its own servers."""
+    async with create_http_client(Settings(api_base="http://127.0.0.1:9")) as client:
+        yield client

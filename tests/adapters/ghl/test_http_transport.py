@@ -62,12 +62,6 @@ async def raw() -> AsyncIterator[RawServer]:
     await server.stop()
 
 
-@pytest_asyncio.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with create_http_client(Settings(api_base="http://127.0.0.1:9")) as client:
-        yield client
-
-
 @pytest.mark.asyncio
 async def test_a_post_the_server_dropped_unanswered_counts_as_sent(raw: RawServer, http: httpx.AsyncClient) -> None:
     """The server read the POST and closed without a word: it may have acted on it, so the client must

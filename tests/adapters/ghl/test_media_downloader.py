@@ -76,13 +76,6 @@ async def servers() -> AsyncIterator[Servers]:
     await s.stop()
 
 
-@pytest_asyncio.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    # the app's own client (runtime.py hands MediaDownloader the one create_http_client makes)
-    async with create_http_client(Settings(api_base="http://127.0.0.1:9")) as client:
-        yield client
-
-
 @pytest.mark.asyncio
 async def test_a_redirect_to_a_loopback_page_is_not_fetched(servers: Servers, http: httpx.AsyncClient) -> None:
     """The red-team case: the attachment host (here allow-listed as if public) answers 302 to an
