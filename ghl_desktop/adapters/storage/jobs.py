@@ -22,6 +22,7 @@ Leasing rules:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -41,14 +42,12 @@ _UNFINISHED = (JobState.PENDING.value, JobState.RUNNING.value)
 _JOBS = cast(Table, JobRow.__table__)
 _DEDUPE = select(_JOBS.c.id).where(_JOBS.c.dedupe_key == bindparam("dedupe"))
 _INSERT = insert(_JOBS).returning(_JOBS.c.id)
-#: per dialect: the insert that skips a taken dedupe_key (no row back) instead of failing on it
-_INSERT_NEW: dict[str, Any] = {}
-
-
+@functools.cache
 def insert_new(table: Table, dialect: str) -> Any:
     """``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` for ``table`` (SQLite and PostgreSQL): a row
     that would break a unique key is not written and returns nothing, without an error that would abort
-    a PostgreSQL transaction — one statement where a lookup first, or a savepoint, cost two more."""
+    a PostgreSQL transaction — one statement where a lookup first, or a savepoint, cost two more. Built
+    once per table and dialect (SQLAlchemy's compiled cache is keyed on the statement object)."""
     from sqlalchemy.dialects import postgresql, sqlite
 
     build = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -121,12 +120,8 @@ def insert_job(s: Session, job: NewJob, *, payload: dict[str, Any] | None = None
               "route": job.route}  # issue 14: the number a WhatsApp-side job needs (None: any worker)
     if job.dedupe_key is None:
         return int(conn.execute(_INSERT, values).scalar_one()), True
-    dialect = conn.dialect.name
-    statement = _INSERT_NEW.get(dialect)
-    if statement is None:
-        statement = _INSERT_NEW[dialect] = insert_new(_JOBS, dialect)
     # the dedupe_key taken (also by a racing enqueue on PostgreSQL): nothing written, the holder's id
-    new = conn.execute(statement, values).scalar()
+    new = conn.execute(insert_new(_JOBS, conn.dialect.name), values).scalar()
     if new is not None:
         return int(new), True
     existing = conn.execute(_DEDUPE, {"dedupe": job.dedupe_key}).scalar()

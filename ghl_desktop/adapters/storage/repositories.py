@@ -608,19 +608,12 @@ class SqlMessageRepository:
             return [_message(r) for r in s.scalars(query)]
 
 
-_MESSAGE_INSERT_NEW: dict[str, Any] = {}
-
-
 def _record(s: Session, message: Message, values: dict[str, Any], job: NewJob | None) -> tuple[Message, bool]:
     """(inside a write transaction) record()'s work: the existing message, or the new one + its job.
     One statement for a new message: the insert skips a row that breaks one of the two unique keys
     (ON CONFLICT DO NOTHING), and only then is the existing one looked up."""
     conn = s.connection()
-    dialect = conn.dialect.name
-    statement = _MESSAGE_INSERT_NEW.get(dialect)
-    if statement is None:
-        statement = _MESSAGE_INSERT_NEW[dialect] = insert_new(_MESSAGES, dialect)
-    new = conn.execute(statement, values).scalar()
+    new = conn.execute(insert_new(_MESSAGES, conn.dialect.name), values).scalar()
     if new is None:
         existing = _existing_message(s, message)
         if existing is None:  # pragma: no cover - the two unique keys are the ones looked up
