@@ -360,7 +360,7 @@ class OAuthConnector:
         company_id = grant.company_id
         if not company_id:
             raise OAuthError("HighLevel returned an agency token without a companyId")
-        self._tokens.save_company_grant(company_id, grant)
+        await self._tokens.store_company_grant(company_id, grant)
         installed = await self._client.installed_locations(company_id)
         if grant.approved_locations:
             approved = set(grant.approved_locations)
@@ -386,7 +386,7 @@ class OAuthConnector:
         self, location_id: str, grant: TokenGrant, *, company_id: str | None = None, fallback_name: str | None = None
     ) -> Location:
         # tokens first: get_location below already uses them
-        self._tokens.save_location_grant(location_id, grant)
+        await self._tokens.store_location_grant(location_id, grant)
         try:
             details = await self._client.get_location(location_id)
             name, company = details.name, details.company_id
@@ -411,7 +411,7 @@ class OAuthConnector:
             return saved
 
         saved: Location = await self._offload(store) if self._offload is not None else store()
-        self._tokens.save_location_grant(location_id, grant)  # clears any needs-reconnect mark
+        await self._tokens.store_location_grant(location_id, grant)  # clears any needs-reconnect mark
         log.info("connected HighLevel location %s (%s)", location_id, name)
         return saved
 

@@ -238,6 +238,15 @@ class TokenManager:
             self._locations.set_token_expiry(location_id, grant.expires_at)
         self._needs_reconnect.discard(location_id)
 
+    async def store_location_grant(self, location_id: str, grant: TokenGrant) -> None:
+        """:meth:`save_location_grant` off the loop: the keyring and the location's row are disk (and
+        D-Bus) work, which the event loop never waits on (docs/event-loop.md)."""
+        await self._off_loop(self.save_location_grant, location_id, grant)
+
+    async def store_company_grant(self, company_id: str, grant: TokenGrant) -> None:
+        """:meth:`save_company_grant` off the loop (see :meth:`store_location_grant`)."""
+        await self._off_loop(self.save_company_grant, company_id, grant)
+
     def save_company_grant(self, company_id: str, grant: TokenGrant) -> None:
         if grant.refresh_token:
             self._secrets.set(company_key(company_id, "refresh_token"), grant.refresh_token)
@@ -374,7 +383,7 @@ class TokenManager:
                     return await self._remint_or_give_up(location_id, company_id)
                 await self._off_loop(self._mark_needs_reconnect, location_id)
                 raise
-            await self._off_loop(self.save_location_grant, location_id, grant)
+            await self.store_location_grant(location_id, grant)
             log.info("refreshed access token of location %s (valid until %s)", location_id,
                      grant.expires_at.isoformat(timespec="seconds"))
             return grant.access_token
@@ -398,7 +407,7 @@ class TokenManager:
             await self._off_loop(self._mark_needs_reconnect, location_id)
             raise GhlNeedsReconnect(f"location {location_id} must be reconnected ({exc.message})",
                                     status=exc.status) from exc
-        await self._off_loop(self.save_location_grant, location_id, grant)
+        await self.store_location_grant(location_id, grant)
         log.info("re-minted access token of location %s from company %s", location_id, company_id)
         return grant.access_token
 
@@ -486,7 +495,7 @@ class TokenManager:
         except GhlNeedsReconnect:
             self._needs_reconnect.add(f"company:{company_id}")
             raise
-        await self._off_loop(self.save_company_grant, company_id, grant)
+        await self.store_company_grant(company_id, grant)
         log.info("refreshed agency token of company %s", company_id)
         return grant.access_token
 

@@ -63,7 +63,8 @@ class Harness:
             return response.json()
 
     async def snapshot(self) -> dict[str, Any]:
-        return await self.control("GET", "/_sandbox/state")
+        state: dict[str, Any] = await self.control("GET", "/_sandbox/state")
+        return state
 
     def build(self, *, rate: RateLimitConfig | None = None, options: ClientOptions | None = None,
               **token_kw: Any) -> tuple[TokenManager, GhlClient]:

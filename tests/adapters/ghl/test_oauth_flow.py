@@ -6,12 +6,19 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import threading
 from pathlib import Path
 
 import httpx
 import pytest
 
-from ghl_desktop.adapters.ghl import COMPANY_SCOPES, PROVIDER_SCOPES, app_registration
+from ghl_desktop.adapters.ghl import (
+    COMPANY_SCOPES,
+    PROVIDER_SCOPES,
+    OAuthConnector,
+    OAuthOptions,
+    app_registration,
+)
 from ghl_desktop.adapters.ghl.tokens import company_key, location_key
 from ghl_desktop.core.errors import OAuthError
 from ghl_desktop.core.models import LocationState
@@ -85,6 +92,42 @@ async def test_agency_install_mints_location_tokens_for_the_chosen_locations(ghl
     # the agency listing pages through skip/limit
     paged = await ghl.client.installed_locations(company, page_size=1)
     assert sorted(loc.id for loc in paged) == sorted([first, second])
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("click", ["location:0", "agency"])
+async def test_with_offloads_the_install_flow_writes_no_secret_and_no_row_on_the_loop(
+        ghl: Harness, monkeypatch: pytest.MonkeyPatch, click: str) -> None:
+    """The app's wiring (``offload`` = the storage executor): saving what an install produced (keyring
+    writes are D-Bus round trips, the row writes fsyncs) never runs on the loop thread. Once these ran
+    inline and the blocked-loop detector caught an 85 ms fsync in CI (docs/event-loop.md)."""
+    loop_thread = threading.get_ident()
+    on_loop: list[str] = []
+
+    def watch(target: object, name: str) -> None:
+        original = getattr(target, name)
+
+        def watched(*args: object, **kwargs: object) -> object:
+            if threading.get_ident() == loop_thread:
+                on_loop.append(name)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(target, name, watched)
+
+    for name in ("set", "delete"):
+        watch(ghl.secrets, name)
+    for name in ("get", "upsert", "set_state", "set_token_expiry"):
+        watch(ghl.db.locations, name)
+    tokens, client = ghl.build(offload=asyncio.to_thread)
+    browser = Browser(click=click)
+    connector = OAuthConnector(ghl.settings, tokens, client, ghl.db.locations, open_url=browser,
+                               options=OAuthOptions.from_settings(ghl.settings, timeout_seconds=10.0),
+                               offload=asyncio.to_thread)
+    [location] = await connector.connect(choose=lambda found: [found[0]])
+    await browser.finish()
+    assert location.state is LocationState.CONNECTED
+    assert ghl.secrets.get(location_key(location.id, "access_token"))
+    assert on_loop == []
 
 
 @pytest.mark.asyncio
