@@ -19,7 +19,8 @@ from PySide6.QtWidgets import QApplication
 
 from ghl_desktop.ui.qloop import QEventLoop  # qasync's loop, fixed (see the module)
 
-pytest_plugins = ["tests.fixtures.storage", "tests.fixtures.sandbox", "tests.fixtures.loop_watch"]
+pytest_plugins = ["tests.fixtures.storage", "tests.fixtures.sandbox", "tests.fixtures.loop_watch",
+                  "tests.fixtures.storage_on_loop"]
 
 
 def _qasync_loop() -> asyncio.AbstractEventLoop:

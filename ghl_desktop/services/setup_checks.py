@@ -359,6 +359,8 @@ class SetupService:
         self.secrets = secrets
         self.timeout = timeout
         self._transport = transport
+        #: the secrets read so far (:meth:`load`), kept up to date by the saves below
+        self._known: dict[str, str | None] = {}
 
     # -- reads --
 
@@ -383,7 +385,24 @@ class SetupService:
     def relay_token(self) -> str | None:
         return self._secret(RELAY_TOKEN_KEY)
 
+    def load(self) -> SetupService:
+        """Read the stored secrets the steps look at (the client secret, the relay token) once. The app
+        runs this off the loop (:meth:`loaded`): a keyring read is a D-Bus round trip, and the window's
+        checklist and wizard ask for them from the loop thread (docs/event-loop.md)."""
+        for key in (CLIENT_SECRET_KEY, RELAY_TOKEN_KEY):
+            self._known[key] = self._read_secret(key)
+        return self
+
+    async def loaded(self) -> SetupService:
+        """:meth:`load` on a worker thread."""
+        return await asyncio.to_thread(self.load)
+
     def _secret(self, key: str) -> str | None:
+        if key not in self._known:  # not loaded (tools, tests): read now
+            self._known[key] = self._read_secret(key)
+        return self._known[key]
+
+    def _read_secret(self, key: str) -> str | None:
         try:
             return self.secrets.get(key)
         except Exception:
@@ -430,7 +449,9 @@ class SetupService:
 
     async def check_delivery(self) -> CheckOutcome:
         if self.settings.relay_url:
-            result = await send_test_delivery(relay_url=self.settings.relay_url, relay_token=self.relay_token(),
+            token = self._known[RELAY_TOKEN_KEY] if RELAY_TOKEN_KEY in self._known else await asyncio.to_thread(
+                self._secret, RELAY_TOKEN_KEY)
+            result = await send_test_delivery(relay_url=self.settings.relay_url, relay_token=token,
                                          wait_seconds=self.timeout, transport=self._transport)
         else:
             result = await send_test_delivery(public_url=self.progress().delivery_url, wait_seconds=self.timeout,
@@ -458,6 +479,7 @@ class SetupService:
         if result.ok:
             client_id = client_id.strip()
             await asyncio.to_thread(self.secrets.set, CLIENT_SECRET_KEY, client_secret.strip())  # keyring: D-Bus
+            self._known[CLIENT_SECRET_KEY] = client_secret.strip()
             self._save_settings(client_id=client_id)
             self.settings = replace(self.settings, client_secret=client_secret.strip())
             self._update(credentials_verified_for=client_id)
@@ -472,11 +494,20 @@ class SetupService:
     def confirm_redirect_registered(self, registered: bool = True) -> None:
         self._update(redirect_registered=self.redirect_uri if registered else None)
 
-    def save_relay(self, relay_url: str, relay_token: str | None) -> None:
+    async def save_relay(self, relay_url: str, relay_token: str | None) -> None:
         """Relay mode: the URL to settings.json, the token (when given) to the secret store."""
         if relay_token:
-            self.secrets.set(RELAY_TOKEN_KEY, relay_token.strip())
+            await self.store_relay_token(relay_token)
+        self.save_relay_url(relay_url)
+
+    def save_relay_url(self, relay_url: str) -> None:
         self._save_settings(relay_url=relay_url.strip().rstrip("/") or None)
+
+    async def store_relay_token(self, relay_token: str) -> None:
+        """The relay token to the secret store, off the loop (keyring: D-Bus)."""
+        token = relay_token.strip()
+        await asyncio.to_thread(self.secrets.set, RELAY_TOKEN_KEY, token)
+        self._known[RELAY_TOKEN_KEY] = token
 
     def save_direct(self, public_url: str) -> None:
         """Direct mode: no relay; the tunnel's public base URL is remembered for the checks."""

@@ -403,20 +403,26 @@ class _DeliveryPage(QWizardPage):
             self.result.show_outcome(None)
         self.completeChanged.emit()
 
-    def _save(self) -> None:
+    def _save(self) -> asyncio.Task[Any] | None:
+        """The answers to settings.json now; the relay token to the secret store on a task (off the
+        loop), which :meth:`_run` waits for before it tests with it."""
         if self.relay_mode.isChecked():
-            self.w.service.save_relay(self.relay_url.text(), self.relay_token.text() or None)
-        else:
-            self.w.service.save_direct(self.public_url.text())
+            self.w.service.save_relay_url(self.relay_url.text())
+            token = self.relay_token.text().strip()
+            return self.w.tasks.spawn(self.w.service.store_relay_token(token), "relay-token") if token else None
+        self.w.service.save_direct(self.public_url.text())
+        return None
 
     def _start_test(self) -> None:
-        self._save()
+        saving = self._save()
         self.test.setEnabled(False)
         self.result.show_outcome(None, "Sending a test delivery…")
-        self.w.tasks.spawn(self._run(self._target()), "delivery")
+        self.w.tasks.spawn(self._run(self._target(), saving), "delivery")
 
-    async def _run(self, target: str) -> None:
+    async def _run(self, target: str, saving: asyncio.Task[Any] | None = None) -> None:
         try:
+            if saving is not None:
+                await saving
             outcome = await self.w.service.check_delivery()
         finally:
             self.test.setEnabled(True)

@@ -156,7 +156,10 @@ async def run_window(
         shown_tray = tray if tray is not None else Tray()
         window = MainWindow(app, runtime, tray=shown_tray, sandbox_url=mode.url if mode else None, open_url=open_url)
         # real mode: the first-run checklist above the panels (and the wizard on the very first start)
-        install_first_run(window, SetupService(settings, app.secrets), sandbox=use_sandbox, parent=window)
+        setup = SetupService(settings, app.secrets)
+        if not use_sandbox:
+            await setup.loaded()  # the secrets its steps show, read off the loop (keyring: D-Bus)
+        install_first_run(window, setup, sandbox=use_sandbox, parent=window)
         notifications = DesktopNotifications("ghl-desktop", resources_dir() / "ghl-desktop.png")
         notices = NoticeCenter(
             notifications, balloon=lambda title, text, warning: shown_tray.notify(title, text, warning=warning),

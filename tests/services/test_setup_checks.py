@@ -200,12 +200,12 @@ async def test_relay_mode_test_delivery_checks_the_token_and_the_delivery_url(
     server, token = relay
     secrets = MemorySecretStore()
     service = SetupService(load_settings(), secrets)
-    service.save_relay(server.url + "/", "wrong-token")
+    await service.save_relay(server.url + "/", "wrong-token")
     assert secrets.values == {RELAY_TOKEN_KEY: "wrong-token"}
     assert "wrong-token" not in (data_home / "settings.json").read_text()
     refused = await service.check_delivery()
     assert refused.outcome is Outcome.FAILED and "refused the relay token" in refused.message
-    service.save_relay(server.url, token)
+    await service.save_relay(server.url, token)
     result = await service.check_delivery()
     assert result.ok, result
     assert "'office-pc'" in result.message and server.url + "/ghl/provider/webhook" in result.message

@@ -88,12 +88,13 @@ def next_enabled(wizard: QWizard) -> bool:
 
 
 @pytest.mark.asyncio
+@pytest.mark.storage_off_loop  # loaded as the app loads it: no keyring call on the loop while the user walks it
 async def test_the_wizard_walks_every_step_and_the_checklist_follows(
     qtbot, sandbox: RunningSandbox, endpoint: str, data_home: Path  # type: ignore[no-untyped-def]
 ) -> None:
     secrets = MemorySecretStore()
     clip = Clip()
-    service = SetupService(real_settings(data_home, sandbox.url), secrets)
+    service = await SetupService(real_settings(data_home, sandbox.url), secrets).loaded()
     host = Host()
     qtbot.addWidget(host)
     checklist = install_first_run(host, service, sandbox=False, open_now=False)

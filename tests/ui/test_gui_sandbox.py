@@ -30,6 +30,9 @@ from tests.e2e.harness import FAST_RUNTIME, bridge_env
 from tests.e2e.harness import eventually_on_loop as eventually
 from tests.fakes.secrets import MemorySecretStore
 
+#: the whole app's window on the app's own wiring: no SQL and no secret-store call on the loop thread
+pytestmark = pytest.mark.storage_off_loop
+
 LINKED = "+15550100077"
 ALICE = "+4915112345678"
 
