@@ -110,11 +110,15 @@ async def through_bridge(env, n: int, phones: list[str], profile: cProfile.Profi
     if profile:
         profile.enable()
     meter = Cpu(env, n)
+    executor = env.app.db.aio.executor
+    groups_before = (executor.groups, executor.grouped_calls)
     CUSTOMERS_CPU.clear()
     sending = asyncio.ensure_future(in_process_customers(env, plan) if in_process else customers(env.url, plan))
     await counter.wait(n, 600)
     sent = await sending
     cpu["bridge"] = meter.stop(CUSTOMERS_CPU[-1] if CUSTOMERS_CPU else None)
+    cpu["group_commits"] = {"groups": executor.groups - groups_before[0],
+                            "calls": executor.grouped_calls - groups_before[1]}
     if profile:
         profile.disable()
     counter.close()
@@ -178,16 +182,18 @@ def main() -> None:
         profile.dump_stats(args.profile)
         pstats.Stats(args.profile).sort_stats("cumulative").print_stats(40)
     ratio = bridge / base
+    groups = cpu.pop("group_commits", {})
     table([("messages", n), ("phones", args.phones), ("direct msg/s", f"{base:.1f}"),
            ("bridge msg/s", f"{bridge:.1f}"), ("pipeline_ratio", f"{ratio:.2f}  (goal >= 0.7)"),
            ("CPU ms/msg direct", _cpu_line(cpu.get("direct", {}))),
-           ("CPU ms/msg bridge", _cpu_line(cpu.get("bridge", {})))],
+           ("CPU ms/msg bridge", _cpu_line(cpu.get("bridge", {}))),
+           ("group commits", f"{groups.get('groups', 0)} carrying {groups.get('calls', 0)} storage calls")],
           "bridge throughput, sandbox in its own process, rate limits off")
     record("bridge_throughput", {"messages": n, "phones": args.phones,
                                  "customers": "in-process" if args.in_process_customers else "own-process",
                                  "direct_msg_per_s": round(base, 1),
                                  "bridge_msg_per_s": round(bridge, 1), "pipeline_ratio": round(ratio, 3),
-                                 "cpu_ms_per_msg": cpu},
+                                 "cpu_ms_per_msg": cpu, "group_commits": groups},
            quick=args.quick, enabled=not args.no_record and not args.profile)
 
 

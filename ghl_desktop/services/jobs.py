@@ -265,6 +265,7 @@ class JobRunner:
             try:
                 self._prepared[job.id] = read(job)
             except Exception as exc:  # its handler reads for itself (and meets the error there, if it lasts)
+                self._prepared.pop(job.id, None)  # never an earlier lease's reads
                 log.info("job %s (%s): reading ahead failed (%s); its handler reads itself", job.id, job.kind, exc)
 
     def start(self) -> None:
