@@ -42,7 +42,7 @@ def _commits(db: Database) -> list[int]:
     return seen
 
 
-async def _behind_a_busy_thread(db: Database, calls: list[Callable[[], Any]]) -> list[Any]:
+async def _behind_a_busy_thread(db: Database, calls: Sequence[Callable[..., Any]]) -> list[Any]:
     """Submit ``calls`` while the storage thread is busy with another call, so they wait together;
     then let it go. Returns each call's result or exception, in order."""
     executor = db.aio.executor
