@@ -220,12 +220,18 @@ def normalize_phone(raw: str, country: str) -> str | None:
 class Sandbox:
     """State + behaviour of one running sandbox. Handlers call these methods; each change is saved."""
 
+    @property
+    def validator(self) -> SpecValidator:
+        """The OpenAPI validator (built once per process; blocks while it is being built: call it off
+        the loop, as the request middleware does)."""
+        return SpecValidator.shared()
+
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
         state_dir = Path(config.state_dir) if config.state_dir else None
         self.state = SandboxState.open(state_dir, config.locations)
         self._apply_config()
-        self.validator = SpecValidator.shared()
+        SpecValidator.load_in_background()  # requests wait for it on their worker thread, the start does not
         self.limiter = RateLimiter()
         self.webhooks = WebhookSender(self)
         self.tasks = BackgroundTasks(log, "sandbox background task")

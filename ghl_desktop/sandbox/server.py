@@ -39,7 +39,7 @@ from ghl_desktop.sandbox.runtime import (
     unauthorized,
 )
 from ghl_desktop.sandbox.state import SandboxState, Token
-from ghl_desktop.sandbox.validation import PUBLISHED_VERSIONS
+from ghl_desktop.sandbox.validation import PUBLISHED_VERSIONS, ValidationOutcome
 
 log = logging.getLogger("ghl.sandbox")
 
@@ -108,7 +108,7 @@ async def _gate(sandbox: Sandbox, request: web.Request, meta: RouteMeta,
         _check_access(sandbox, request[TOKEN], meta)
     # OpenAPI validation is CPU work (tens of ms for a big body): on a worker thread, so the loop it
     # shares with the app in sandbox mode and in the tests keeps answering (docs/event-loop.md)
-    outcome = await asyncio.to_thread(sandbox.validator.validate, request.method, request.path, request.query,
+    outcome = await asyncio.to_thread(_validate, sandbox, request.method, request.path, request.query,
                                       request.headers, request.headers.get("Content-Type", ""), request[BODY])
     if outcome.errors:
         sandbox.record_validation_failure(request.method, request.path, outcome.errors, True)
@@ -127,6 +127,15 @@ async def _gate(sandbox: Sandbox, request: web.Request, meta: RouteMeta,
     return result
 
 
+def _validate(sandbox: Sandbox, *args: Any) -> ValidationOutcome:
+    """(worker thread) The request against the spec; waits for the validator if it is still being built."""
+    return sandbox.validator.validate(*args)
+
+
+def _path_known(sandbox: Sandbox, path: str) -> bool:
+    return sandbox.validator.path_known(path)
+
+
 @web.middleware
 async def api_middleware(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
     if not _is_api_path(request.path):
@@ -140,7 +149,7 @@ async def api_middleware(request: web.Request, handler: Callable[[web.Request], 
     if sandbox.state.faults.latency_ms > 0:
         await asyncio.sleep(sandbox.state.faults.latency_ms / 1000)
     if meta is None:
-        if not sandbox.validator.path_known(request.path):
+        if not await asyncio.to_thread(_path_known, sandbox, request.path):
             sandbox.record_validation_failure(request.method, request.path, ["no such path in the HighLevel spec"],
                                               True)
         return web.json_response({"statusCode": 404, "message": f"Cannot {request.method} {request.path}",

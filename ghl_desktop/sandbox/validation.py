@@ -17,16 +17,22 @@ Two kinds of erratum:
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict, MultiDict
-from openapi_core import Config, OpenAPI
-from openapi_core.datatypes import RequestParameters
+
+if TYPE_CHECKING:
+    from openapi_core import OpenAPI
+
+# openapi-core (with jsonschema-path and openapi-spec-validator) is imported where it is used, not
+# here: its import is ~0.3 s, and in sandbox mode it is what the window would wait for at start
+# (SpecValidator.load_in_background builds the validator beside the start instead).
 
 SPEC_DIR = Path(__file__).parent / "openapi"
 #: The host the specs declare; requests are validated as if they had been sent there.
@@ -134,6 +140,8 @@ class _SpecRequest:
         self.method = method.lower()
         self.path = path
         self.host_url = SPEC_HOST
+        from openapi_core.datatypes import RequestParameters
+
         self.parameters = RequestParameters(query=MultiDict(query), header=CIMultiDict(headers), cookie={})
         self.content_type = content_type
         self.body = body
@@ -167,12 +175,17 @@ def _describe(exc: Exception) -> list[str]:
 
 _SHARED_LOCK = threading.Lock()
 _SHARED: dict[type[SpecValidator], SpecValidator] = {}
+_LOADING: set[type[SpecValidator]] = set()
+_BUILD_LOCK = threading.Lock()
+log = logging.getLogger("ghl.sandbox.validation")
 
 
 class SpecValidator:
     """Holds one openapi-core app per spec file (with the errata applied) and validates requests."""
 
     def __init__(self, spec_dir: Path = SPEC_DIR) -> None:
+        from openapi_core import Config, OpenAPI
+
         self._apps: dict[str, OpenAPI] = {}
         self._templates: dict[str, list[tuple[re.Pattern[str], str, str, Spec]]] = {}
         self._declared_versions: dict[str, list[str]] = {}
@@ -195,14 +208,41 @@ class SpecValidator:
             self._templates[prefix] = templates
 
     @classmethod
+    def load_in_background(cls) -> None:
+        """Start building :meth:`shared` on a thread of its own, if nobody has yet: a sandbox starting
+        in the app's process does not wait for it (requests wait, on their worker thread, in
+        :meth:`shared`)."""
+        with _SHARED_LOCK:
+            if cls in _SHARED or cls in _LOADING:
+                return
+            _LOADING.add(cls)
+        threading.Thread(target=cls._load, name="sandbox-spec-validator", daemon=True).start()
+
+    @classmethod
+    def _load(cls) -> None:
+        try:
+            cls.shared()
+        except Exception:  # the first request builds it again and meets the error there
+            log.exception("building the sandbox's OpenAPI validator failed")
+        finally:
+            with _SHARED_LOCK:
+                _LOADING.discard(cls)
+
+    @classmethod
     def shared(cls) -> SpecValidator:
         """The process's one validator for the bundled specs. Building one parses four OpenAPI files
         (tens of ms, on the event loop when a sandbox starts); it holds no per-sandbox state, so every
-        sandbox of the process shares it."""
-        with _SHARED_LOCK:
-            if cls not in _SHARED:
-                _SHARED[cls] = cls()
-            return _SHARED[cls]
+        sandbox of the process shares it. A caller while it is being built waits for that build."""
+        built = _SHARED.get(cls)
+        if built is not None:
+            return built
+        with _BUILD_LOCK:  # one build; _SHARED_LOCK is only ever held for a lookup
+            built = _SHARED.get(cls)
+            if built is None:
+                built = cls()
+                with _SHARED_LOCK:
+                    _SHARED[cls] = built
+            return built
 
     def _remember_declared_versions(self, spec: Spec) -> None:
         for template, item in spec["paths"].items():
