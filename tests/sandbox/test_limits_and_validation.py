@@ -188,3 +188,26 @@ async def test_unset_contact_fields_are_left_out_not_null(sandbox: RunningSandbo
         # a field once set is there
         named = await upsert(client, token, loc, "+14155550177", name="Ada", email="ada@example.com")
         assert named.json()["contact"]["name"] == "Ada" and named.json()["contact"]["email"] == "ada@example.com"
+
+
+def test_starting_a_sandbox_does_not_wait_for_the_validator() -> None:
+    """Sandbox mode's start (bench/startup.py): the sandbox's modules import without openapi-core, and
+    a Sandbox built in a fresh process leaves the validator to a thread of its own; a request's
+    validation then waits for that build on its worker thread (the other tests here show it validates)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import ghl_desktop.sandbox_mode, ghl_desktop.sandbox.server\n"
+        "print('openapi_core' in sys.modules)\n"
+        "from ghl_desktop.sandbox.runtime import Sandbox, SandboxConfig\n"
+        "from ghl_desktop.sandbox.validation import SpecValidator, _SHARED\n"
+        "sandbox = Sandbox(SandboxConfig())\n"
+        "import threading\n"
+        "print(any(t.name == 'sandbox-spec-validator' for t in threading.enumerate()) or SpecValidator in _SHARED)\n"
+        "print(sandbox.validator is SpecValidator.shared() and sandbox.validator.path_known('/contacts/'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True", "True"], out.stdout
