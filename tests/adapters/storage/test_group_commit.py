@@ -145,3 +145,31 @@ async def test_the_repositories_mark_the_two_hot_writes(linked: Database) -> Non
 
     assert is_mergeable(linked.messages.record_many) and is_mergeable(linked.jobs.complete_and_lease)
     assert not is_mergeable(linked.messages.update) and not is_mergeable(linked.jobs.enqueue)
+
+
+@pytest.mark.asyncio
+async def test_a_completion_whose_last_write_raises_behaves_in_a_group_as_alone(linked: Database) -> None:
+    """complete_and_lease's own fallback (its batch again, savepoint by savepoint, when a last write
+    raises) inside a group: the failed write is undone, the other job completes with its write, and
+    the record beside it in the group is committed."""
+    db = linked
+    a, _ = db.jobs.enqueue(NewJob(kind="k", payload={}, ordering_key="a"))
+    b, _ = db.jobs.enqueue(NewJob(kind="k", payload={}, ordering_key="b"))
+    db.jobs.lease(OWNER, now=datetime.now(UTC), lease_seconds=30, limit=2)
+
+    def good() -> object:
+        return db.jobs.enqueue(NewJob(kind="follow-up", payload={"of": "a"}, dedupe_key="after-a"))
+
+    def bad() -> object:
+        db.jobs.enqueue(NewJob(kind="follow-up", payload={"of": "b"}, dedupe_key="after-b"))
+        raise RuntimeError("the message vanished")
+
+    complete = mergeable(lambda: db.jobs.complete_and_lease([a, b], OWNER, now=datetime.now(UTC), lease_seconds=30,
+                                                            limit=0, finish={a: good, b: bad}))
+    record = mergeable(lambda: db.messages.record_many([(inbound("WA1"), _job("WA1"))]))
+    results = await _behind_a_busy_thread(db, [complete, record])
+    assert db.aio.executor.grouped_calls == 2
+    assert results[0] == []
+    assert db.jobs.get(a).state.value == "done"  # type: ignore[union-attr]
+    assert db.jobs.get(b).state.value == "running"  # type: ignore[union-attr]
+    assert [j.payload for j in db.jobs.list("pending")] == [{"of": "a"}, {"wa": "WA1", "message_id": 1}]
