@@ -45,9 +45,10 @@ from ghl_desktop.ui import theme
 from ghl_desktop.ui.bridge import ServiceBridge
 from ghl_desktop.ui.panels.base import Confirm, Tasks, readable_error
 from ghl_desktop.ui.panels.base import OpenUrl as OpenUrl  # main.py imports it from here
+from ghl_desktop.ui.panels.dead_letters import DeadLettersPanel
 from ghl_desktop.ui.panels.link import LinkPanel, normalize_phone
 from ghl_desktop.ui.panels.locations import LocationsPanel
-from ghl_desktop.ui.panels.message_log import DeadLettersPanel, MessageLogPanel
+from ghl_desktop.ui.panels.message_log import MessageLogPanel
 from ghl_desktop.ui.panels.numbers import NumbersPanel
 from ghl_desktop.ui.resources import app_icon
 from ghl_desktop.ui.tray import Tray

@@ -33,7 +33,8 @@ from ghl_desktop.ui.message_log_models import (
     MessageLogModel,
     RowRole,
 )
-from ghl_desktop.ui.panels.message_log import NO_MATCH, NO_MESSAGES, DeadLettersPanel, MessageLogPanel
+from ghl_desktop.ui.panels.dead_letters import DeadLettersPanel
+from ghl_desktop.ui.panels.message_log import NO_MATCH, NO_MESSAGES, MessageLogPanel
 from tests.fixtures.message_log import bulk_messages, seed_directory
 
 ROWS = 240

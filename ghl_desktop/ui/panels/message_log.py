@@ -1,9 +1,9 @@
-"""The message log panel (all history, filtered and sorted in SQL, with a details pane) and the dead
-letters panel (work that gave up, with Retry / Retry all).
+"""The message log panel: all history, filtered and sorted in SQL, with a details pane (the dead
+letters panel is ``dead_letters.py``, the pieces both use ``log_widgets.py``).
 
-Both are plain QWidgets with explicit dependencies: the :class:`MessageLogService` (``cockpit.log``)
-they call, and the :class:`ServiceBridge` they listen to. They never touch the database, and never
-wait for it: every read (details, filter choices, dead letters) and action (retry) is awaited in a
+A plain QWidget with explicit dependencies: the :class:`MessageLogService` (``cockpit.log``) it
+calls, and the :class:`ServiceBridge` it listens to. It never touches the database, and never
+waits for it: every read (details, filter choices) and action (retry) is awaited in a
 task and applied when it arrives (the loop thread stays free, docs/event-loop.md). No widget
 per row: the status column is drawn by :class:`StatusDelegate` (tick icons), row actions are a
 context menu, also opened with Enter or the Menu key.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,60 +21,46 @@ from PySide6.QtCore import (
     QDateTime,
     QEvent,
     QModelIndex,
-    QObject,
-    QPersistentModelIndex,
     QPoint,
-    QPointF,
-    QRect,
-    QRectF,
-    QSize,
     Qt,
     QTimer,
     Signal,
 )
-from PySide6.QtGui import QAction, QColor, QGuiApplication, QKeyEvent, QPainter, QPainterPath, QPalette, QPen
+from PySide6.QtGui import QAction, QGuiApplication, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QApplication,
     QComboBox,
     QDateTimeEdit,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QMenu,
     QPushButton,
     QSplitter,
     QStackedWidget,
-    QStyle,
-    QStyledItemDelegate,
-    QStyleOptionViewItem,
-    QTableView,
     QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
 
-from ghl_desktop.core.message_log import LOG_COLUMNS, DeadLetter, LogColumn, LogDetails, LogFilter, LogRow
+from ghl_desktop.core.message_log import LOG_COLUMNS, LogColumn, LogDetails, LogFilter, LogRow
 from ghl_desktop.core.models import Direction, MessageStatus
 from ghl_desktop.services.message_log import DIRECTION_LABELS, JOB_KIND_LABELS, MessageLogService
 from ghl_desktop.ui.bridge import ServiceBridge
 from ghl_desktop.ui.message_log_models import (
-    DeadLettersModel,
     IdRole,
     MessageLogModel,
     RowRole,
-    StatusRole,
     status_text,
 )
+from ghl_desktop.ui.panels.log_widgets import PanelTasks, RowKeys, StatusDelegate, log_table, status_colors
 
 log = logging.getLogger("ghl.ui.log")
 
 NO_MESSAGES = "No messages yet — they appear here as they cross the bridge."
 NO_MATCH = "No messages match these filters."
 LOADING = "Loading messages…"
-NO_DEAD = "No dead letters — work that gives up is listed here, to retry."
 
 #: time-range presets: label → how far back (None: any time; "custom": the two date fields)
 TIME_RANGES: tuple[tuple[str, timedelta | str | None], ...] = (
@@ -97,208 +82,8 @@ STATUS_FILTERS: tuple[tuple[str, frozenset[MessageStatus]], ...] = (
 )
 
 SEARCH_DELAY_MS = 250
-DEAD_POLL_MS = 3000
 
 
-_COLOR_CACHE: dict[int, tuple[QColor, QColor, QColor, QColor]] = {}
-
-
-def _colors() -> tuple[QColor, QColor, QColor, QColor]:
-    """(good, bad, accent, muted) from the palette (``ui.theme`` when present); computed once per palette."""
-    key = QGuiApplication.palette().cacheKey()
-    cached = _COLOR_CACHE.get(key)
-    if cached is None:
-        _COLOR_CACHE.clear()
-        cached = _COLOR_CACHE[key] = _palette_colors()
-    return cached
-
-
-def _palette_colors() -> tuple[QColor, QColor, QColor, QColor]:
-    try:
-        from ghl_desktop.ui.theme import colors
-    except ImportError:  # pragma: no cover - the theme module ships with the window
-        pal = QGuiApplication.palette()
-        text = pal.color(QPalette.ColorRole.Text)
-        return text, QColor.fromHsl(0, 200, 110), pal.color(QPalette.ColorRole.Link), text
-    c = colors()
-    return c.good, c.bad, QGuiApplication.palette().color(QPalette.ColorRole.Link), c.muted
-
-
-class StatusDelegate(QStyledItemDelegate):
-    """The status column: a tick icon (queued clock, sent ✓, delivered ✓✓, read ✓✓ in the accent
-    colour, failed ⚠ in red, received ↓) and the label, with the failure reason after it."""
-
-    ICON = 16
-
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
-              ) -> None:
-        value = index.data(StatusRole)  # a StrEnum comes back through QVariant as a plain str
-        status = MessageStatus(value) if isinstance(value, str) and value in MessageStatus._value2member_map_ else None
-        opt = QStyleOptionViewItem(option)
-        self.initStyleOption(opt, index)
-        text = opt.text
-        opt.text = ""
-        style = opt.widget.style() if opt.widget is not None else QApplication.style()
-        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
-        if status is None:
-            return
-        selected = bool(opt.state & QStyle.StateFlag.State_Selected)
-        pal = opt.palette
-        fg = pal.color(QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text)
-        _, bad, accent, muted = _colors()
-        icon = QRect(opt.rect.left() + 4, opt.rect.center().y() - self.ICON // 2, self.ICON, self.ICON)
-        painter.save()
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        color = fg if selected else {MessageStatus.FAILED: bad, MessageStatus.READ: accent,
-                                     MessageStatus.PLAYED: accent, MessageStatus.PENDING: muted,
-                                     MessageStatus.RECEIVED: muted}.get(status, fg)
-        draw_status_icon(painter, QRectF(icon), status, color)
-        painter.restore()
-        text_rect = opt.rect.adjusted(self.ICON + 10, 0, -4, 0)
-        painter.save()
-        painter.setPen(fg if selected or status is not MessageStatus.FAILED else bad)
-        elided = opt.fontMetrics.elidedText(text, Qt.TextElideMode.ElideRight, text_rect.width())
-        painter.drawText(text_rect, int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft), elided)
-        painter.restore()
-
-    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
-        size = super().sizeHint(option, index)
-        return QSize(size.width() + self.ICON + 10, max(size.height(), self.ICON + 4))
-
-
-def draw_status_icon(painter: QPainter, rect: QRectF, status: MessageStatus, color: QColor) -> None:
-    """Small vector icons in ``color`` (they follow the palette, light or dark)."""
-    pen = QPen(color, 1.7)
-    pen.setCapStyle(Qt.PenCapStyle.RoundCap)
-    pen.setJoinStyle(Qt.PenJoinStyle.RoundJoin)
-    painter.setPen(pen)
-    painter.setBrush(Qt.BrushStyle.NoBrush)
-    x, y, w, h = rect.x(), rect.y(), rect.width(), rect.height()
-
-    def tick(dx: float) -> None:
-        path = QPainterPath(QPointF(x + dx + w * 0.10, y + h * 0.55))
-        path.lineTo(QPointF(x + dx + w * 0.32, y + h * 0.78))
-        path.lineTo(QPointF(x + dx + w * 0.70, y + h * 0.25))
-        painter.drawPath(path)
-
-    if status is MessageStatus.SENT:
-        tick(w * 0.1)
-    elif status in (MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.PLAYED):
-        tick(-w * 0.02)
-        tick(w * 0.26)
-    elif status is MessageStatus.PENDING:  # a clock: queued, not yet handed to WhatsApp
-        painter.drawEllipse(rect.adjusted(2, 2, -2, -2))
-        painter.drawLine(QPointF(x + w / 2, y + h / 2), QPointF(x + w / 2, y + h * 0.28))
-        painter.drawLine(QPointF(x + w / 2, y + h / 2), QPointF(x + w * 0.68, y + h / 2))
-    elif status is MessageStatus.RECEIVED:  # an arrow down: in, waiting for HighLevel
-        painter.drawLine(QPointF(x + w / 2, y + h * 0.18), QPointF(x + w / 2, y + h * 0.80))
-        painter.drawLine(QPointF(x + w * 0.28, y + h * 0.58), QPointF(x + w / 2, y + h * 0.80))
-        painter.drawLine(QPointF(x + w * 0.72, y + h * 0.58), QPointF(x + w / 2, y + h * 0.80))
-    elif status is MessageStatus.FAILED:  # a warning triangle
-        path = QPainterPath(QPointF(x + w / 2, y + h * 0.10))
-        path.lineTo(QPointF(x + w * 0.95, y + h * 0.88))
-        path.lineTo(QPointF(x + w * 0.05, y + h * 0.88))
-        path.closeSubpath()
-        painter.drawPath(path)
-        painter.drawLine(QPointF(x + w / 2, y + h * 0.38), QPointF(x + w / 2, y + h * 0.60))
-        painter.drawPoint(QPointF(x + w / 2, y + h * 0.74))
-
-
-def _table(name: str) -> QTableView:
-    view = QTableView()
-    view.setObjectName(name)
-    view.setAccessibleName(name)
-    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-    view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    view.setTabKeyNavigation(False)  # Tab leaves the table (arrows move inside it)
-    view.setWordWrap(False)
-    view.setTextElideMode(Qt.TextElideMode.ElideRight)
-    view.setAlternatingRowColors(True)
-    view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-    vertical = view.verticalHeader()
-    vertical.setVisible(False)
-    vertical.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-    vertical.setDefaultSectionSize(max(24, view.fontMetrics().height() + 8))
-    header = view.horizontalHeader()
-    header.setHighlightSections(False)
-    header.setStretchLastSection(True)
-    return view
-
-
-class _RowKeys(QObject):
-    """Enter / Return / the Menu key on a table row open its actions menu."""
-
-    def __init__(self, view: QTableView, open_menu: Any) -> None:
-        super().__init__(view)
-        self._open = open_menu
-        view.installEventFilter(self)
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.KeyPress and isinstance(event, QKeyEvent) and event.key() in (
-                Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Menu):
-            view = watched if isinstance(watched, QTableView) else None
-            if view is not None and view.currentIndex().isValid():
-                rect = view.visualRect(view.currentIndex())
-                self._open(rect.center())
-                return True
-        return False
-
-
-def _loop_usable() -> bool:
-    """Whether this thread has an open event loop to run a read on (a Qt timer may outlive it)."""
-    try:
-        loop = asyncio.get_event_loop()
-    except RuntimeError:
-        return False
-    return not loop.is_closed()
-
-
-class _Tasks:
-    """Asyncio tasks a panel started (kept referenced; failures logged). :meth:`soon` starts a read
-    on the next loop iteration: one asked for while the loop is not running (a widget built before
-    it, a test between two runs) and never started leaves no pending task or coroutine behind."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._soon: set[asyncio.Handle] = set()
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_event_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    def soon(self, make: Callable[[], Coroutine[Any, Any, Any]], name: str) -> None:
-        handle: asyncio.Handle | None = None
-
-        def start() -> None:
-            self._soon.discard(handle)  # type: ignore[arg-type]
-            self.spawn(make(), name)
-
-        handle = asyncio.get_event_loop().call_soon(start)
-        self._soon.add(handle)
-
-    @property
-    def idle(self) -> bool:
-        return not self._tasks and not self._soon
-
-    async def cancel_all(self) -> None:
-        for handle in self._soon:
-            handle.cancel()
-        self._soon.clear()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def wait(self) -> None:
-        while self._tasks or self._soon:
-            if self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
-            else:
-                await asyncio.sleep(0)
 
 
 class MessageLogPanel(QWidget):
@@ -314,7 +99,7 @@ class MessageLogPanel(QWidget):
         self.setObjectName("messageLogPanel")
         self.service = log
         self.bridge = bridge
-        self.tasks = _Tasks()
+        self.tasks = PanelTasks()
         self.model = MessageLogModel(log, self)
         self._details_id: int | None = None
         self.current_details: LogDetails | None = None
@@ -366,7 +151,7 @@ class MessageLogPanel(QWidget):
         self.count_label.setAccessibleName("Messages shown")
 
         # -- table and details --
-        self.view = _table("messageLogTable")
+        self.view = log_table("messageLogTable")
         self.view.setAccessibleName("Message log")
         self.view.setModel(self.model)
         self.view.setSortingEnabled(True)
@@ -378,7 +163,7 @@ class MessageLogPanel(QWidget):
         self.view.selectionModel().currentRowChanged.connect(self._current_changed)
         self.view.customContextMenuRequested.connect(self._context_menu)
         self.view.doubleClicked.connect(self._focus_details)
-        self._keys = _RowKeys(self.view, self._context_menu)
+        self._keys = RowKeys(self.view, self._context_menu)
         self.hint = QLabel(LOADING)
         self.hint.setObjectName("logHint")
         self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -824,7 +609,7 @@ def _when(value: datetime | None) -> str:
 def details_html(d: LogDetails, palette: QPalette) -> str:
     """The details pane: one table of facts, the error in full (red), the text, the jobs' payloads."""
     row = d.row
-    _, bad, _, muted = _colors()
+    _, bad, _, muted = status_colors()
     facts = [
         ("Status", _esc(status_text(row).split(":", 1)[0])),
         ("Direction", _esc(DIRECTION_LABELS[row.direction])),
@@ -863,191 +648,5 @@ def details_html(d: LogDetails, palette: QPalette) -> str:
     return "".join(parts)
 
 
-class DeadLettersPanel(QWidget):
-    """Work that gave up, with the reason; Retry one (context menu, Enter, the button) or Retry all."""
 
-    status_changed = Signal(str)
-    #: the user asked to see a dead letter's message in the log
-    message_requested = Signal(int)
-    #: the number of dead letters changed (for a tab title)
-    count_changed = Signal(int)
-
-    def __init__(self, log: MessageLogService, bridge: ServiceBridge, parent: QWidget | None = None, *,
-                 poll_ms: int = DEAD_POLL_MS) -> None:
-        super().__init__(parent)
-        self.setObjectName("deadLettersPanel")
-        self.service = log
-        self.model = DeadLettersModel(self)
-        self.view = _table("deadLettersTable")
-        self.view.setAccessibleName("Dead letters")
-        self.view.setModel(self.model)
-        header = self.view.horizontalHeader()
-        metrics = self.view.fontMetrics()
-        for column, sample in enumerate(("#00000", "HighLevel → WhatsApp", "to +14155550123: Hello there",
-                                         "28 Dec 00:00", "Attempts")):
-            header.resizeSection(column, metrics.horizontalAdvance(sample) + 20)
-        self.view.customContextMenuRequested.connect(self._context_menu)
-        self._keys = _RowKeys(self.view, self._context_menu)
-        self.hint = QLabel(NO_DEAD)
-        self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.hint.setWordWrap(True)
-        self.stack = QStackedWidget()
-        self.stack.addWidget(self.view)
-        self.stack.addWidget(self.hint)
-        self.retry_button = QPushButton("Retry")
-        self.retry_button.setAccessibleName("Retry the selected dead letter")
-        self.retry_button.clicked.connect(self.retry_selected)
-        self.retry_all_button = QPushButton("Retry all")
-        self.retry_all_button.setObjectName("deadRetryAll")
-        self.retry_all_button.setAccessibleName("Retry all dead letters")
-        self.retry_all_button.clicked.connect(self.retry_all)
-        self.status = QLabel()
-        self.status.setObjectName("deadStatus")
-        self.status.setWordWrap(True)
-        self.status.setAccessibleName("Dead letters status")
-        bar = QHBoxLayout()
-        bar.addWidget(self.status, 1)
-        bar.addWidget(self.retry_button)
-        bar.addWidget(self.retry_all_button)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(bar)
-        layout.addWidget(self.stack, 1)
-        self.view.selectionModel().currentRowChanged.connect(lambda *_: self._update_buttons())
-        self._timer = QTimer(self)
-        self._timer.setInterval(poll_ms)
-        self._timer.timeout.connect(self.poll)
-        self._stamp: tuple[int, int, str] | None = None
-        self.tasks = _Tasks()
-        self._task: asyncio.Task[None] | None = None
-        self._again = False
-        self._again_force = False
-        self._closing = False
-        if poll_ms > 0:
-            self._timer.start()
-        self._debounce = QTimer(self)
-        self._debounce.setSingleShot(True)
-        self._debounce.setInterval(300)
-        self._debounce.timeout.connect(self.poll)
-        bridge.message_logged.connect(lambda _m: self._debounce.start())
-        self.refresh()
-
-    def poll(self) -> asyncio.Task[None] | None:
-        """Reload the list only when the dead letters changed (one aggregate query otherwise)."""
-        if self._closing or not _loop_usable():
-            return None  # the window shut down (or the loop is gone): nothing to read for
-        return self._read(force=False)
-
-    def refresh(self) -> asyncio.Task[None]:
-        return self._read(force=True)
-
-    def _read(self, *, force: bool) -> asyncio.Task[None]:
-        """One read in flight; a call meanwhile reads once more after it (forced if any was)."""
-        self._again_force = force or self._again_force if self._again else force
-        if self._task is not None and not self._task.done():
-            self._again = True
-            return self._task
-        self._again = False
-        self._task = self.tasks.spawn(self._read_loop(force), "dead-letters")
-        return self._task
-
-    async def _read_loop(self, force: bool) -> None:
-        while True:
-            try:
-                stamp, records = await self.service.dead_letters_if_changed(None if force else self._stamp)
-            except Exception:
-                if not self._closing:
-                    log.exception("could not read the dead letters")
-                return
-            self._stamp = stamp
-            if records is not None:
-                self._show(records)
-            if not self._again:
-                return
-            self._again = False
-            force = self._again_force
-
-    def _show(self, records: list[DeadLetter]) -> None:
-        current = self.view.currentIndex()
-        job_id = current.data(IdRole) if current.isValid() else None
-        before = self.model.rowCount()
-        self.model.set_records(records)
-        if job_id is not None:
-            for row, record in enumerate(self.model.records()):
-                if record.job_id == job_id:
-                    self.view.selectRow(row)
-                    break
-        count = self.model.rowCount()
-        self.stack.setCurrentWidget(self.view if count else self.hint)
-        self._update_buttons()
-        if count != before:
-            self.count_changed.emit(count)
-
-    async def wait_idle(self) -> None:
-        """Until the reads and retries asked for so far are done (tests)."""
-        await self.tasks.wait()
-
-    def stop(self) -> None:
-        """The window is shutting down: no more polls."""
-        self._closing = True
-        self._timer.stop()
-        self._debounce.stop()
-
-    async def aclose(self) -> None:
-        self.stop()
-        await self.tasks.cancel_all()
-
-    def _update_buttons(self) -> None:
-        self.retry_all_button.setEnabled(self.model.rowCount() > 0)
-        self.retry_button.setEnabled(self.view.currentIndex().isValid())
-
-    def _say(self, text: str) -> None:
-        self.status.setText(text)
-        self.status_changed.emit(text)
-
-    def retry_selected(self) -> asyncio.Task[None] | None:
-        index = self.view.currentIndex()
-        if not index.isValid():
-            return None
-        job_id = int(index.data(IdRole))
-        return self.tasks.spawn(self._retry(self.service.retry_dead([job_id])), "dead-letters-retry")
-
-    def retry_all(self) -> asyncio.Task[None]:
-        return self.tasks.spawn(self._retry(self.service.retry_all_dead()), "dead-letters-retry-all")
-
-    async def _retry(self, retry: Coroutine[Any, Any, Any]) -> None:
-        try:
-            result = await retry
-        except Exception as exc:
-            log.exception("retry of dead letters failed")
-            self._say(f"Retry failed: {exc}")
-            return
-        self._say(result.message)
-        self.refresh()
-
-    def _context_menu(self, pos: QPoint) -> QMenu | None:
-        index = self.view.indexAt(pos)
-        if not index.isValid():
-            index = self.view.currentIndex()
-        if not index.isValid():
-            return None
-        self.view.setCurrentIndex(index)
-        record = self.model.record(index.row())
-        menu = QMenu(self)
-        menu.setAccessibleName("Dead letter actions")
-        retry = QAction("Retry", menu)
-        retry.triggered.connect(self.retry_selected)
-        menu.addAction(retry)
-        show = QAction("Show the message", menu)
-        show.setEnabled(record.message_id is not None)
-        show.triggered.connect(lambda: self.message_requested.emit(record.message_id))
-        menu.addAction(show)
-        copy = QAction("Copy the reason", menu)
-        copy.triggered.connect(lambda: QGuiApplication.clipboard().setText(record.reason))
-        menu.addAction(copy)
-        self.last_menu = menu
-        menu.popup(self.view.viewport().mapToGlobal(pos))
-        return menu
-
-
-__all__ = ["NO_MATCH", "NO_MESSAGES", "DeadLettersPanel", "MessageLogPanel", "StatusDelegate", "details_html"]
+__all__ = ["NO_MATCH", "NO_MESSAGES", "MessageLogPanel", "details_html"]
