@@ -87,6 +87,33 @@ def pytest_configure(config: pytest.Config) -> None:
         gc.collect()
 
 
+#: engine modules a run without ``-m engine`` left uncollected (reported at the end of the run)
+_ENGINE_LEFT: list[str] = []
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Outside the engine process, the engine modules are not even imported: importing one starts Go
+    in a process that runs Qt (and leaks neonize's import-time pipe, which fails the run). So
+    ``pytest tests/core`` works and says where those tests went."""
+    if config.option.markexpr == "engine":
+        return None
+    try:
+        rel = collection_path.relative_to(config.rootpath).as_posix()
+    except ValueError:
+        return None
+    if rel.startswith(ENGINE_MODULES):
+        _ENGINE_LEFT.append(rel)
+        return True
+    return None
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _ENGINE_LEFT:
+        terminalreporter.write_line(
+            f"{len(_ENGINE_LEFT)} test module(s) that load the neonize engine were left to a process of their "
+            "own: run them with `-m engine` (scripts/run-tests.sh does)")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         path = item.nodeid.split("::", 1)[0]
