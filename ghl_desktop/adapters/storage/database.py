@@ -62,8 +62,6 @@ class Database:
         self.engine = engine
         self.url = url
         tx = Transactions(engine)
-        #: the repositories' transactions (the storage executor's group commit uses them)
-        self.tx = tx
         self.locations = SqlLocationRepository(tx)
         self.sessions = SqlSessionRepository(tx)
         self.contacts = SqlContactRepository(tx)

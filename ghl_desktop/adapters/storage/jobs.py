@@ -33,7 +33,7 @@ from sqlalchemy import Integer, Table, bindparam, case, delete, exists, func, in
 from sqlalchemy.orm import Session, aliased
 
 from ghl_desktop.adapters.storage.orm import JobHeadRow, JobRow
-from ghl_desktop.adapters.storage.tx import StorageConflict, Transactions, mergeable
+from ghl_desktop.adapters.storage.tx import StorageConflict, Transactions
 from ghl_desktop.core.models import WAITING_PREFIX, Job, JobState, NewJob, utcnow
 
 log = logging.getLogger("ghl.storage.jobs")
@@ -157,7 +157,6 @@ class SqlJobQueue:
         return self.complete_and_lease((), owner, now=now, lease_seconds=lease_seconds, limit=limit, kinds=kinds,
                                        routes=routes, prepare=prepare)
 
-    @mergeable  # the runner's completions share a commit with the intake's records (group commit)
     def complete_and_lease(self, done: Sequence[int], owner: str, *, now: datetime, lease_seconds: float,
                            limit: int = 10, kinds: Sequence[str] | None = None,
                            routes: Sequence[str] | None = None,

@@ -32,10 +32,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar, cast
 
-from ghl_desktop.adapters.storage.tx import is_mergeable as _mergeable
 from ghl_desktop.core.errors import StorageError
 from ghl_desktop.core.ports import (
     AsyncContactRepository,
@@ -62,8 +60,6 @@ class StorageClosed(StorageError):
     """A storage call after the database's executor was shut down (the app is quitting)."""
 
 
-#: calls run in one group commit at most (SQLite)
-GROUP_LIMIT = 8
 def workers_for(dialect: str) -> int:
     """One writer thread for SQLite, a small pool for a server database."""
     return 1 if dialect == "sqlite" else POSTGRES_WORKERS
@@ -88,12 +84,6 @@ class StorageExecutor:
         #: calls waiting for a worker: the loop's own first, then the job runner's (core.storage_lane)
         self._now: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = deque()
         self._later: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = deque()
-        #: the group commit (SQLite, one worker): a context manager that makes the calls run inside it
-        #: ONE transaction (``Transactions.grouped``); None: every call its own transaction
-        self.merge: Callable[[], AbstractContextManager[None]] | None = None
-        #: group commits run and the calls they carried (bench / tests)
-        self.groups = 0
-        self.grouped_calls = 0
         # start every worker now: the pool starts its threads lazily (one per submit that finds no idle
         # thread), and a thread start on a busy machine takes tens of ms, which would otherwise land on
         # the loop inside an awaited call. The barrier keeps each started worker busy until all exist,
@@ -125,23 +115,11 @@ class StorageExecutor:
         return future
 
     def _next(self) -> None:
-        """(worker) Run the most urgent waiting call: any other one before the job runner's.
-
-        Group commit (when :attr:`merge` is set): a :func:`mergeable` call takes the mergeable calls
-        waiting right behind it (the loop's own first; the job runner's only when none of the loop's
-        waits) into one transaction, so a message stored by the intake and the jobs the runner
-        completes share one fsync. Each caller is answered after the commit."""
-        item = self._pop()
-        if item is None:
-            return  # an earlier turn took it into its group
-        future, fn, args, kwargs = item
-        if self.merge is not None and _mergeable(fn):
-            group = [item]
-            while len(group) < GROUP_LIMIT and (more := self._pop_mergeable()) is not None:
-                group.append(more)
-            if len(group) > 1:
-                self._run_group(group)
-                return
+        """(worker) Run the most urgent waiting call: any other one before the job runner's."""
+        try:
+            future, fn, args, kwargs = self._now.popleft()
+        except IndexError:
+            future, fn, args, kwargs = self._later.popleft()
         if not future.set_running_or_notify_cancel():
             return  # its awaiting task was cancelled before it started
         try:
@@ -150,47 +128,6 @@ class StorageExecutor:
             future.set_exception(exc)
         else:
             future.set_result(result)
-
-    def _pop(self) -> tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None:
-        for queue in (self._now, self._later):
-            try:
-                return queue.popleft()
-            except IndexError:
-                continue
-        return None
-
-    def _pop_mergeable(self) -> tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None:
-        with self._lock:
-            if self._now:
-                return self._now.popleft() if _mergeable(self._now[0][1]) else None
-            if self._later and _mergeable(self._later[0][1]):
-                return self._later.popleft()
-        return None
-
-    def _run_group(self, group: list[tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]]) -> None:
-        assert self.merge is not None
-        running = [item for item in group if item[0].set_running_or_notify_cancel()]
-        if not running:
-            return
-        outcomes: list[tuple[bool, Any]] = []
-        try:
-            with self.merge():
-                for _future, fn, args, kwargs in running:
-                    try:
-                        outcomes.append((True, self._call(fn, args, kwargs)))
-                    except Exception as exc:  # that call's own failure: its writes were rolled back
-                        outcomes.append((False, exc))
-        except BaseException as exc:  # the transaction itself (its commit): every caller learns it
-            for future, *_ in running:
-                future.set_exception(exc)
-            return
-        self.groups += 1
-        self.grouped_calls += len(running)
-        for (future, *_), (ok, value) in zip(running, outcomes, strict=True):
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` on a worker thread and await it (the job runner's calls, marked by
@@ -272,8 +209,6 @@ class AsyncStorage:
 
     def __init__(self, db: Any, executor: StorageExecutor | None = None) -> None:
         self.executor = executor or StorageExecutor(db.engine.dialect.name)
-        if self.executor.workers == 1 and self.executor.merge is None and hasattr(db, "tx"):
-            self.executor.merge = db.tx.grouped  # one writer thread: its mergeable calls share commits
         ex = self.executor
         self.locations = cast(AsyncLocationRepository, OffLoop(db.locations, ex))
         self.sessions = cast(AsyncSessionRepository, OffLoop(db.sessions, ex))

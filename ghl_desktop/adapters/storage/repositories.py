@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from ghl_desktop.adapters.storage.jobs import insert_job, insert_new
 from ghl_desktop.adapters.storage.orm import ContactLinkRow, LocationRow, MessageRow, SessionRow
-from ghl_desktop.adapters.storage.tx import RecordNotFound, StorageConflict, Transactions, is_busy, mergeable
+from ghl_desktop.adapters.storage.tx import RecordNotFound, StorageConflict, Transactions, is_busy
 from ghl_desktop.core.errors import StorageBusy, StorageError
 from ghl_desktop.core.models import (
     ContactLink,
@@ -479,7 +479,6 @@ class SqlMessageRepository:
                     raise  # not a duplicate: e.g. unknown location or session
                 return _message(existing), False
 
-    @mergeable  # the intake's batch shares a commit with the job runner's completions (group commit)
     def record_many(
         self, items: Sequence[tuple[Message, NewJob | None]]
     ) -> list[tuple[Message, bool] | Exception]:
