@@ -20,7 +20,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMenu,
-    QPushButton,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -33,7 +32,7 @@ from ghl_desktop.ui.message_log_models import (
     DeadLettersModel,
     IdRole,
 )
-from ghl_desktop.ui.panels.log_widgets import PanelTasks, RowKeys, log_table, loop_usable
+from ghl_desktop.ui.panels.log_widgets import PanelTasks, RowKeys, action_button, log_table, loop_usable, menu_index
 
 log = logging.getLogger("ghl.ui.log")
 
@@ -72,13 +71,9 @@ class DeadLettersPanel(QWidget):
         self.stack = QStackedWidget()
         self.stack.addWidget(self.view)
         self.stack.addWidget(self.hint)
-        self.retry_button = QPushButton("Retry")
-        self.retry_button.setAccessibleName("Retry the selected dead letter")
-        self.retry_button.clicked.connect(self.retry_selected)
-        self.retry_all_button = QPushButton("Retry all")
-        self.retry_all_button.setObjectName("deadRetryAll")
-        self.retry_all_button.setAccessibleName("Retry all dead letters")
-        self.retry_all_button.clicked.connect(self.retry_all)
+        self.retry_button = action_button("Retry", "Retry the selected dead letter", self.retry_selected)
+        self.retry_all_button = action_button("Retry all", "Retry all dead letters", self.retry_all,
+                                              name="deadRetryAll")
         self.status = QLabel()
         self.status.setObjectName("deadStatus")
         self.status.setWordWrap(True)
@@ -204,12 +199,9 @@ class DeadLettersPanel(QWidget):
         self.refresh()
 
     def _context_menu(self, pos: QPoint) -> QMenu | None:
-        index = self.view.indexAt(pos)
-        if not index.isValid():
-            index = self.view.currentIndex()
-        if not index.isValid():
+        index = menu_index(self.view, pos)
+        if index is None:
             return None
-        self.view.setCurrentIndex(index)
         record = self.model.record(index.row())
         menu = QMenu(self)
         menu.setAccessibleName("Dead letter actions")

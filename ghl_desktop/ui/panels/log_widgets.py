@@ -13,6 +13,7 @@ from PySide6.QtCore import (
     QModelIndex,
     QObject,
     QPersistentModelIndex,
+    QPoint,
     QPointF,
     QRect,
     QRectF,
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
     QHeaderView,
+    QPushButton,
     QStyle,
     QStyledItemDelegate,
     QStyleOptionViewItem,
@@ -139,6 +141,30 @@ def draw_status_icon(painter: QPainter, rect: QRectF, status: MessageStatus, col
         painter.drawPoint(QPointF(x + w / 2, y + h * 0.74))
 
 
+def action_button(text: str, accessible_name: str, on_click: Callable[[], object], *, name: str | None = None,
+                  enabled: bool = True) -> QPushButton:
+    """A panel's button: its text, what a screen reader says, what a click does (and its object name)."""
+    button = QPushButton(text)
+    if name:
+        button.setObjectName(name)
+    button.setAccessibleName(accessible_name)
+    button.setEnabled(enabled)
+    button.clicked.connect(on_click)
+    return button
+
+
+def menu_index(view: QTableView, pos: QPoint) -> QModelIndex | None:
+    """The row a context menu opened at ``pos`` is for (else the current row, for Enter or the Menu
+    key), made current; None when there is none."""
+    index = view.indexAt(pos)
+    if not index.isValid():
+        index = view.currentIndex()
+    if not index.isValid():
+        return None
+    view.setCurrentIndex(index)
+    return index
+
+
 def log_table(name: str) -> QTableView:
     view = QTableView()
     view.setObjectName(name)
@@ -236,5 +262,6 @@ class PanelTasks:
                 await asyncio.sleep(0)
 
 
-__all__ = ["PanelTasks", "RowKeys", "StatusDelegate", "draw_status_icon", "log_table", "loop_usable",
+__all__ = ["PanelTasks", "RowKeys", "StatusDelegate", "action_button", "draw_status_icon", "log_table", "loop_usable",
+           "menu_index",
            "status_colors"]

@@ -36,7 +36,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMenu,
-    QPushButton,
     QSplitter,
     QStackedWidget,
     QTextBrowser,
@@ -54,7 +53,15 @@ from ghl_desktop.ui.message_log_models import (
     RowRole,
     status_text,
 )
-from ghl_desktop.ui.panels.log_widgets import PanelTasks, RowKeys, StatusDelegate, log_table, status_colors
+from ghl_desktop.ui.panels.log_widgets import (
+    PanelTasks,
+    RowKeys,
+    StatusDelegate,
+    action_button,
+    log_table,
+    menu_index,
+    status_colors,
+)
 
 log = logging.getLogger("ghl.ui.log")
 
@@ -139,13 +146,9 @@ class MessageLogPanel(QWidget):
             combo.currentIndexChanged.connect(self.apply_filters)
         self.since_edit.dateTimeChanged.connect(self.apply_filters)
         self.until_edit.dateTimeChanged.connect(self.apply_filters)
-        self.clear_button = QPushButton("Clear filters")
-        self.clear_button.setAccessibleName("Clear filters")
-        self.clear_button.clicked.connect(self.clear_filters)
-        self.export_button = QPushButton("Export CSV…")
-        self.export_button.setObjectName("logExport")
-        self.export_button.setAccessibleName("Export the shown messages to CSV")
-        self.export_button.clicked.connect(self._export_clicked)
+        self.clear_button = action_button("Clear filters", "Clear filters", self.clear_filters)
+        self.export_button = action_button("Export CSV…", "Export the shown messages to CSV", self._export_clicked,
+                                           name="logExport")
         self.count_label = QLabel()
         self.count_label.setObjectName("logCount")
         self.count_label.setAccessibleName("Messages shown")
@@ -178,15 +181,11 @@ class MessageLogPanel(QWidget):
         self.details.setAccessibleName("Message details")
         self.details.setOpenLinks(False)
         self.details.setPlaceholderText("Select a message to see its details.")
-        self.retry_button = QPushButton("Retry")
-        self.retry_button.setObjectName("logRetry")
-        self.retry_button.setAccessibleName("Retry the selected message")
-        self.retry_button.setEnabled(False)
-        self.retry_button.clicked.connect(self.retry_selected)
-        self.copy_button = QPushButton("Copy details")
-        self.copy_button.setAccessibleName("Copy the message details")
-        self.copy_button.setEnabled(False)
-        self.copy_button.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.details.toPlainText()))
+        self.retry_button = action_button("Retry", "Retry the selected message", self.retry_selected,
+                                          name="logRetry", enabled=False)
+        self.copy_button = action_button(
+            "Copy details", "Copy the message details",
+            lambda: QGuiApplication.clipboard().setText(self.details.toPlainText()), enabled=False)
         self.action_label = QLabel()
         self.action_label.setObjectName("logActionStatus")
         self.action_label.setWordWrap(True)
@@ -519,12 +518,9 @@ class MessageLogPanel(QWidget):
         self._show_details(self.selected_id())
 
     def _context_menu(self, pos: QPoint) -> QMenu | None:
-        index = self.view.indexAt(pos)
-        if not index.isValid():
-            index = self.view.currentIndex()
-        if not index.isValid():
+        index = menu_index(self.view, pos)
+        if index is None:
             return None
-        self.view.setCurrentIndex(index)
         row: LogRow | None = index.data(RowRole)
         menu = QMenu(self)
         menu.setAccessibleName("Message actions")
