@@ -203,6 +203,8 @@ class LoopWatch:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._paused = 0
+        #: pauses begun so far (a stall that saw one begin is not recorded)
+        self._pauses = 0
         self._thread: threading.Thread | None = None
         self.pings = 0
 
@@ -244,9 +246,12 @@ class LoopWatch:
 
     @contextlib.contextmanager
     def pause(self) -> Iterator[None]:
-        """Stalls that *start* while paused are not recorded (e.g. a test's deliberate setup)."""
+        """Stalls that *start* while paused are not recorded (e.g. a test's deliberate setup), nor one
+        whose ping was already on its way when the pause began: the loop thread can wake from a
+        sleep, enter the pause and block before it runs a ping sent a moment earlier."""
         with self._lock:
             self._paused += 1
+            self._pauses += 1
         try:
             yield
         finally:
@@ -274,6 +279,7 @@ class LoopWatch:
                 answered.set()
 
             paused = self._paused > 0
+            pauses = self._pauses
             sent = time.monotonic()
             queued = _runqueue_wait(schedstat)
             try:
@@ -299,7 +305,7 @@ class LoopWatch:
                 if self._stop.is_set() or loop.is_closed() or not loop.is_running():
                     samples = []  # the loop stopped, or we did: not a stall we can measure
                     break
-            if not samples or paused:
+            if not samples or paused or self._pauses != pauses:
                 continue
             duration = (acked[0] if acked else time.monotonic()) - sent
             if duration <= self.threshold:
