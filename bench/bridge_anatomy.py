@@ -109,8 +109,8 @@ class Anatomy:
 
         complete = jobs.JobRunner._complete
 
-        async def completed(runner: Any, job: Any, last: Any = None) -> bool:
-            ok: bool = await complete(runner, job, last)
+        async def completed(runner: Any, job: Any, last: Any = None, **kw: Any) -> bool:
+            ok: bool = await complete(runner, job, last, **kw)
             message = job.payload.get("message")
             if isinstance(message, dict):
                 me.times[str(message.get("id"))]["completed"] = now()

@@ -237,7 +237,7 @@ class BridgeRuntime:
             runner_options = replace(runner_options, max_wait_seconds=settings.max_wait_seconds)
         if self.ownership is None:
             self.runner = JobRunner(app.db.aio.jobs, self.bridge.handlers, runner_options, bus=app.bus,
-                                    prepare=self.bridge.prepares)
+                                    prepare=self.bridge.prepares, follow=self.bridge.follows)
         else:  # WhatsApp-side jobs only for the numbers held here; their completion fenced by epoch
             self.runner = JobRunner(RoutedQueue(app.db.aio.jobs, self.ownership), track_jobs(self.bridge.handlers),
                                     runner_options, bus=app.bus, owner=f"{self.ownership.worker}:{os.urandom(3).hex()}",

@@ -121,7 +121,8 @@ class JobQueue(Protocol):
 
     def lease(self, owner: str, *, now: datetime, lease_seconds: float, limit: int = 10,
               kinds: Sequence[str] | None = None, routes: Sequence[str] | None = None,
-              prepare: Callable[[Sequence[Job]], object] | None = None) -> list[Job]:
+              prepare: Callable[[Sequence[Job]], object] | None = None,
+              follow: Mapping[str, int] | None = None) -> list[Job]:
         """Atomically claim due jobs: pending with ``next_attempt_at <= now``, or running with an expired
         lease (the worker died). For one ``ordering_key`` only the oldest unfinished job is eligible.
         ``prepare(jobs)``: run after the commit on the same thread with the leased jobs (their handlers'
@@ -141,12 +142,20 @@ class JobQueue(Protocol):
                            limit: int = 10, kinds: Sequence[str] | None = None,
                            routes: Sequence[str] | None = None,
                            finish: Mapping[int, Callable[[], object]] | None = None,
-                           prepare: Callable[[Sequence[Job]], object] | None = None) -> list[Job]:
+                           prepare: Callable[[Sequence[Job]], object] | None = None,
+                           follow: Mapping[str, int] | None = None) -> list[Job]:
         """``complete_many(done)`` and ``lease(limit=..., kinds=..., routes=..., prepare=...)`` in ONE
         transaction (one commit): a finished job's successor on its ``ordering_key`` is eligible in the
         same call. ``limit`` 0: complete only. ``finish``: per job, its handler's last write (blocking, over
         this database's repositories), run first in the same transaction; a job whose write raises is not
-        completed."""
+        completed. ``follow`` (per kind, how many): a leased job of such a kind also brings its key's next
+        consecutive due pending jobs of such kinds, leased too, after the leased ones (not counted in
+        ``limit``); the caller runs them in order or gives them back with ``release``."""
+        ...
+
+    def release(self, job_ids: Sequence[int], owner: str) -> int:
+        """Give back leased jobs that never started: pending again, due as before, the lease's attempt not
+        counted. Returns how many ``owner`` still held."""
         ...
 
     def retry_later(self, job_id: int, owner: str, *, error: str, run_at: datetime) -> None: ...
@@ -305,15 +314,18 @@ class AsyncJobQueue(Protocol):
     async def enqueue(self, job: NewJob) -> tuple[int, bool]: ...
     async def lease(self, owner: str, *, now: datetime, lease_seconds: float, limit: int = 10,
                     kinds: Sequence[str] | None = None, routes: Sequence[str] | None = None,
-                    prepare: Callable[[Sequence[Job]], object] | None = None) -> list[Job]: ...
+                    prepare: Callable[[Sequence[Job]], object] | None = None,
+                    follow: Mapping[str, int] | None = None) -> list[Job]: ...
     async def extend_lease(self, job_id: int, owner: str, *, until: datetime) -> bool: ...
+    async def release(self, job_ids: Sequence[int], owner: str) -> int: ...
     async def complete(self, job_id: int, owner: str) -> None: ...
     async def complete_many(self, job_ids: Sequence[int], owner: str) -> int: ...
     async def complete_and_lease(self, done: Sequence[int], owner: str, *, now: datetime, lease_seconds: float,
                                  limit: int = 10, kinds: Sequence[str] | None = None,
                                  routes: Sequence[str] | None = None,
                                  finish: Mapping[int, Callable[[], object]] | None = None,
-                                 prepare: Callable[[Sequence[Job]], object] | None = None) -> list[Job]: ...
+                                 prepare: Callable[[Sequence[Job]], object] | None = None,
+                                 follow: Mapping[str, int] | None = None) -> list[Job]: ...
     async def retry_later(self, job_id: int, owner: str, *, error: str, run_at: datetime) -> None: ...
     async def dead_letter(self, job_id: int, owner: str, *, error: str) -> None: ...
     async def requeue_dead(self, job_id: int) -> bool: ...

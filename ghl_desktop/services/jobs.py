@@ -185,8 +185,13 @@ class JobRunner:
         bus: EventBus | None = None,
         gate: Callable[[], Awaitable[bool]] | None = None,
         prepare: Mapping[str, Callable[[Job], object]] | None = None,
+        follow: Mapping[str, int] | None = None,
     ) -> None:
         self._queue = queue
+        #: per kind, how many of a leased job's next jobs on its key come along (a run, see _run_chain)
+        self._follow = {kind: n for kind, n in (follow or {}).items() if n > 0}
+        #: chained jobs handed to the batched completion while their run goes on (see _settle)
+        self._settling: set[asyncio.Task[None]] = set()
         #: per kind, a blocking read run on the storage thread for each leased job (see :func:`prepared`)
         self._prepare = dict(prepare or {})
         self._prepared: dict[int, object] = {}
@@ -205,11 +210,12 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._stopping = False
         self._main: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Task[Any]] = set()
         self._in_flight: set[int] = set()
         self._paused = False
-        #: finished jobs waiting for the next completion write, and the task doing that write
-        self._finished: list[tuple[Job, _LastWrites | None, asyncio.Future[bool]]] = []
+        #: finished jobs waiting for the next completion write (and whether each frees its slot), and the
+        #: task doing that write
+        self._finished: list[tuple[Job, _LastWrites | None, asyncio.Future[bool], bool]] = []
         self._flusher: asyncio.Task[None] | None = None
         #: slots promised to a lease in flight (a tick's lease and a flush's lease may overlap)
         self._reserved = 0
@@ -254,7 +260,10 @@ class JobRunner:
         self._wake.set()
 
     def _lease_options(self) -> dict[str, Any]:
-        return {"prepare": self._prepare_leased} if self._prepare else {}
+        options: dict[str, Any] = {"prepare": self._prepare_leased} if self._prepare else {}
+        if self._follow:
+            options["follow"] = self._follow
+        return options
 
     def _prepare_leased(self, jobs: Sequence[Job]) -> None:
         """(storage thread, right after the lease) Each leased job's ``prepare`` read, kept for its task."""
@@ -299,8 +308,11 @@ class JobRunner:
 
     async def _flushed(self) -> None:
         """Wait until the completion writes in flight are done (they outlive a cancelled job's task)."""
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        while (self._flusher is not None and not self._flusher.done()) or self._settling:
+            pending = [t for t in (self._flusher, *self._settling) if t is not None and not t.done()]
+            if not pending:
+                break
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def run_until_idle(self, limit_seconds: float = 30.0) -> None:
         """Process due jobs until none is left pending or running (used by tests and shutdown)."""
@@ -387,7 +399,7 @@ class JobRunner:
                 self._lent -= 1
         return lend
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._running.discard(task)
         self._slot_freed.set()
 
@@ -412,6 +424,8 @@ class JobRunner:
         self._start(jobs)
 
     def _start(self, jobs: list[Job]) -> None:
+        runs: list[list[tuple[Job, contextvars.Context]]] = []
+        by_key: dict[str, list[tuple[Job, contextvars.Context]]] = {}
         for job in jobs:
             ready = self._prepared.pop(job.id, None)
             if job.id in self._in_flight:
@@ -419,17 +433,82 @@ class JobRunner:
             self._in_flight.add(job.id)
             if job.ordering_key is not None:
                 self._keys[job.ordering_key] = self._keys.get(job.ordering_key, 0) + 1
-            context = contextvars.copy_context()
-            context.run(_prepared.set, ready)
-            context.run(_last_writes.set, [])  # this job's own list (finish_with_completion)
-            context.run(BACKGROUND.set, True)  # its storage calls wait while the intake's do (core.storage_lane)
-            # a wait for a rate window frees its slot (core.slots); not in a gated runner (the history
-            # import's): it runs behind live work, so never more than its slots' jobs wait ahead of it
-            context.run(SLOT_LENDER.set, self._lender() if self._gate is None else None)
-            task = asyncio.get_running_loop().create_task(self._run(job), name=f"job-{job.id}-{job.kind}",
-                                                          context=context)
+            context = self._job_context(ready)
+            run = by_key.get(job.ordering_key) if job.ordering_key is not None and self._follow else None
+            if run is not None:  # a follower: after the jobs before it on its key, in the same slot
+                run.append((job, context))
+                continue
+            runs.append([(job, context)])
+            if job.ordering_key is not None and self._follow:
+                by_key[job.ordering_key] = runs[-1]
+        for run in runs:
+            first = run[0][0]
+            task: asyncio.Task[Any]
+            if len(run) == 1:
+                task = asyncio.get_running_loop().create_task(self._run(first), name=f"job-{first.id}-{first.kind}",
+                                                              context=run[0][1])
+            else:  # the run's own calls (renewals, give-backs) on the background lane too
+                task = asyncio.get_running_loop().create_task(self._run_chain(run), name=f"run-{first.id}-{len(run)}",
+                                                              context=self._job_context(None))
             self._running.add(task)
             task.add_done_callback(self._task_done)
+
+    def _job_context(self, ready: object | None) -> contextvars.Context:
+        """A job's task context: its read-ahead, its own last-writes list, its storage lane, its lender."""
+        context = contextvars.copy_context()
+        context.run(_prepared.set, ready)
+        context.run(_last_writes.set, [])  # this job's own list (finish_with_completion)
+        context.run(BACKGROUND.set, True)  # its storage calls wait while the intake's do (core.storage_lane)
+        # a wait for a rate window frees its slot (core.slots); not in a gated runner (the history
+        # import's): it runs behind live work, so never more than its slots' jobs wait ahead of it
+        context.run(SLOT_LENDER.set, self._lender() if self._gate is None else None)
+        return context
+
+    async def _run_chain(self, run: list[tuple[Job, contextvars.Context]]) -> None:
+        """One key's leased job and its followers, one after another in this one slot. Each job but the
+        last is handed to the batched completion and the next one starts at once (its completion is
+        written while the next job runs, see :meth:`_settle`); the last one completes as a single job
+        does, freeing the slot. A job that does not complete (retry, dead letter, cancelled) ends the
+        run: the followers after it go back to the queue unstarted (``release``), behind it."""
+        waiting = [job for job, _ in run]
+        beat = asyncio.get_running_loop().create_task(self._heartbeat_waiting(waiting),
+                                                      name=f"lease-run-{run[0][0].id}")
+        try:
+            for i, (job, context) in enumerate(run):
+                waiting.remove(job)  # its own heartbeat renews it from now on
+                chained = i < len(run) - 1
+                step = asyncio.get_running_loop().create_task(self._run(job, chained=chained),
+                                                              name=f"job-{job.id}-{job.kind}", context=context)
+                if await step != "complete":
+                    break
+        finally:
+            beat.cancel()
+            if waiting:
+                await self._give_back(waiting)
+
+    async def _give_back(self, jobs: list[Job]) -> None:
+        """A run's followers that never started: pending again (their attempt not counted), no longer ours."""
+        try:
+            await self._queue.release([job.id for job in jobs], self._owner)
+        except Exception as exc:  # their leases expire and they run then, in order
+            log.warning("could not give back %d job(s) of a run (%s); their leases will expire", len(jobs), exc)
+        for job in jobs:
+            self._in_flight.discard(job.id)
+            self._key_done(job.ordering_key)
+        self._wake.set()
+
+    async def _heartbeat_waiting(self, jobs: list[Job]) -> None:
+        """Renew the leases of a run's followers while they wait for their turn (``jobs`` shrinks as each
+        one starts and renews its own)."""
+        interval = max(self._options.lease_seconds / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            until = utcnow() + timedelta(seconds=self._options.lease_seconds)
+            for job in list(jobs):
+                try:
+                    await self._queue.extend_lease(job.id, self._owner, until=until)
+                except Exception as exc:
+                    log.warning("job %s (%s): could not renew the lease (%s); trying again", job.id, job.kind, exc)
 
     async def _heartbeat(self, job: Job) -> None:
         """Renew the lease while a long job runs (a 100 MB upload), so it is not taken over as crashed.
@@ -448,9 +527,13 @@ class JobRunner:
                 log.warning("job %s (%s): lease lost while running", job.id, job.kind)
                 return
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job, *, chained: bool = False) -> str:
+        """Run one job and record its outcome; returns the action ("complete", "retry", "dead-letter").
+        ``chained`` (a run's job with followers): a completion is handed to the batched write and this
+        returns at once, the write finishing in :meth:`_settle` while the next job runs."""
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(job), name=f"lease-{job.id}")
         batched = False  # completed by the batched write, which leased for its slot already
+        settling = False  # handed to _settle, which does the bookkeeping below when it is written
         try:
             try:
                 action, write = await self._outcome(job)
@@ -460,19 +543,40 @@ class JobRunner:
             handed = _last_writes.get()
             last = _LastWrites(handed) if handed else None
             if action == "complete":
+                if chained:
+                    settle = asyncio.get_running_loop().create_task(self._settle(job, last, write),
+                                                                    name=f"complete-{job.id}")
+                    self._settling.add(settle)
+                    settle.add_done_callback(self._settling.discard)
+                    settling = True
+                    return action
                 if await self._complete(job, last):
                     batched = True
-                    return
+                    return action
                 if last is not None:
                     write = self._complete_alone(job, last)
             elif last is not None:
                 log.warning("job %s (%s): its handler failed after handing over its last write; not written",
                             job.id, job.kind)
             await self._record(job, action, write)
+            return action
         finally:
             heartbeat.cancel()
+            if not settling:
+                self._in_flight.discard(job.id)
+                if self._key_done(job.ordering_key) or not batched:
+                    self._wake.set()
+
+    async def _settle(self, job: Job, last: _LastWrites | None, write: Callable[[], Awaitable[object]]) -> None:
+        """A chained job's completion: in the next batched write (it frees no slot: its run goes on), else
+        recorded alone with the bookkeeping retries. A crash before it committed runs the job again
+        (at-least-once, as for any job; its handler is idempotent)."""
+        try:
+            if not await self._complete(job, last, frees_slot=False):
+                await self._record(job, "complete", self._complete_alone(job, last) if last is not None else write)
+        finally:
             self._in_flight.discard(job.id)
-            if self._key_done(job.ordering_key) or not batched:
+            if self._key_done(job.ordering_key):
                 self._wake.set()
 
     def _key_done(self, key: str | None) -> bool:
@@ -547,12 +651,12 @@ class JobRunner:
             last.deliver(job)
         return write
 
-    async def _complete(self, job: Job, last: _LastWrites | None = None) -> bool:
+    async def _complete(self, job: Job, last: _LastWrites | None = None, *, frees_slot: bool = True) -> bool:
         """Have ``job`` completed by the next batched write (with its handler's ``last`` writes); True
         once it committed, False when that write failed (the caller then records it alone, with the
-        bookkeeping retries)."""
+        bookkeeping retries). ``frees_slot``: that write leases for the slot this job frees."""
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._finished.append((job, last, done))
+        self._finished.append((job, last, done, frees_slot))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush(), name="job-completions")
         return await asyncio.shield(done)
@@ -562,16 +666,16 @@ class JobRunner:
         while jobs finished during the write (group commit: the batch is whatever piled up)."""
         while self._finished:
             batch, self._finished = self._finished, []
-            free = self._free_slots(finishing=len(batch))
+            free = self._free_slots(finishing=sum(1 for *_, frees in batch if frees))
             self._reserved += free
             try:
                 if free and self._gate is not None and not await self._gate():
                     self._reserved -= free
                     free = 0
-                finish = {job.id: last.run for job, last, _ in batch if last is not None}
+                finish = {job.id: last.run for job, last, _, _ in batch if last is not None}
                 extra: dict[str, Any] = {"finish": finish} if finish else {}
                 jobs = await self._queue.complete_and_lease(
-                    [job.id for job, _, _ in batch], self._owner, now=utcnow(),
+                    [job.id for job, *_ in batch], self._owner, now=utcnow(),
                     lease_seconds=self._options.lease_seconds, limit=free, kinds=list(self._handlers), **extra,
                     **self._lease_options())
             except Exception as exc:
@@ -581,7 +685,7 @@ class JobRunner:
                 ok = True
             finally:
                 self._reserved -= free
-            for job, last, done in batch:
+            for job, last, done, _ in batch:
                 written = ok and (last is None or last.error is None)
                 if written and last is not None:
                     last.deliver(job)

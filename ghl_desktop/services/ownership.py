@@ -275,7 +275,9 @@ class RoutedQueue:
 
     async def lease(self, owner: str, *, now: datetime, lease_seconds: float, limit: int = 10,
                     kinds: Sequence[str] | None = None, routes: Sequence[str] | None = None,
-                    prepare: Callable[[Sequence[Job]], object] | None = None) -> list[Job]:
+                    prepare: Callable[[Sequence[Job]], object] | None = None,
+                    follow: Mapping[str, int] | None = None) -> list[Job]:
+        # ``follow`` is not passed on: a fenced job is completed on its own, so a worker runs no followers
         extra = {"prepare": prepare} if prepare is not None else {}
         return self._remember(await self._queue.lease(owner, now=now, lease_seconds=lease_seconds, limit=limit,
                                                       kinds=kinds, routes=self._own.held_ids(), **extra))
@@ -322,8 +324,9 @@ class RoutedQueue:
                                  limit: int = 10, kinds: Sequence[str] | None = None,
                                  routes: Sequence[str] | None = None,
                                  finish: Mapping[int, Callable[[], object]] | None = None,
-                                 prepare: Callable[[Sequence[Job]], object] | None = None) -> list[Job]:
-        finish = dict(finish or {})
+                                 prepare: Callable[[Sequence[Job]], object] | None = None,
+                                 follow: Mapping[str, int] | None = None) -> list[Job]:
+        finish = dict(finish or {})  # ``follow``: not passed on (see lease)
         for job_id in done:  # a fenced job's last write goes first, on its own (then its fenced completion)
             if job_id in finish and (job_id in self._routes or job_id in self._own.used):
                 await self._own.run(finish.pop(job_id))
@@ -332,6 +335,11 @@ class RoutedQueue:
             plain, owner, now=now, lease_seconds=lease_seconds, limit=limit, kinds=kinds,
             routes=self._own.held_ids(), **({"finish": finish} if finish else {}),
             **({"prepare": prepare} if prepare is not None else {})))
+
+    async def release(self, job_ids: Sequence[int], owner: str) -> int:
+        for job_id in job_ids:
+            self._forget(job_id)
+        return int(await self._queue.release(job_ids, owner))
 
     def _forget(self, job_id: int) -> None:
         self._routes.pop(job_id, None)

@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from ghl_desktop.adapters.storage import direct
 from ghl_desktop.adapters.storage.jobs import insert_job
 from ghl_desktop.adapters.storage.orm import (
     HistoryImportRow,
@@ -27,9 +28,18 @@ from ghl_desktop.adapters.storage.orm import (
     MessageRow,
     SessionRow,
 )
+from ghl_desktop.adapters.storage.repositories import read_connection
 from ghl_desktop.adapters.storage.tx import Transactions
 from ghl_desktop.core.history import CANCELLED, CANCELLED_NOTE, FAILED, IMPORTED, PENDING, HistoryProgress
 from ghl_desktop.core.models import Direction, JobState, Message, MessageKind, MessageStatus, NewJob, utcnow
+
+#: SqlHistoryRepository.live_work_due, built once (asked before every lease of the history import)
+_LIVE_WORK_DUE = select(exists().where(
+    JobHeadRow.job_id == JobRow.id, JobRow.kind.in_(bindparam("kinds", expanding=True)),
+    or_(JobRow.state == JobState.RUNNING.value,
+        and_(JobRow.state == JobState.PENDING.value,
+             JobHeadRow.due_at <= bindparam("now", type_=JobHeadRow.__table__.c.due_at.type))),
+))
 
 
 def _row(message: Message) -> MessageRow:
@@ -200,10 +210,7 @@ class SqlHistoryRepository:
     def live_work_due(self, kinds: Sequence[str], now: datetime) -> bool:
         """Whether any job of ``kinds`` (the live runner's) is running or due to be leased now: a head
         of the queue (the oldest unfinished job of its key, or an unkeyed one) that is due or running."""
-        with self._tx.read() as s:
-            query = select(exists().where(
-                JobHeadRow.job_id == JobRow.id, JobRow.kind.in_(list(kinds)),
-                or_(JobRow.state == JobState.RUNNING.value,
-                    and_(JobRow.state == JobState.PENDING.value, JobHeadRow.due_at <= now)),
-            ))
-            return bool(s.scalar(query))
+        if not kinds:
+            return False
+        with read_connection(self._tx) as conn:
+            return bool(direct.execute(conn, _LIVE_WORK_DUE, {"kinds": list(kinds), "now": now}).scalar())

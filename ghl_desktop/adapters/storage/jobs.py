@@ -32,6 +32,7 @@ from typing import Any, cast
 from sqlalchemy import Integer, Table, bindparam, case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from ghl_desktop.adapters.storage import direct
 from ghl_desktop.adapters.storage.orm import JobHeadRow, JobRow
 from ghl_desktop.adapters.storage.tx import StorageConflict, Transactions
 from ghl_desktop.core.models import WAITING_PREFIX, Job, JobState, NewJob, utcnow
@@ -119,15 +120,19 @@ def insert_job(s: Session, job: NewJob, *, payload: dict[str, Any] | None = None
               "ordering_key": job.ordering_key, "created_at": now, "updated_at": now,
               "route": job.route}  # issue 14: the number a WhatsApp-side job needs (None: any worker)
     if job.dedupe_key is None:
-        return int(conn.execute(_INSERT, values).scalar_one()), True
+        return int(direct.execute(conn, _INSERT, values).scalar_one()), True
     # the dedupe_key taken (also by a racing enqueue on PostgreSQL): nothing written, the holder's id
-    new = conn.execute(insert_new(_JOBS, conn.dialect.name), values).scalar()
+    new = direct.execute(conn, insert_new(_JOBS, conn.dialect.name), values).scalar()
     if new is not None:
         return int(new), True
-    existing = conn.execute(_DEDUPE, {"dedupe": job.dedupe_key}).scalar()
+    existing = direct.execute(conn, _DEDUPE, {"dedupe": job.dedupe_key}).scalar()
     if existing is None:  # pragma: no cover - a conflict is on the dedupe_key, whose row exists
         raise StorageConflict(f"job {job.dedupe_key!r} conflicts with a row that is not there")
     return int(existing), False
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 class SqlJobQueue:
@@ -151,17 +156,20 @@ class SqlJobQueue:
 
     def lease(self, owner: str, *, now: datetime, lease_seconds: float, limit: int = 10,
               kinds: Sequence[str] | None = None, routes: Sequence[str] | None = None,
-              prepare: Callable[[Sequence[Job]], object] | None = None) -> list[Job]:
+              prepare: Callable[[Sequence[Job]], object] | None = None,
+              follow: Mapping[str, int] | None = None) -> list[Job]:
         """``routes`` (a cluster worker, services/ownership.py): only jobs without a route or routed to one
-        of these numbers; None: every job (one desktop). ``prepare``: as in :meth:`complete_and_lease`."""
+        of these numbers; None: every job (one desktop). ``prepare``, ``follow``: as in
+        :meth:`complete_and_lease`."""
         return self.complete_and_lease((), owner, now=now, lease_seconds=lease_seconds, limit=limit, kinds=kinds,
-                                       routes=routes, prepare=prepare)
+                                       routes=routes, prepare=prepare, follow=follow)
 
     def complete_and_lease(self, done: Sequence[int], owner: str, *, now: datetime, lease_seconds: float,
                            limit: int = 10, kinds: Sequence[str] | None = None,
                            routes: Sequence[str] | None = None,
                            finish: Mapping[int, Callable[[], object]] | None = None,
-                           prepare: Callable[[Sequence[Job]], object] | None = None) -> list[Job]:
+                           prepare: Callable[[Sequence[Job]], object] | None = None,
+                           follow: Mapping[str, int] | None = None) -> list[Job]:
         """Complete ``done`` (as :meth:`complete_many`) and lease up to ``limit`` due jobs, in ONE
         transaction: the job runner's bookkeeping for a batch of finished jobs and the slots they free
         is one commit. A finished job's successor on its ``ordering_key`` can be leased right away.
@@ -174,7 +182,15 @@ class SqlJobQueue:
 
         ``prepare(jobs)``: after the commit, on this thread, with the leased jobs: the job runner reads
         what their handlers read first (services/jobs.py ``prepared``), saving each job a hop to the
-        storage thread. What it raises is logged; the jobs stay leased and are returned."""
+        storage thread. What it raises is logged; the jobs stay leased and are returned.
+
+        ``follow`` (per kind, how many): a leased job of such a kind with an ``ordering_key`` brings its
+        key's next jobs along, leased in the same transaction: the consecutive ones after it that are
+        pending, due and of a kind in ``follow`` (at most its number; the first job that is not stops
+        them, so the key's order holds). The runner runs them one after another in one slot, each
+        starting while the previous one's completion is still being written (services/jobs.py); a
+        follower it does not run goes back with :meth:`release`. Followers come after the leased jobs,
+        each key's in its order; ``limit`` counts only the leased ones."""
         if not owner:
             raise ValueError("lease owner must be a non-empty string")
         if lease_seconds <= 0:
@@ -184,7 +200,7 @@ class SqlJobQueue:
         if limit <= 0 and not done:
             return []
         until = now + timedelta(seconds=lease_seconds)
-        batch = (done, owner, now, until, limit, kinds, routes, finish or None)
+        batch = (done, owner, now, until, limit, kinds, routes, finish or None, follow or None)
         try:
             jobs = self._complete_then_lease(*batch, savepoints=False)
         except _LastWriteFailed:
@@ -199,7 +215,8 @@ class SqlJobQueue:
 
     def _complete_then_lease(self, done: Sequence[int], owner: str, now: datetime, until: datetime, limit: int,
                              kinds: Sequence[str] | None, routes: Sequence[str] | None,
-                             finish: Mapping[int, Callable[[], object]] | None, *, savepoints: bool) -> list[Job]:
+                             finish: Mapping[int, Callable[[], object]] | None,
+                             follow: Mapping[str, int] | None, *, savepoints: bool) -> list[Job]:
         """(:meth:`complete_and_lease`) One transaction: the last writes, the completions, the lease."""
         with self._tx.together() if finish else self._tx.write() as s:
             conn = s.connection()
@@ -215,13 +232,53 @@ class SqlJobQueue:
             if routes is not None:
                 params["routes"] = list(routes)
             lease_ids = self._statements.lease_ids(kinds is not None, routes is not None)
-            ids = list(conn.execute(lease_ids, params).scalars())
+            ids = list(direct.execute(conn, lease_ids, params).scalars())
             if not ids:
                 return []
-            rows = conn.execute(self._statements.take, {"ids": ids, "owner": owner, "until": until, "now": now}).all()
-        jobs = [_job(r) for r in rows]
-        jobs.sort(key=lambda j: (j.next_attempt_at, j.id))
+            take = {"ids": ids, "owner": owner, "until": until, "now": now}
+            rows = direct.execute(conn, self._statements.take, take).all()
+            jobs = [_job(r) for r in rows]
+            jobs.sort(key=lambda j: (j.next_attempt_at, j.id))
+            if follow:
+                jobs += self._followers(conn, jobs, follow, owner, now, until, routes)
         return jobs
+
+    def _followers(self, conn: Any, heads: Sequence[Job], follow: Mapping[str, int], owner: str, now: datetime,
+                   until: datetime, routes: Sequence[str] | None) -> list[Job]:
+        """(in the lease's transaction) The followers of the leased ``heads`` (:meth:`complete_and_lease`)."""
+        allowed = set(routes) if routes is not None else None
+        chosen: list[int] = []
+        for head in heads:
+            n = follow.get(head.kind, 0)
+            if head.ordering_key is None or n <= 0:
+                continue
+            behind = direct.execute(conn, self._statements.behind,
+                                    {"key": head.ordering_key, "head": head.id, "n": n}).all()
+            for row in behind:
+                if (row.state != JobState.PENDING.value or row.next_attempt_at > now or follow.get(row.kind, 0) <= 0
+                        or (allowed is not None and row.route is not None and row.route not in allowed)):
+                    break  # the key's next job cannot run yet: neither can the ones after it
+                chosen.append(row.id)
+        if not chosen:
+            return []
+        rows = direct.execute(conn, self._statements.take_pending,
+                              {"ids": chosen, "owner": owner, "until": until, "now": now}).all()
+        taken = {row.id: _job(row) for row in rows}
+        followers = [taken[job_id] for job_id in chosen if job_id in taken]
+        if len(followers) != len(chosen):  # changed meanwhile (PostgreSQL): none rather than a gap
+            direct.execute(conn, self._statements.release, {"ids": list(taken), "owner": owner, "now": now})
+            return []
+        return followers
+
+    def release(self, job_ids: Sequence[int], owner: str) -> int:
+        """Give back jobs ``owner`` leased but never started (a run's followers, :meth:`complete_and_lease`):
+        pending again, due as before, their lease's attempt not counted. Returns how many it still held."""
+        if not job_ids:
+            return 0
+        with self._tx.write() as s:
+            result = direct.execute(s.connection(), self._statements.release,
+                                    {"ids": list(job_ids), "owner": owner, "now": utcnow()})
+            return _rowcount(result)
 
     def complete(self, job_id: int, owner: str) -> None:
         self.complete_many((job_id,), owner)
@@ -235,7 +292,7 @@ class SqlJobQueue:
             return self._complete_in(s.connection(), job_ids, owner)
 
     def _complete_in(self, conn: Any, job_ids: Sequence[int], owner: str) -> int:
-        done = set(conn.execute(self._statements.complete,
+        done = set(direct.execute(conn, self._statements.complete,
                                 {"ids": list(job_ids), "owner": owner, "now": utcnow()}).scalars())
         for job_id in job_ids:
             if job_id not in done:
@@ -390,6 +447,22 @@ class _Statements:
             .values(state=JobState.RUNNING.value, lease_owner=bindparam("owner"), lease_until=bindparam("until"),
                     attempts=_JOBS.c.attempts + 1, updated_at=bindparam("now"))
             .returning(*_JOBS.c)
+        )
+        #: the jobs after a leased one on its key, in order (followers, SqlJobQueue._followers)
+        self.behind = (
+            select(_JOBS.c.id, _JOBS.c.kind, _JOBS.c.state, _JOBS.c.next_attempt_at, _JOBS.c.route)
+            .where(_JOBS.c.ordering_key == bindparam("key"), _JOBS.c.state.in_(_UNFINISHED),
+                   _JOBS.c.id > bindparam("head"))
+            .order_by(_JOBS.c.id)
+            .limit(bindparam("n", type_=Integer()))
+        )
+        self.take_pending = self.take.where(_JOBS.c.state == JobState.PENDING.value)
+        self.release = (
+            update(_JOBS)
+            .where(_JOBS.c.id.in_(bindparam("ids", expanding=True)), _JOBS.c.lease_owner == bindparam("owner"),
+                   _JOBS.c.state == JobState.RUNNING.value)
+            .values(state=JobState.PENDING.value, lease_owner=None, lease_until=None,
+                    attempts=_JOBS.c.attempts - 1, updated_at=bindparam("now"))
         )
         self.complete = (
             update(_JOBS)

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Table, and_, bindparam, delete, or_, select, 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from ghl_desktop.adapters.storage import direct
 from ghl_desktop.adapters.storage.jobs import insert_job, insert_new
 from ghl_desktop.adapters.storage.orm import ContactLinkRow, LocationRow, MessageRow, SessionRow
 from ghl_desktop.adapters.storage.tx import RecordNotFound, StorageConflict, Transactions, is_busy
@@ -105,7 +106,7 @@ class SqlLocationRepository:
 
     def get(self, location_id: str) -> Location | None:
         with read_connection(self._tx) as conn:
-            row = conn.execute(_LOCATION_BY_ID, {"id": location_id}).first()
+            row = direct.execute(conn, _LOCATION_BY_ID, {"id": location_id}).first()
             return _location(row) if row else None
 
     def list(self) -> list[Location]:
@@ -286,7 +287,7 @@ class SqlContactRepository:
             for column, value in keys:
                 if value is None:
                     continue
-                row = conn.execute(_CONTACT_BY[column], {"location": location_id, "value": value}).first()
+                row = direct.execute(conn, _CONTACT_BY[column], {"location": location_id, "value": value}).first()
                 if row is not None:
                     return _contact(row)
         return None
@@ -527,7 +528,7 @@ class SqlMessageRepository:
 
     def by_wa_id(self, session_id: str, wa_message_id: str) -> Message | None:
         with read_connection(self._tx) as conn:
-            row = conn.execute(_MESSAGE_BY_WA, {"session": session_id, "wa": wa_message_id}).first()
+            row = direct.execute(conn, _MESSAGE_BY_WA, {"session": session_id, "wa": wa_message_id}).first()
             return _message(row) if row else None
 
     def by_ghl_id(self, location_id: str, ghl_message_id: str) -> Message | None:
@@ -557,7 +558,7 @@ class SqlMessageRepository:
                 conn = s.connection()
                 # the write transaction holds SQLite's write lock; PostgreSQL: the row, FOR UPDATE
                 query = _MESSAGE_BY_ID if conn.dialect.name == "sqlite" else _MESSAGE_BY_ID_LOCKED
-                row = conn.execute(query, {"id": message_id}).first()
+                row = direct.execute(conn, query, {"id": message_id}).first()
                 if row is None:
                     raise RecordNotFound(f"No message with id {message_id}")
                 values = row._asdict()
@@ -573,7 +574,7 @@ class SqlMessageRepository:
                     if value is not None:
                         values[column] = value
                 values["updated_at"] = utcnow()
-                conn.execute(_MESSAGE_UPDATE, {"row_id": message_id, **{c: values[c] for c in _UPDATED}})
+                direct.execute(conn, _MESSAGE_UPDATE, {"row_id": message_id, **{c: values[c] for c in _UPDATED}})
                 return _message(_Values(values))
         except StorageConflict as exc:
             raise StorageConflict(
@@ -613,7 +614,7 @@ def _record(s: Session, message: Message, values: dict[str, Any], job: NewJob | 
     One statement for a new message: the insert skips a row that breaks one of the two unique keys
     (ON CONFLICT DO NOTHING), and only then is the existing one looked up."""
     conn = s.connection()
-    new = conn.execute(insert_new(_MESSAGES, conn.dialect.name), values).scalar()
+    new = direct.execute(conn, insert_new(_MESSAGES, conn.dialect.name), values).scalar()
     if new is None:
         existing = _existing_message(s, message)
         if existing is None:  # pragma: no cover - the two unique keys are the ones looked up

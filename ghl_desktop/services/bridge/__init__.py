@@ -41,6 +41,10 @@ from ghl_desktop.services.bridge.outbound import OutboundWork
 from ghl_desktop.services.bridge.status import StatusWork
 from ghl_desktop.services.jobs import JobHandler
 
+#: a leased WhatsApp message brings up to this many of its chat's next ones (Bridge.follows): a backlog
+#: of one chat moves in runs of 8, about the batch the intake stores at once
+INBOUND_FOLLOWERS = 7
+
 
 class Bridge(InboundWork, OutboundWork, StatusWork, CallWork):
     """The kinds of work over one set of neighbours (``BridgeWork.__init__``)."""
@@ -59,6 +63,13 @@ class Bridge(InboundWork, OutboundWork, StatusWork, CallWork):
     def prepares(self) -> dict[str, Callable[[Job], object]]:
         """Per kind, the blocking first reads the runner does in its lease's hop (services/jobs.py)."""
         return {INBOUND: self._prepare_inbound}
+
+    @property
+    def follows(self) -> dict[str, int]:
+        """Per kind, how many of a chat's next jobs the runner leases along with one (services/jobs.py
+        ``follow``): a chat's backlog of WhatsApp messages is posted one after another in one slot, each
+        post starting while the previous one's completion is written."""
+        return {INBOUND: INBOUND_FOLLOWERS}
 
 
 __all__ = [

@@ -101,7 +101,7 @@ class InboundWork(GroupNames):
         messages = self._repos.messages
         # what this job needs to know first: read when it was leased (_prepare_inbound), else in one hop
         ready = prepared()
-        if isinstance(ready, _InboundReads):
+        if isinstance(ready, _InboundReads) and not ready.may_be_stale:
             reads = ready
         else:
             reads = await self._repos.run(self._inbound_reads, session_id, msg)
@@ -256,6 +256,15 @@ class _InboundReads:
     blocked: str | None = None
     target_text: str | None = None
     link: ContactLink | None = None
+
+    @property
+    def may_be_stale(self) -> bool:
+        """Read ahead without a HighLevel contact for the chat: the job before it on the chat (in the same
+        run, services/jobs.py ``follow``) may have created that contact after this read, so the handler
+        reads again rather than create it twice. With a contact the read stands: a contact HighLevel no
+        longer knows is found out by the post (GhlContactNotFound) and looked up again there."""
+        return (self.row is not None and not self.row.ghl_message_id and self.blocked is None
+                and (self.link is None or not self.link.ghl_contact_id))
 
 
 def _contact_keys(msg: IncomingMessage) -> tuple[str | None, str | None, str | None]:
