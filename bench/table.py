@@ -26,6 +26,11 @@ def latest(name: str, **match: Any) -> dict[str, Any] | None:
     return lines[-1] if lines else None
 
 
+def ms(value: float) -> str:
+    """A duration in ms with the digits that matter (a sub-millisecond lease is not "1 ms")."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
+
+
 def load(x: dict[str, Any]) -> str:
     value = x.get("load_avg_1m_start", x.get("load_avg_1m", x.get("load_average")))
     return f"load {value:.1f}" if isinstance(value, (int, float)) else "load not recorded"
@@ -66,8 +71,8 @@ def rows() -> list[tuple[str, str, str, str]]:
     for backend in ("sqlite", "postgresql"):
         q = latest("queue_lease", backend=backend)
         if q:
-            out.append((f"`lease_ratio` ({backend})", f"{q['lease_ratio']:.2f} ({q['lease_ms_100000']:.0f} ÷ "
-                        f"{q['lease_ms_100']:.0f} ms, {load(q)}, {q['commit']})", "≤ 1.5",
+            out.append((f"`lease_ratio` ({backend})", f"{q['lease_ratio']:.2f} ({ms(q['lease_ms_100000'])} ÷ "
+                        f"{ms(q['lease_ms_100'])} ms, {load(q)}, {q['commit']})", "≤ 1.5",
                         f"with 100,000 jobs waiting (a long HighLevel outage) taking the next job costs "
                         f"{q['lease_ratio']:.2f}× what it costs with 100"))
     lag = latest("loop_lag")
