@@ -33,6 +33,9 @@ from sqlalchemy.sql.dml import Insert
 
 _PLANS: dict[tuple[int, str, tuple[str, ...]], _Plan | None] = {}
 _LOCK = threading.Lock()
+#: plans kept at most: the hot statements are a few dozen module constants; a statement built anew on
+#: each call (a caller's mistake) would otherwise add a plan, and keep its statement alive, every call
+MAX_PLANS = 512
 
 
 class Rows:
@@ -81,6 +84,8 @@ def execute(conn: Connection, statement: Any, params: Mapping[str, Any] | None =
         with _LOCK:
             plan = _PLANS.get(key, _MISSING)
             if plan is _MISSING:
+                if len(_PLANS) >= MAX_PLANS:
+                    return conn.execute(statement, params)
                 plan = _Plan.build(statement, conn, keys)
                 _PLANS[key] = plan
     if plan is None:

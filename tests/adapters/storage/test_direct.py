@@ -105,3 +105,13 @@ def test_listeners_see_each_statement_and_other_dialects_take_sqlalchemys_path(d
             return "sqlalchemy's"
 
     assert direct.execute(Other(), _MESSAGE_BY_WA, {}) == "sqlalchemy's"  # type: ignore[arg-type]
+
+
+def test_statements_built_on_each_call_do_not_fill_the_plan_cache(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(direct, "MAX_PLANS", len(direct._PLANS) + 3)
+    with db.engine.connect() as conn:
+        for i in range(10):  # a new statement object each time: one plan each, up to the cap
+            statement = select(_JOBS.c.id).where(_JOBS.c.id == bindparam("id"))
+            assert direct.execute(conn, statement, {"id": i}).all() == []
+    assert len(direct._PLANS) == direct.MAX_PLANS  # then Connection.execute, nothing kept
